@@ -1,0 +1,3 @@
+pub mod client;
+pub mod key;
+pub mod server;
