@@ -1,1 +1,755 @@
-//! placeholder
+//! Server side: parse a request head, decide whether it is an upgrade, answer it.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use super::key::{accept_key, is_valid_key};
+use super::{
+    ExtensionOffer, HandshakeError, Header, MAX_HEADERS, header_has_token, header_values,
+    httparse_error, is_token, list_elements, own_headers, push_decimal, push_header, single_header,
+    trim_ows,
+};
+
+/// A parsed HTTP/1.x request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Request method, e.g. `GET`.
+    pub method: String,
+    /// Request target as sent: path plus query.
+    pub target: String,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor_version: u8,
+    /// Header lines in order.
+    pub headers: Vec<Header>,
+}
+
+impl Request {
+    /// Parses a complete head (ending in `\r\n\r\n`, see [`super::find_head_end`]).
+    ///
+    /// More than [`MAX_HEADERS`] header lines is [`HandshakeError::TooManyHeaders`] (431).
+    /// Bytes after the head are ignored; they belong to whatever follows it.
+    pub fn parse(head: &[u8]) -> Result<Request, HandshakeError> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut slots);
+        match parsed.parse(head).map_err(httparse_error)? {
+            httparse::Status::Complete(_) => {}
+            httparse::Status::Partial => return Err(HandshakeError::Malformed("incomplete head")),
+        }
+        // httparse leaves these unset only on a partial parse, handled above.
+        let (Some(method), Some(target), Some(minor_version)) =
+            (parsed.method, parsed.path, parsed.version)
+        else {
+            return Err(HandshakeError::Malformed("incomplete request line"));
+        };
+        Ok(Request {
+            method: method.to_string(),
+            target: target.to_string(),
+            minor_version,
+            headers: own_headers(parsed.headers),
+        })
+    }
+
+    /// The target up to the `?`.
+    pub fn path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(self.target.as_str(), |(path, _)| path)
+    }
+
+    /// The target after the `?`, if there is one.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        header_values(&self.headers, name).next()
+    }
+
+    /// Like [`Request::header`], but `None` when the value is not UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name)
+            .and_then(|value| core::str::from_utf8(value).ok())
+    }
+
+    /// Every header called `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        header_values(&self.headers, name)
+    }
+
+    /// True when the request asks for a WebSocket upgrade (an Upgrade header contains the token
+    /// `websocket`, case-insensitive).
+    ///
+    /// A request without it is plain HTTP: a server answers /healthz, /metrics, pages.
+    pub fn is_websocket_upgrade(&self) -> bool {
+        self.header_values("Upgrade")
+            .any(|value| header_has_token(value, "websocket"))
+    }
+
+    /// The Origin header, which browsers always send; servers use it against cross-site
+    /// WebSocket hijacking.
+    pub fn origin(&self) -> Option<&str> {
+        self.header_str("Origin").map(trim_str)
+    }
+
+    /// The Host header.
+    pub fn host(&self) -> Option<&str> {
+        self.header_str("Host").map(trim_str)
+    }
+
+    /// Offered subprotocols in order, from every Sec-WebSocket-Protocol header, comma-split and
+    /// trimmed.
+    ///
+    /// Elements that are not tokens cannot be selected and are left out;
+    /// [`Request::validate_upgrade`] rejects a request that contains any.
+    pub fn subprotocols(&self) -> Vec<String> {
+        self.header_values("Sec-WebSocket-Protocol")
+            .flat_map(list_elements)
+            .filter_map(|element| core::str::from_utf8(element).ok())
+            .filter(|element| is_token(element))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Offered extensions in order, from every Sec-WebSocket-Extensions header.
+    pub fn extensions(&self) -> Result<Vec<ExtensionOffer>, HandshakeError> {
+        let mut offers = Vec::new();
+        for value in self.header_values("Sec-WebSocket-Extensions") {
+            let value = core::str::from_utf8(value).map_err(|_| HandshakeError::InvalidHeader {
+                name: "Sec-WebSocket-Extensions",
+                reason: "not UTF-8",
+            })?;
+            offers.extend(ExtensionOffer::parse_list(value)?);
+        }
+        Ok(offers)
+    }
+
+    /// The Sec-WebSocket-Key header, trimmed; not validated (see
+    /// [`Request::validate_upgrade`]).
+    pub fn websocket_key(&self) -> Option<&str> {
+        self.header_str("Sec-WebSocket-Key").map(trim_str)
+    }
+
+    /// Checks everything RFC 6455 §4.2.1 requires of an upgrade request: GET, HTTP/1.1+, one
+    /// Host, Upgrade/Connection tokens (comma lists, case-insensitive; `Connection: keep-alive,
+    /// Upgrade` is fine), Sec-WebSocket-Version: 13, one key that is base64 of 16 bytes, and
+    /// well-formed subprotocol and extension offers. Returns the key on success.
+    pub fn validate_upgrade(&self) -> Result<&str, HandshakeError> {
+        if self.method != "GET" {
+            return Err(HandshakeError::MethodNotGet(self.method.clone()));
+        }
+        if self.minor_version < 1 {
+            return Err(HandshakeError::HttpVersion);
+        }
+        match single_header(&self.headers, "Host") {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(HandshakeError::MissingHost),
+            Err(()) => return Err(HandshakeError::DuplicateHost),
+        }
+        if !self.is_websocket_upgrade() {
+            return Err(HandshakeError::NotUpgrade);
+        }
+        if !self
+            .header_values("Connection")
+            .any(|value| header_has_token(value, "upgrade"))
+        {
+            return Err(HandshakeError::NotConnectionUpgrade);
+        }
+        // The version is checked before the key: clients of older drafts (hixie-76 sends
+        // Sec-WebSocket-Key1/Key2) learn from the 426 which version to speak instead of being
+        // told their key is bad.
+        match single_header(&self.headers, "Sec-WebSocket-Version") {
+            Ok(Some(version)) if trim_ows(version) == b"13" => {}
+            _ => return Err(HandshakeError::UnsupportedVersion),
+        }
+        let key = match single_header(&self.headers, "Sec-WebSocket-Key") {
+            Ok(Some(key)) => trim_ows(key),
+            _ => return Err(HandshakeError::InvalidKey),
+        };
+        if !is_valid_key(key) {
+            return Err(HandshakeError::InvalidKey);
+        }
+        for value in self.header_values("Sec-WebSocket-Protocol") {
+            let all_tokens = core::str::from_utf8(value).is_ok_and(|value| {
+                list_elements(value.as_bytes()).all(|p| core::str::from_utf8(p).is_ok_and(is_token))
+            });
+            if !all_tokens {
+                return Err(HandshakeError::InvalidHeader {
+                    name: "Sec-WebSocket-Protocol",
+                    reason: "element is not a token",
+                });
+            }
+        }
+        self.extensions()?;
+        // A valid key is 24 ASCII characters, so this conversion cannot fail.
+        core::str::from_utf8(key).map_err(|_| HandshakeError::InvalidKey)
+    }
+}
+
+fn trim_str(value: &str) -> &str {
+    value.trim_matches([' ', '\t'])
+}
+
+/// What the application decides for an upgrade request.
+#[derive(Debug, Clone, Default)]
+pub struct Accept {
+    /// The selected subprotocol; it must be one the client offered.
+    pub protocol: Option<String>,
+    /// The accepted extensions with their response parameters.
+    pub extensions: Vec<ExtensionOffer>,
+    /// Extra response headers (Set-Cookie, Server...).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Accept {
+    /// Selects a subprotocol.
+    pub fn with_protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Accepts an extension.
+    pub fn with_extension(mut self, extension: ExtensionOffer) -> Self {
+        self.extensions.push(extension);
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Appends the 101 response (Upgrade, Connection, Sec-WebSocket-Accept, optional
+/// protocol/extensions, extra headers).
+///
+/// `key` is the value returned by [`Request::validate_upgrade`]. A protocol that is not a
+/// token, and extra headers whose name is not a token or whose value holds CR, LF or NUL, are
+/// left out: an application passing through client-controlled text must not be able to split
+/// the response.
+pub fn write_accept_response(key: &str, accept: &Accept, out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    push_header(out, "Sec-WebSocket-Accept", &accept_key(key.as_bytes()));
+    if let Some(protocol) = accept.protocol.as_deref().filter(|p| is_token(p)) {
+        push_header(out, "Sec-WebSocket-Protocol", protocol);
+    }
+    if !accept.extensions.is_empty() {
+        push_header(
+            out,
+            "Sec-WebSocket-Extensions",
+            &ExtensionOffer::list_to_header_value(&accept.extensions),
+        );
+    }
+    for (name, value) in &accept.headers {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a complete plain HTTP/1.1 response with Content-Length and `Connection: close`.
+///
+/// For 426 the caller passes the `Sec-WebSocket-Version: 13` header. The reason phrase is
+/// derived from the status. Content-Length and Connection in `headers` are ignored in favour
+/// of the ones written here, and unsafe header lines are left out as in
+/// [`write_accept_response`]. A status outside 100..=999 is written as 500.
+pub fn write_response(status: u16, headers: &[(&str, &str)], body: &[u8], out: &mut Vec<u8>) {
+    let status = if (100..=999).contains(&status) {
+        status
+    } else {
+        500
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("Connection") {
+            continue;
+        }
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, body.len());
+    out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+/// The response a server sends for a handshake error: status from
+/// [`HandshakeError::http_status`], the error text as body, `Sec-WebSocket-Version: 13` with
+/// 426 and `Allow: GET` with 405.
+pub fn write_error_response(err: &HandshakeError, out: &mut Vec<u8>) {
+    let status = err.http_status();
+    let mut body = err.to_string();
+    body.push('\n');
+    let content_type = ("Content-Type", "text/plain; charset=utf-8");
+    let headers: &[(&str, &str)] = match status {
+        426 => &[content_type, ("Sec-WebSocket-Version", "13")],
+        405 => &[content_type, ("Allow", "GET")],
+        _ => &[content_type],
+    };
+    write_response(status, headers, body.as_bytes(), out);
+}
+
+/// The standard reason phrase for a status (RFC 9110 §15); clients ignore it, people read it.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => match status / 100 {
+            1 => "Informational",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            _ => "Server Error",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::client::{ClientRequest, Response};
+    use crate::handshake::find_head_end;
+    use crate::handshake::key::generate_key;
+    use alloc::format;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    const CHROME: &[u8] = b"GET /chat?room=lobby&x=1 HTTP/1.1\r\n\
+        Host: example.com:8080\r\n\
+        Connection: keep-alive, Upgrade\r\n\
+        Pragma: no-cache\r\n\
+        Cache-Control: no-cache\r\n\
+        User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36\r\n\
+        Upgrade: websocket\r\n\
+        Origin: https://example.com\r\n\
+        Sec-WebSocket-Version: 13\r\n\
+        Accept-Encoding: gzip, deflate, br, zstd\r\n\
+        Accept-Language: en-US,en;q=0.9\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\n\
+        \r\n";
+
+    /// The Chrome request with header `name` replaced by `line` (or removed when `line` is
+    /// empty).
+    fn chrome_with(name: &str, line: &str) -> Vec<u8> {
+        let text = core::str::from_utf8(CHROME).unwrap();
+        let mut out = String::new();
+        for l in text.split_inclusive("\r\n") {
+            if l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            {
+                out.push_str(line);
+            } else {
+                out.push_str(l);
+            }
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn chrome_request_parses_and_validates() {
+        let req = Request::parse(CHROME).unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.target, "/chat?room=lobby&x=1");
+        assert_eq!(req.path(), "/chat");
+        assert_eq!(req.query(), Some("room=lobby&x=1"));
+        assert_eq!(req.minor_version, 1);
+        assert_eq!(req.host(), Some("example.com:8080"));
+        assert_eq!(req.origin(), Some("https://example.com"));
+        assert_eq!(req.header("pragma"), Some(&b"no-cache"[..]));
+        assert_eq!(req.header_str("SEC-WEBSOCKET-VERSION"), Some("13"));
+        assert!(req.is_websocket_upgrade());
+        assert_eq!(req.subprotocols(), vec!["chat", "superchat"]);
+        assert_eq!(
+            req.extensions().unwrap(),
+            vec![
+                ExtensionOffer::new("permessage-deflate")
+                    .with_param("client_max_window_bits", None)
+            ]
+        );
+        assert_eq!(req.websocket_key(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(req.validate_upgrade(), Ok("dGhlIHNhbXBsZSBub25jZQ=="));
+    }
+
+    #[test]
+    fn path_without_query() {
+        let req = Request::parse(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(req.path(), "/healthz");
+        assert_eq!(req.query(), None);
+        assert!(!req.is_websocket_upgrade());
+    }
+
+    #[test]
+    fn rejects_non_get() {
+        let mut head = b"POST".to_vec();
+        head.extend_from_slice(&CHROME[3..]);
+        let err = Request::parse(&head)
+            .unwrap()
+            .validate_upgrade()
+            .unwrap_err();
+        assert_eq!(err, HandshakeError::MethodNotGet("POST".into()));
+        assert_eq!(err.http_status(), 405);
+    }
+
+    #[test]
+    fn rejects_http_1_0() {
+        let text = core::str::from_utf8(CHROME)
+            .unwrap()
+            .replacen("HTTP/1.1", "HTTP/1.0", 1);
+        let req = Request::parse(text.as_bytes()).unwrap();
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::HttpVersion));
+    }
+
+    #[test]
+    fn rejects_missing_or_duplicate_host() {
+        let req = Request::parse(&chrome_with("Host", "")).unwrap();
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::MissingHost));
+        let req = Request::parse(&chrome_with("Host", "Host: a\r\nHost: b\r\n")).unwrap();
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::DuplicateHost));
+    }
+
+    #[test]
+    fn missing_upgrade_is_plain_http() {
+        let req = Request::parse(&chrome_with("Upgrade", "")).unwrap();
+        assert!(!req.is_websocket_upgrade());
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::NotUpgrade));
+        let req = Request::parse(&chrome_with("Upgrade", "Upgrade: h2c\r\n")).unwrap();
+        assert!(!req.is_websocket_upgrade());
+    }
+
+    #[test]
+    fn upgrade_tokens_are_case_insensitive_lists() {
+        let req = Request::parse(&chrome_with("Upgrade", "upgrade: foo, WebSocket\r\n")).unwrap();
+        assert!(req.is_websocket_upgrade());
+        let req = Request::parse(&chrome_with("Connection", "connection: UPGRADE\r\n")).unwrap();
+        assert!(req.validate_upgrade().is_ok());
+        let req = Request::parse(&chrome_with("Connection", "Connection: keep-alive\r\n")).unwrap();
+        assert_eq!(
+            req.validate_upgrade(),
+            Err(HandshakeError::NotConnectionUpgrade)
+        );
+    }
+
+    #[test]
+    fn rejects_missing_duplicate_or_short_key() {
+        let req = Request::parse(&chrome_with("Sec-WebSocket-Key", "")).unwrap();
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::InvalidKey));
+        // base64 of 15 bytes.
+        let req = Request::parse(&chrome_with(
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA\r\n",
+        ))
+        .unwrap();
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::InvalidKey));
+        let two = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let req = Request::parse(&chrome_with("Sec-WebSocket-Key", two)).unwrap();
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::InvalidKey));
+    }
+
+    #[test]
+    fn version_8_gets_426_with_version_header() {
+        let req = Request::parse(&chrome_with(
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Version: 8\r\n",
+        ))
+        .unwrap();
+        let err = req.validate_upgrade().unwrap_err();
+        assert_eq!(err, HandshakeError::UnsupportedVersion);
+        assert_eq!(err.http_status(), 426);
+        let mut out = Vec::new();
+        write_error_response(&err, &mut out);
+        let text = core::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        let req = Request::parse(&chrome_with("Sec-WebSocket-Version", "")).unwrap();
+        assert_eq!(
+            req.validate_upgrade(),
+            Err(HandshakeError::UnsupportedVersion)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_offers() {
+        let req = Request::parse(&chrome_with(
+            "Sec-WebSocket-Protocol",
+            "Sec-WebSocket-Protocol: chat, two words\r\n",
+        ))
+        .unwrap();
+        assert!(matches!(
+            req.validate_upgrade(),
+            Err(HandshakeError::InvalidHeader {
+                name: "Sec-WebSocket-Protocol",
+                ..
+            })
+        ));
+        assert_eq!(req.subprotocols(), vec!["chat"]);
+        let req = Request::parse(&chrome_with(
+            "Sec-WebSocket-Extensions",
+            "Sec-WebSocket-Extensions: permessage-deflate; x=\"\r\n",
+        ))
+        .unwrap();
+        assert!(matches!(
+            req.validate_upgrade(),
+            Err(HandshakeError::InvalidHeader {
+                name: "Sec-WebSocket-Extensions",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn non_utf8_header_values_are_kept_as_bytes() {
+        let req = Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Name: caf\xe9\r\n\r\n").unwrap();
+        assert_eq!(req.header("x-name"), Some(&b"caf\xe9"[..]));
+        assert_eq!(req.header_str("x-name"), None);
+        let req =
+            Request::parse(b"GET / HTTP/1.1\r\nSec-WebSocket-Extensions: \xff\r\n\r\n").unwrap();
+        assert!(req.extensions().is_err());
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert_eq!(
+            Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap_err(),
+            HandshakeError::Malformed("incomplete head")
+        );
+        assert!(matches!(
+            Request::parse(b"GET / HTTP/2.0\r\n\r\n"),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(matches!(
+            Request::parse(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"),
+            Err(HandshakeError::Malformed(_))
+        ));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let err = Request::parse(&many).unwrap_err();
+        assert_eq!(err, HandshakeError::TooManyHeaders(MAX_HEADERS));
+        assert_eq!(err.http_status(), 431);
+    }
+
+    #[test]
+    fn accept_response_bytes() {
+        let accept = Accept::default()
+            .with_protocol("chat")
+            .with_extension(
+                ExtensionOffer::new("permessage-deflate")
+                    .with_param("client_max_window_bits", Some("10".into())),
+            )
+            .with_header("Server", "duplex")
+            .with_header("X-Evil", "a\r\nSet-Cookie: x=1")
+            .with_header("Bad Name", "v");
+        let mut out = Vec::new();
+        write_accept_response("dGhlIHNhbXBsZSBub25jZQ==", &accept, &mut out);
+        assert_eq!(
+            core::str::from_utf8(&out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\n\
+             Upgrade: websocket\r\n\
+             Connection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: chat\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n\
+             Server: duplex\r\n\
+             \r\n"
+        );
+        let mut out = Vec::new();
+        write_accept_response("k", &Accept::default().with_protocol("no token"), &mut out);
+        assert!(
+            !core::str::from_utf8(&out)
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol")
+        );
+    }
+
+    #[test]
+    fn plain_response_bytes() {
+        let mut out = b"prefix".to_vec();
+        write_response(
+            200,
+            &[
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "999"),
+                ("Connection", "keep-alive"),
+            ],
+            b"ok\n",
+            &mut out,
+        );
+        assert_eq!(
+            core::str::from_utf8(&out).unwrap(),
+            "prefixHTTP/1.1 200 OK\r\n\
+             Content-Type: text/plain\r\n\
+             Content-Length: 3\r\n\
+             Connection: close\r\n\
+             \r\n\
+             ok\n"
+        );
+        for (status, line) in [
+            (404, "HTTP/1.1 404 Not Found\r\n"),
+            (431, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            (503, "HTTP/1.1 503 Service Unavailable\r\n"),
+            (499, "HTTP/1.1 499 Client Error\r\n"),
+            (0, "HTTP/1.1 500 Internal Server Error\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_response(status, &[], b"", &mut out);
+            assert!(out.starts_with(line.as_bytes()), "{status}");
+        }
+    }
+
+    #[test]
+    fn error_response_bytes() {
+        let mut out = Vec::new();
+        write_error_response(&HandshakeError::MethodNotGet("POST".into()), &mut out);
+        let body = "method POST is not GET\n";
+        assert_eq!(
+            core::str::from_utf8(&out).unwrap(),
+            format!(
+                "HTTP/1.1 405 Method Not Allowed\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Allow: GET\r\n\
+                 Content-Length: {}\r\n\
+                 Connection: close\r\n\
+                 \r\n{body}",
+                body.len()
+            )
+        );
+    }
+
+    #[test]
+    fn round_trip_client_server_client() {
+        let request = ClientRequest::from_url("ws://example.com:9001/chat?x=1")
+            .unwrap()
+            .with_origin("http://example.com")
+            .with_protocol("v2.chat")
+            .with_protocol("v1.chat")
+            .with_extension(
+                ExtensionOffer::new("permessage-deflate")
+                    .with_param("client_max_window_bits", None),
+            )
+            .with_header("Authorization", "Bearer t");
+        let key = generate_key([42; 16]);
+        let mut wire = Vec::new();
+        request.write(&key, &mut wire);
+
+        // Fed one byte at a time, as a slow socket would.
+        let mut buf = Vec::new();
+        let mut scanned = 0;
+        let mut end = None;
+        for &b in &wire {
+            buf.push(b);
+            if let Some(e) = find_head_end(&buf, &mut scanned) {
+                assert!(end.is_none());
+                end = Some(e);
+            }
+        }
+        assert_eq!(end, Some(wire.len()));
+
+        let req = Request::parse(&buf).unwrap();
+        let server_key = req.validate_upgrade().unwrap();
+        assert_eq!(server_key, key);
+        assert_eq!(req.path(), "/chat");
+        assert_eq!(req.host(), Some("example.com:9001"));
+        assert_eq!(req.origin(), Some("http://example.com"));
+        assert_eq!(req.header_str("authorization"), Some("Bearer t"));
+        let offered = req.subprotocols();
+        assert_eq!(offered, vec!["v2.chat", "v1.chat"]);
+        let extensions = req.extensions().unwrap();
+        assert_eq!(extensions[0].name, "permessage-deflate");
+
+        let accept = Accept::default()
+            .with_protocol(offered[1].clone())
+            .with_extension(
+                ExtensionOffer::new("permessage-deflate")
+                    .with_param("client_max_window_bits", Some("12".into())),
+            );
+        let mut response = Vec::new();
+        write_accept_response(server_key, &accept, &mut response);
+
+        let response = Response::parse(&response, &key, &request).unwrap();
+        assert_eq!(response.status, 101);
+        assert_eq!(response.protocol.as_deref(), Some("v1.chat"));
+        assert_eq!(
+            response.extensions[0].param("client_max_window_bits"),
+            Some(Some("12"))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn request_parse_never_panics(head in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(req) = Request::parse(&head) {
+                let _ = req.validate_upgrade();
+                let _ = req.subprotocols();
+                let _ = req.extensions();
+                let _ = (req.path(), req.query(), req.host(), req.origin(), req.websocket_key());
+            }
+        }
+
+        #[test]
+        fn request_parse_never_panics_on_near_valid_heads(
+            cut in 0usize..CHROME.len(),
+            byte in any::<u8>(),
+        ) {
+            let mut head = CHROME.to_vec();
+            head[cut] = byte;
+            if let Ok(req) = Request::parse(&head) {
+                let _ = req.validate_upgrade();
+                let _ = req.extensions();
+            }
+        }
+
+        #[test]
+        fn write_response_never_splits_lines(
+            status in any::<u16>(),
+            name in any::<String>(),
+            value in any::<String>(),
+        ) {
+            let mut out = Vec::new();
+            write_response(status, &[(&name, &value)], b"", &mut out);
+            let head_lines = out.split(|&b| b == b'\n').count();
+            // Status line, optional header, Content-Length, Connection, blank line, empty tail.
+            prop_assert!(head_lines == 5 || head_lines == 6);
+        }
+    }
+}

@@ -1,0 +1,981 @@
+//! The connection state machine: bytes in → events, calls → bytes out, time → deadlines.
+//!
+//! ```text
+//!            server: Request event            accept()
+//! Handshake ───────────────────▶ AwaitingDecision ─────────▶ Open
+//!     │  client: valid 101 response ──────────────────────────▲ │
+//!     │                                                         │ close() / idle timeout
+//!     │  bad head, timeout, EOF, respond()/reject()             ▼
+//!     └──────────────────────────────────────────────▶ Closed ◀── CloseSent
+//!                       peer's close frame (echoed) ───▲   ▲ peer's close reply / close timeout
+//!                       protocol error (close sent) ───┘
+//! ```
+//!
+//! Every transition happens in this file; `Closed` is reported exactly once through
+//! [`Event::Closed`], after which nothing but the pending output is ever produced.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame, encode_close_payload, parse_close_payload};
+use crate::error::{Error, ProtocolError, SendError};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::handshake::client::{ClientRequest, Response};
+use crate::handshake::key::generate_key;
+use crate::handshake::server::{
+    Accept, Request, write_accept_response, write_error_response, write_response,
+};
+use crate::handshake::{HandshakeError, find_head_end};
+use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::limits::Config;
+use crate::mask::{apply_mask, apply_mask_at};
+use crate::message::{Closed, Event, Message, MessageKind, Utf8Bytes};
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is. Clients mask what they send; servers must not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// Fills a buffer with unpredictable bytes (masking keys, `Sec-WebSocket-Key`).
+/// Native and WASM drivers back it with `getrandom`; tests inject a fixed sequence.
+pub type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
+
+/// The coarse state, as a WHATWG `WebSocket.readyState` would report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    Connecting,
+    Open,
+    Closing,
+    Closed,
+}
+
+/// Largest window [`Connection::recv_buf`] lends at once, even when a larger frame is pending.
+const MAX_READ_WINDOW: usize = 1 << 20;
+/// Longest close reason we put on the wire (a control payload holds 125 bytes, 2 are the code).
+const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
+
+#[derive(Debug)]
+enum State {
+    Handshake,
+    /// Server only: the request was reported; `key` is set for a valid upgrade request.
+    AwaitingDecision {
+        key: Option<String>,
+    },
+    Open,
+    CloseSent,
+    Closed,
+}
+
+#[derive(Debug)]
+struct ClientHandshake {
+    request: ClientRequest,
+    key: String,
+}
+
+/// A frame whose header has been read and whose payload is arriving.
+#[derive(Debug, Clone, Copy)]
+struct FrameInProgress {
+    header: FrameHeader,
+    len: usize,
+    /// Payload bytes already unmasked and validated, at the front of the receive buffer.
+    processed: usize,
+    text: bool,
+}
+
+#[derive(Debug)]
+struct MessageInProgress {
+    kind: MessageKind,
+    data: BytesMut,
+}
+
+#[derive(Debug)]
+struct OutgoingStream {
+    kind: MessageKind,
+    started: bool,
+    utf8: Utf8Validator,
+}
+
+/// One WebSocket connection, either role, from the first handshake byte to the close.
+///
+/// Feed received bytes with [`Connection::receive`] (copying) or [`Connection::recv_buf`] +
+/// [`Connection::commit`] (reading straight into the connection's buffer); take events from
+/// [`Connection::poll_event`]; write [`Connection::output`] to the socket and
+/// [`Connection::consume`] what it took; call [`Connection::handle_timeout`] when
+/// [`Connection::poll_timeout`] is reached. See the crate documentation for a full example.
+pub struct Connection {
+    role: Role,
+    config: Arc<Config>,
+    state: State,
+    now: Duration,
+    random: Option<RandomSource>,
+    client: Option<Box<ClientHandshake>>,
+    response: Option<Box<Response>>,
+    protocol: Option<String>,
+    head_scanned: usize,
+
+    /// `rx[..rx_filled]` holds received bytes; `rx[rx_filled..]` is initialised spare room
+    /// lent by `recv_buf`.
+    rx: BytesMut,
+    rx_filled: usize,
+    frame: Option<FrameInProgress>,
+    message: Option<MessageInProgress>,
+    utf8: Utf8Validator,
+
+    tx: BytesMut,
+    stream: Option<OutgoingStream>,
+    events: VecDeque<Event>,
+
+    handshake_deadline: Option<Duration>,
+    heartbeat: Option<Heartbeat>,
+    last_received: Duration,
+    close_deadline: Option<Duration>,
+    /// Client after a clean close: how long to wait for the server to close TCP first.
+    linger_deadline: Option<Duration>,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("received", &self.rx_filled)
+            .field("buffered_amount", &self.tx.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A server connection waiting for the client's upgrade request.
+    pub fn server(config: impl Into<Arc<Config>>, now: Duration) -> Connection {
+        Connection::new(Role::Server, config.into(), None, State::Handshake, now)
+    }
+
+    /// A client connection whose upgrade request is already in [`Connection::output`].
+    pub fn client(
+        request: ClientRequest,
+        config: impl Into<Arc<Config>>,
+        mut random: RandomSource,
+        now: Duration,
+    ) -> Connection {
+        let mut nonce = [0u8; 16];
+        random(&mut nonce);
+        let key = generate_key(nonce);
+        let mut head = Vec::new();
+        request.write(&key, &mut head);
+        let mut conn = Connection::new(
+            Role::Client,
+            config.into(),
+            Some(random),
+            State::Handshake,
+            now,
+        );
+        conn.tx.extend_from_slice(&head);
+        conn.client = Some(Box::new(ClientHandshake { request, key }));
+        conn
+    }
+
+    /// A connection whose HTTP upgrade was done elsewhere (an HTTP server's upgrade hook, the
+    /// browser's own `WebSocket`): it starts open. `random` is required for the client role.
+    pub fn upgraded(
+        role: Role,
+        config: impl Into<Arc<Config>>,
+        random: Option<RandomSource>,
+        now: Duration,
+    ) -> Connection {
+        let mut conn = Connection::new(role, config.into(), random, State::Open, now);
+        conn.handshake_deadline = None;
+        conn.start_heartbeat();
+        conn
+    }
+
+    fn new(
+        role: Role,
+        config: Arc<Config>,
+        random: Option<RandomSource>,
+        state: State,
+        now: Duration,
+    ) -> Connection {
+        Connection {
+            role,
+            handshake_deadline: config.handshake_timeout.map(|t| now + t),
+            config,
+            state,
+            now,
+            random,
+            client: None,
+            response: None,
+            protocol: None,
+            head_scanned: 0,
+            rx: BytesMut::new(),
+            rx_filled: 0,
+            frame: None,
+            message: None,
+            utf8: Utf8Validator::new(),
+            tx: BytesMut::new(),
+            stream: None,
+            events: VecDeque::new(),
+            heartbeat: None,
+            last_received: now,
+            close_deadline: None,
+            linger_deadline: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        match self.state {
+            State::Handshake | State::AwaitingDecision { .. } => ConnectionState::Connecting,
+            State::Open => ConnectionState::Open,
+            State::CloseSent => ConnectionState::Closing,
+            State::Closed => ConnectionState::Closed,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Client role: the server's 101 response, once open.
+    pub fn response(&self) -> Option<&Response> {
+        self.response.as_deref()
+    }
+
+    /// True once the driver should close the socket (after writing the pending output).
+    /// A server closes TCP right after the close handshake; a client waits for the server to
+    /// do so, up to the close timeout.
+    pub fn is_terminated(&self) -> bool {
+        matches!(self.state, State::Closed) && self.linger_deadline.is_none()
+    }
+
+    // ---------------------------------------------------------------- receiving
+
+    /// Lends the spare room of the receive buffer for one read. Its size adapts to the frame
+    /// in progress so a large frame arrives in few reads. Follow with [`Connection::commit`].
+    pub fn recv_buf(&mut self) -> &mut [u8] {
+        let missing = self
+            .frame
+            .map_or(0, |f| f.len.saturating_sub(self.rx_filled));
+        let window = missing.clamp(
+            self.config.read_chunk,
+            MAX_READ_WINDOW.max(self.config.read_chunk),
+        );
+        let needed = self.rx_filled + window;
+        if self.rx.len() < needed {
+            self.rx.resize(needed, 0);
+        }
+        &mut self.rx[self.rx_filled..]
+    }
+
+    /// Records that the last read put `n` bytes into [`Connection::recv_buf`], then processes them.
+    pub fn commit(&mut self, now: Duration, n: usize) {
+        let n = n.min(self.rx.len() - self.rx_filled);
+        self.rx_filled += n;
+        self.after_receive(now, n);
+    }
+
+    /// Copies received bytes in and processes them.
+    pub fn receive(&mut self, now: Duration, data: &[u8]) {
+        self.rx.truncate(self.rx_filled);
+        self.rx.extend_from_slice(data);
+        self.rx_filled += data.len();
+        self.after_receive(now, data.len());
+    }
+
+    /// The peer closed its side of TCP (a read returned 0).
+    pub fn receive_eof(&mut self, now: Duration) {
+        self.now = now;
+        match self.state {
+            State::Closed => self.linger_deadline = None,
+            State::CloseSent => {
+                self.events.push_back(Event::Error(Error::ConnectionReset));
+                self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
+            }
+            _ => {
+                self.events.push_back(Event::Error(Error::ConnectionReset));
+                self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
+            }
+        }
+    }
+
+    fn after_receive(&mut self, now: Duration, n: usize) {
+        self.now = now;
+        if n > 0 {
+            self.last_received = now;
+        }
+        self.process();
+    }
+
+    /// Consumes as much of the receive buffer as the current state allows.
+    fn process(&mut self) {
+        loop {
+            match self.state {
+                State::Handshake => {
+                    if !self.process_handshake() {
+                        break;
+                    }
+                }
+                State::Open | State::CloseSent => {
+                    self.process_frames();
+                    break;
+                }
+                State::AwaitingDecision { .. } => break,
+                State::Closed => {
+                    // Nothing after the end is ever looked at.
+                    self.rx_filled = 0;
+                    break;
+                }
+            }
+        }
+        if self.rx_filled == 0 {
+            // An idle connection keeps no receive buffer (LESSONS: memory per connection).
+            self.rx = BytesMut::new();
+        }
+    }
+
+    /// Returns true when the handshake advanced and more bytes may be processed.
+    fn process_handshake(&mut self) -> bool {
+        let max = self.config.max_head_size;
+        let head_end = find_head_end(&self.rx[..self.rx_filled], &mut self.head_scanned);
+        let end = match head_end {
+            Some(end) if end <= max => end,
+            Some(_) => {
+                self.fail_handshake(HandshakeError::HeadTooLarge(max));
+                return false;
+            }
+            None if self.rx_filled > max => {
+                self.fail_handshake(HandshakeError::HeadTooLarge(max));
+                return false;
+            }
+            None => return false,
+        };
+        let head = self.rx.split_to(end);
+        self.rx_filled -= end;
+        self.head_scanned = 0;
+        match self.role {
+            Role::Server => self.on_request_head(&head),
+            Role::Client => self.on_response_head(&head),
+        }
+    }
+
+    fn on_request_head(&mut self, head: &[u8]) -> bool {
+        let request = match Request::parse(head) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail_handshake(e);
+                return false;
+            }
+        };
+        let key = if request.is_websocket_upgrade() {
+            match request.validate_upgrade() {
+                Ok(key) => Some(key.to_string()),
+                Err(e) => {
+                    self.fail_handshake(e);
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        self.state = State::AwaitingDecision { key };
+        self.events.push_back(Event::Request(request));
+        false
+    }
+
+    fn on_response_head(&mut self, head: &[u8]) -> bool {
+        let Some(client) = self.client.take() else {
+            return false;
+        };
+        match Response::parse(head, &client.key, &client.request) {
+            Ok(response) => {
+                self.protocol = response.protocol.clone();
+                self.response = Some(Box::new(response));
+                self.open();
+                true
+            }
+            Err(e) => {
+                self.fail_handshake(e);
+                false
+            }
+        }
+    }
+
+    fn fail_handshake(&mut self, error: HandshakeError) {
+        if self.role == Role::Server {
+            let mut out = Vec::new();
+            write_error_response(&error, &mut out);
+            self.tx.extend_from_slice(&out);
+        }
+        let reason = error.to_string();
+        self.events.push_back(Event::Error(Error::Handshake(error)));
+        self.finish(CloseCode::Abnormal, reason, false, false);
+    }
+
+    fn open(&mut self) {
+        self.state = State::Open;
+        self.handshake_deadline = None;
+        self.last_received = self.now;
+        self.start_heartbeat();
+        self.events.push_back(Event::Open);
+    }
+
+    fn start_heartbeat(&mut self) {
+        self.heartbeat = self
+            .config
+            .ping_interval
+            .map(|i| Heartbeat::new(i, self.config.max_missed_pongs, self.now));
+    }
+
+    fn process_frames(&mut self) {
+        while matches!(self.state, State::Open | State::CloseSent) {
+            let mut frame = match self.frame {
+                Some(frame) => frame,
+                None => match FrameHeader::decode(&self.rx[..self.rx_filled]) {
+                    Ok(None) => return,
+                    Err(e) => return self.fail(e.into()),
+                    Ok(Some((header, header_len))) => match self.start_frame(header) {
+                        Ok(frame) => {
+                            self.rx.advance(header_len);
+                            self.rx_filled -= header_len;
+                            frame
+                        }
+                        Err(e) => return self.fail(e),
+                    },
+                },
+            };
+            let available = self.rx_filled.min(frame.len);
+            if available > frame.processed {
+                let fresh = &mut self.rx[frame.processed..available];
+                if let Some(key) = frame.header.mask {
+                    apply_mask_at(fresh, key, frame.processed);
+                }
+                if frame.text {
+                    if let Err(e) = self.utf8.feed(fresh) {
+                        return self.fail(e.into());
+                    }
+                }
+                frame.processed = available;
+            }
+            if available < frame.len {
+                self.frame = Some(frame);
+                return;
+            }
+            self.frame = None;
+            let payload = self.rx.split_to(frame.len);
+            self.rx_filled -= frame.len;
+            self.on_frame(frame.header, payload);
+        }
+    }
+
+    /// Judges a header before any of its payload is buffered.
+    fn start_frame(&mut self, header: FrameHeader) -> Result<FrameInProgress, Error> {
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedClientFrame.into()),
+            (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame.into()),
+            _ => {}
+        }
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits.into());
+        }
+        let max_frame = self.config.max_frame_size;
+        if header.payload_len > max_frame as u64 {
+            return Err(Error::FrameTooLarge {
+                size: header.payload_len,
+                max: max_frame,
+            });
+        }
+        let len = header.payload_len as usize;
+        let text = match header.opcode {
+            OpCode::Continuation => match &self.message {
+                Some(m) => m.kind == MessageKind::Text,
+                None => return Err(ProtocolError::UnexpectedContinuation.into()),
+            },
+            OpCode::Text | OpCode::Binary if self.message.is_some() => {
+                return Err(ProtocolError::ExpectedContinuation.into());
+            }
+            OpCode::Text => {
+                self.utf8.reset();
+                true
+            }
+            _ => false,
+        };
+        if header.opcode.is_data() {
+            let so_far = self.message.as_ref().map_or(0, |m| m.data.len());
+            let total = so_far as u64 + header.payload_len;
+            if total > self.config.max_message_size as u64 {
+                return Err(Error::MessageTooLarge {
+                    size: total,
+                    max: self.config.max_message_size,
+                });
+            }
+        }
+        Ok(FrameInProgress {
+            header,
+            len,
+            processed: 0,
+            text,
+        })
+    }
+
+    fn on_frame(&mut self, header: FrameHeader, payload: BytesMut) {
+        match header.opcode {
+            OpCode::Ping => {
+                if matches!(self.state, State::Open) {
+                    self.write_frame(true, OpCode::Pong, &payload);
+                }
+                self.events.push_back(Event::Ping(payload.freeze()));
+            }
+            OpCode::Pong => {
+                if let Some(hb) = &mut self.heartbeat {
+                    hb.on_pong();
+                }
+                self.events.push_back(Event::Pong(payload.freeze()));
+            }
+            OpCode::Close => self.on_close_frame(&payload),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                let kind = match header.opcode {
+                    OpCode::Text => MessageKind::Text,
+                    OpCode::Binary => MessageKind::Binary,
+                    _ => match &self.message {
+                        Some(m) => m.kind,
+                        None => return,
+                    },
+                };
+                let data = match self.message.take() {
+                    None => payload,
+                    Some(mut m) => {
+                        m.data.extend_from_slice(&payload);
+                        m.data
+                    }
+                };
+                if !header.fin {
+                    self.message = Some(MessageInProgress { kind, data });
+                    return;
+                }
+                let message = match kind {
+                    MessageKind::Binary => Message::Binary(data.freeze()),
+                    MessageKind::Text => {
+                        if let Err(e) = self.utf8.finish() {
+                            return self.fail(e.into());
+                        }
+                        Message::Text(Utf8Bytes::from_validated(data.freeze()))
+                    }
+                };
+                self.events.push_back(Event::Message(message));
+            }
+        }
+    }
+
+    fn on_close_frame(&mut self, payload: &[u8]) {
+        let frame = match parse_close_payload(payload) {
+            Ok(frame) => frame,
+            Err(e) => return self.fail(e.into()),
+        };
+        let (code, reason) = match frame {
+            Some(CloseFrame { code, reason }) => (code, reason),
+            None => (CloseCode::NoStatus, String::new()),
+        };
+        let initiated_by_peer = matches!(self.state, State::Open);
+        if initiated_by_peer {
+            // Echo the peer's code (RFC 6455 §5.5.1); an empty close gets an empty close.
+            let mut reply = Vec::with_capacity(2);
+            if code != CloseCode::NoStatus {
+                reply.extend_from_slice(&code.as_u16().to_be_bytes());
+            }
+            self.write_frame(true, OpCode::Close, &reply);
+        }
+        if self.role == Role::Client {
+            self.linger_deadline = Some(self.now + self.config.close_timeout);
+        }
+        self.finish(code, reason, true, initiated_by_peer);
+    }
+
+    /// Fails the connection: one close frame with the error's code, then Closed.
+    fn fail(&mut self, error: Error) {
+        let code = error.close_code();
+        let reason = truncate_reason(error.to_string());
+        if matches!(self.state, State::Open) && code.is_valid_on_wire() {
+            let mut payload = Vec::with_capacity(2 + reason.len());
+            if encode_close_payload(code, &reason, &mut payload).is_ok() {
+                self.write_frame(true, OpCode::Close, &payload);
+            }
+        }
+        self.events.push_back(Event::Error(error));
+        self.finish(code, reason, false, false);
+    }
+
+    fn finish(&mut self, code: CloseCode, reason: String, clean: bool, initiated_by_peer: bool) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.state = State::Closed;
+        self.frame = None;
+        self.message = None;
+        self.stream = None;
+        self.heartbeat = None;
+        self.handshake_deadline = None;
+        self.close_deadline = None;
+        self.client = None;
+        self.rx_filled = 0;
+        self.events.push_back(Event::Closed(Closed {
+            code,
+            reason,
+            clean,
+            initiated_by_peer,
+        }));
+    }
+
+    // ---------------------------------------------------------------- events and output
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 16 {
+            self.events = VecDeque::new();
+        }
+        event
+    }
+
+    /// Bytes waiting to be written to the socket.
+    pub fn output(&self) -> &[u8] {
+        &self.tx
+    }
+
+    /// Records that the socket took the first `n` bytes of [`Connection::output`].
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.tx.len());
+        self.tx.advance(n);
+        if self.tx.is_empty() {
+            // An idle connection keeps no send buffer either.
+            self.tx = BytesMut::new();
+        }
+    }
+
+    /// Takes all pending output at once, for drivers that queue `Bytes` (vectored writes).
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.tx.is_empty() {
+            return None;
+        }
+        Some(core::mem::take(&mut self.tx).freeze())
+    }
+
+    /// Bytes queued but not yet taken by the driver (the WHATWG `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.tx.len()
+    }
+
+    // ---------------------------------------------------------------- server decisions
+
+    /// Accepts the upgrade request reported by [`Event::Request`]: queues the 101 response and
+    /// opens the connection. Frames the client sent right after its request are processed now.
+    pub fn accept(&mut self, accept: Accept) -> Result<(), SendError> {
+        let State::AwaitingDecision { key: Some(key) } = &self.state else {
+            return Err(SendError::NotOpen);
+        };
+        let mut out = Vec::new();
+        write_accept_response(key, &accept, &mut out);
+        self.tx.extend_from_slice(&out);
+        self.protocol = accept.protocol;
+        self.open();
+        self.process();
+        Ok(())
+    }
+
+    /// Answers the request reported by [`Event::Request`] with a plain HTTP response (a
+    /// refused upgrade, `/healthz`, a page) and ends the connection.
+    pub fn respond(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        if !matches!(self.state, State::AwaitingDecision { .. }) {
+            return Err(SendError::NotOpen);
+        }
+        let mut out = Vec::new();
+        write_response(status, headers, body, &mut out);
+        self.tx.extend_from_slice(&out);
+        let reason = alloc::format!("answered with HTTP {status}");
+        self.finish(CloseCode::Abnormal, reason, false, false);
+        Ok(())
+    }
+
+    /// Refuses an upgrade request with an HTTP status and a body that says why.
+    pub fn reject(&mut self, status: u16, body: &str) -> Result<(), SendError> {
+        self.respond(
+            status,
+            &[("Content-Type", "text/plain; charset=utf-8")],
+            body.as_bytes(),
+        )
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    fn check_open(&self) -> Result<(), SendError> {
+        if matches!(self.state, State::Open) {
+            Ok(())
+        } else {
+            Err(SendError::NotOpen)
+        }
+    }
+
+    fn check_data_send(&self) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.stream.is_some() {
+            return Err(SendError::StreamInProgress);
+        }
+        Ok(())
+    }
+
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.check_data_send()?;
+        self.write_message(OpCode::Text, text.as_bytes());
+        Ok(())
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.check_data_send()?;
+        self.write_message(OpCode::Binary, data);
+        Ok(())
+    }
+
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => {
+                self.check_data_send()?;
+                self.write_message(OpCode::Text, t.as_bytes());
+                Ok(())
+            }
+            Message::Binary(b) => self.send_binary(b),
+        }
+    }
+
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// An unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        self.check_open()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong(payload.len()));
+        }
+        self.write_frame(true, opcode, payload);
+        Ok(())
+    }
+
+    /// Starts the close handshake. The connection reports [`Event::Closed`] when the peer
+    /// answers, or after the close timeout.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.check_open()?;
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        encode_close_payload(code, reason, &mut payload)?;
+        self.write_frame(true, OpCode::Close, &payload);
+        self.state = State::CloseSent;
+        self.stream = None;
+        self.heartbeat = None;
+        self.close_deadline = Some(self.now + self.config.close_timeout);
+        Ok(())
+    }
+
+    /// Starts a message sent in pieces, for messages too large to hold at once.
+    pub fn begin_message(&mut self, kind: MessageKind) -> Result<(), SendError> {
+        self.check_data_send()?;
+        self.stream = Some(OutgoingStream {
+            kind,
+            started: false,
+            utf8: Utf8Validator::new(),
+        });
+        Ok(())
+    }
+
+    /// Sends the next piece of the streamed message as one frame. Text may be split anywhere,
+    /// even inside a character; the whole must be UTF-8.
+    pub fn send_fragment(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.stream_piece(data, false)
+    }
+
+    /// Sends the last piece and ends the streamed message.
+    pub fn finish_message(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.stream_piece(data, true)
+    }
+
+    fn stream_piece(&mut self, data: &[u8], fin: bool) -> Result<(), SendError> {
+        self.check_open()?;
+        let stream = self.stream.as_mut().ok_or(SendError::NoStreamInProgress)?;
+        if stream.kind == MessageKind::Text {
+            // Judge a copy so a refused piece leaves the stream as it was.
+            let mut utf8 = stream.utf8.clone();
+            utf8.feed(data).map_err(|_| SendError::InvalidUtf8)?;
+            if fin {
+                utf8.finish().map_err(|_| SendError::InvalidUtf8)?;
+            }
+            stream.utf8 = utf8;
+        }
+        let opcode = match (stream.started, stream.kind) {
+            (true, _) => OpCode::Continuation,
+            (false, MessageKind::Text) => OpCode::Text,
+            (false, MessageKind::Binary) => OpCode::Binary,
+        };
+        stream.started = true;
+        if fin {
+            self.stream = None;
+        }
+        self.write_frame(fin, opcode, data);
+        Ok(())
+    }
+
+    fn write_message(&mut self, opcode: OpCode, payload: &[u8]) {
+        match self.config.fragment_size {
+            Some(size) if payload.len() > size => {
+                let mut chunks = payload.chunks(size).peekable();
+                let mut op = opcode;
+                while let Some(chunk) = chunks.next() {
+                    self.write_frame(chunks.peek().is_none(), op, chunk);
+                    op = OpCode::Continuation;
+                }
+            }
+            _ => self.write_frame(true, opcode, payload),
+        }
+    }
+
+    fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some(self.masking_key()),
+        };
+        let header = FrameHeader {
+            fin,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let encoded = header.encode();
+        self.tx.reserve(encoded.len() + payload.len());
+        self.tx.extend_from_slice(encoded.as_slice());
+        let start = self.tx.len();
+        self.tx.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.tx[start..], key);
+        }
+    }
+
+    fn masking_key(&mut self) -> [u8; 4] {
+        let mut key = [0u8; 4];
+        if let Some(random) = &mut self.random {
+            random(&mut key);
+        }
+        key
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// The next instant [`Connection::handle_timeout`] must be called at, if any.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let deadlines = match self.state {
+            State::Handshake | State::AwaitingDecision { .. } => [self.handshake_deadline, None],
+            State::Open => [
+                self.heartbeat.as_ref().map(Heartbeat::deadline),
+                self.config.idle_timeout.map(|t| self.last_received + t),
+            ],
+            State::CloseSent => [self.close_deadline, None],
+            State::Closed => [self.linger_deadline, None],
+        };
+        deadlines.into_iter().flatten().min()
+    }
+
+    /// Fires every deadline that `now` has reached.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = now;
+        match self.state {
+            State::Handshake | State::AwaitingDecision { .. } => {
+                if self.handshake_deadline.is_some_and(|d| now >= d) {
+                    self.events.push_back(Event::Error(Error::HandshakeTimeout));
+                    self.finish(
+                        CloseCode::Abnormal,
+                        "handshake timeout".into(),
+                        false,
+                        false,
+                    );
+                }
+            }
+            State::Open => {
+                if self
+                    .config
+                    .idle_timeout
+                    .is_some_and(|t| now >= self.last_received + t)
+                {
+                    self.events.push_back(Event::Error(Error::IdleTimeout));
+                    let _ = self.close(CloseCode::GoingAway, "idle timeout");
+                    return;
+                }
+                let action = match &mut self.heartbeat {
+                    Some(hb) => hb.on_timeout(now),
+                    None => None,
+                };
+                match action {
+                    Some(HeartbeatAction::Ping(seq)) => {
+                        self.write_frame(true, OpCode::Ping, &seq.to_be_bytes());
+                    }
+                    Some(HeartbeatAction::Dead { missed }) => {
+                        self.fail(Error::HeartbeatTimeout { missed });
+                    }
+                    None => {}
+                }
+            }
+            State::CloseSent => {
+                if self.close_deadline.is_some_and(|d| now >= d) {
+                    self.events.push_back(Event::Error(Error::CloseTimeout));
+                    self.finish(CloseCode::Abnormal, "close timeout".into(), false, false);
+                }
+            }
+            State::Closed => {
+                if self.linger_deadline.is_some_and(|d| now >= d) {
+                    self.linger_deadline = None;
+                }
+            }
+        }
+    }
+}
+
+/// Cuts a reason to what fits in a close frame, at a character boundary.
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut end = MAX_CLOSE_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests;

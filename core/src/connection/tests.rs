@@ -1,0 +1,888 @@
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::close::CloseCode;
+use crate::error::{Error, ProtocolError, SendError};
+use crate::handshake::client::ClientRequest;
+use crate::handshake::server::Accept;
+use crate::message::{Closed, Event, Message, MessageKind};
+
+const T0: Duration = Duration::ZERO;
+const SEC: Duration = Duration::from_secs(1);
+
+/// Deterministic "randomness": tests must be reproducible.
+fn counter_random() -> RandomSource {
+    let mut n = 0u8;
+    Box::new(move |buf: &mut [u8]| {
+        for b in buf {
+            n = n.wrapping_add(37);
+            *b = n;
+        }
+    })
+}
+
+fn drain(conn: &mut Connection) -> Vec<Event> {
+    core::iter::from_fn(|| conn.poll_event()).collect()
+}
+
+fn take_output(conn: &mut Connection) -> Vec<u8> {
+    let out = conn.output().to_vec();
+    conn.consume(out.len());
+    out
+}
+
+fn pump(from: &mut Connection, to: &mut Connection, now: Duration) {
+    let out = take_output(from);
+    if !out.is_empty() {
+        to.receive(now, &out);
+    }
+}
+
+fn request() -> ClientRequest {
+    ClientRequest::from_url("ws://example.com/chat?room=1").unwrap()
+}
+
+/// A client and a server with the handshake done and no events pending.
+fn open_pair(client_cfg: Config, server_cfg: Config) -> (Connection, Connection) {
+    let mut client = Connection::client(request(), client_cfg, counter_random(), T0);
+    let mut server = Connection::server(server_cfg, T0);
+    pump(&mut client, &mut server, T0);
+    match drain(&mut server).as_slice() {
+        [Event::Request(req)] => {
+            assert!(req.is_websocket_upgrade());
+            assert_eq!(req.path(), "/chat");
+        }
+        other => panic!("unexpected server events {other:?}"),
+    }
+    server.accept(Accept::default()).unwrap();
+    assert!(matches!(drain(&mut server).as_slice(), [Event::Open]));
+    pump(&mut server, &mut client, T0);
+    assert!(matches!(drain(&mut client).as_slice(), [Event::Open]));
+    assert!(client.is_open() && server.is_open());
+    (client, server)
+}
+
+fn open_server(cfg: Config) -> Connection {
+    let (_, server) = open_pair(Config::default(), cfg);
+    server
+}
+
+fn open_client(cfg: Config) -> Connection {
+    let (client, _) = open_pair(cfg, Config::default());
+    client
+}
+
+/// Builds a frame by hand so tests do not trust the encoder under test.
+fn raw_frame(first_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![first_byte];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(key) => {
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    raw_frame(first_byte, payload, Some(KEY))
+}
+
+/// Asserts the connection failed with `code`: an error event, a Closed event, and (when the
+/// code may go on the wire) a close frame carrying it as the last output.
+fn assert_failed(conn: &mut Connection, code: CloseCode) -> Error {
+    let events = drain(conn);
+    let error = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Error(err) => Some(err.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no error event in {events:?}"));
+    assert_eq!(error.close_code(), code, "{error}");
+    match events.last() {
+        Some(Event::Closed(Closed { code: c, clean, .. })) => {
+            assert_eq!(*c, code);
+            assert!(!clean);
+        }
+        other => panic!("expected Closed last, got {other:?}"),
+    }
+    let out = take_output(conn);
+    if conn.role() == Role::Server {
+        assert_eq!(sent_close(&out).0, code.as_u16(), "close frame on the wire");
+    } else {
+        assert!(
+            out.len() >= 6 && out[0] == 0x88,
+            "masked close frame expected: {out:?}"
+        );
+    }
+    assert!(conn.is_terminated());
+    assert!(conn.send_text("after").is_err());
+    error
+}
+
+/// The close frame a server sent (unmasked), as (code, reason).
+fn sent_close(out: &[u8]) -> (u16, String) {
+    // The close frame is the last frame in `out`; scan frames from the start.
+    let mut i = 0;
+    let mut last = None;
+    while i + 2 <= out.len() {
+        let len = (out[i + 1] & 0x7f) as usize;
+        assert!(len < 126, "test helper handles short frames only");
+        if out[i] & 0x0f == 0x8 {
+            last = Some(&out[i + 2..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    let payload = last.expect("no close frame");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    (code, String::from_utf8(payload[2..].to_vec()).unwrap())
+}
+
+#[test]
+fn echo_both_ways_ping_pong_and_close_handshake() {
+    let (mut client, mut server) = open_pair(Config::default(), Config::default());
+    client.send_text("hello").unwrap();
+    client.send_binary(&[1, 2, 3]).unwrap();
+    pump(&mut client, &mut server, T0);
+    assert_eq!(
+        drain(&mut server),
+        vec![
+            Event::Message(Message::Text("hello".into())),
+            Event::Message(Message::Binary(Bytes::from_static(&[1, 2, 3]))),
+        ]
+    );
+    server.send_text("world").unwrap();
+    server.send_ping(b"p").unwrap();
+    pump(&mut server, &mut client, T0);
+    assert_eq!(
+        drain(&mut client),
+        vec![
+            Event::Message(Message::Text("world".into())),
+            Event::Ping(Bytes::from_static(b"p")),
+        ]
+    );
+    pump(&mut client, &mut server, T0);
+    assert_eq!(
+        drain(&mut server),
+        vec![Event::Pong(Bytes::from_static(b"p"))]
+    );
+
+    client.close(CloseCode::Normal, "bye").unwrap();
+    assert_eq!(client.state(), ConnectionState::Closing);
+    pump(&mut client, &mut server, T0);
+    let server_events = drain(&mut server);
+    assert_eq!(
+        server_events,
+        vec![Event::Closed(Closed {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+            clean: true,
+            initiated_by_peer: true,
+        })]
+    );
+    assert!(server.is_terminated(), "the server closes TCP first");
+    pump(&mut server, &mut client, T0);
+    assert_eq!(
+        drain(&mut client),
+        vec![Event::Closed(Closed {
+            code: CloseCode::Normal,
+            reason: String::new(),
+            clean: true,
+            initiated_by_peer: false,
+        })]
+    );
+    assert!(
+        !client.is_terminated(),
+        "the client waits for the server's TCP close"
+    );
+    client.receive_eof(T0);
+    assert!(client.is_terminated());
+    assert_eq!(client.send_text("late"), Err(SendError::NotOpen));
+    assert!(client.output().is_empty());
+}
+
+#[test]
+fn client_lingers_at_most_the_close_timeout() {
+    let cfg = Config::default().with_close_timeout(2 * SEC);
+    let (mut client, mut server) = open_pair(cfg, Config::default());
+    server.close(CloseCode::GoingAway, "").unwrap();
+    pump(&mut server, &mut client, T0);
+    assert!(!client.is_terminated());
+    assert_eq!(client.poll_timeout(), Some(2 * SEC));
+    client.handle_timeout(2 * SEC);
+    assert!(client.is_terminated());
+    // The client echoed the code.
+    let echoed = take_output(&mut client);
+    server.receive(T0, &echoed);
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Event::Closed(Closed {
+            code: CloseCode::GoingAway,
+            clean: true,
+            ..
+        })]
+    ));
+}
+
+#[test]
+fn server_close_frame_without_code_is_echoed_empty() {
+    let mut server = open_server(Config::default());
+    server.receive(T0, &client_frame(0x88, &[]));
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Event::Closed(Closed {
+            code: CloseCode::NoStatus,
+            clean: true,
+            ..
+        })]
+    ));
+    assert_eq!(take_output(&mut server), vec![0x88, 0x00]);
+}
+
+#[test]
+fn rfc_example_masked_hello_is_decoded() {
+    let mut server = open_server(Config::default());
+    // RFC 6455 §5.7: a single-frame masked text message "Hello".
+    server.receive(
+        T0,
+        &[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ],
+    );
+    assert_eq!(
+        drain(&mut server),
+        vec![Event::Message(Message::Text("Hello".into()))]
+    );
+    // And the server's unmasked "Hello" is byte for byte the RFC's.
+    server.send_text("Hello").unwrap();
+    assert_eq!(
+        take_output(&mut server),
+        vec![0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+    );
+}
+
+#[test]
+fn fragmented_message_with_interleaved_ping() {
+    let mut server = open_server(Config::default());
+    let mut bytes = client_frame(0x01, b"Hel");
+    bytes.extend(client_frame(0x89, b"ping"));
+    bytes.extend(client_frame(0x80, b"lo"));
+    server.receive(T0, &bytes);
+    assert_eq!(
+        drain(&mut server),
+        vec![
+            Event::Ping(Bytes::from_static(b"ping")),
+            Event::Message(Message::Text("Hello".into())),
+        ]
+    );
+    assert_eq!(take_output(&mut server), raw_frame(0x8A, b"ping", None));
+}
+
+#[test]
+fn unmasked_client_frame_fails_with_1002() {
+    let mut server = open_server(Config::default());
+    server.receive(T0, &raw_frame(0x81, b"hi", None));
+    let err = assert_failed(&mut server, CloseCode::Protocol);
+    assert_eq!(err, Error::Protocol(ProtocolError::UnmaskedClientFrame));
+}
+
+#[test]
+fn masked_server_frame_fails_with_1002() {
+    let mut client = open_client(Config::default());
+    client.receive(T0, &raw_frame(0x81, b"hi", Some(KEY)));
+    let err = assert_failed(&mut client, CloseCode::Protocol);
+    assert_eq!(err, Error::Protocol(ProtocolError::MaskedServerFrame));
+}
+
+#[test]
+fn protocol_violations_fail_with_1002() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (client_frame(0xC1, b"x"), "rsv1 without extension"),
+        (client_frame(0xA1, b"x"), "rsv2"),
+        (client_frame(0x91, b"x"), "rsv3"),
+        (client_frame(0x80, b"x"), "continuation without start"),
+        (client_frame(0x83, b"x"), "reserved data opcode"),
+        (client_frame(0x8B, b"x"), "reserved control opcode"),
+        (client_frame(0x09, b"x"), "fragmented ping"),
+        (client_frame(0x89, &[0u8; 126]), "ping longer than 125"),
+        (client_frame(0x88, &[3]), "one-byte close payload"),
+        (client_frame(0x88, &999u16.to_be_bytes()), "close code 999"),
+        (
+            client_frame(0x88, &1005u16.to_be_bytes()),
+            "close code 1005",
+        ),
+        (
+            client_frame(0x88, &2999u16.to_be_bytes()),
+            "close code 2999",
+        ),
+        (
+            {
+                let mut b = client_frame(0x01, b"a");
+                b.extend(client_frame(0x81, b"b"));
+                b
+            },
+            "new message inside a fragmented one",
+        ),
+        (
+            vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4],
+            "64-bit length with MSB set",
+        ),
+    ];
+    for (bytes, what) in cases {
+        let mut server = open_server(Config::default());
+        server.receive(T0, &bytes);
+        let events = drain(&mut server);
+        let closed = events.iter().find_map(|e| match e {
+            Event::Closed(c) => Some(c.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            closed.map(|c| c.code),
+            Some(CloseCode::Protocol),
+            "{what}: {events:?}"
+        );
+        let (code, _) = sent_close(&take_output(&mut server));
+        assert_eq!(code, 1002, "{what}");
+        assert!(server.is_terminated(), "{what}");
+    }
+}
+
+#[test]
+fn invalid_utf8_fails_fast_before_the_message_ends() {
+    let mut server = open_server(Config::default());
+    // A 100-byte text frame whose 3rd byte can never start valid UTF-8; only 10 bytes arrive.
+    let mut payload = vec![b'a'; 100];
+    payload[2] = 0xF8;
+    let frame = client_frame(0x81, &payload);
+    server.receive(T0, &frame[..2 + 4 + 10]);
+    let err = assert_failed(&mut server, CloseCode::InvalidPayload);
+    assert!(matches!(err, Error::InvalidUtf8(_)));
+}
+
+#[test]
+fn invalid_utf8_split_across_fragments_fails() {
+    let mut server = open_server(Config::default());
+    // U+10FFFF+1 would be F4 90 80 80: split F4 | 90 across two fragments.
+    let mut bytes = client_frame(0x01, &[b'a', 0xF4]);
+    bytes.extend(client_frame(0x80, &[0x90, 0x80, 0x80]));
+    server.receive(T0, &bytes);
+    assert_failed(&mut server, CloseCode::InvalidPayload);
+}
+
+#[test]
+fn truncated_utf8_at_message_end_fails() {
+    let mut server = open_server(Config::default());
+    server.receive(T0, &client_frame(0x81, &[b'a', 0xE2, 0x82]));
+    assert_failed(&mut server, CloseCode::InvalidPayload);
+}
+
+#[test]
+fn close_reason_must_be_utf8() {
+    let mut server = open_server(Config::default());
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[
+        0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80,
+    ]);
+    server.receive(T0, &client_frame(0x88, &payload));
+    assert_failed(&mut server, CloseCode::InvalidPayload);
+}
+
+#[test]
+fn every_valid_close_code_is_echoed() {
+    for code in [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+        4000, 4999,
+    ] {
+        let mut server = open_server(Config::default());
+        server.receive(T0, &client_frame(0x88, &code.to_be_bytes()));
+        assert!(matches!(
+            drain(&mut server).as_slice(),
+            [Event::Closed(Closed {
+                clean: true,
+                initiated_by_peer: true,
+                ..
+            })]
+        ));
+        assert_eq!(sent_close(&take_output(&mut server)).0, code);
+    }
+}
+
+#[test]
+fn oversized_frame_is_refused_from_its_header_alone() {
+    let cfg = Config::default().with_max_frame_size(1000);
+    let mut server = open_server(cfg);
+    // Only the header of a 1 MiB frame arrives: nothing of the payload is buffered.
+    let frame = client_frame(0x82, &vec![0u8; 1 << 20]);
+    server.receive(T0, &frame[..14]);
+    let err = assert_failed(&mut server, CloseCode::TooBig);
+    assert!(matches!(
+        err,
+        Error::FrameTooLarge {
+            size: 1048576,
+            max: 1000
+        }
+    ));
+}
+
+#[test]
+fn oversized_message_is_refused_while_it_arrives() {
+    let cfg = Config::default().with_max_message_size(100);
+    let mut server = open_server(cfg);
+    let mut bytes = client_frame(0x02, &[0u8; 60]);
+    server.receive(T0, &bytes);
+    assert!(drain(&mut server).is_empty());
+    bytes = client_frame(0x80, &[0u8; 60]);
+    server.receive(T0, &bytes[..8]);
+    let err = assert_failed(&mut server, CloseCode::TooBig);
+    assert!(matches!(
+        err,
+        Error::MessageTooLarge {
+            size: 120,
+            max: 100
+        }
+    ));
+}
+
+#[test]
+fn message_exactly_at_the_limit_is_accepted() {
+    let cfg = Config::default().with_max_message_size(100);
+    let mut server = open_server(cfg);
+    let mut bytes = client_frame(0x02, &[7u8; 50]);
+    bytes.extend(client_frame(0x80, &[7u8; 50]));
+    server.receive(T0, &bytes);
+    assert_eq!(
+        drain(&mut server),
+        vec![Event::Message(Message::Binary(vec![7u8; 100].into()))]
+    );
+}
+
+#[test]
+fn heartbeat_pings_and_gives_up_after_missed_pongs() {
+    let cfg = Config::default()
+        .with_ping_interval(Some(30 * SEC))
+        .with_max_missed_pongs(3);
+    let mut server = open_server(cfg);
+    for i in 1..=3u64 {
+        assert_eq!(server.poll_timeout(), Some(30 * SEC * i as u32));
+        server.handle_timeout(30 * SEC * i as u32);
+        assert_eq!(
+            take_output(&mut server),
+            raw_frame(0x89, &i.to_be_bytes(), None),
+            "ping {i}"
+        );
+    }
+    server.handle_timeout(120 * SEC);
+    let err = assert_failed(&mut server, CloseCode::GoingAway);
+    assert_eq!(err, Error::HeartbeatTimeout { missed: 3 });
+}
+
+#[test]
+fn heartbeat_stays_alive_while_pongs_arrive() {
+    let cfg = Config::default()
+        .with_ping_interval(Some(10 * SEC))
+        .with_max_missed_pongs(1);
+    let (mut client, mut server) = open_pair(Config::default(), cfg);
+    for i in 1..=10u32 {
+        server.handle_timeout(10 * SEC * i);
+        pump(&mut server, &mut client, 10 * SEC * i);
+        pump(&mut client, &mut server, 10 * SEC * i);
+        assert!(server.is_open(), "round {i}");
+        assert!(matches!(drain(&mut server).as_slice(), [Event::Pong(_)]));
+    }
+}
+
+#[test]
+fn idle_timeout_starts_the_close_handshake() {
+    let cfg = Config::default().with_idle_timeout(Some(60 * SEC));
+    let mut server = open_server(cfg);
+    server.receive(50 * SEC, &client_frame(0x8A, b""));
+    drain(&mut server);
+    assert_eq!(server.poll_timeout(), Some(110 * SEC));
+    server.handle_timeout(110 * SEC);
+    assert_eq!(drain(&mut server), vec![Event::Error(Error::IdleTimeout)]);
+    assert_eq!(sent_close(&take_output(&mut server)).0, 1001);
+    assert_eq!(server.state(), ConnectionState::Closing);
+    // No answer: the close timeout ends it.
+    let deadline = server.poll_timeout().unwrap();
+    server.handle_timeout(deadline);
+    let events = drain(&mut server);
+    assert!(matches!(
+        events.as_slice(),
+        [
+            Event::Error(Error::CloseTimeout),
+            Event::Closed(Closed { clean: false, .. })
+        ]
+    ));
+    assert!(server.is_terminated());
+}
+
+#[test]
+fn handshake_timeout_drops_a_silent_client() {
+    let cfg = Config::default().with_handshake_timeout(Some(5 * SEC));
+    let mut server = Connection::server(cfg, T0);
+    server.receive(T0, b"GET / HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(server.poll_timeout(), Some(5 * SEC));
+    server.handle_timeout(4 * SEC);
+    assert!(!server.is_terminated());
+    server.handle_timeout(5 * SEC);
+    assert!(server.is_terminated());
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Event::Error(Error::HandshakeTimeout), Event::Closed(_)]
+    ));
+}
+
+#[test]
+fn oversized_head_gets_431() {
+    let cfg = Config::default().with_max_head_size(256);
+    let mut server = Connection::server(cfg, T0);
+    let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    head.extend(core::iter::repeat_n(b'a', 300));
+    server.receive(T0, &head);
+    assert!(server.is_terminated());
+    assert!(take_output(&mut server).starts_with(b"HTTP/1.1 431"));
+}
+
+#[test]
+fn bad_version_gets_426_with_the_supported_version() {
+    let mut server = Connection::server(Config::default(), T0);
+    server.receive(
+        T0,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    );
+    let out = String::from_utf8(take_output(&mut server)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 426"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{out}"
+    );
+    assert!(server.is_terminated());
+}
+
+#[test]
+fn plain_http_request_is_reported_and_answered() {
+    let mut server = Connection::server(Config::default(), T0);
+    server.receive(T0, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    match drain(&mut server).as_slice() {
+        [Event::Request(req)] => {
+            assert!(!req.is_websocket_upgrade());
+            assert_eq!(req.path(), "/healthz");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.accept(Accept::default()), Err(SendError::NotOpen));
+    server.respond(200, &[], b"ok").unwrap();
+    assert!(take_output(&mut server).starts_with(b"HTTP/1.1 200"));
+    assert!(server.is_terminated());
+}
+
+#[test]
+fn frames_pipelined_after_the_request_are_processed_on_accept() {
+    let mut client = Connection::client(request(), Config::default(), counter_random(), T0);
+    let mut server = Connection::server(Config::default(), T0);
+    let mut bytes = take_output(&mut client);
+    bytes.extend(client_frame(0x81, b"early"));
+    server.receive(T0, &bytes);
+    assert!(matches!(drain(&mut server).as_slice(), [Event::Request(_)]));
+    server.accept(Accept::default()).unwrap();
+    assert_eq!(
+        drain(&mut server),
+        vec![Event::Open, Event::Message(Message::Text("early".into()))]
+    );
+}
+
+#[test]
+fn client_rejects_a_bad_accept_key() {
+    let mut client = Connection::client(request(), Config::default(), counter_random(), T0);
+    take_output(&mut client);
+    client.receive(
+        T0,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    );
+    let events = drain(&mut client);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Error(Error::Handshake(_)), Event::Closed(_)]
+        ),
+        "{events:?}"
+    );
+    assert!(client.is_terminated());
+}
+
+#[test]
+fn subprotocol_is_negotiated() {
+    let req = request().with_protocol("duplex.v1").with_protocol("chat");
+    let mut client = Connection::client(req, Config::default(), counter_random(), T0);
+    let mut server = Connection::server(Config::default(), T0);
+    pump(&mut client, &mut server, T0);
+    let Some(Event::Request(r)) = server.poll_event() else {
+        panic!()
+    };
+    assert_eq!(
+        r.subprotocols(),
+        vec![String::from("duplex.v1"), String::from("chat")]
+    );
+    server
+        .accept(Accept {
+            protocol: Some("chat".into()),
+            ..Accept::default()
+        })
+        .unwrap();
+    pump(&mut server, &mut client, T0);
+    assert_eq!(client.protocol(), Some("chat"));
+    assert_eq!(server.protocol(), Some("chat"));
+}
+
+#[test]
+fn fragment_size_splits_outgoing_messages() {
+    let cfg = Config::default().with_fragment_size(Some(4));
+    let (mut client, mut server) = open_pair(Config::default(), cfg);
+    server.send_text("0123456789").unwrap();
+    let out = take_output(&mut server);
+    let mut expected = raw_frame(0x01, b"0123", None);
+    expected.extend(raw_frame(0x00, b"4567", None));
+    expected.extend(raw_frame(0x80, b"89", None));
+    assert_eq!(out, expected);
+    client.receive(T0, &out);
+    assert_eq!(
+        drain(&mut client),
+        vec![Event::Message(Message::Text("0123456789".into()))]
+    );
+}
+
+#[test]
+fn streaming_send_validates_text_across_pieces() {
+    let (mut client, mut server) = open_pair(Config::default(), Config::default());
+    let text = "héllo wörld".as_bytes();
+    client.begin_message(MessageKind::Text).unwrap();
+    assert_eq!(client.send_text("x"), Err(SendError::StreamInProgress));
+    client.send_fragment(&text[..2]).unwrap(); // splits the 'é'
+    assert_eq!(client.send_fragment(&[0xFF]), Err(SendError::InvalidUtf8));
+    client.send_ping(b"mid").unwrap();
+    client.send_fragment(&text[2..7]).unwrap();
+    client.finish_message(&text[7..]).unwrap();
+    assert_eq!(
+        client.finish_message(b""),
+        Err(SendError::NoStreamInProgress)
+    );
+    pump(&mut client, &mut server, T0);
+    assert_eq!(
+        drain(&mut server),
+        vec![
+            Event::Ping(Bytes::from_static(b"mid")),
+            Event::Message(Message::Text("héllo wörld".into())),
+        ]
+    );
+}
+
+#[test]
+fn send_errors_never_queue_anything() {
+    let mut server = open_server(Config::default());
+    assert_eq!(
+        server.send_ping(&[0; 126]),
+        Err(SendError::ControlPayloadTooLong(126))
+    );
+    assert!(server.close(CloseCode::NoStatus, "").is_err());
+    assert!(server.close(CloseCode::Normal, &"r".repeat(124)).is_err());
+    assert_eq!(server.buffered_amount(), 0);
+    server.close(CloseCode::Normal, "").unwrap();
+    assert_eq!(server.send_binary(b"x"), Err(SendError::NotOpen));
+    assert_eq!(server.close(CloseCode::Normal, ""), Err(SendError::NotOpen));
+    assert_eq!(server.buffered_amount(), 4);
+}
+
+#[test]
+fn buffered_amount_tracks_output() {
+    let mut server = open_server(Config::default());
+    server.send_binary(&[0; 200]).unwrap();
+    assert_eq!(server.buffered_amount(), 204);
+    server.consume(100);
+    assert_eq!(server.buffered_amount(), 104);
+    let rest = server.poll_transmit().unwrap();
+    assert_eq!(rest.len(), 104);
+    assert_eq!(server.buffered_amount(), 0);
+}
+
+#[test]
+fn lending_receive_matches_copying_receive() {
+    let mut a = open_server(Config::default());
+    let mut b = open_server(Config::default());
+    let mut bytes = Vec::new();
+    for i in 0..50u32 {
+        bytes.extend(client_frame(0x82, &vec![i as u8; (i as usize) * 97]));
+    }
+    a.receive(T0, &bytes);
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let buf = b.recv_buf();
+        let n = buf.len().min(rest.len()).min(1000);
+        buf[..n].copy_from_slice(&rest[..n]);
+        b.commit(T0, n);
+        rest = &rest[n..];
+    }
+    let ea = drain(&mut a);
+    assert_eq!(ea.len(), 50);
+    assert_eq!(ea, drain(&mut b));
+}
+
+#[test]
+fn eof_before_close_is_abnormal() {
+    let mut server = open_server(Config::default());
+    server.receive_eof(T0);
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [
+            Event::Error(Error::ConnectionReset),
+            Event::Closed(Closed {
+                code: CloseCode::Abnormal,
+                clean: false,
+                ..
+            })
+        ]
+    ));
+    assert!(server.is_terminated());
+}
+
+#[test]
+fn idle_connection_holds_no_buffers() {
+    let (mut client, mut server) = open_pair(Config::default(), Config::default());
+    client.send_binary(&[1; 5000]).unwrap();
+    pump(&mut client, &mut server, T0);
+    drain(&mut server);
+    assert_eq!(server.rx.capacity(), 0);
+    assert_eq!(server.tx.capacity(), 0);
+    assert_eq!(client.tx.capacity(), 0);
+}
+
+// ---------------------------------------------------------------- properties
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        ".{0,300}".prop_map(|s: String| Message::Text(s.into())),
+        proptest::collection::vec(any::<u8>(), 0..3000).prop_map(|v| Message::Binary(v.into())),
+    ]
+}
+
+/// Splits `bytes` at the given cut points and feeds the pieces.
+fn feed_split(conn: &mut Connection, bytes: &[u8], cuts: &[usize]) {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut start = 0;
+    for p in points.into_iter().chain([bytes.len()]) {
+        conn.receive(T0, &bytes[start..p]);
+        start = p;
+    }
+}
+
+proptest! {
+    #[test]
+    fn messages_round_trip_in_both_roles(
+        messages in proptest::collection::vec(arb_message(), 0..12),
+        fragment in proptest::option::of(1usize..200),
+    ) {
+        let cfg = Config::default().with_fragment_size(fragment);
+        let (mut client, mut server) = open_pair(cfg.clone(), cfg);
+        for m in &messages {
+            client.send(m).unwrap();
+            server.send(m).unwrap();
+        }
+        pump(&mut client, &mut server, T0);
+        pump(&mut server, &mut client, T0);
+        let expected: Vec<Event> = messages.iter().cloned().map(Event::Message).collect();
+        prop_assert_eq!(drain(&mut server), expected.clone());
+        prop_assert_eq!(drain(&mut client), expected);
+    }
+
+    #[test]
+    fn any_split_of_the_stream_gives_the_same_events_and_output(
+        messages in proptest::collection::vec(arb_message(), 1..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..20),
+        fragment in proptest::option::of(1usize..100),
+    ) {
+        let cfg = Config::default().with_fragment_size(fragment);
+        let mut client = Connection::client(request(), cfg.clone(), counter_random(), T0);
+        let mut stream = take_output(&mut client);
+        let mut whole = Connection::server(Config::default(), T0);
+        whole.receive(T0, &stream);
+        let Some(Event::Request(_)) = whole.poll_event() else { panic!() };
+        whole.accept(Accept::default()).unwrap();
+        pump(&mut whole, &mut client, T0);
+        drain(&mut client);
+        for m in &messages {
+            client.send(m).unwrap();
+        }
+        client.send_ping(b"hb").unwrap();
+        client.close(CloseCode::Normal, "done").unwrap();
+        let frames = take_output(&mut client);
+        stream.extend_from_slice(&frames);
+
+        let mut one = Connection::server(Config::default(), T0);
+        let mut split = Connection::server(Config::default(), T0);
+        let mut bytewise = Connection::server(Config::default(), T0);
+        for (conn, how) in [(&mut one, 0), (&mut split, 1), (&mut bytewise, 2)] {
+            // Feed the request, accept, then the frames, the way `how` says.
+            let (head, body) = stream.split_at(stream.len() - frames.len());
+            conn.receive(T0, head);
+            let Some(Event::Request(_)) = conn.poll_event() else { panic!() };
+            conn.accept(Accept::default()).unwrap();
+            match how {
+                0 => conn.receive(T0, body),
+                1 => feed_split(conn, body, &cuts),
+                _ => for b in body { conn.receive(T0, core::slice::from_ref(b)) },
+            }
+        }
+        let (e1, e2, e3) = (drain(&mut one), drain(&mut split), drain(&mut bytewise));
+        prop_assert_eq!(&e1, &e2);
+        prop_assert_eq!(&e1, &e3);
+        prop_assert_eq!(e1.len(), messages.len() + 3); // Open, messages, ping, Closed
+        let (o1, o2, o3) = (take_output(&mut one), take_output(&mut split), take_output(&mut bytewise));
+        prop_assert_eq!(&o1, &o2);
+        prop_assert_eq!(&o1, &o3);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_end_cleanly(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let mut server = open_server(Config::default().with_max_message_size(1000));
+        feed_split(&mut server, &bytes, &cuts);
+        let events = drain(&mut server);
+        let closed = events.iter().filter(|e| matches!(e, Event::Closed(_))).count();
+        prop_assert!(closed <= 1);
+        if let Some(Event::Closed(c)) = events.last() {
+            prop_assert!(c.code.is_valid_on_wire() || c.code == CloseCode::NoStatus);
+            prop_assert!(server.is_terminated());
+            prop_assert!(server.send_text("x").is_err());
+        } else {
+            prop_assert_eq!(closed, 0);
+        }
+    }
+}
