@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Autobahn TestSuite conformance (kosoku from PyPI), in either role.
+#
+#   tests/autobahn.sh server   kosoku (fuzzingclient) drives an echo server
+#   tests/autobahn.sh client   an Autobahn client drives kosoku -m fuzzingserver
+#
+# Reports land in reports/server/ and reports/client/ (index.json plus one
+# JSON and HTML file per case; open index.html in a browser). The verdict
+# comes from tests/autobahn_check.py, not from kosoku's exit code: kosoku
+# exits 1 whenever any case fails, including the tolerated 9.3.1 / 9.4.1.
+#
+# The peer under test is chosen by environment variables, so the harness can
+# be validated against known-good implementations. They are run by bash with
+# PORT, AUTOBAHN_URL (ws://127.0.0.1:PORT) and AUTOBAHN_AGENT exported:
+#   AUTOBAHN_SERVER_CMD  default: target/release/duplex echo --listen 127.0.0.1:$PORT
+#   AUTOBAHN_CLIENT_CMD  default: target/release/examples/autobahn_client $AUTOBAHN_URL $AUTOBAHN_AGENT
+#   AUTOBAHN_AGENT       agent name the client reports (default: duplex)
+# e.g. the Node `ws` references:
+#   AUTOBAHN_SERVER_CMD='node tests/interop/ws_echo_server.mjs $PORT' tests/autobahn.sh server
+#   AUTOBAHN_CLIENT_CMD='node tests/interop/ws_autobahn_client.mjs $AUTOBAHN_URL $AUTOBAHN_AGENT' \
+#     tests/autobahn.sh client
+# AUTOBAHN_CASES='1.* 9.3.1' runs only those cases (the check then only
+# counts what ran; for debugging).
+set -euo pipefail
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+# Compression (12.*, 13.*) comes with permessage-deflate; 301 cases remain.
+EXCLUDES=('12.*' '13.*')
+EXPECT_CASES=301
+RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-900} # whole kosoku run, seconds
+
+# shellcheck disable=SC2016 # expanded later, by the bash that runs the command
+DEFAULT_SERVER_CMD='"$REPO_ROOT/target/release/duplex" echo --listen "127.0.0.1:$PORT"'
+# shellcheck disable=SC2016
+DEFAULT_CLIENT_CMD='"$REPO_ROOT/target/release/examples/autobahn_client" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
+
+mode=${1:-}
+case $mode in
+server | client) ;;
+*)
+    echo "usage: tests/autobahn.sh server|client" >&2
+    exit 2
+    ;;
+esac
+
+bash "$REPO_ROOT/tests/setup.sh" python
+
+kosoku_args=()
+for x in "${EXCLUDES[@]}"; do kosoku_args+=(-x "$x"); done
+if [[ -n ${AUTOBAHN_CASES:-} ]]; then
+    read -r -a only <<<"$AUTOBAHN_CASES"
+    for x in "${only[@]}"; do kosoku_args+=(-i "$x"); done
+fi
+
+PORT=$(free_port)
+AUTOBAHN_URL="ws://127.0.0.1:$PORT"
+AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex}
+export PORT AUTOBAHN_URL AUTOBAHN_AGENT
+
+outdir="$REPO_ROOT/reports/$mode"
+rm -rf "$outdir"
+mkdir -p "$outdir"
+logdir="$REPO_ROOT/reports/logs"
+mkdir -p "$logdir"
+
+run_server_mode() {
+    local cmd=${AUTOBAHN_SERVER_CMD:-$DEFAULT_SERVER_CMD}
+    if [[ -z ${AUTOBAHN_SERVER_CMD:-} && ! -x $DUPLEX_BIN ]]; then
+        die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
+    fi
+    local slog="$logdir/autobahn-server-peer.log" klog="$logdir/autobahn-server-kosoku.log"
+    log "server under test: $cmd (PORT=$PORT)"
+    start_bg "$slog" bash -c "exec $cmd"
+    local server_pid=$BG_PID
+    wait_for_port "$PORT" "$server_pid" 30 || {
+        show_log "$slog"
+        die "server under test did not start"
+    }
+
+    log "kosoku 127.0.0.1:$PORT ${kosoku_args[*]} -o $outdir"
+    local start=$SECONDS rc=0
+    timeout --kill-after=10 "$RUN_TIMEOUT" \
+        "$VENV/bin/kosoku" "127.0.0.1:$PORT" "${kosoku_args[@]}" -o "$outdir" \
+        >"$klog" 2>&1 || rc=$?
+    log "kosoku finished in $((SECONDS - start))s (exit $rc; verdict below)"
+    ((rc != 124 && rc != 137)) || {
+        show_log "$klog"
+        die "kosoku did not finish within ${RUN_TIMEOUT}s"
+    }
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        show_log "$slog"
+        die "server under test died during the run"
+    fi
+    stop_pid "$server_pid"
+    [[ -f $outdir/index.json ]] || {
+        show_log "$klog"
+        die "kosoku wrote no $outdir/index.json"
+    }
+    check '*'
+}
+
+run_client_mode() {
+    local cmd=${AUTOBAHN_CLIENT_CMD:-$DEFAULT_CLIENT_CMD}
+    if [[ -z ${AUTOBAHN_CLIENT_CMD:-} && ! -x $REPO_ROOT/target/release/examples/autobahn_client ]]; then
+        die "autobahn_client not built (cargo build --release -p duplex --example autobahn_client)"
+    fi
+    local klog="$logdir/autobahn-client-kosoku.log" clog="$logdir/autobahn-client-peer.log"
+    log "kosoku -m fuzzingserver 127.0.0.1:$PORT ${kosoku_args[*]} -o $outdir"
+    start_bg "$klog" timeout --kill-after=10 "$RUN_TIMEOUT" \
+        "$VENV/bin/kosoku" -m fuzzingserver "127.0.0.1:$PORT" "${kosoku_args[@]}" -o "$outdir"
+    local kosoku_pid=$BG_PID
+    wait_for_port "$PORT" "$kosoku_pid" 60 || {
+        show_log "$klog"
+        die "fuzzing server did not start"
+    }
+
+    log "client under test: $cmd (AUTOBAHN_URL=$AUTOBAHN_URL AUTOBAHN_AGENT=$AUTOBAHN_AGENT)"
+    local start=$SECONDS rc=0
+    timeout --kill-after=10 "$RUN_TIMEOUT" bash -c "exec $cmd" >"$clog" 2>&1 </dev/null || rc=$?
+    log "client finished in $((SECONDS - start))s (exit $rc)"
+    if ((rc != 0)); then
+        show_log "$clog"
+        die "client under test exited with status $rc"
+    fi
+    # kosoku writes its reports and exits once the client has called
+    # /updateReports; its own exit status only says whether every case passed.
+    rc=0
+    wait_pid "$kosoku_pid" 60 || rc=$?
+    if ((rc == 124)); then
+        show_log "$klog"
+        die "fuzzing server did not exit within 60s after the client finished"
+    fi
+    [[ -f $outdir/index.json ]] || {
+        show_log "$klog"
+        die "kosoku wrote no $outdir/index.json"
+    }
+    check "$AUTOBAHN_AGENT"
+}
+
+check() {
+    local agent=$1 expect=$EXPECT_CASES
+    local check_args=(--expect-cases "$expect" --mode "$mode")
+    for x in "${EXCLUDES[@]}"; do check_args+=(--exclude-prefix "${x%\*}"); done
+    if [[ -n ${AUTOBAHN_CASES:-} ]]; then
+        log "AUTOBAHN_CASES set: checking only the cases that ran"
+        check_args+=(--partial)
+    fi
+    "$VENV/bin/python" "$REPO_ROOT/tests/autobahn_check.py" \
+        "$outdir/index.json" "$agent" "${check_args[@]}"
+}
+
+case $mode in
+server) run_server_mode ;;
+client) run_client_mode ;;
+esac

@@ -1,0 +1,123 @@
+# shellcheck shell=bash
+# Helpers shared by the test scripts (sourced, never run).
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Sets REPO_ROOT and cds there. Processes started with `start_bg` are killed
+# when the sourcing script exits (trap on EXIT), so a failing or interrupted
+# test never leaves a server behind.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+cd "$REPO_ROOT" || exit 1
+
+# Used by the scripts that source this file.
+# shellcheck disable=SC2034
+CACHE_DIR="$REPO_ROOT/tests/.cache"
+# shellcheck disable=SC2034
+VENV="$CACHE_DIR/venv"
+# shellcheck disable=SC2034
+INTEROP_DIR="$REPO_ROOT/tests/interop"
+DUPLEX_BIN="${DUPLEX_BIN:-$REPO_ROOT/target/release/duplex}" # overridable to test the harness
+
+# The name used in messages: the script's own name.
+SCRIPT_NAME="$(basename "${BASH_SOURCE[1]:-$0}")"
+
+log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() {
+    printf '%s: FAIL: %s\n' "$SCRIPT_NAME" "$*" >&2
+    exit 1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+    python3 - <<'EOF'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+EOF
+}
+
+# Background processes this script started, killed on exit.
+BG_PIDS=()
+
+# start_bg LOGFILE CMD... : start CMD in the background, its output to
+# LOGFILE; the pid is left in BG_PID.
+start_bg() {
+    local logfile=$1
+    shift
+    "$@" >"$logfile" 2>&1 </dev/null &
+    BG_PID=$!
+    BG_PIDS+=("$BG_PID")
+}
+
+# stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL. Never fails.
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || {
+        wait "$pid" 2>/dev/null || true
+        return 0
+    }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup_bg() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    BG_PIDS=()
+}
+trap cleanup_bg EXIT
+
+# wait_for_port PORT PID SECONDS : wait until 127.0.0.1:PORT accepts TCP.
+# Fails early if PID (the process that should listen) has exited.
+wait_for_port() {
+    local port=$1 pid=$2 timeout=$3 deadline
+    deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "process $pid exited before listening on 127.0.0.1:$port"
+            return 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "nothing accepted on 127.0.0.1:$port within ${timeout}s"
+    return 1
+}
+
+# wait_pid PID SECONDS : wait for PID to exit by itself, bounded. Returns its
+# exit status, or 124 on timeout (and the process is then killed).
+wait_pid() {
+    local pid=$1 timeout=$2 deadline rc
+    deadline=$((SECONDS + timeout))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            stop_pid "$pid"
+            return 124
+        fi
+        sleep 0.2
+    done
+    rc=0
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+
+# show_log FILE : print the last lines of a server log, for failure reports.
+show_log() {
+    [[ -s $1 ]] || return 0
+    printf -- '--- last lines of %s ---\n' "$1" >&2
+    tail -n 30 "$1" >&2
+    printf -- '---\n' >&2
+}

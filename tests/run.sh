@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The full Duplex suite: what CI runs (.ci/run) and what a developer runs
+# before pushing.
+#
+#   tests/run.sh              every step that applies, in order
+#   tests/run.sh STEP...      only those steps (in suite order), e.g. `tests/run.sh clippy test`
+#   tests/run.sh --list       the steps and what each runs
+#
+# Steps run in order and stop at the first failure. Conformance and interop
+# steps are enabled only once their pieces exist (native/ for the server and
+# client). Each step is a `step_<name>` function registered in plan_steps:
+# adding one (fuzz, wasm, node tests, chromium...) is a function and a line.
+# The last line is always `run.sh: N passed, M failed`.
+set -euo pipefail
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+# --- steps -------------------------------------------------------------------
+
+step_fmt() {
+    ensure_component rustfmt
+    cargo fmt --all --check
+}
+
+step_clippy() {
+    ensure_component clippy
+    cargo clippy --workspace --all-targets -- -D warnings
+}
+
+step_test() {
+    cargo test --workspace
+}
+
+step_wasm_core() {
+    # no_std proof: the core must build for a target without std.
+    ensure_target wasm32-unknown-unknown
+    cargo build -p duplex-core --target wasm32-unknown-unknown
+}
+
+step_native_build() {
+    cargo build --release -p duplex
+    if [[ -f native/examples/autobahn_client.rs ]]; then
+        cargo build --release -p duplex --example autobahn_client
+    fi
+}
+
+step_setup() {
+    bash tests/setup.sh
+}
+
+step_autobahn_server() {
+    bash tests/autobahn.sh server
+}
+
+step_autobahn_client() {
+    bash tests/autobahn.sh client
+}
+
+step_interop() {
+    bash tests/interop.sh
+}
+
+# --- the plan ----------------------------------------------------------------
+
+STEP_NAMES=()
+STEP_FUNCS=()
+STEP_DESCS=()
+
+# add_step NAME FUNCTION DESCRIPTION
+add_step() {
+    STEP_NAMES+=("$1")
+    STEP_FUNCS+=("$2")
+    STEP_DESCS+=("$3")
+}
+
+plan_steps() {
+    add_step fmt step_fmt "cargo fmt --all --check"
+    add_step clippy step_clippy "cargo clippy --workspace --all-targets -- -D warnings"
+    add_step test step_test "cargo test --workspace"
+    add_step wasm-core step_wasm_core "cargo build -p duplex-core --target wasm32-unknown-unknown"
+    if [[ -f native/Cargo.toml ]]; then
+        add_step native-build step_native_build "cargo build --release -p duplex (+ example autobahn_client)"
+        add_step setup step_setup "tests/setup.sh (kosoku + websockets venv, npm ws)"
+        add_step autobahn-server step_autobahn_server "tests/autobahn.sh server (duplex echo vs kosoku)"
+        if [[ -f native/examples/autobahn_client.rs ]]; then
+            add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
+        fi
+        add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect)"
+    fi
+}
+
+# --- helpers -------------------------------------------------------------------
+
+ensure_component() {
+    local comp=$1
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+        echo "run.sh: installing rustup component $comp"
+        rustup component add "$comp"
+    fi
+}
+
+ensure_target() {
+    local target=$1
+    if ! rustup target list --installed | grep -qx "$target"; then
+        echo "run.sh: installing rustup target $target"
+        rustup target add "$target"
+    fi
+}
+
+fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+# --- main ----------------------------------------------------------------------
+
+main() {
+    plan_steps
+    local i
+
+    if [[ ${1:-} == --list ]]; then
+        for i in "${!STEP_NAMES[@]}"; do
+            printf '%-16s %s\n' "${STEP_NAMES[$i]}" "${STEP_DESCS[$i]}"
+        done
+        return 0
+    fi
+
+    # Select steps: all, or those named on the command line (suite order).
+    local selected=()
+    if (($#)); then
+        local want found
+        for want in "$@"; do
+            found=
+            for i in "${!STEP_NAMES[@]}"; do
+                [[ ${STEP_NAMES[$i]} == "$want" ]] && found=1
+            done
+            [[ -n $found ]] || die "unknown or disabled step '$want' (see tests/run.sh --list)"
+        done
+        for i in "${!STEP_NAMES[@]}"; do
+            for want in "$@"; do
+                [[ ${STEP_NAMES[$i]} == "$want" ]] && selected+=("$i")
+            done
+        done
+    else
+        selected=("${!STEP_NAMES[@]}")
+    fi
+
+    local total=${#selected[@]} n=0 passed=0 rc start took suite_start=$SECONDS
+    local timings=()
+    echo "run.sh: ${total} steps: $(for i in "${selected[@]}"; do printf '%s ' "${STEP_NAMES[$i]}"; done)"
+    for i in "${selected[@]}"; do
+        n=$((n + 1))
+        printf '\n===== [%d/%d] %s: %s =====\n' "$n" "$total" "${STEP_NAMES[$i]}" "${STEP_DESCS[$i]}"
+        start=$SECONDS
+        # A subshell outside any `if`/`||`, so `set -e` stays in force inside
+        # the step function.
+        set +e
+        ("${STEP_FUNCS[$i]}")
+        rc=$?
+        set -e
+        took=$((SECONDS - start))
+        timings+=("$(printf '  %-16s %-6s %s' "${STEP_NAMES[$i]}" "$( ((rc == 0)) && echo ok || echo FAILED)" "$(fmt_secs "$took")")")
+        if ((rc != 0)); then
+            printf '===== [%d/%d] %s FAILED (exit %d) after %s =====\n' \
+                "$n" "$total" "${STEP_NAMES[$i]}" "$rc" "$(fmt_secs "$took")"
+            printf '\nrun.sh: summary (stopped at the first failure, total %s)\n' "$(fmt_secs $((SECONDS - suite_start)))"
+            printf '%s\n' "${timings[@]}"
+            echo "run.sh: FAILED step '${STEP_NAMES[$i]}': ${STEP_DESCS[$i]}"
+            echo "run.sh: $passed passed, 1 failed"
+            exit 1
+        fi
+        passed=$((passed + 1))
+        printf -- '----- [%d/%d] %s ok (%s)\n' "$n" "$total" "${STEP_NAMES[$i]}" "$(fmt_secs "$took")"
+    done
+
+    printf '\nrun.sh: summary (total %s)\n' "$(fmt_secs $((SECONDS - suite_start)))"
+    printf '%s\n' "${timings[@]}"
+    echo "run.sh: $passed passed, 0 failed"
+}
+
+main "$@"
