@@ -448,6 +448,12 @@ impl Connection {
 
     fn process_frames(&mut self) {
         while matches!(self.state, State::Open | State::CloseSent) {
+            if !self.events.is_empty() {
+                // One event at a time: the application answers a message before a later frame
+                // can fail or close the connection, so replies keep the order of the requests.
+                // `poll_event` resumes the parsing once the queue is empty.
+                return;
+            }
             let mut frame = match self.frame {
                 Some(frame) => frame,
                 None => match FrameHeader::decode(&self.rx[..self.rx_filled]) {
@@ -648,7 +654,15 @@ impl Connection {
     // ---------------------------------------------------------------- events and output
 
     /// The next event, if any.
+    ///
+    /// Received frames are parsed as events are taken: one message (or ping, pong, close) is
+    /// decoded, and the next only once the queue is empty again. The application thus answers
+    /// each message before a later frame can fail or close the connection, and a driver must
+    /// take events until `None` after each receive.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() && self.rx_filled > 0 {
+            self.process();
+        }
         let event = self.events.pop_front();
         if self.events.is_empty() && self.events.capacity() > 16 {
             self.events = VecDeque::new();

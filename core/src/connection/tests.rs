@@ -508,6 +508,8 @@ fn heartbeat_stays_alive_while_pongs_arrive() {
     for i in 1..=10u32 {
         server.handle_timeout(10 * SEC * i);
         pump(&mut server, &mut client, 10 * SEC * i);
+        // Frames are parsed as the driver takes events: the ping is answered on poll.
+        assert!(matches!(drain(&mut client).as_slice(), [Event::Ping(_)]));
         pump(&mut client, &mut server, 10 * SEC * i);
         assert!(server.is_open(), "round {i}");
         assert!(matches!(drain(&mut server).as_slice(), [Event::Pong(_)]));
@@ -885,4 +887,38 @@ proptest! {
             prop_assert_eq!(closed, 0);
         }
     }
+}
+
+#[test]
+fn a_reply_to_a_message_goes_out_before_the_failure_of_a_later_frame() {
+    let mut server = open_server(Config::default());
+    let mut bytes = raw_frame(0x81, b"first", Some([1, 2, 3, 4]));
+    // RSV2 set without an extension: the connection fails with 1002.
+    bytes.extend(raw_frame(0xA1, b"bad", Some([1, 2, 3, 4])));
+    server.receive(SEC, &bytes);
+    assert_eq!(
+        server.output(),
+        b"",
+        "nothing happens before the events are taken"
+    );
+    let Some(Event::Message(message)) = server.poll_event() else {
+        panic!("expected the first message");
+    };
+    server.send(&message).unwrap();
+    let echo = raw_frame(0x81, b"first", None);
+    assert_eq!(&server.output()[..echo.len()], echo.as_slice());
+    let events = drain(&mut server);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [
+                Event::Error(Error::Protocol(ProtocolError::ReservedBits)),
+                Event::Closed(_)
+            ]
+        ),
+        "{events:?}"
+    );
+    let out = take_output(&mut server);
+    assert_eq!(&out[..echo.len()], echo.as_slice());
+    assert_eq!(out[echo.len()], 0x88, "the close frame follows the echo");
 }

@@ -134,6 +134,32 @@ impl HandshakeError {
             | HandshakeError::InvalidUrl(_) => 400,
         }
     }
+
+    /// A short, stable label for the kind of error, for metrics and logs
+    /// (`malformed`, `head_too_large`, `bad_version`...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandshakeError::Malformed(_) => "malformed",
+            HandshakeError::HeadTooLarge(_) => "head_too_large",
+            HandshakeError::TooManyHeaders(_) => "too_many_headers",
+            HandshakeError::MethodNotGet(_) => "method_not_get",
+            HandshakeError::HttpVersion => "http_version",
+            HandshakeError::MissingHost => "missing_host",
+            HandshakeError::DuplicateHost => "duplicate_host",
+            HandshakeError::NotUpgrade => "not_upgrade",
+            HandshakeError::NotConnectionUpgrade => "not_connection_upgrade",
+            HandshakeError::InvalidKey => "invalid_key",
+            HandshakeError::UnsupportedVersion => "unsupported_version",
+            HandshakeError::InvalidHeader { .. } => "invalid_header",
+            HandshakeError::UnexpectedStatus(_) => "unexpected_status",
+            HandshakeError::MissingAccept => "missing_accept",
+            HandshakeError::AcceptMismatch => "accept_mismatch",
+            HandshakeError::ProtocolNotOffered(_) => "protocol_not_offered",
+            HandshakeError::MultipleProtocols => "multiple_protocols",
+            HandshakeError::ExtensionNotOffered(_) => "extension_not_offered",
+            HandshakeError::InvalidUrl(_) => "invalid_url",
+        }
+    }
 }
 
 /// Finds the end of an HTTP head (the byte after `"\r\n\r\n"`) in `buf`, resuming from

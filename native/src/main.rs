@@ -1,0 +1,172 @@
+//! The `duplex` command: `duplex echo` (the echo server), `duplex connect` (a wscat-like client).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use duplex::connect::{self, ConnectArgs};
+use duplex::server::{Echo, Server, ServerConfig};
+use duplex_core::limits::Config;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(name = "duplex", version, about = "Duplex WebSocket server and client")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Echo every message back to its sender with the same type, on any path.
+    Echo(ServerArgs),
+    /// Connect to a WebSocket server: stdin lines are sent, messages are printed.
+    Connect(ConnectArgs),
+}
+
+/// Options shared by every server mode.
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Address to listen on (port 0 picks a free port, printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
+    listen: SocketAddr,
+
+    /// Worker threads, each with its own event loop [default: available cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+
+    /// WebSocket connections held at most; beyond it upgrades get HTTP 503.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    max_connections: usize,
+
+    /// Seconds a client has to complete its upgrade request (slowloris guard).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    handshake_timeout: f64,
+
+    /// Close a connection that sent nothing for this many seconds (0: never).
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    idle_timeout: f64,
+
+    /// Largest message (and frame) accepted, in bytes; larger ones close with 1009.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    max_message_size: usize,
+
+    /// Ping every connection this often, in seconds (0: never).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    ping_interval: f64,
+
+    /// Close a connection after this many unanswered pings (with --ping-interval).
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_missed_pongs: u32,
+
+    /// Unsent bytes per connection above which it is not read until it drains.
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    max_backlog: usize,
+
+    /// Seconds a shutdown (SIGINT/SIGTERM) waits for peers to answer the 1001 close.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    drain_timeout: f64,
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag} must be a number of seconds >= 0, got {value}"))
+}
+
+fn optional_seconds(value: f64, flag: &str) -> Result<Option<Duration>, String> {
+    Ok(Some(seconds(value, flag)?).filter(|d| !d.is_zero()))
+}
+
+impl ServerArgs {
+    fn config(&self) -> Result<ServerConfig, String> {
+        if self.max_message_size == 0 {
+            return Err("--max-message-size must be at least 1".into());
+        }
+        if self.max_backlog == 0 {
+            return Err("--max-backlog must be at least 1".into());
+        }
+        let handshake = seconds(self.handshake_timeout, "--handshake-timeout")?;
+        if handshake.is_zero() {
+            return Err("--handshake-timeout must be above 0".into());
+        }
+        let connection = Config::default()
+            .with_max_message_size(self.max_message_size)
+            .with_max_frame_size(self.max_message_size)
+            .with_handshake_timeout(Some(handshake))
+            .with_idle_timeout(optional_seconds(self.idle_timeout, "--idle-timeout")?)
+            .with_ping_interval(optional_seconds(self.ping_interval, "--ping-interval")?)
+            .with_max_missed_pongs(self.max_missed_pongs);
+        let defaults = ServerConfig::default();
+        Ok(ServerConfig {
+            listen: self.listen,
+            threads: self.threads.map_or(defaults.threads, usize::from),
+            max_connections: self.max_connections,
+            max_backlog: self.max_backlog,
+            drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
+            connection,
+        })
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_echo(args: &ServerArgs) -> Result<(), String> {
+    let config = args.config()?;
+    let threads = config.threads;
+    let server = Server::bind(config.clone())
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let stop = server.shutdown_handle();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    error!("second signal {signal}: exiting now");
+                    std::process::exit(1);
+                }
+                info!("signal {signal}: draining");
+                stop.shutdown();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let addr = server.local_addr();
+    info!(%addr, threads, "echo server listening");
+    println!("duplex echo listening on ws://{addr}/");
+    server
+        .run(|_| Echo)
+        .map_err(|e| format!("server failed: {e}"))?;
+    info!("stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Echo(args) => {
+            init_tracing();
+            match run_echo(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("duplex echo: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Connect(args) => ExitCode::from(connect::run(args) as u8),
+    }
+}

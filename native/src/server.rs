@@ -1,0 +1,932 @@
+//! The server event loop: one mio `Poll` per worker thread, each with its own SO_REUSEPORT
+//! listener, connection slab and timer heap.
+//!
+//! Per connection the loop is edge-triggered and keeps its own readiness flags:
+//!
+//! 1. **read** until `WouldBlock` straight into the core's receive buffer (`recv_buf` +
+//!    `commit`), unless the connection is paused by backpressure;
+//! 2. **dispatch** the core's events to the [`Handler`] (upgrade decisions, messages, closes)
+//!    and answer plain HTTP (`/healthz`, `/metrics`);
+//! 3. **write** the core's output until `WouldBlock`; WRITABLE interest is registered only
+//!    while output is pending;
+//! 4. **settle**: resume a paused connection once its backlog drained, drop the socket once the
+//!    core says the connection is over, and reschedule the connection's `poll_timeout()` in the
+//!    worker's [`TimerHeap`].
+//!
+//! An idle server blocks in `epoll_wait` with the earliest timer as its timeout and uses no CPU.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use duplex_core::close::CloseCode;
+use duplex_core::error::{Error as CoreError, SendError};
+use duplex_core::handshake::server::{Accept, Request};
+use duplex_core::limits::Config;
+use duplex_core::message::{Closed, Event, Message};
+use duplex_core::{Connection, ConnectionState};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+use socket2::{Domain, Socket, Type};
+use tracing::{debug, error, info, warn};
+
+use crate::metrics::{Metrics, WorkerMetrics};
+use crate::timer::TimerHeap;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// Output written per read batch before reading more, so a fast sender cannot make one
+/// connection's output grow while the loop keeps reading.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// Everything the event loop needs to know besides the application.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (all workers share it).
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own listener (SO_REUSEPORT) and `Poll`.
+    pub threads: usize,
+    /// WebSocket connections held at most (all workers together). Requests beyond it are
+    /// answered with HTTP 503 before the upgrade.
+    pub max_connections: usize,
+    /// Unsent output per connection above which the server stops reading that connection until
+    /// it drains below half of it.
+    pub max_backlog: usize,
+    /// How long a graceful shutdown waits for peers to answer the 1001 close.
+    pub drain_timeout: Duration,
+    /// Limits and timers of each connection (handshake timeout, message size, heartbeat...).
+    pub connection: Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 100_000,
+            max_backlog: 4 << 20,
+            drain_timeout: Duration::from_secs(5),
+            connection: Config::default()
+                .with_ping_interval(Some(Duration::from_secs(30)))
+                .with_max_missed_pongs(3),
+        }
+    }
+}
+
+/// Identifies a connection within its worker. Ids are never reused while the worker runs, so a
+/// stale id held by an application addresses nothing rather than another connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    key: usize,
+    serial: u64,
+}
+
+/// What the application answers to an upgrade request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Complete the handshake (choose a subprotocol, add headers).
+    Accept(Accept),
+    /// Refuse with an HTTP status and a body that says why.
+    Reject(u16, String),
+}
+
+/// A plain HTTP response for a request that is not an upgrade.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// The application run by the event loop; one instance per worker thread.
+pub trait Handler {
+    /// An upgrade request arrived (already validated against RFC 6455).
+    fn on_upgrade(&mut self, request: &Request) -> Decision {
+        let _ = request;
+        Decision::Accept(Accept::default())
+    }
+
+    /// A plain HTTP request other than `/healthz` and `/metrics`; `None` answers 404.
+    fn on_http(&mut self, request: &Request) -> Option<HttpResponse> {
+        let _ = request;
+        None
+    }
+
+    /// The handshake completed.
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
+    }
+
+    /// A complete message arrived.
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message);
+
+    /// The connection ended (reported once per opened connection); `id` is dead afterwards.
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, closed: &Closed) {
+        let _ = (ctx, id, closed);
+    }
+}
+
+/// The echo application: every message goes back to its sender with the same type.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message) {
+        if let Err(e) = ctx.send(id, &message) {
+            debug!(?id, "echo not sent: {e}");
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    core: Connection,
+    peer: SocketAddr,
+    serial: u64,
+    /// The earliest entry this connection has in the timer heap.
+    scheduled: Option<Duration>,
+    /// After the core terminated with output still pending: drop the socket by then anyway.
+    kill_at: Option<Duration>,
+    /// The socket may have bytes to read (edge-triggered: cleared only on `WouldBlock`/EOF).
+    readable: bool,
+    writable_interest: bool,
+    paused: bool,
+    eof: bool,
+    write_failed: bool,
+    opened: bool,
+    over_limit: bool,
+    in_dirty: bool,
+}
+
+/// Access to the worker's connections from inside [`Handler`] callbacks.
+pub struct Ctx<'a> {
+    conns: &'a mut Slab<Conn>,
+    dirty: &'a mut Vec<usize>,
+    metrics: &'a WorkerMetrics,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+impl Ctx<'_> {
+    fn conn(&mut self, id: ConnId) -> Result<&mut Conn, SendError> {
+        match self.conns.get_mut(id.key) {
+            Some(c) if c.serial == id.serial => Ok(c),
+            _ => Err(SendError::NotOpen),
+        }
+    }
+
+    fn mark(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id.key)
+            && !c.in_dirty
+        {
+            c.in_dirty = true;
+            self.dirty.push(id.key);
+        }
+    }
+
+    /// Queues a message to a connection of this worker.
+    pub fn send(&mut self, id: ConnId, message: &Message) -> Result<(), SendError> {
+        self.conn(id)?.core.send(message)?;
+        WorkerMetrics::add(&self.metrics.messages_out, 1);
+        WorkerMetrics::add(&self.metrics.bytes_out, message.len() as u64);
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Starts the close handshake with a connection.
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.conn(id)?.core.close(code, reason)?;
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Output queued for a connection and not yet taken by its socket.
+    pub fn buffered_amount(&mut self, id: ConnId) -> Option<usize> {
+        self.conn(id).ok().map(|c| c.core.buffered_amount())
+    }
+
+    /// The negotiated subprotocol of a connection.
+    pub fn protocol(&mut self, id: ConnId) -> Option<String> {
+        self.conn(id).ok()?.core.protocol().map(str::to_owned)
+    }
+}
+
+/// Stops a running server from another thread (signal handler, test).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    wakers: Arc<Vec<Waker>>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, closes every connection with 1001 and lets `run` return once they are
+    /// gone or the drain timeout passed.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        for waker in self.wakers.iter() {
+            if let Err(e) = waker.wake() {
+                error!("cannot wake a worker for shutdown: {e}");
+            }
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// A bound server, ready to [`Server::run`].
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    local_addr: SocketAddr,
+    workers: Vec<(Poll, TcpListener)>,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownHandle,
+}
+
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+impl Server {
+    /// Binds one listener per worker (all on the same port) and prepares their `Poll`s.
+    pub fn bind(config: ServerConfig) -> io::Result<Server> {
+        let threads = config.threads.max(1);
+        let mut workers = Vec::with_capacity(threads);
+        let mut wakers = Vec::with_capacity(threads);
+        let mut addr = config.listen;
+        for _ in 0..threads {
+            let listener = bind_listener(addr)?;
+            // With port 0 the first bind picks the port; the others join it.
+            addr = listener.local_addr()?;
+            let poll = Poll::new()?;
+            wakers.push(Waker::new(poll.registry(), WAKER)?);
+            workers.push((poll, listener));
+        }
+        Ok(Server {
+            metrics: Arc::new(Metrics::new(threads)),
+            local_addr: addr,
+            config,
+            workers,
+            shutdown: ShutdownHandle {
+                flag: Arc::new(AtomicBool::new(false)),
+                wakers: Arc::new(wakers),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Runs the workers until a shutdown completes. `make_handler(i)` builds worker `i`'s
+    /// application.
+    pub fn run<H, F>(self, make_handler: F) -> io::Result<()>
+    where
+        H: Handler,
+        F: Fn(usize) -> H + Sync,
+    {
+        let Server {
+            config,
+            workers,
+            metrics,
+            shutdown,
+            ..
+        } = self;
+        let config = Arc::new(config);
+        let core_config = Arc::new(config.connection.clone());
+        let epoch = Instant::now();
+        std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            let make_handler = &make_handler;
+            for (index, (poll, listener)) in workers.into_iter().enumerate() {
+                let parts = WorkerParts {
+                    index,
+                    poll,
+                    listener: Some(listener),
+                    conns: Slab::new(),
+                    timers: TimerHeap::new(),
+                    config: Arc::clone(&config),
+                    core_config: Arc::clone(&core_config),
+                    metrics: Arc::clone(&metrics),
+                    shutdown: shutdown.clone(),
+                    epoch,
+                    now: Duration::ZERO,
+                    dirty: Vec::new(),
+                    drain_deadline: None,
+                    next_serial: 0,
+                };
+                let handle = std::thread::Builder::new()
+                    .name(format!("duplex-worker-{index}"))
+                    .spawn_scoped(scope, move || parts.into_worker(make_handler(index)).run())?;
+                handles.push(handle);
+            }
+            let mut result = Ok(());
+            for handle in handles {
+                match handle.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        error!("worker stopped: {e}");
+                        shutdown.shutdown();
+                        result = Err(e);
+                    }
+                    Err(_) => {
+                        shutdown.shutdown();
+                        result = Err(io::Error::other("a worker thread panicked"));
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// A worker before its thread starts: everything but the (possibly `!Send`) handler.
+struct WorkerParts {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    timers: TimerHeap,
+    config: Arc<ServerConfig>,
+    core_config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownHandle,
+    epoch: Instant,
+    now: Duration,
+    dirty: Vec<usize>,
+    drain_deadline: Option<Duration>,
+    next_serial: u64,
+}
+
+impl WorkerParts {
+    fn into_worker<H: Handler>(self, handler: H) -> Worker<H> {
+        Worker {
+            index: self.index,
+            poll: self.poll,
+            listener: self.listener,
+            conns: self.conns,
+            timers: self.timers,
+            handler,
+            config: self.config,
+            core_config: self.core_config,
+            metrics: self.metrics,
+            shutdown: self.shutdown,
+            epoch: self.epoch,
+            now: self.now,
+            dirty: self.dirty,
+            drain_deadline: self.drain_deadline,
+            next_serial: self.next_serial,
+        }
+    }
+}
+
+struct Worker<H> {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    timers: TimerHeap,
+    handler: H,
+    config: Arc<ServerConfig>,
+    core_config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownHandle,
+    epoch: Instant,
+    now: Duration,
+    dirty: Vec<usize>,
+    drain_deadline: Option<Duration>,
+    next_serial: u64,
+}
+
+impl<H: Handler> Worker<H> {
+    fn run(mut self) -> io::Result<()> {
+        if let Some(listener) = &mut self.listener {
+            self.poll
+                .registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let mut events = Events::with_capacity(1024);
+        debug!(worker = self.index, "worker started");
+        loop {
+            self.now = self.epoch.elapsed();
+            let mut wake_at = self.timers.next_deadline();
+            if let Some(d) = self.drain_deadline {
+                wake_at = Some(wake_at.map_or(d, |w| w.min(d)));
+            }
+            let timeout = wake_at.map(|at| at.saturating_sub(self.now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = self.epoch.elapsed();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(key) => {
+                        let Some(conn) = self.conns.get_mut(key) else {
+                            continue;
+                        };
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            conn.readable = true;
+                        }
+                        self.service(key);
+                    }
+                }
+            }
+            if self.shutdown.is_shutting_down() && self.drain_deadline.is_none() {
+                self.start_drain();
+            }
+            self.fire_timers();
+            self.flush_dirty();
+            if let Some(deadline) = self.drain_deadline {
+                if self.conns.is_empty() {
+                    debug!(worker = self.index, "drained");
+                    return Ok(());
+                }
+                if self.now >= deadline {
+                    info!(
+                        worker = self.index,
+                        remaining = self.conns.len(),
+                        "drain timeout: dropping the remaining connections"
+                    );
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.remove(key);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.add(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOMEM: the pending connections stay queued; the next
+                    // arrival retries. Never a busy loop.
+                    warn!(worker = self.index, "accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let metrics = &self.metrics;
+        metrics.accepted_total.fetch_add(1, Ordering::Relaxed);
+        let held = metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        let max = self.config.max_connections;
+        if held >= max.saturating_mul(2).saturating_add(64) {
+            // Far beyond the limit: not even worth a 503's memory.
+            metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+            metrics.rejected_full_total.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, "TCP_NODELAY: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), Interest::READABLE)
+        {
+            warn!(%peer, "cannot register connection: {e}");
+            metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.next_serial += 1;
+        entry.insert(Conn {
+            stream,
+            core: Connection::server(Arc::clone(&self.core_config), self.now),
+            peer,
+            serial: self.next_serial,
+            scheduled: None,
+            kill_at: None,
+            readable: true,
+            writable_interest: false,
+            paused: false,
+            eof: false,
+            write_failed: false,
+            opened: false,
+            over_limit: held >= max,
+            in_dirty: false,
+        });
+        self.service(key);
+    }
+
+    /// Read, dispatch, write and settle one connection.
+    fn service(&mut self, key: usize) {
+        loop {
+            self.read(key);
+            self.dispatch(key);
+            self.write(key);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.paused && conn.core.buffered_amount() <= self.config.max_backlog / 2 {
+                conn.paused = false;
+                if conn.readable && !conn.eof {
+                    continue;
+                }
+            }
+            break;
+        }
+        self.settle(key);
+    }
+
+    fn read(&mut self, key: usize) {
+        let now = self.now;
+        let max_backlog = self.config.max_backlog;
+        loop {
+            let conn = &mut self.conns[key];
+            if !conn.readable || conn.paused || conn.eof {
+                return;
+            }
+            let buf = conn.core.recv_buf();
+            match conn.stream.read(buf) {
+                Ok(0) => {
+                    conn.readable = false;
+                    conn.eof = true;
+                    conn.core.receive_eof(now);
+                    return;
+                }
+                Ok(n) => {
+                    conn.core.commit(now, n);
+                    self.dispatch(key);
+                    let conn = &mut self.conns[key];
+                    if conn.core.buffered_amount() >= FLUSH_THRESHOLD {
+                        self.write(key);
+                    }
+                    let conn = &mut self.conns[key];
+                    if conn.core.buffered_amount() > max_backlog {
+                        conn.paused = true;
+                        self.metrics
+                            .backpressure_pauses_total
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!(peer = %conn.peer, "backpressure: reading paused");
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    // Lets the core release an empty receive buffer.
+                    conn.core.commit(now, 0);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(peer = %conn.peer, "read failed: {e}");
+                    conn.readable = false;
+                    conn.eof = true;
+                    conn.core.receive_eof(now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.write_failed {
+            return;
+        }
+        loop {
+            let out = conn.core.output();
+            if out.is_empty() {
+                break;
+            }
+            match conn.stream.write(out) {
+                Ok(0) => {
+                    conn.write_failed = true;
+                    break;
+                }
+                Ok(n) => conn.core.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(peer = %conn.peer, "write failed: {e}");
+                    conn.write_failed = true;
+                    break;
+                }
+            }
+        }
+        if conn.write_failed {
+            // The peer is gone: whatever is queued can never be delivered.
+            conn.core.receive_eof(self.now);
+            self.dispatch(key);
+            return;
+        }
+        let want_writable = conn.core.buffered_amount() > 0;
+        if want_writable != conn.writable_interest {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+            {
+                warn!(peer = %conn.peer, "cannot update interest: {e}");
+                conn.write_failed = true;
+            } else {
+                conn.writable_interest = want_writable;
+            }
+        }
+    }
+
+    /// Drops a finished connection or schedules its next timer.
+    fn settle(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let terminated = conn.core.is_terminated();
+        if conn.write_failed || (terminated && conn.core.buffered_amount() == 0) {
+            self.remove(key);
+            return;
+        }
+        if terminated && conn.kill_at.is_none() {
+            conn.kill_at = Some(self.now + self.core_config.close_timeout());
+        }
+        let deadline = match (conn.core.poll_timeout(), conn.kill_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = deadline {
+            self.timers.schedule(key, &mut conn.scheduled, deadline);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some((at, key)) = self.timers.pop_due(self.now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.scheduled != Some(at) {
+                continue; // stale: an earlier entry for this connection already fired
+            }
+            conn.scheduled = None;
+            if conn.kill_at.is_some_and(|k| self.now >= k) {
+                debug!(peer = %conn.peer, "peer did not take its last bytes in time");
+                self.remove(key);
+                continue;
+            }
+            conn.core.handle_timeout(self.now);
+            self.service(key);
+        }
+        let live = self.conns.len();
+        let conns = &self.conns;
+        self.timers.compact(
+            live,
+            conns
+                .iter()
+                .filter_map(|(k, c)| c.scheduled.map(|d| (k, d))),
+        );
+    }
+
+    fn flush_dirty(&mut self) {
+        while let Some(key) = self.dirty.pop() {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.in_dirty = false;
+                self.service(key);
+            }
+        }
+    }
+
+    /// Hands the core's events of one connection to the application.
+    fn dispatch(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let Some(event) = conn.core.poll_event() else {
+                return;
+            };
+            let id = ConnId {
+                key,
+                serial: conn.serial,
+            };
+            let wm = self.metrics.worker(self.index);
+            match event {
+                Event::Request(request) => self.on_request(key, &request),
+                Event::Open => {
+                    conn.opened = true;
+                    WorkerMetrics::add(&wm.connections_open, 1);
+                    debug!(peer = %conn.peer, "open");
+                    let mut ctx = Ctx {
+                        conns: &mut self.conns,
+                        dirty: &mut self.dirty,
+                        metrics: wm,
+                    };
+                    self.handler.on_open(&mut ctx, id);
+                }
+                Event::Message(message) => {
+                    WorkerMetrics::add(&wm.messages_in, 1);
+                    WorkerMetrics::add(&wm.bytes_in, message.len() as u64);
+                    let mut ctx = Ctx {
+                        conns: &mut self.conns,
+                        dirty: &mut self.dirty,
+                        metrics: wm,
+                    };
+                    self.handler.on_message(&mut ctx, id, message);
+                }
+                Event::Ping(_) | Event::Pong(_) => {}
+                Event::Error(e) => {
+                    let peer = conn.peer;
+                    match &e {
+                        CoreError::Handshake(h) => {
+                            self.metrics.record_handshake_failure(h.kind());
+                            warn!(%peer, "handshake failed: {e}");
+                        }
+                        CoreError::HandshakeTimeout => {
+                            self.metrics.record_handshake_failure("timeout");
+                            warn!(%peer, "handshake failed: {e}");
+                        }
+                        CoreError::ConnectionReset => {
+                            debug!(%peer, "connection reset by peer");
+                        }
+                        _ => warn!(%peer, code = e.close_code().as_u16(), "connection failed: {e}"),
+                    }
+                }
+                Event::Closed(closed) => {
+                    if !conn.opened {
+                        continue;
+                    }
+                    conn.opened = false;
+                    WorkerMetrics::sub(&wm.connections_open, 1);
+                    self.metrics.record_close(closed.code.as_u16());
+                    debug!(peer = %conn.peer, code = closed.code.as_u16(), clean = closed.clean, "closed");
+                    let mut ctx = Ctx {
+                        conns: &mut self.conns,
+                        dirty: &mut self.dirty,
+                        metrics: wm,
+                    };
+                    self.handler.on_close(&mut ctx, id, &closed);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, key: usize, request: &Request) {
+        let conn = &mut self.conns[key];
+        let result = if !request.is_websocket_upgrade() {
+            self.metrics
+                .http_requests_total
+                .fetch_add(1, Ordering::Relaxed);
+            match request.path() {
+                "/healthz" => conn.core.respond(
+                    200,
+                    &[("Content-Type", "text/plain; charset=utf-8")],
+                    b"ok\n",
+                ),
+                "/metrics" => conn.core.respond(
+                    200,
+                    &[("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                    self.metrics.render().as_bytes(),
+                ),
+                _ => match self.handler.on_http(request) {
+                    Some(r) => {
+                        conn.core
+                            .respond(r.status, &[("Content-Type", r.content_type)], &r.body)
+                    }
+                    None => conn.core.reject(
+                        404,
+                        "not found: this server speaks WebSocket (send an upgrade request), \
+                         /healthz and /metrics\n",
+                    ),
+                },
+            }
+        } else if conn.over_limit {
+            self.metrics
+                .rejected_full_total
+                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.record_handshake_failure("server_full");
+            warn!(peer = %conn.peer, "refused: --max-connections reached");
+            conn.core
+                .reject(503, "server full: too many connections, retry later\n")
+        } else if self.drain_deadline.is_some() {
+            conn.core.reject(503, "server shutting down\n")
+        } else {
+            match self.handler.on_upgrade(request) {
+                Decision::Accept(accept) => conn.core.accept(accept),
+                Decision::Reject(status, body) => {
+                    self.metrics
+                        .record_handshake_failure("rejected_by_application");
+                    warn!(peer = %conn.peer, status, "upgrade refused: {body}");
+                    conn.core.reject(status, &body)
+                }
+            }
+        };
+        if let Err(e) = result {
+            // Unreachable in practice: the core just reported the request it waits on.
+            error!(peer = %conn.peer, "cannot answer request: {e}");
+        }
+    }
+
+    fn start_drain(&mut self) {
+        info!(
+            worker = self.index,
+            connections = self.conns.len(),
+            "shutting down: closing connections with 1001"
+        );
+        self.drain_deadline = Some(self.now + self.config.drain_timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            match conn.core.state() {
+                ConnectionState::Open => {
+                    let _ = conn
+                        .core
+                        .close(CloseCode::GoingAway, "server shutting down");
+                    self.service(key);
+                }
+                ConnectionState::Connecting => self.remove(key),
+                ConnectionState::Closing | ConnectionState::Closed => {}
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        if conn.opened {
+            // Dropped without a Closed event (drain timeout): still accounted for.
+            WorkerMetrics::sub(&self.metrics.worker(self.index).connections_open, 1);
+            self.metrics.record_close(CloseCode::Abnormal.as_u16());
+            let id = ConnId {
+                key,
+                serial: conn.serial,
+            };
+            let closed = Closed {
+                code: CloseCode::Abnormal,
+                reason: "dropped".into(),
+                clean: false,
+                initiated_by_peer: false,
+            };
+            let mut ctx = Ctx {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                metrics: self.metrics.worker(self.index),
+            };
+            self.handler.on_close(&mut ctx, id, &closed);
+        }
+        deregister(self.poll.registry(), &mut conn.stream);
+        // Server closes TCP first (RFC 6455 §7.1.1): FIN after the last bytes.
+        let _ = conn.stream.shutdown(Shutdown::Write);
+        self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn deregister(registry: &Registry, stream: &mut TcpStream) {
+    if let Err(e) = registry.deregister(stream) {
+        debug!("deregister: {e}");
+    }
+}
