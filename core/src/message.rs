@@ -76,6 +76,16 @@ pub enum Message {
 }
 
 impl Message {
+    /// A text message.
+    pub fn text(text: impl Into<Utf8Bytes>) -> Message {
+        Message::Text(text.into())
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<Bytes>) -> Message {
+        Message::Binary(data.into())
+    }
+
     pub fn kind(&self) -> MessageKind {
         match self {
             Message::Text(_) => MessageKind::Text,
