@@ -18,6 +18,8 @@ pub struct WorkerMetrics {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub connections_open: AtomicU64,
+    /// Output queued on this worker's connections and not yet taken by their sockets.
+    pub output_buffered: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -116,6 +118,11 @@ impl Metrics {
             "duplex_connections_open",
             "WebSocket connections currently open.",
             self.connections_open(),
+        );
+        gauge(
+            "duplex_output_buffered_bytes",
+            "Bytes queued for connections and not yet taken by their sockets.",
+            self.sum(|w| &w.output_buffered),
         );
         gauge(
             "duplex_tcp_connections",

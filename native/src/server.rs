@@ -159,6 +159,8 @@ struct Conn {
     write_failed: bool,
     opened: bool,
     over_limit: bool,
+    /// Output counted in the worker's `output_buffered` gauge.
+    counted_output: usize,
     in_dirty: bool,
 }
 
@@ -549,6 +551,7 @@ impl<H: Handler> Worker<H> {
             write_failed: false,
             opened: false,
             over_limit: held >= max,
+            counted_output: 0,
             in_dirty: false,
         });
         self.service(key);
@@ -683,6 +686,13 @@ impl<H: Handler> Worker<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let buffered = conn.core.buffered_amount();
+        if buffered != conn.counted_output {
+            let gauge = &self.metrics.worker(self.index).output_buffered;
+            WorkerMetrics::add(gauge, buffered as u64);
+            WorkerMetrics::sub(gauge, conn.counted_output as u64);
+            conn.counted_output = buffered;
+        }
         let terminated = conn.core.is_terminated();
         if conn.write_failed || (terminated && conn.core.buffered_amount() == 0) {
             self.remove(key);
@@ -897,6 +907,10 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let mut conn = self.conns.remove(key);
+        WorkerMetrics::sub(
+            &self.metrics.worker(self.index).output_buffered,
+            conn.counted_output as u64,
+        );
         if conn.opened {
             // Dropped without a Closed event (drain timeout): still accounted for.
             WorkerMetrics::sub(&self.metrics.worker(self.index).connections_open, 1);

@@ -191,9 +191,20 @@ fn echoes_text_and_binary_of_every_size() {
         recv_message(&mut client),
         Message::binary(vec![0u8, 1, 2, 255])
     );
-    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
-    client.send_binary(&big).unwrap();
-    assert_eq!(recv_message(&mut client).as_bytes(), big.as_slice());
+    for size in [0usize, 125, 126, 65535, 65536, 16 << 20] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        client.send_binary(&data).unwrap();
+        let echo = recv_message(&mut client);
+        assert_eq!(echo.kind(), duplex_core::MessageKind::Binary, "{size}");
+        assert_eq!(echo.as_bytes(), data.as_slice(), "binary of {size} bytes");
+        let text = "é".repeat(size / 2);
+        client.send_text(&text).unwrap();
+        assert_eq!(
+            recv_message(&mut client),
+            Message::text(text),
+            "text of {size} bytes"
+        );
+    }
     let closed = client.close(CloseCode::Normal, "done").unwrap();
     assert_eq!(closed.code, CloseCode::Normal);
     assert!(closed.clean);
@@ -227,6 +238,52 @@ fn many_clients_at_once_each_get_their_own_echoes() {
     assert_eq!(
         metric(&server.metrics, "duplex_messages_sent_total"),
         16 * 200
+    );
+}
+
+#[test]
+fn a_thousand_concurrent_clients_echo_correctly() {
+    let server = TestServer::echo(config());
+    let mut clients: Vec<Client> = (0..1000).map(|_| connect(&server.url("/"))).collect();
+    for round in 0..3 {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send_text(&format!("{i}/{round}")).unwrap();
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(recv_message(client), Message::text(format!("{i}/{round}")));
+        }
+    }
+    assert_eq!(metric(&server.metrics, "duplex_connections_open"), 1000);
+}
+
+#[test]
+fn an_oversized_message_closes_that_connection_only_with_1009() {
+    let server = TestServer::echo(ServerConfig {
+        connection: Config::default()
+            .with_ping_interval(None)
+            .with_max_message_size(64 * 1024)
+            .with_max_frame_size(64 * 1024),
+        ..config()
+    });
+    let mut other = connect(&server.url("/"));
+    let mut big = connect(&server.url("/"));
+    big.send_binary(&vec![1u8; 64 * 1024]).unwrap();
+    assert_eq!(
+        recv_message(&mut big).len(),
+        64 * 1024,
+        "at the limit is fine"
+    );
+    big.send_binary(&vec![1u8; 64 * 1024 + 1]).unwrap();
+    match big.recv_timeout(WAIT) {
+        Ok(ClientEvent::Closed(c)) => assert_eq!(c.code, CloseCode::TooBig, "{c:?}"),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+    other.send_text("unaffected").unwrap();
+    assert_eq!(recv_message(&mut other), Message::text("unaffected"));
+    let text = server.metrics.render();
+    assert!(
+        text.contains("duplex_closes_total{code=\"1009\"} 1"),
+        "{text}"
     );
 }
 
@@ -369,6 +426,38 @@ fn a_silent_tcp_connection_is_dropped_at_the_handshake_timeout() {
 }
 
 #[test]
+fn a_thousand_half_handshakes_do_not_stop_others_from_being_served() {
+    let server = TestServer::echo(ServerConfig {
+        connection: Config::default()
+            .with_ping_interval(None)
+            .with_handshake_timeout(Some(Duration::from_secs(2))),
+        ..config()
+    });
+    let mut stalled: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgr").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut client = connect(&server.url("/"));
+    client.send_text("served").unwrap();
+    assert_eq!(recv_message(&mut client), Message::text("served"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "served only after the stalled sockets timed out"
+    );
+    // And every stalled socket is dropped at the timeout.
+    for s in &mut stalled {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.read(&mut buf).expect("EOF"), 0);
+    }
+    assert_eq!(metric(&server.metrics, "duplex_tcp_connections"), 1);
+}
+
+#[test]
 fn a_peer_that_never_answers_pings_is_closed_with_1001() {
     let server = TestServer::echo(ServerConfig {
         connection: Config::default()
@@ -443,6 +532,17 @@ fn backpressure_pauses_a_reader_that_does_not_read_and_loses_nothing() {
         assert!(Instant::now() < deadline, "the server never paused");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // While the peer does not read, the server's unsent output stays near the cap: at most one
+    // read's worth of echoes beyond it.
+    for _ in 0..50 {
+        let buffered = metric(&server.metrics, "duplex_output_buffered_bytes");
+        assert!(
+            buffered <= 64 * 1024 + 256 * 1024,
+            "{buffered} bytes buffered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(metric(&server.metrics, "duplex_output_buffered_bytes") >= 64 * 1024);
     let mut received = 0;
     let events = peer.read_until(|e| {
         if let Event::Message(m) = e {
