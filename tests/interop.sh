@@ -68,20 +68,24 @@ check_python() {
     bash "$REPO_ROOT/tests/setup.sh" python
     start_echo_server
     run_client python "$VENV/bin/python" "$INTEROP_DIR/py_client.py" "$ECHO_URL"
+    run_client python-deflate "$VENV/bin/python" "$INTEROP_DIR/py_client.py" "$ECHO_URL" --deflate
 }
 
 check_node() {
     bash "$REPO_ROOT/tests/setup.sh" node
     start_echo_server
     run_client node node "$INTEROP_DIR/node_client.mjs" "$ECHO_URL"
+    run_client node-deflate node "$INTEROP_DIR/node_client.mjs" "$ECHO_URL" --deflate
 }
 
-check_connect() {
-    bash "$REPO_ROOT/tests/setup.sh" node
-    [[ -x $DUPLEX_BIN ]] || die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
-    local port slog="$logdir/interop-ws-echo-server.log" out rc=0
+# connect_against MODE: `duplex connect` against a Node `ws` echo server, with
+# permessage-deflate off (MODE=plain) or on (MODE=deflate, which must be negotiated).
+connect_against() {
+    local mode=$1 port slog="$logdir/interop-ws-echo-server-$1.log" out rc=0
+    local server_args=()
+    [[ $mode == deflate ]] && server_args=(--deflate)
     port=$(free_port)
-    start_bg "$slog" node "$INTEROP_DIR/ws_echo_server.mjs" "$port"
+    start_bg "$slog" node "$INTEROP_DIR/ws_echo_server.mjs" "$port" "${server_args[@]}"
     local ws_pid=$BG_PID
     wait_for_port "$port" "$ws_pid" 30 || {
         show_log "$slog"
@@ -92,14 +96,25 @@ check_connect() {
             2>"$logdir/interop-connect.stderr") || rc=$?
     if ((rc != 0)); then
         show_log "$logdir/interop-connect.stderr"
-        ((rc != 124 && rc != 137)) || die "interop(connect): did not exit within ${STEP_TIMEOUT}s of stdin EOF"
-        die "interop(connect): duplex connect exited with status $rc"
+        ((rc != 124 && rc != 137)) || die "interop(connect-$mode): did not exit within ${STEP_TIMEOUT}s of stdin EOF"
+        die "interop(connect-$mode): duplex connect exited with status $rc"
     fi
     if [[ $out != $'hello\nworld' ]]; then
         show_log "$logdir/interop-connect.stderr"
-        die "interop(connect): expected stdout 'hello\\nworld', got $(printf '%q' "$out")"
+        die "interop(connect-$mode): expected stdout 'hello\\nworld', got $(printf '%q' "$out")"
     fi
-    echo "interop(connect): ok"
+    if [[ $mode == deflate ]] && ! grep -q 'permessage-deflate' "$slog"; then
+        show_log "$slog"
+        die "interop(connect-deflate): permessage-deflate was not negotiated"
+    fi
+    echo "interop(connect-$mode): ok"
+}
+
+check_connect() {
+    bash "$REPO_ROOT/tests/setup.sh" node
+    [[ -x $DUPLEX_BIN ]] || die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
+    connect_against plain
+    connect_against deflate
 }
 
 main() {

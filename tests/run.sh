@@ -25,10 +25,14 @@ step_fmt() {
 step_clippy() {
     ensure_component clippy
     cargo clippy --workspace --all-targets -- -D warnings
+    # The core alone, without the features the workspace turns on (deflate).
+    cargo clippy -p duplex-core --all-targets -- -D warnings
 }
 
 step_test() {
     cargo test --workspace
+    # The core alone, without the features the workspace turns on (deflate).
+    cargo test -p duplex-core --lib
 }
 
 step_wasm_core() {

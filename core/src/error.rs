@@ -32,6 +32,9 @@ pub enum Error {
     CloseTimeout,
     #[error("connection closed by the peer without a close frame")]
     ConnectionReset,
+    /// A permessage-deflate message is not a valid deflate stream.
+    #[error("compressed message is not valid deflate data")]
+    InvalidCompressedData,
 }
 
 /// RFC 6455 rules a frame sequence can break (all close with 1002).
@@ -60,7 +63,7 @@ impl Error {
             }
             Error::Frame(_) | Error::Protocol(_) => CloseCode::Protocol,
             Error::Close(e) => e.close_code(),
-            Error::InvalidUtf8(_) => CloseCode::InvalidPayload,
+            Error::InvalidUtf8(_) | Error::InvalidCompressedData => CloseCode::InvalidPayload,
             Error::FrameTooLarge { .. } | Error::MessageTooLarge { .. } => CloseCode::TooBig,
             Error::HeartbeatTimeout { .. } | Error::IdleTimeout => CloseCode::GoingAway,
             Error::CloseTimeout => CloseCode::Abnormal,

@@ -26,6 +26,8 @@ pub struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) max_missed_pongs: u32,
+    #[cfg(feature = "deflate")]
+    pub(crate) deflate: Option<crate::deflate::DeflateConfig>,
 }
 
 impl Default for Config {
@@ -41,11 +43,26 @@ impl Default for Config {
             idle_timeout: None,
             ping_interval: None,
             max_missed_pongs: 3,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }
 
 impl Config {
+    /// permessage-deflate: a server accepts offers within this policy, a client offers it.
+    /// `None` (the default) neither offers nor accepts compression.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, deflate: Option<crate::deflate::DeflateConfig>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::deflate::DeflateConfig> {
+        self.deflate.as_ref()
+    }
+
     /// Largest payload of a single received frame; a larger one fails the connection with 1009.
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame_size = bytes;

@@ -9,11 +9,19 @@ use std::process::ExitCode;
 
 use duplex::client::{Client, ClientError, ClientEvent, ClientOptions};
 use duplex_core::close::CloseCode;
+use duplex_core::deflate::DeflateConfig;
 use duplex_core::limits::Config;
 
 fn options() -> ClientOptions {
-    // Autobahn sends messages up to 16 MiB (cases 9.*).
+    // Autobahn sends messages up to 16 MiB (cases 9.*). Every message is compressed
+    // (threshold 0): the fuzzing server mishandles uncompressed text messages on a compressed
+    // connection (cases 12.*.1 and 13.*.1), although RFC 7692 allows them.
+    let deflate = DeflateConfig {
+        threshold: 0,
+        ..DeflateConfig::default()
+    };
     let config = Config::default()
+        .with_deflate(Some(deflate))
         .with_max_message_size(64 << 20)
         .with_max_frame_size(64 << 20);
     ClientOptions::default().with_config(config)

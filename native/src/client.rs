@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use duplex_core::close::CloseCode;
 use duplex_core::connection::Connection;
+use duplex_core::deflate::DeflateConfig;
 use duplex_core::error::{Error as CoreError, SendError};
 use duplex_core::handshake::HandshakeError;
 use duplex_core::handshake::client::{ClientRequest, Response};
@@ -50,7 +51,7 @@ pub struct ClientOptions {
     /// The `Origin` header, if any.
     pub origin: Option<String>,
     /// Limits and timers of the connection (message size, heartbeat, handshake and close
-    /// timeouts).
+    /// timeouts) and the permessage-deflate offer (on by default).
     pub config: Config,
     /// Time allowed for the TCP connection to one resolved address.
     pub connect_timeout: Duration,
@@ -62,7 +63,7 @@ impl Default for ClientOptions {
             subprotocols: Vec::new(),
             headers: Vec::new(),
             origin: None,
-            config: Config::default(),
+            config: Config::default().with_deflate(Some(DeflateConfig::default())),
             connect_timeout: Duration::from_secs(10),
         }
     }

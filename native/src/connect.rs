@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use duplex_core::close::CloseCode;
+use duplex_core::deflate::DeflateConfig;
 use duplex_core::limits::Config;
 use duplex_core::message::{Closed, Message};
 
@@ -62,6 +63,10 @@ pub struct ConnectArgs {
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     pub close_timeout: f64,
 
+    /// Do not offer permessage-deflate (compression is offered by default).
+    #[arg(long)]
+    pub no_deflate: bool,
+
     /// Ping the server this often (seconds; 0 disables) and give up after 3 missed pongs.
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub ping_interval: f64,
@@ -108,7 +113,9 @@ fn run_inner(args: ConnectArgs) -> Result<(), String> {
     let connect_timeout = seconds(args.connect_timeout, "--connect-timeout")?;
     let close_timeout = seconds(args.close_timeout, "--close-timeout")?;
     let ping_interval = seconds(args.ping_interval, "--ping-interval")?;
+    let deflate = (!args.no_deflate).then(DeflateConfig::default);
     let config = Config::default()
+        .with_deflate(deflate)
         .with_max_message_size(args.max_message_size)
         .with_max_frame_size(args.max_message_size)
         .with_handshake_timeout(Some(connect_timeout))

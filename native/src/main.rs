@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use duplex::connect::{self, ConnectArgs};
 use duplex::server::{Echo, Server, ServerConfig};
+use duplex_core::deflate::DeflateConfig;
 use duplex_core::limits::Config;
 use tracing::{error, info};
 
@@ -64,6 +65,36 @@ struct ServerArgs {
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     max_backlog: usize,
 
+    /// permessage-deflate: accept compression offers (`on`) or decline them (`off`).
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = ["on", "off"])]
+    deflate: String,
+
+    /// Largest LZ77 window of the server's compressor, in bits (9..15).
+    #[arg(long, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_window_bits: u8,
+
+    /// Largest window the server asks compressing clients to use, in bits (9..15).
+    #[arg(long, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_client_window_bits: u8,
+
+    /// Keep the server's compression context between messages: smaller output for repetitive
+    /// traffic, but ~300 KiB per connection for the connection's lifetime. Without it each
+    /// message is compressed on its own and the compressor is released right after.
+    #[arg(long)]
+    deflate_context_takeover: bool,
+
+    /// Ask clients to compress each message on its own (less server memory for inflating).
+    #[arg(long)]
+    deflate_client_no_context_takeover: bool,
+
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 32, value_name = "BYTES")]
+    deflate_threshold: usize,
+
+    /// zlib compression level (1 fastest .. 9 smallest).
+    #[arg(long, default_value_t = 6, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=9))]
+    deflate_level: u8,
+
     /// Seconds a shutdown (SIGINT/SIGTERM) waits for peers to answer the 1001 close.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     drain_timeout: f64,
@@ -90,7 +121,16 @@ impl ServerArgs {
         if handshake.is_zero() {
             return Err("--handshake-timeout must be above 0".into());
         }
+        let deflate = (self.deflate == "on").then_some(DeflateConfig {
+            server_no_context_takeover: !self.deflate_context_takeover,
+            client_no_context_takeover: self.deflate_client_no_context_takeover,
+            server_max_window_bits: self.deflate_window_bits,
+            client_max_window_bits: self.deflate_client_window_bits,
+            level: self.deflate_level,
+            threshold: self.deflate_threshold,
+        });
         let connection = Config::default()
+            .with_deflate(deflate)
             .with_max_message_size(self.max_message_size)
             .with_max_frame_size(self.max_message_size)
             .with_handshake_timeout(Some(handshake))

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use duplex_core::close::CloseCode;
+use duplex_core::deflate::DeflateConfig;
 use duplex_core::error::{Error as CoreError, SendError};
 use duplex_core::handshake::server::{Accept, Request};
 use duplex_core::limits::Config;
@@ -71,6 +72,7 @@ impl Default for ServerConfig {
             max_backlog: 4 << 20,
             drain_timeout: Duration::from_secs(5),
             connection: Config::default()
+                .with_deflate(Some(DeflateConfig::default()))
                 .with_ping_interval(Some(Duration::from_secs(30)))
                 .with_max_missed_pongs(3),
         }
@@ -932,10 +934,10 @@ impl<H: Handler> Worker<H> {
             };
             self.handler.on_close(&mut ctx, id, &closed);
         }
+        self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
         deregister(self.poll.registry(), &mut conn.stream);
         // Server closes TCP first (RFC 6455 §7.1.1): FIN after the last bytes.
         let _ = conn.stream.shutdown(Shutdown::Write);
-        self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

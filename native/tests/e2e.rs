@@ -454,7 +454,11 @@ fn a_thousand_half_handshakes_do_not_stop_others_from_being_served() {
         let mut buf = [0u8; 16];
         assert_eq!(s.read(&mut buf).expect("EOF"), 0);
     }
-    assert_eq!(metric(&server.metrics, "duplex_tcp_connections"), 1);
+    let deadline = Instant::now() + WAIT;
+    while metric(&server.metrics, "duplex_tcp_connections") != 1 {
+        assert!(Instant::now() < deadline, "stalled sockets are still counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -720,4 +724,69 @@ fn echo_cli_drains_on_sigterm_and_exits_0() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+// ----------------------------------------------------------------------- permessage-deflate
+
+fn negotiated_deflate(client: &Client) -> bool {
+    client
+        .response()
+        .expect("open")
+        .extensions
+        .iter()
+        .any(|e| e.name == "permessage-deflate")
+}
+
+#[test]
+fn deflate_is_negotiated_and_echoes_stay_intact() {
+    let server = TestServer::echo(ServerConfig {
+        connection: ServerConfig::default().connection.with_ping_interval(None),
+        ..config()
+    });
+    let mut client = connect(&server.url("/"));
+    assert!(negotiated_deflate(&client), "{:?}", client.response());
+    let json = r#"{"type":"message","room":"app/general","text":"hello everyone"}"#.repeat(500);
+    for _ in 0..3 {
+        client.send_text(&json).unwrap();
+        assert_eq!(recv_message(&mut client), Message::text(json.clone()));
+    }
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    client.send_binary(&noise).unwrap();
+    assert_eq!(recv_message(&mut client).as_bytes(), noise.as_slice());
+    client.send_text("tiny").unwrap();
+    assert_eq!(recv_message(&mut client), Message::text("tiny"));
+}
+
+#[test]
+fn a_server_without_deflate_declines_the_offer() {
+    let server = TestServer::echo(config()); // config() has no deflate policy
+    let mut client = connect(&server.url("/"));
+    assert!(!negotiated_deflate(&client));
+    client.send_text("plain").unwrap();
+    assert_eq!(recv_message(&mut client), Message::text("plain"));
+}
+
+#[test]
+fn a_deflate_bomb_is_refused_with_1009() {
+    let server = TestServer::echo(ServerConfig {
+        connection: ServerConfig::default()
+            .connection
+            .with_ping_interval(None)
+            .with_max_message_size(256 << 10),
+        ..config()
+    });
+    let mut bomb = connect(&server.url("/"));
+    let mut other = connect(&server.url("/"));
+    assert!(negotiated_deflate(&bomb));
+    // 8 MiB of zeros compress to ~8 KiB, far under the 256 KiB limit on the wire.
+    bomb.send_binary(&vec![0u8; 8 << 20]).unwrap();
+    match bomb.recv_timeout(WAIT) {
+        Ok(ClientEvent::Closed(c)) => assert_eq!(c.code, CloseCode::TooBig, "{c:?}"),
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, CloseCode::TooBig),
+        other => panic!("expected a 1009 close, got {other:?}"),
+    }
+    other.send_text("fine").unwrap();
+    assert_eq!(recv_message(&mut other), Message::text("fine"));
 }

@@ -82,8 +82,10 @@ async function expectEcho(sent, isBinary, what) {
   }
 }
 
+// `--deflate`: offer permessage-deflate and require the server to accept it.
+const deflate = process.argv.includes('--deflate');
 const ws = new WebSocket(url, {
-  perMessageDeflate: false,
+  perMessageDeflate: deflate ? { threshold: 0 } : false,
   maxPayload: 4 << 20,
   handshakeTimeout: STEP_TIMEOUT_MS,
 });
@@ -100,6 +102,9 @@ async function run() {
     ws.once('open', resolve);
     ws.once('error', (err) => reject(new Error(`connect ${url}: ${err.message}`)));
   });
+  if (deflate !== ws.extensions.includes('permessage-deflate')) {
+    throw new Error(`negotiated extensions ${JSON.stringify(ws.extensions)} (deflate offered: ${deflate})`);
+  }
 
   for (const size of SIZES) {
     const text = textOf(size);

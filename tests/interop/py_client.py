@@ -69,16 +69,19 @@ def expect_echo(ws, sent: str | bytes, what: str) -> None:
         raise Failure(f"{what}: echo differs ({first_difference(a, b)})")
 
 
-def run(url: str) -> None:
+def run(url: str, deflate: bool) -> None:
     deadline = time.monotonic() + TOTAL_TIMEOUT
     with connect(
         url,
-        compression=None,
+        compression="deflate" if deflate else None,
         max_size=4 << 20,
         open_timeout=STEP_TIMEOUT,
         close_timeout=STEP_TIMEOUT,
         ping_interval=None,
     ) as ws:
+        accepted = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+        if deflate != ("permessage-deflate" in accepted):
+            raise Failure(f"negotiated extensions {accepted!r} (deflate offered: {deflate})")
         for size in SIZES:
             for msg in (text_of(size), bytes_of(size, size)):
                 ws.send(msg)
@@ -111,11 +114,12 @@ def run(url: str) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print("usage: py_client.py ws://HOST:PORT/", file=sys.stderr)
+    args = [a for a in sys.argv[1:] if a != "--deflate"]
+    if len(args) != 1:
+        print("usage: py_client.py ws://HOST:PORT/ [--deflate]", file=sys.stderr)
         return 2
     try:
-        run(sys.argv[1])
+        run(args[0], "--deflate" in sys.argv[1:])
     except Failure as e:
         print(f"{NAME}: FAIL: {e}", file=sys.stderr)
         return 1

@@ -4,8 +4,9 @@
 //   node ws_echo_server.mjs PORT
 //
 // Listens on 127.0.0.1:PORT, echoes every message back with the same type
-// (text stays text, binary stays binary), on any path. Compression is off:
-// the 12.*/13.* cases are excluded until permessage-deflate lands.
+// (text stays text, binary stays binary), on any path. Compression is off
+// unless `--deflate` follows the port; each connection's negotiated
+// extensions are logged on stderr.
 import { WebSocketServer } from 'ws';
 
 const port = Number.parseInt(process.argv[2] ?? '', 10);
@@ -17,7 +18,7 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port,
-  perMessageDeflate: false,
+  perMessageDeflate: process.argv.includes('--deflate') ? { threshold: 0 } : false,
   maxPayload: 64 * 1024 * 1024,
 });
 
@@ -31,6 +32,7 @@ wss.on('error', (err) => {
 });
 
 wss.on('connection', (ws) => {
+  console.error(`ws_echo_server: connection, extensions=${JSON.stringify(ws.extensions)}`);
   ws.on('message', (data, isBinary) => {
     ws.send(data, { binary: isBinary });
   });

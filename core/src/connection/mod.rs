@@ -95,6 +95,8 @@ struct FrameInProgress {
 struct MessageInProgress {
     kind: MessageKind,
     data: BytesMut,
+    /// permessage-deflate: `data` holds the inflated bytes so far.
+    compressed: bool,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ struct OutgoingStream {
     kind: MessageKind,
     started: bool,
     utf8: Utf8Validator,
+    compressed: bool,
 }
 
 /// One WebSocket connection, either role, from the first handshake byte to the close.
@@ -140,6 +143,17 @@ pub struct Connection {
     close_deadline: Option<Duration>,
     /// Client after a clean close: how long to wait for the server to close TCP first.
     linger_deadline: Option<Duration>,
+    /// permessage-deflate, once negotiated.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<crate::deflate::Codec>>,
+    /// Server: the answer to the client's deflate offers, applied by `accept`.
+    #[cfg(feature = "deflate")]
+    deflate_offer: Option<
+        Box<(
+            crate::deflate::DeflateParams,
+            crate::handshake::ExtensionOffer,
+        )>,
+    >,
 }
 
 impl core::fmt::Debug for Connection {
@@ -166,18 +180,27 @@ impl Connection {
         mut random: RandomSource,
         now: Duration,
     ) -> Connection {
+        let config = config.into();
+        #[cfg(feature = "deflate")]
+        let request = {
+            let mut request = request;
+            if let Some(deflate) = &config.deflate {
+                let offered = request.extensions.iter().any(|e| {
+                    e.name
+                        .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
+                });
+                if !offered {
+                    request.extensions.push(deflate.offer());
+                }
+            }
+            request
+        };
         let mut nonce = [0u8; 16];
         random(&mut nonce);
         let key = generate_key(nonce);
         let mut head = Vec::new();
         request.write(&key, &mut head);
-        let mut conn = Connection::new(
-            Role::Client,
-            config.into(),
-            Some(random),
-            State::Handshake,
-            now,
-        );
+        let mut conn = Connection::new(Role::Client, config, Some(random), State::Handshake, now);
         conn.tx.extend_from_slice(&head);
         conn.client = Some(Box::new(ClientHandshake { request, key }));
         conn
@@ -227,6 +250,10 @@ impl Connection {
             last_received: now,
             close_deadline: None,
             linger_deadline: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
+            #[cfg(feature = "deflate")]
+            deflate_offer: None,
         }
     }
 
@@ -388,7 +415,15 @@ impl Connection {
         };
         let key = if request.is_websocket_upgrade() {
             match request.validate_upgrade() {
-                Ok(key) => Some(key.to_string()),
+                Ok(key) => {
+                    #[cfg(feature = "deflate")]
+                    if let (Some(policy), Ok(offers)) = (&self.config.deflate, request.extensions())
+                    {
+                        self.deflate_offer =
+                            crate::deflate::negotiate(&offers, policy).map(Box::new);
+                    }
+                    Some(key.to_string())
+                }
                 Err(e) => {
                     self.fail_handshake(e);
                     return false;
@@ -408,6 +443,11 @@ impl Connection {
         };
         match Response::parse(head, &client.key, &client.request) {
             Ok(response) => {
+                #[cfg(feature = "deflate")]
+                if let Err(e) = self.accept_deflate_response(&response) {
+                    self.fail_handshake(e);
+                    return false;
+                }
                 self.protocol = response.protocol.clone();
                 self.response = Some(Box::new(response));
                 self.open();
@@ -418,6 +458,28 @@ impl Connection {
                 false
             }
         }
+    }
+
+    #[cfg(feature = "deflate")]
+    fn accept_deflate_response(&mut self, response: &Response) -> Result<(), HandshakeError> {
+        let mut accepted = response.extensions.iter().filter(|e| {
+            e.name
+                .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
+        });
+        let Some(ext) = accepted.next() else {
+            return Ok(());
+        };
+        if accepted.next().is_some() {
+            return Err(HandshakeError::InvalidHeader {
+                name: "Sec-WebSocket-Extensions",
+                reason: "permessage-deflate accepted twice",
+            });
+        }
+        // We only offer what the config says; Response::parse refused unoffered extensions.
+        let policy = self.config.deflate.clone().unwrap_or_default();
+        let params = crate::deflate::accept_response(ext, &policy)?;
+        self.deflate = Some(Box::new(crate::deflate::Codec::new(params, false, &policy)));
+        Ok(())
     }
 
     fn fail_handshake(&mut self, error: HandshakeError) {
@@ -500,7 +562,10 @@ impl Connection {
             (Role::Client, true) => return Err(ProtocolError::MaskedServerFrame.into()),
             _ => {}
         }
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 marks the first frame of a compressed message, once permessage-deflate is agreed.
+        let rsv1_allowed =
+            self.compression_agreed() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv2 || header.rsv3 || (header.rsv1 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits.into());
         }
         let max_frame = self.config.max_frame_size;
@@ -525,7 +590,13 @@ impl Connection {
             }
             _ => false,
         };
-        if header.opcode.is_data() {
+        let compressed = match header.opcode {
+            OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
+            _ => header.rsv1,
+        };
+        // A compressed message is validated and measured once inflated.
+        let text = text && !compressed;
+        if header.opcode.is_data() && !compressed {
             let so_far = self.message.as_ref().map_or(0, |m| m.data.len());
             let total = so_far as u64 + header.payload_len;
             if total > self.config.max_message_size as u64 {
@@ -541,6 +612,55 @@ impl Connection {
             processed: 0,
             text,
         })
+    }
+
+    fn compression_agreed(&self) -> bool {
+        #[cfg(feature = "deflate")]
+        return self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        return false;
+    }
+
+    /// Inflates one frame of a compressed message onto the message so far, validating text as
+    /// it comes out. `Err` has already failed the connection.
+    #[cfg(feature = "deflate")]
+    fn inflate_frame(
+        &mut self,
+        kind: MessageKind,
+        fin: bool,
+        payload: &[u8],
+        mut data: BytesMut,
+    ) -> Result<BytesMut, ()> {
+        use crate::deflate::InflateFailure;
+        let max = self.config.max_message_size;
+        let before = data.len();
+        let Some(codec) = self.deflate.as_mut() else {
+            self.fail(ProtocolError::ReservedBits.into());
+            return Err(());
+        };
+        match codec.decompress(payload, fin, &mut data, max) {
+            Ok(()) => {}
+            Err(InflateFailure::TooLarge) => {
+                codec.release();
+                self.fail(Error::MessageTooLarge {
+                    size: data.len() as u64,
+                    max,
+                });
+                return Err(());
+            }
+            Err(InflateFailure::Invalid) => {
+                codec.release();
+                self.fail(Error::InvalidCompressedData);
+                return Err(());
+            }
+        }
+        if kind == MessageKind::Text {
+            if let Err(e) = self.utf8.feed(&data[before..]) {
+                self.fail(e.into());
+                return Err(());
+            }
+        }
+        Ok(data)
     }
 
     fn on_frame(&mut self, header: FrameHeader, payload: BytesMut) {
@@ -567,15 +687,36 @@ impl Connection {
                         None => return,
                     },
                 };
-                let data = match self.message.take() {
-                    None => payload,
-                    Some(mut m) => {
-                        m.data.extend_from_slice(&payload);
-                        m.data
+                let compressed = match header.opcode {
+                    OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
+                    _ => header.rsv1,
+                };
+                let data = if compressed {
+                    #[cfg(feature = "deflate")]
+                    {
+                        let so_far = self.message.take().map(|m| m.data).unwrap_or_default();
+                        match self.inflate_frame(kind, header.fin, &payload, so_far) {
+                            Ok(data) => data,
+                            Err(()) => return,
+                        }
+                    }
+                    #[cfg(not(feature = "deflate"))]
+                    return self.fail(ProtocolError::ReservedBits.into());
+                } else {
+                    match self.message.take() {
+                        None => payload,
+                        Some(mut m) => {
+                            m.data.extend_from_slice(&payload);
+                            m.data
+                        }
                     }
                 };
                 if !header.fin {
-                    self.message = Some(MessageInProgress { kind, data });
+                    self.message = Some(MessageInProgress {
+                        kind,
+                        data,
+                        compressed,
+                    });
                     return;
                 }
                 let message = match kind {
@@ -643,6 +784,11 @@ impl Connection {
         self.close_deadline = None;
         self.client = None;
         self.rx_filled = 0;
+        #[cfg(feature = "deflate")]
+        {
+            self.deflate = None;
+            self.deflate_offer = None;
+        }
         self.events.push_back(Event::Closed(Closed {
             code,
             reason,
@@ -705,6 +851,22 @@ impl Connection {
     pub fn accept(&mut self, accept: Accept) -> Result<(), SendError> {
         let State::AwaitingDecision { key: Some(key) } = &self.state else {
             return Err(SendError::NotOpen);
+        };
+        #[cfg(feature = "deflate")]
+        let accept = {
+            let mut accept = accept;
+            let app_chose = accept.extensions.iter().any(|e| {
+                e.name
+                    .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
+            });
+            if let (false, Some(offer), Some(policy)) =
+                (app_chose, self.deflate_offer.take(), &self.config.deflate)
+            {
+                let (params, response) = *offer;
+                accept.extensions.push(response);
+                self.deflate = Some(Box::new(crate::deflate::Codec::new(params, true, policy)));
+            }
+            accept
         };
         let mut out = Vec::new();
         write_accept_response(key, &accept, &mut out);
@@ -819,10 +981,18 @@ impl Connection {
     /// Starts a message sent in pieces, for messages too large to hold at once.
     pub fn begin_message(&mut self, kind: MessageKind) -> Result<(), SendError> {
         self.check_data_send()?;
+        #[cfg(feature = "deflate")]
+        let compressed = self
+            .deflate
+            .as_ref()
+            .is_some_and(|c| c.compresses_streams());
+        #[cfg(not(feature = "deflate"))]
+        let compressed = false;
         self.stream = Some(OutgoingStream {
             kind,
             started: false,
             utf8: Utf8Validator::new(),
+            compressed,
         });
         Ok(())
     }
@@ -855,36 +1025,67 @@ impl Connection {
             (false, MessageKind::Text) => OpCode::Text,
             (false, MessageKind::Binary) => OpCode::Binary,
         };
+        let first = !stream.started;
         stream.started = true;
+        let compressed = stream.compressed;
         if fin {
             self.stream = None;
         }
+        #[cfg(feature = "deflate")]
+        if compressed {
+            if let Some(codec) = self.deflate.as_mut() {
+                let mut out = Vec::with_capacity(data.len() / 2 + 16);
+                codec.compress(data, fin, &mut out);
+                self.write_frame_rsv(fin, first, opcode, &out);
+                return Ok(());
+            }
+        }
+        let _ = (first, compressed);
         self.write_frame(fin, opcode, data);
         Ok(())
     }
 
     fn write_message(&mut self, opcode: OpCode, payload: &[u8]) {
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = self.deflate.as_mut() {
+            if codec.should_compress(payload.len()) {
+                let mut out = Vec::with_capacity(payload.len() / 2 + 16);
+                codec.compress(payload, true, &mut out);
+                return self.write_frames(opcode, &out, true);
+            }
+        }
+        self.write_frames(opcode, payload, false);
+    }
+
+    /// One message as one frame, or fragments of `fragment_size`; RSV1 on the first only.
+    fn write_frames(&mut self, opcode: OpCode, payload: &[u8], rsv1: bool) {
         match self.config.fragment_size {
             Some(size) if payload.len() > size => {
                 let mut chunks = payload.chunks(size).peekable();
                 let mut op = opcode;
+                let mut first = true;
                 while let Some(chunk) = chunks.next() {
-                    self.write_frame(chunks.peek().is_none(), op, chunk);
+                    self.write_frame_rsv(chunks.peek().is_none(), rsv1 && first, op, chunk);
                     op = OpCode::Continuation;
+                    first = false;
                 }
             }
-            _ => self.write_frame(true, opcode, payload),
+            _ => self.write_frame_rsv(true, rsv1, opcode, payload),
         }
     }
 
     fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        self.write_frame_rsv(fin, false, opcode, payload);
+    }
+
+    fn write_frame_rsv(&mut self, fin: bool, rsv1: bool, opcode: OpCode, payload: &[u8]) {
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(self.masking_key()),
         };
         let header = FrameHeader {
             fin,
-            rsv1: false,
+            rsv1,
             rsv2: false,
             rsv3: false,
             opcode,
