@@ -39,6 +39,7 @@ step_wasm_core() {
     # no_std proof: the core must build for a target without std.
     ensure_target wasm32-unknown-unknown
     cargo build -p duplex-core --target wasm32-unknown-unknown
+    cargo build -p duplex-core --features deflate --target wasm32-unknown-unknown
 }
 
 step_native_build() {
@@ -62,6 +63,10 @@ step_autobahn_client() {
 
 step_interop() {
     bash tests/interop.sh
+}
+
+step_fuzz() {
+    bash tests/fuzz.sh "${FUZZ_SECONDS:-30}"
 }
 
 # --- the plan ----------------------------------------------------------------
@@ -90,6 +95,9 @@ plan_steps() {
             add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect)"
+    fi
+    if [[ -f fuzz/Cargo.toml ]]; then
+        add_step fuzz step_fuzz "tests/fuzz.sh: every cargo-fuzz target for \${FUZZ_SECONDS:-30} s (nightly)"
     fi
 }
 

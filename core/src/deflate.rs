@@ -70,6 +70,23 @@ impl DeflateConfig {
         }
     }
 
+    /// The client's offers, most preferred first: this configuration, then (unless it already
+    /// says so) the same with `client_no_context_takeover`, for servers that only accept
+    /// clients which compress each message on its own. A response that includes
+    /// `client_no_context_takeover` is honoured; one that omits it accepted the first offer.
+    pub fn offers(&self) -> Vec<ExtensionOffer> {
+        let first = self.offer();
+        if self.client_no_context_takeover {
+            return alloc::vec![first];
+        }
+        let second = DeflateConfig {
+            client_no_context_takeover: true,
+            ..self.clone()
+        }
+        .offer();
+        alloc::vec![first, second]
+    }
+
     /// The client's offer (`Sec-WebSocket-Extensions` of the request).
     pub fn offer(&self) -> ExtensionOffer {
         let c = self.clamped();

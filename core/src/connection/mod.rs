@@ -143,6 +143,8 @@ pub struct Connection {
     close_deadline: Option<Duration>,
     /// Client after a clean close: how long to wait for the server to close TCP first.
     linger_deadline: Option<Duration>,
+    /// The peer closed its side of TCP; acted on once the frames before it are reported.
+    peer_eof: bool,
     /// permessage-deflate, once negotiated.
     #[cfg(feature = "deflate")]
     deflate: Option<Box<crate::deflate::Codec>>,
@@ -190,7 +192,7 @@ impl Connection {
                         .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
                 });
                 if !offered {
-                    request.extensions.push(deflate.offer());
+                    request.extensions.extend(deflate.offers());
                 }
             }
             request
@@ -250,6 +252,7 @@ impl Connection {
             last_received: now,
             close_deadline: None,
             linger_deadline: None,
+            peer_eof: false,
             #[cfg(feature = "deflate")]
             deflate: None,
             #[cfg(feature = "deflate")]
@@ -329,19 +332,27 @@ impl Connection {
         self.after_receive(now, data.len());
     }
 
-    /// The peer closed its side of TCP (a read returned 0).
+    /// The peer closed its side of TCP (a read returned 0). Frames received before it are
+    /// still reported first.
     pub fn receive_eof(&mut self, now: Duration) {
         self.now = now;
-        match self.state {
-            State::Closed => self.linger_deadline = None,
-            State::CloseSent => {
-                self.events.push_back(Event::Error(Error::ConnectionReset));
-                self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
-            }
-            _ => {
-                self.events.push_back(Event::Error(Error::ConnectionReset));
-                self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
-            }
+        self.peer_eof = true;
+        if self.events.is_empty() {
+            self.process();
+        }
+        self.apply_eof();
+    }
+
+    /// Acts on the peer's EOF once every complete frame before it has been reported.
+    fn apply_eof(&mut self) {
+        if !self.peer_eof || !self.events.is_empty() {
+            return;
+        }
+        if matches!(self.state, State::Closed) {
+            self.linger_deadline = None;
+        } else {
+            self.events.push_back(Event::Error(Error::ConnectionReset));
+            self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
         }
     }
 
@@ -809,6 +820,7 @@ impl Connection {
         if self.events.is_empty() && self.rx_filled > 0 {
             self.process();
         }
+        self.apply_eof();
         let event = self.events.pop_front();
         if self.events.is_empty() && self.events.capacity() > 16 {
             self.events = VecDeque::new();
@@ -1147,9 +1159,9 @@ impl Connection {
                     .idle_timeout
                     .is_some_and(|t| now >= self.last_received + t)
                 {
-                    self.events.push_back(Event::Error(Error::IdleTimeout));
-                    let _ = self.close(CloseCode::GoingAway, "idle timeout");
-                    return;
+                    // Failed like a dead heartbeat: a 1001 close frame, then Closed at once;
+                    // a peer silent this long is not waited for.
+                    return self.fail(Error::IdleTimeout);
                 }
                 let action = match &mut self.heartbeat {
                     Some(hb) => hb.on_timeout(now),

@@ -517,27 +517,19 @@ fn heartbeat_stays_alive_while_pongs_arrive() {
 }
 
 #[test]
-fn idle_timeout_starts_the_close_handshake() {
+fn idle_timeout_fails_the_connection_with_1001() {
     let cfg = Config::default().with_idle_timeout(Some(60 * SEC));
     let mut server = open_server(cfg);
     server.receive(50 * SEC, &client_frame(0x8A, b""));
     drain(&mut server);
     assert_eq!(server.poll_timeout(), Some(110 * SEC));
     server.handle_timeout(110 * SEC);
-    assert_eq!(drain(&mut server), vec![Event::Error(Error::IdleTimeout)]);
-    assert_eq!(sent_close(&take_output(&mut server)).0, 1001);
-    assert_eq!(server.state(), ConnectionState::Closing);
-    // No answer: the close timeout ends it.
-    let deadline = server.poll_timeout().unwrap();
-    server.handle_timeout(deadline);
-    let events = drain(&mut server);
-    assert!(matches!(
-        events.as_slice(),
-        [
-            Event::Error(Error::CloseTimeout),
-            Event::Closed(Closed { clean: false, .. })
-        ]
-    ));
+    // One Error, then Closed: nothing the silent peer might still send is reported after it.
+    let err = assert_failed(&mut server, CloseCode::GoingAway);
+    assert_eq!(err, Error::IdleTimeout);
+    assert!(server.is_terminated());
+    server.receive(111 * SEC, &client_frame(0x81, b"late"));
+    assert_eq!(drain(&mut server), vec![]);
     assert!(server.is_terminated());
 }
 
@@ -921,4 +913,24 @@ fn a_reply_to_a_message_goes_out_before_the_failure_of_a_later_frame() {
     let out = take_output(&mut server);
     assert_eq!(&out[..echo.len()], echo.as_slice());
     assert_eq!(out[echo.len()], 0x88, "the close frame follows the echo");
+}
+
+#[test]
+fn frames_received_just_before_eof_are_reported_before_the_reset() {
+    let (mut client, mut server) = open_pair(Config::default(), Config::default());
+    server.send_text("last words").unwrap();
+    server.close(CloseCode::Normal, "bye").unwrap();
+    let bytes = take_output(&mut server);
+    client.receive(SEC, &bytes);
+    client.receive_eof(SEC);
+    let events = drain(&mut client);
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Message(Message::Text(t)), Event::Closed(Closed { clean: true, .. })]
+                if t.as_str() == "last words"
+        ),
+        "{events:?}"
+    );
+    assert!(client.is_terminated());
 }
