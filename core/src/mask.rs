@@ -52,9 +52,12 @@ pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
 }
 
 /// The key as seen from byte `offset` of the payload.
-fn rotate_key(mut key: [u8; 4], offset: usize) -> [u8; 4] {
-    key.rotate_left(offset % 4);
-    key
+fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
+    // Byte i of the result is key[(i + offset) % 4]: a right rotation of the little-endian
+    // word (a single instruction, where `<[u8]>::rotate_left` is a generic memmove).
+    u32::from_le_bytes(key)
+        .rotate_right(8 * (offset % 4) as u32)
+        .to_le_bytes()
 }
 
 fn repeat_key(key: [u8; 4]) -> [u8; WORD] {

@@ -44,6 +44,12 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// connection's output grow while the loop keeps reading.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
+/// Size of each worker's read buffer.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// A frame missing at least this many bytes is read straight into the core's buffer.
+const LEND_THRESHOLD: usize = SCRATCH_SIZE / 2;
+
 /// Everything the event loop needs to know besides the application.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -406,6 +412,7 @@ impl WorkerParts {
             dirty: self.dirty,
             drain_deadline: self.drain_deadline,
             next_serial: self.next_serial,
+            scratch: vec![0; SCRATCH_SIZE],
         }
     }
 }
@@ -426,6 +433,7 @@ struct Worker<H> {
     dirty: Vec<usize>,
     drain_deadline: Option<Duration>,
     next_serial: u64,
+    scratch: Vec<u8>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -587,8 +595,16 @@ impl<H: Handler> Worker<H> {
             if !conn.readable || conn.paused || conn.eof {
                 return;
             }
-            let buf = conn.core.recv_buf();
-            match conn.stream.read(buf) {
+            // Reads land in the worker's scratch buffer and the core copies what arrived, so an
+            // idle connection never holds a read buffer and a read that finds nothing costs no
+            // allocation. The rest of a large frame is read straight into the core's buffer.
+            let lend = conn.core.frame_remaining() >= LEND_THRESHOLD;
+            let result = if lend {
+                conn.stream.read(conn.core.recv_buf())
+            } else {
+                conn.stream.read(&mut self.scratch)
+            };
+            match result {
                 Ok(0) => {
                     conn.readable = false;
                     conn.eof = true;
@@ -596,7 +612,11 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
                 Ok(n) => {
-                    conn.core.commit(now, n);
+                    if lend {
+                        conn.core.commit(now, n);
+                    } else {
+                        conn.core.receive(now, &self.scratch[..n]);
+                    }
                     self.dispatch(key);
                     let conn = &mut self.conns[key];
                     if conn.core.buffered_amount() >= FLUSH_THRESHOLD {
@@ -614,8 +634,10 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.readable = false;
-                    // Lets the core release an empty receive buffer.
-                    conn.core.commit(now, 0);
+                    if lend {
+                        // Lets the core release the spare room it lent.
+                        conn.core.commit(now, 0);
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

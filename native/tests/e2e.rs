@@ -456,7 +456,10 @@ fn a_thousand_half_handshakes_do_not_stop_others_from_being_served() {
     }
     let deadline = Instant::now() + WAIT;
     while metric(&server.metrics, "duplex_tcp_connections") != 1 {
-        assert!(Instant::now() < deadline, "stalled sockets are still counted");
+        assert!(
+            Instant::now() < deadline,
+            "stalled sockets are still counted"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -15,7 +15,6 @@
 //! [`Event::Closed`], after which nothing but the pending output is ever produced.
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -37,6 +36,9 @@ use crate::limits::Config;
 use crate::mask::{apply_mask, apply_mask_at};
 use crate::message::{Closed, Event, Message, MessageKind, Utf8Bytes};
 use crate::utf8::Utf8Validator;
+
+mod queue;
+use queue::EventQueue;
 
 /// Which end of the connection this is. Clients mask what they send; servers must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,7 +137,7 @@ pub struct Connection {
 
     tx: BytesMut,
     stream: Option<OutgoingStream>,
-    events: VecDeque<Event>,
+    events: EventQueue,
 
     handshake_deadline: Option<Duration>,
     heartbeat: Option<Heartbeat>,
@@ -247,7 +249,7 @@ impl Connection {
             utf8: Utf8Validator::new(),
             tx: BytesMut::new(),
             stream: None,
-            events: VecDeque::new(),
+            events: EventQueue::new(),
             heartbeat: None,
             last_received: now,
             close_deadline: None,
@@ -299,6 +301,20 @@ impl Connection {
     }
 
     // ---------------------------------------------------------------- receiving
+
+    /// Received bytes buffered and not yet reported (a partial frame, or frames waiting for
+    /// [`Connection::poll_event`]).
+    pub fn received_len(&self) -> usize {
+        self.rx_filled
+    }
+
+    /// Payload bytes the frame being received still misses (0 between frames). A driver that
+    /// reads into its own buffer can switch to [`Connection::recv_buf`] when this is large, so
+    /// a big frame lands in place without a copy.
+    pub fn frame_remaining(&self) -> usize {
+        self.frame
+            .map_or(0, |f| f.len.saturating_sub(self.rx_filled))
+    }
 
     /// Lends the spare room of the receive buffer for one read. Its size adapts to the frame
     /// in progress so a large frame arrives in few reads. Follow with [`Connection::commit`].
@@ -821,11 +837,7 @@ impl Connection {
             self.process();
         }
         self.apply_eof();
-        let event = self.events.pop_front();
-        if self.events.is_empty() && self.events.capacity() > 16 {
-            self.events = VecDeque::new();
-        }
-        event
+        self.events.pop_front()
     }
 
     /// Bytes waiting to be written to the socket.
