@@ -1,5 +1,6 @@
 //! What applications receive and send: messages and connection events.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use bytes::Bytes;
 
@@ -133,7 +134,7 @@ pub enum Event {
     /// Server role: a request head arrived. An upgrade request waits for
     /// [`crate::Connection::accept`] or [`crate::Connection::reject`]; any other request
     /// (`!request.is_websocket_upgrade()`) waits for [`crate::Connection::respond`].
-    Request(Request),
+    Request(Box<Request>),
     /// The handshake completed; messages may be sent and received.
     Open,
     Message(Message),

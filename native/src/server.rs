@@ -153,7 +153,6 @@ impl Handler for Echo {
 struct Conn {
     stream: TcpStream,
     core: Connection,
-    peer: SocketAddr,
     serial: u64,
     /// The earliest entry this connection has in the timer heap.
     scheduled: Option<Duration>,
@@ -550,7 +549,6 @@ impl<H: Handler> Worker<H> {
         entry.insert(Conn {
             stream,
             core: Connection::server(Arc::clone(&self.core_config), self.now),
-            peer,
             serial: self.next_serial,
             scheduled: None,
             kill_at: None,
@@ -628,7 +626,7 @@ impl<H: Handler> Worker<H> {
                         self.metrics
                             .backpressure_pauses_total
                             .fetch_add(1, Ordering::Relaxed);
-                        debug!(peer = %conn.peer, "backpressure: reading paused");
+                        debug!(peer = %Peer(&conn.stream), "backpressure: reading paused");
                         return;
                     }
                 }
@@ -642,7 +640,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(peer = %conn.peer, "read failed: {e}");
+                    debug!(peer = %Peer(&conn.stream), "read failed: {e}");
                     conn.readable = false;
                     conn.eof = true;
                     conn.core.receive_eof(now);
@@ -673,7 +671,7 @@ impl<H: Handler> Worker<H> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(peer = %conn.peer, "write failed: {e}");
+                    debug!(peer = %Peer(&conn.stream), "write failed: {e}");
                     conn.write_failed = true;
                     break;
                 }
@@ -697,7 +695,7 @@ impl<H: Handler> Worker<H> {
                 .registry()
                 .reregister(&mut conn.stream, Token(key), interest)
             {
-                warn!(peer = %conn.peer, "cannot update interest: {e}");
+                warn!(peer = %Peer(&conn.stream), "cannot update interest: {e}");
                 conn.write_failed = true;
             } else {
                 conn.writable_interest = want_writable;
@@ -744,7 +742,7 @@ impl<H: Handler> Worker<H> {
             }
             conn.scheduled = None;
             if conn.kill_at.is_some_and(|k| self.now >= k) {
-                debug!(peer = %conn.peer, "peer did not take its last bytes in time");
+                debug!(peer = %Peer(&conn.stream), "peer did not take its last bytes in time");
                 self.remove(key);
                 continue;
             }
@@ -789,7 +787,7 @@ impl<H: Handler> Worker<H> {
                 Event::Open => {
                     conn.opened = true;
                     WorkerMetrics::add(&wm.connections_open, 1);
-                    debug!(peer = %conn.peer, "open");
+                    debug!(peer = %Peer(&conn.stream), "open");
                     let mut ctx = Ctx {
                         conns: &mut self.conns,
                         dirty: &mut self.dirty,
@@ -809,7 +807,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Event::Ping(_) | Event::Pong(_) => {}
                 Event::Error(e) => {
-                    let peer = conn.peer;
+                    let peer = Peer(&conn.stream);
                     match &e {
                         CoreError::Handshake(h) => {
                             self.metrics.record_handshake_failure(h.kind());
@@ -832,7 +830,7 @@ impl<H: Handler> Worker<H> {
                     conn.opened = false;
                     WorkerMetrics::sub(&wm.connections_open, 1);
                     self.metrics.record_close(closed.code.as_u16());
-                    debug!(peer = %conn.peer, code = closed.code.as_u16(), clean = closed.clean, "closed");
+                    debug!(peer = %Peer(&conn.stream), code = closed.code.as_u16(), clean = closed.clean, "closed");
                     let mut ctx = Ctx {
                         conns: &mut self.conns,
                         dirty: &mut self.dirty,
@@ -878,7 +876,7 @@ impl<H: Handler> Worker<H> {
                 .rejected_full_total
                 .fetch_add(1, Ordering::Relaxed);
             self.metrics.record_handshake_failure("server_full");
-            warn!(peer = %conn.peer, "refused: --max-connections reached");
+            warn!(peer = %Peer(&conn.stream), "refused: --max-connections reached");
             conn.core
                 .reject(503, "server full: too many connections, retry later\n")
         } else if self.drain_deadline.is_some() {
@@ -889,14 +887,14 @@ impl<H: Handler> Worker<H> {
                 Decision::Reject(status, body) => {
                     self.metrics
                         .record_handshake_failure("rejected_by_application");
-                    warn!(peer = %conn.peer, status, "upgrade refused: {body}");
+                    warn!(peer = %Peer(&conn.stream), status, "upgrade refused: {body}");
                     conn.core.reject(status, &body)
                 }
             }
         };
         if let Err(e) = result {
             // Unreachable in practice: the core just reported the request it waits on.
-            error!(peer = %conn.peer, "cannot answer request: {e}");
+            error!(peer = %Peer(&conn.stream), "cannot answer request: {e}");
         }
     }
 
@@ -960,6 +958,19 @@ impl<H: Handler> Worker<H> {
         deregister(self.poll.registry(), &mut conn.stream);
         // Server closes TCP first (RFC 6455 §7.1.1): FIN after the last bytes.
         let _ = conn.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Shows a connection's peer address in logs, looked up only when a line is written (the
+/// address is not kept per connection: it would cost 32 bytes each).
+struct Peer<'a>(&'a TcpStream);
+
+impl std::fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.peer_addr() {
+            Ok(addr) => addr.fmt(f),
+            Err(_) => f.write_str("(gone)"),
+        }
     }
 }
 

@@ -131,20 +131,22 @@ pub struct Connection {
     /// lent by `recv_buf`.
     rx: BytesMut,
     rx_filled: usize,
-    frame: Option<FrameInProgress>,
-    message: Option<MessageInProgress>,
+    /// A frame whose payload spans reads (boxed: most connections have none).
+    frame: Option<Box<FrameInProgress>>,
+    /// A fragmented message in progress (boxed: most connections have none).
+    message: Option<Box<MessageInProgress>>,
     utf8: Utf8Validator,
 
     tx: BytesMut,
-    stream: Option<OutgoingStream>,
+    stream: Option<Box<OutgoingStream>>,
     events: EventQueue,
 
-    handshake_deadline: Option<Duration>,
+    /// The deadline of the current state: the handshake (Handshake, AwaitingDecision), the
+    /// peer's close reply (CloseSent), or, for a client after a clean close, the wait for the
+    /// server to close TCP (Closed). One field: only one applies at a time.
+    deadline: Option<Duration>,
     heartbeat: Option<Heartbeat>,
     last_received: Duration,
-    close_deadline: Option<Duration>,
-    /// Client after a clean close: how long to wait for the server to close TCP first.
-    linger_deadline: Option<Duration>,
     /// The peer closed its side of TCP; acted on once the frames before it are reported.
     peer_eof: bool,
     /// permessage-deflate, once negotiated.
@@ -219,7 +221,7 @@ impl Connection {
         now: Duration,
     ) -> Connection {
         let mut conn = Connection::new(role, config.into(), random, State::Open, now);
-        conn.handshake_deadline = None;
+        conn.deadline = None;
         conn.start_heartbeat();
         conn
     }
@@ -233,7 +235,7 @@ impl Connection {
     ) -> Connection {
         Connection {
             role,
-            handshake_deadline: config.handshake_timeout.map(|t| now + t),
+            deadline: config.handshake_timeout.map(|t| now + t),
             config,
             state,
             now,
@@ -252,8 +254,6 @@ impl Connection {
             events: EventQueue::new(),
             heartbeat: None,
             last_received: now,
-            close_deadline: None,
-            linger_deadline: None,
             peer_eof: false,
             #[cfg(feature = "deflate")]
             deflate: None,
@@ -297,7 +297,7 @@ impl Connection {
     /// A server closes TCP right after the close handshake; a client waits for the server to
     /// do so, up to the close timeout.
     pub fn is_terminated(&self) -> bool {
-        matches!(self.state, State::Closed) && self.linger_deadline.is_none()
+        matches!(self.state, State::Closed) && self.deadline.is_none()
     }
 
     // ---------------------------------------------------------------- receiving
@@ -313,15 +313,14 @@ impl Connection {
     /// a big frame lands in place without a copy.
     pub fn frame_remaining(&self) -> usize {
         self.frame
+            .as_ref()
             .map_or(0, |f| f.len.saturating_sub(self.rx_filled))
     }
 
     /// Lends the spare room of the receive buffer for one read. Its size adapts to the frame
     /// in progress so a large frame arrives in few reads. Follow with [`Connection::commit`].
     pub fn recv_buf(&mut self) -> &mut [u8] {
-        let missing = self
-            .frame
-            .map_or(0, |f| f.len.saturating_sub(self.rx_filled));
+        let missing = self.frame_remaining();
         let window = missing.clamp(
             self.config.read_chunk,
             MAX_READ_WINDOW.max(self.config.read_chunk),
@@ -365,7 +364,7 @@ impl Connection {
             return;
         }
         if matches!(self.state, State::Closed) {
-            self.linger_deadline = None;
+            self.deadline = None;
         } else {
             self.events.push_back(Event::Error(Error::ConnectionReset));
             self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
@@ -460,7 +459,7 @@ impl Connection {
             None
         };
         self.state = State::AwaitingDecision { key };
-        self.events.push_back(Event::Request(request));
+        self.events.push_back(Event::Request(Box::new(request)));
         false
     }
 
@@ -522,7 +521,7 @@ impl Connection {
 
     fn open(&mut self) {
         self.state = State::Open;
-        self.handshake_deadline = None;
+        self.deadline = None;
         self.last_received = self.now;
         self.start_heartbeat();
         self.events.push_back(Event::Open);
@@ -543,8 +542,8 @@ impl Connection {
                 // `poll_event` resumes the parsing once the queue is empty.
                 return;
             }
-            let mut frame = match self.frame {
-                Some(frame) => frame,
+            let mut frame = match self.frame.take() {
+                Some(frame) => *frame,
                 None => match FrameHeader::decode(&self.rx[..self.rx_filled]) {
                     Ok(None) => return,
                     Err(e) => return self.fail(e.into()),
@@ -572,7 +571,7 @@ impl Connection {
                 frame.processed = available;
             }
             if available < frame.len {
-                self.frame = Some(frame);
+                self.frame = Some(Box::new(frame));
                 return;
             }
             self.frame = None;
@@ -739,11 +738,11 @@ impl Connection {
                     }
                 };
                 if !header.fin {
-                    self.message = Some(MessageInProgress {
+                    self.message = Some(Box::new(MessageInProgress {
                         kind,
                         data,
                         compressed,
-                    });
+                    }));
                     return;
                 }
                 let message = match kind {
@@ -778,10 +777,11 @@ impl Connection {
             }
             self.write_frame(true, OpCode::Close, &reply);
         }
-        if self.role == Role::Client {
-            self.linger_deadline = Some(self.now + self.config.close_timeout);
-        }
         self.finish(code, reason, true, initiated_by_peer);
+        if self.role == Role::Client {
+            // The server closes TCP first; wait for it, but not forever.
+            self.deadline = Some(self.now + self.config.close_timeout);
+        }
     }
 
     /// Fails the connection: one close frame with the error's code, then Closed.
@@ -807,8 +807,7 @@ impl Connection {
         self.message = None;
         self.stream = None;
         self.heartbeat = None;
-        self.handshake_deadline = None;
-        self.close_deadline = None;
+        self.deadline = None;
         self.client = None;
         self.rx_filled = 0;
         #[cfg(feature = "deflate")]
@@ -998,7 +997,7 @@ impl Connection {
         self.state = State::CloseSent;
         self.stream = None;
         self.heartbeat = None;
-        self.close_deadline = Some(self.now + self.config.close_timeout);
+        self.deadline = Some(self.now + self.config.close_timeout);
         Ok(())
     }
 
@@ -1012,12 +1011,12 @@ impl Connection {
             .is_some_and(|c| c.compresses_streams());
         #[cfg(not(feature = "deflate"))]
         let compressed = false;
-        self.stream = Some(OutgoingStream {
+        self.stream = Some(Box::new(OutgoingStream {
             kind,
             started: false,
             utf8: Utf8Validator::new(),
             compressed,
-        });
+        }));
         Ok(())
     }
 
@@ -1139,13 +1138,12 @@ impl Connection {
     /// The next instant [`Connection::handle_timeout`] must be called at, if any.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let deadlines = match self.state {
-            State::Handshake | State::AwaitingDecision { .. } => [self.handshake_deadline, None],
+            State::Handshake | State::AwaitingDecision { .. } => [self.deadline, None],
             State::Open => [
                 self.heartbeat.as_ref().map(Heartbeat::deadline),
                 self.config.idle_timeout.map(|t| self.last_received + t),
             ],
-            State::CloseSent => [self.close_deadline, None],
-            State::Closed => [self.linger_deadline, None],
+            State::CloseSent | State::Closed => [self.deadline, None],
         };
         deadlines.into_iter().flatten().min()
     }
@@ -1155,7 +1153,7 @@ impl Connection {
         self.now = now;
         match self.state {
             State::Handshake | State::AwaitingDecision { .. } => {
-                if self.handshake_deadline.is_some_and(|d| now >= d) {
+                if self.deadline.is_some_and(|d| now >= d) {
                     self.events.push_back(Event::Error(Error::HandshakeTimeout));
                     self.finish(
                         CloseCode::Abnormal,
@@ -1190,14 +1188,14 @@ impl Connection {
                 }
             }
             State::CloseSent => {
-                if self.close_deadline.is_some_and(|d| now >= d) {
+                if self.deadline.is_some_and(|d| now >= d) {
                     self.events.push_back(Event::Error(Error::CloseTimeout));
                     self.finish(CloseCode::Abnormal, "close timeout".into(), false, false);
                 }
             }
             State::Closed => {
-                if self.linger_deadline.is_some_and(|d| now >= d) {
-                    self.linger_deadline = None;
+                if self.deadline.is_some_and(|d| now >= d) {
+                    self.deadline = None;
                 }
             }
         }

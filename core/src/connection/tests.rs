@@ -934,3 +934,13 @@ fn frames_received_just_before_eof_are_reported_before_the_reset() {
     );
     assert!(client.is_terminated());
 }
+
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_connection_stays_small() {
+    // Memory per idle connection is a goal (README): state used only while a frame, a
+    // fragmented message or a streamed send is in progress lives in boxes.
+    let size = core::mem::size_of::<Connection>();
+    assert!(size <= 400, "Connection grew to {size} bytes");
+    assert!(core::mem::size_of::<Event>() <= 48);
+}
