@@ -47,6 +47,9 @@ step_native_build() {
     if [[ -f native/examples/autobahn_client.rs ]]; then
         cargo build --release -p duplex --example autobahn_client
     fi
+    if [[ -f benches/load/Cargo.toml ]]; then
+        cargo build --release -p duplex-load
+    fi
 }
 
 step_setup() {
@@ -63,6 +66,10 @@ step_autobahn_client() {
 
 step_interop() {
     bash tests/interop.sh
+}
+
+step_load() {
+    bash tests/load.sh
 }
 
 step_fuzz() {
@@ -95,6 +102,9 @@ plan_steps() {
             add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect)"
+        if [[ -f benches/load/Cargo.toml ]]; then
+            add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"
+        fi
     fi
     if [[ -f fuzz/Cargo.toml ]]; then
         add_step fuzz step_fuzz "tests/fuzz.sh: every cargo-fuzz target for \${FUZZ_SECONDS:-30} s (nightly)"
