@@ -25,13 +25,17 @@ set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-# Compression (12.*, 13.*) comes with permessage-deflate; 301 cases remain.
-EXCLUDES=('12.*' '13.*')
-EXPECT_CASES=301
-RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-900} # whole kosoku run, seconds
+# Every case, compression (12.*, 13.*) included.
+EXCLUDES=()
+EXPECT_CASES=517
+RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-2400} # whole kosoku run, seconds
 
+# --deflate-threshold 0: the runner's Python side mishandles an uncompressed text message
+# on a connection that negotiated permessage-deflate (it hands a str to hashlib and errors out
+# in 12.*.1 and 13.*.1, whose 16-byte messages are below the default threshold), although
+# RFC 7692 lets either side send any message uncompressed. Compressing everything avoids it.
 # shellcheck disable=SC2016 # expanded later, by the bash that runs the command
-DEFAULT_SERVER_CMD='"$REPO_ROOT/target/release/duplex" echo --listen "127.0.0.1:$PORT"'
+DEFAULT_SERVER_CMD='"$REPO_ROOT/target/release/duplex" echo --listen "127.0.0.1:$PORT" --deflate-threshold 0'
 # shellcheck disable=SC2016
 DEFAULT_CLIENT_CMD='"$REPO_ROOT/target/release/examples/autobahn_client" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
 
