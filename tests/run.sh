@@ -25,21 +25,26 @@ step_fmt() {
 step_clippy() {
     ensure_component clippy
     cargo clippy --workspace --all-targets -- -D warnings
-    # The core alone, without the features the workspace turns on (deflate).
+    # The core alone, without the features the workspace turns on (deflate), and with the
+    # channel protocol no driver uses yet.
     cargo clippy -p duplex-core --all-targets -- -D warnings
+    cargo clippy -p duplex-core --all-targets --features channel,deflate -- -D warnings
 }
 
 step_test() {
     cargo test --workspace
-    # The core alone, without the features the workspace turns on (deflate).
+    # The core alone, without the features the workspace turns on (deflate), and with the
+    # channel protocol no driver uses yet.
     cargo test -p duplex-core --lib
+    cargo test -p duplex-core --features channel --lib
+    cargo test -p duplex-core --features channel --doc
 }
 
 step_wasm_core() {
     # no_std proof: the core must build for a target without std.
     ensure_target wasm32-unknown-unknown
     cargo build -p duplex-core --target wasm32-unknown-unknown
-    cargo build -p duplex-core --features deflate --target wasm32-unknown-unknown
+    cargo build -p duplex-core --features deflate,channel --target wasm32-unknown-unknown
 }
 
 step_native_build() {

@@ -97,6 +97,8 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+#[cfg(feature = "channel")]
+pub mod channel;
 pub mod close;
 pub mod connection;
 #[cfg(feature = "deflate")]

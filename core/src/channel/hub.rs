@@ -1,0 +1,725 @@
+//! [`Hub`]: the server side of `duplex.v1` as a state machine. Text frames and time go in,
+//! `(connection, text)` deliveries and the next deadline come out.
+//!
+//! The driver owns sockets, clocks and randomness. It calls [`Hub::connect`] when a `duplex.v1`
+//! WebSocket opens, [`Hub::receive`] for each text frame, [`Hub::disconnect`] when the socket is
+//! gone (closed, reset or heartbeat timeout), [`Hub::handle_timeout`] once [`Hub::poll_timeout`]
+//! is reached, and sends whatever [`Hub::poll_delivery`] yields, in order.
+
+use alloc::collections::btree_map::Entry;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use serde_json::Value;
+
+use super::protocol::{
+    self, ClientMessage, CommandError, ErrorCode, Id, Member, ServerMessage, Since,
+};
+
+/// Hub limits and timings. Defaults: 100 messages of history for 5 minutes, a 100 ms presence
+/// window, 64 KiB publish payloads, a 30 s heartbeat, 256 remembered publish ids per client kept
+/// 5 minutes after the client's last connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Messages kept per room for recovery.
+    pub history_size: usize,
+    /// How long a message stays in history.
+    pub history_ttl: Duration,
+    /// Presence updates from one client in one room within this window are coalesced into one
+    /// broadcast of the last value, sent when the window closes. Zero broadcasts at once.
+    pub presence_window: Duration,
+    /// Largest `publish.data`, in bytes of compact JSON.
+    pub max_payload: usize,
+    /// The interval announced in `welcome.heartbeat_ms`; the driver enforces it.
+    pub heartbeat: Duration,
+    /// Publish ids remembered per client for deduplication.
+    pub dedup_window: usize,
+    /// How long a client's state (publish ids) survives without a connection.
+    pub client_ttl: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence_window: Duration::from_millis(100),
+            max_payload: 64 * 1024,
+            heartbeat: Duration::from_secs(30),
+            dedup_window: 256,
+            client_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl HubConfig {
+    pub fn with_history_size(mut self, messages: usize) -> Self {
+        self.history_size = messages;
+        self
+    }
+    pub fn with_history_ttl(mut self, ttl: Duration) -> Self {
+        self.history_ttl = ttl;
+        self
+    }
+    pub fn with_presence_window(mut self, window: Duration) -> Self {
+        self.presence_window = window;
+        self
+    }
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+    pub fn with_heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+    pub fn with_dedup_window(mut self, ids: usize) -> Self {
+        self.dedup_window = ids;
+        self
+    }
+    pub fn with_client_ttl(mut self, ttl: Duration) -> Self {
+        self.client_ttl = ttl;
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    /// Set by `hello`.
+    client: Option<String>,
+    rooms: BTreeSet<String>,
+    /// `None`: every namespace.
+    namespaces: Option<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct Client<C> {
+    conn: Option<C>,
+    /// Recent publish ids and the seq each was acked with, oldest first.
+    recent: VecDeque<(Id, u64)>,
+    detached_at: Duration,
+}
+
+#[derive(Debug)]
+struct Stored {
+    seq: u64,
+    at: Duration,
+    text: Arc<str>,
+}
+
+#[derive(Debug)]
+struct RoomMember {
+    client: String,
+    presence: Value,
+    /// A coalesced presence update not yet broadcast, and when it will be.
+    pending: Option<(Value, Duration)>,
+}
+
+#[derive(Debug)]
+struct Room<C> {
+    epoch: String,
+    seq: u64,
+    history: VecDeque<Stored>,
+    /// The deadline under which this room sits in `history_timers`.
+    expiry: Option<Duration>,
+    members: BTreeMap<C, RoomMember>,
+}
+
+/// The `duplex.v1` server hub, keyed by a connection id `C` chosen by the driver.
+///
+/// Deliveries are `Arc<str>` so that one broadcast is encoded once and shared by every member.
+#[derive(Debug)]
+pub struct Hub<C> {
+    config: HubConfig,
+    seed: u64,
+    next_client: u64,
+    next_epoch: u64,
+    conns: BTreeMap<C, Conn>,
+    clients: BTreeMap<String, Client<C>>,
+    rooms: BTreeMap<String, Room<C>>,
+    presence_timers: BTreeSet<(Duration, String, C)>,
+    history_timers: BTreeSet<(Duration, String)>,
+    client_timers: BTreeSet<(Duration, String)>,
+    out: VecDeque<(C, Arc<str>)>,
+}
+
+impl<C: Copy + Ord> Hub<C> {
+    /// A hub whose client ids and room epochs derive from `seed`; give every hub instance a fresh
+    /// random seed so that epochs change across restarts.
+    pub fn new(config: HubConfig, seed: u64) -> Self {
+        Hub {
+            config,
+            seed,
+            next_client: 0,
+            next_epoch: 0,
+            conns: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            presence_timers: BTreeSet::new(),
+            history_timers: BTreeSet::new(),
+            client_timers: BTreeSet::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// A `duplex.v1` connection opened. Nothing is sent until the client says `hello`.
+    pub fn connect(&mut self, conn: C, _now: Duration) {
+        self.conns.entry(conn).or_default();
+    }
+
+    /// Restricts the namespaces `conn` may join from now on (e.g. from a token's claims).
+    pub fn restrict(&mut self, conn: C, namespaces: &[&str]) {
+        let conn = self.conns.entry(conn).or_default();
+        conn.namespaces = Some(namespaces.iter().map(|ns| String::from(*ns)).collect());
+    }
+
+    /// The client id `conn` said `hello` with.
+    pub fn client(&self, conn: C) -> Option<&str> {
+        self.conns.get(&conn)?.client.as_deref()
+    }
+
+    /// Rooms that currently exist (with members or history).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Members of `room`.
+    pub fn member_count(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |room| room.members.len())
+    }
+
+    /// One text frame from `conn`. A refused command queues `error {id?, code, message}` for
+    /// `conn` and is returned; the connection stays usable either way.
+    /// An unknown `conn` is connected first.
+    pub fn receive(&mut self, conn: C, text: &str, now: Duration) -> Result<(), CommandError> {
+        self.conns.entry(conn).or_default();
+        let result = protocol::decode(text).and_then(|message| self.command(conn, message, now));
+        if let Err(error) = &result {
+            self.send(conn, error.to_message().to_text().into());
+        }
+        result
+    }
+
+    /// `conn` is gone. The other members of its rooms get `leave`; its queued deliveries are
+    /// discarded; its client's publish ids are kept for [`HubConfig::client_ttl`].
+    pub fn disconnect(&mut self, conn: C, now: Duration) {
+        self.detach(conn, now);
+        self.conns.remove(&conn);
+        self.out.retain(|(to, _)| *to != conn);
+    }
+
+    /// The driver dropped messages `from_seq..=to_seq` of `room` for `conn` (slow consumer):
+    /// queues `gap` so the client can recover them from history.
+    pub fn dropped(&mut self, conn: C, room: &str, from_seq: u64, to_seq: u64) {
+        if self.conns.contains_key(&conn) {
+            let gap = ServerMessage::Gap {
+                room: room.into(),
+                from_seq,
+                to_seq,
+            };
+            self.send(conn, gap.to_text().into());
+        }
+    }
+
+    /// The next text to send, in order.
+    pub fn poll_delivery(&mut self) -> Option<(C, Arc<str>)> {
+        self.out.pop_front()
+    }
+
+    /// When [`Hub::handle_timeout`] has work: a presence window closing, history or an idle
+    /// client's state expiring.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        [
+            self.presence_timers.first().map(|t| t.0),
+            self.history_timers.first().map(|t| t.0),
+            self.client_timers.first().map(|t| t.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        while self.presence_timers.first().is_some_and(|t| t.0 <= now) {
+            let Some((deadline, room, conn)) = self.presence_timers.pop_first() else {
+                break;
+            };
+            self.flush_presence(&room, conn, deadline);
+        }
+        while self.history_timers.first().is_some_and(|t| t.0 <= now) {
+            let Some((_, room)) = self.history_timers.pop_first() else {
+                break;
+            };
+            if let Some(state) = self.rooms.get_mut(&room) {
+                state.expiry = None;
+            }
+            self.prune(&room, now);
+        }
+        while self.client_timers.first().is_some_and(|t| t.0 <= now) {
+            let Some((_, client)) = self.client_timers.pop_first() else {
+                break;
+            };
+            if self.clients.get(&client).is_some_and(|c| c.conn.is_none()) {
+                self.clients.remove(&client);
+            }
+        }
+    }
+
+    fn send(&mut self, conn: C, text: Arc<str>) {
+        self.out.push_back((conn, text));
+    }
+
+    fn broadcast(&mut self, room: &str, text: &Arc<str>, except: Option<C>) {
+        if let Some(room) = self.rooms.get(room) {
+            for &member in room.members.keys() {
+                if Some(member) != except {
+                    self.out.push_back((member, text.clone()));
+                }
+            }
+        }
+    }
+
+    fn command(
+        &mut self,
+        conn: C,
+        message: ClientMessage,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        if let ClientMessage::Hello { client, .. } = message {
+            return self.hello(conn, client, now);
+        }
+        let Some(client) = self.conns.get(&conn).and_then(|c| c.client.clone()) else {
+            let id = match &message {
+                ClientMessage::Join { id, .. }
+                | ClientMessage::Leave { id, .. }
+                | ClientMessage::Publish { id, .. }
+                | ClientMessage::Ping { id } => Some(id.clone()),
+                _ => None,
+            };
+            return Err(CommandError::new(
+                id,
+                ErrorCode::HelloRequired,
+                "send `hello` first",
+            ));
+        };
+        match message {
+            ClientMessage::Hello { .. } => Ok(()),
+            ClientMessage::Join {
+                id,
+                room,
+                presence,
+                since,
+            } => self.join(conn, client, id, room, presence, since, now),
+            ClientMessage::Leave { id, room } => self.leave(conn, id, room),
+            ClientMessage::Publish { id, room, data } => {
+                self.publish(conn, client, id, room, data, now)
+            }
+            ClientMessage::Presence { room, presence } => self.presence(conn, &room, presence, now),
+            ClientMessage::Ping { id } => {
+                self.send(conn, ServerMessage::Pong { id }.to_text().into());
+                Ok(())
+            }
+        }
+    }
+
+    fn hello(
+        &mut self,
+        conn: C,
+        requested: Option<String>,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        if self.conns.get(&conn).is_some_and(|c| c.client.is_some()) {
+            return Err(CommandError::new(
+                None,
+                ErrorCode::BadMessage,
+                "`hello` was already sent",
+            ));
+        }
+        let client = match requested {
+            Some(client) => client,
+            None => self.new_client_id(),
+        };
+        // One connection per client id: a reconnect takes over from a socket not yet noticed dead.
+        if let Some(old) = self.clients.get(&client).and_then(|c| c.conn) {
+            self.detach(old, now);
+        }
+        let state = self
+            .clients
+            .entry(client.clone())
+            .or_insert_with(|| Client {
+                conn: None,
+                recent: VecDeque::new(),
+                detached_at: now,
+            });
+        if state.conn.is_none() {
+            let key = (state.detached_at + self.config.client_ttl, client.clone());
+            self.client_timers.remove(&key);
+        }
+        state.conn = Some(conn);
+        self.conns.entry(conn).or_default().client = Some(client.clone());
+        let heartbeat_ms = u64::try_from(self.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        self.send(
+            conn,
+            ServerMessage::Welcome {
+                client,
+                heartbeat_ms,
+            }
+            .to_text()
+            .into(),
+        );
+        Ok(())
+    }
+
+    fn new_client_id(&mut self) -> String {
+        let prefix = splitmix64(self.seed) & 0xffff_ffff_ffff;
+        loop {
+            let id = format!("{prefix:012x}-{}", self.next_client);
+            self.next_client += 1;
+            if !self.clients.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        conn: C,
+        client: String,
+        id: Id,
+        room: String,
+        presence: Option<Value>,
+        since: Option<Since>,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        let namespace = protocol::namespace(&room);
+        if let Some(allowed) = self.conns.get(&conn).and_then(|c| c.namespaces.as_ref()) {
+            if !allowed.iter().any(|ns| ns == namespace) {
+                let message = format!("namespace `{namespace}` is not allowed");
+                return Err(CommandError::new(
+                    Some(id),
+                    ErrorCode::Unauthorized,
+                    message,
+                ));
+            }
+        }
+        // Expired history must not be replayed, even if the driver is late with handle_timeout.
+        self.prune(&room, now);
+        let state = match self.rooms.entry(room.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let epoch = format!(
+                    "{:016x}",
+                    splitmix64(self.seed ^ splitmix64(self.next_epoch))
+                );
+                self.next_epoch += 1;
+                entry.insert(Room {
+                    epoch,
+                    seq: 0,
+                    history: VecDeque::new(),
+                    expiry: None,
+                    members: BTreeMap::new(),
+                })
+            }
+        };
+
+        // Replay first, all or nothing: a partial replay would look like a complete one.
+        let mut recovered = false;
+        if let Some(since) = since {
+            let covered = since.epoch == state.epoch
+                && since.seq <= state.seq
+                && (since.seq == state.seq
+                    || state
+                        .history
+                        .front()
+                        .is_some_and(|m| m.seq <= since.seq + 1));
+            if covered {
+                recovered = true;
+                for message in state.history.iter().filter(|m| m.seq > since.seq) {
+                    self.out.push_back((conn, message.text.clone()));
+                }
+            }
+        }
+
+        let rejoin = state.members.contains_key(&conn);
+        if !rejoin {
+            let initial = presence.clone().unwrap_or(Value::Null);
+            let event = ServerMessage::Join {
+                room: room.clone(),
+                client: client.clone(),
+                presence: initial.clone(),
+            };
+            let event: Arc<str> = event.to_text().into();
+            for &member in state.members.keys() {
+                self.out.push_back((member, event.clone()));
+            }
+            let member = RoomMember {
+                client,
+                presence: initial,
+                pending: None,
+            };
+            state.members.insert(conn, member);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.rooms.insert(room.clone());
+            }
+        }
+        let members = state
+            .members
+            .values()
+            .map(|m| Member {
+                client: m.client.clone(),
+                presence: m.presence.clone(),
+            })
+            .collect();
+        let joined = ServerMessage::Joined {
+            id,
+            room: room.clone(),
+            epoch: state.epoch.clone(),
+            seq: state.seq,
+            members,
+            recovered,
+        };
+        self.send(conn, joined.to_text().into());
+        if let (true, Some(presence)) = (rejoin, presence) {
+            self.presence(conn, &room, presence, now)?;
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, conn: C, id: Id, room: String) -> Result<(), CommandError> {
+        if !self.remove_member(conn, &room) {
+            return Err(not_joined(Some(id), &room));
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rooms.remove(&room);
+        }
+        self.send(conn, ServerMessage::Left { id, room }.to_text().into());
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        conn: C,
+        client: String,
+        id: Id,
+        room: String,
+        data: Value,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        // A retry of a publish already sequenced is acked again, never delivered again.
+        let seen = self
+            .clients
+            .get(&client)
+            .and_then(|c| c.recent.iter().find(|r| r.0 == id));
+        if let Some(&(_, seq)) = seen {
+            self.send(conn, ServerMessage::Ack { id, seq }.to_text().into());
+            return Ok(());
+        }
+        if !self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.members.contains_key(&conn))
+        {
+            return Err(not_joined(Some(id), &room));
+        }
+        let data = serde_json::to_string(&data).unwrap_or_default();
+        if data.len() > self.config.max_payload {
+            let message = format!(
+                "data is {} bytes, the limit is {}",
+                data.len(),
+                self.config.max_payload
+            );
+            return Err(CommandError::new(Some(id), ErrorCode::TooLarge, message));
+        }
+        let Some(state) = self.rooms.get_mut(&room) else {
+            return Ok(());
+        };
+        state.seq += 1;
+        let seq = state.seq;
+        // Room and client names are validated to need no JSON escaping.
+        let text: Arc<str> = format!(
+            r#"{{"type":"message","room":"{room}","seq":{seq},"from":"{client}","data":{data}}}"#
+        )
+        .into();
+        if self.config.history_size > 0 {
+            state.history.push_back(Stored {
+                seq,
+                at: now,
+                text: text.clone(),
+            });
+            while state.history.len() > self.config.history_size {
+                state.history.pop_front();
+            }
+        }
+        self.reschedule_history(&room);
+        if let Some(state) = self.clients.get_mut(&client) {
+            state.recent.push_back((id.clone(), seq));
+            while state.recent.len() > self.config.dedup_window {
+                state.recent.pop_front();
+            }
+        }
+        self.send(conn, ServerMessage::Ack { id, seq }.to_text().into());
+        self.broadcast(&room, &text, None);
+        Ok(())
+    }
+
+    fn presence(
+        &mut self,
+        conn: C,
+        room: &str,
+        presence: Value,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        let window = self.config.presence_window;
+        let Some(member) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.members.get_mut(&conn))
+        else {
+            return Err(not_joined(None, room));
+        };
+        member.presence = presence.clone();
+        if window.is_zero() {
+            let event = ServerMessage::Presence {
+                room: room.into(),
+                client: member.client.clone(),
+                presence,
+            };
+            self.broadcast(room, &event.to_text().into(), Some(conn));
+        } else if let Some(pending) = &mut member.pending {
+            pending.0 = presence;
+        } else {
+            member.pending = Some((presence, now + window));
+            self.presence_timers
+                .insert((now + window, room.into(), conn));
+        }
+        Ok(())
+    }
+
+    fn flush_presence(&mut self, room: &str, conn: C, deadline: Duration) {
+        let Some(member) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.members.get_mut(&conn))
+        else {
+            return;
+        };
+        if member.pending.as_ref().is_none_or(|p| p.1 != deadline) {
+            return;
+        }
+        let Some((presence, _)) = member.pending.take() else {
+            return;
+        };
+        let event = ServerMessage::Presence {
+            room: room.into(),
+            client: member.client.clone(),
+            presence,
+        };
+        self.broadcast(room, &event.to_text().into(), Some(conn));
+    }
+
+    /// Removes `conn` from `room`, telling the others. False if it was not a member.
+    fn remove_member(&mut self, conn: C, room: &str) -> bool {
+        let Some(member) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.members.remove(&conn))
+        else {
+            return false;
+        };
+        let event = ServerMessage::Leave {
+            room: room.into(),
+            client: member.client,
+        };
+        self.broadcast(room, &event.to_text().into(), None);
+        self.remove_if_unused(room);
+        true
+    }
+
+    /// Takes `conn` out of every room and unbinds it from its client id.
+    fn detach(&mut self, conn: C, now: Duration) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let rooms = core::mem::take(&mut state.rooms);
+        let client = state.client.take();
+        for room in rooms {
+            self.remove_member(conn, &room);
+        }
+        if let Some(client) = client {
+            if let Some(state) = self.clients.get_mut(&client) {
+                if state.conn == Some(conn) {
+                    state.conn = None;
+                    state.detached_at = now;
+                    self.client_timers
+                        .insert((now + self.config.client_ttl, client));
+                }
+            }
+        }
+    }
+
+    /// Drops history older than the TTL.
+    fn prune(&mut self, room: &str, now: Duration) {
+        let ttl = self.config.history_ttl;
+        if let Some(state) = self.rooms.get_mut(room) {
+            while state.history.front().is_some_and(|m| m.at + ttl <= now) {
+                state.history.pop_front();
+            }
+        }
+        self.reschedule_history(room);
+        self.remove_if_unused(room);
+    }
+
+    /// Keeps `history_timers` on the expiry of the room's oldest message.
+    fn reschedule_history(&mut self, room: &str) {
+        let ttl = self.config.history_ttl;
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let expiry = state.history.front().map(|m| m.at + ttl);
+        if expiry != state.expiry {
+            if let Some(old) = state.expiry {
+                self.history_timers.remove(&(old, String::from(room)));
+            }
+            if let Some(new) = expiry {
+                self.history_timers.insert((new, String::from(room)));
+            }
+            state.expiry = expiry;
+        }
+    }
+
+    fn remove_if_unused(&mut self, room: &str) {
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.is_empty() && r.history.is_empty())
+        {
+            if let Some(state) = self.rooms.remove(room) {
+                if let Some(expiry) = state.expiry {
+                    self.history_timers.remove(&(expiry, String::from(room)));
+                }
+            }
+        }
+    }
+}
+
+fn not_joined(id: Option<Id>, room: &str) -> CommandError {
+    CommandError::new(id, ErrorCode::NotJoined, format!("not joined to `{room}`"))
+}
+
+/// SplitMix64: spreads a counter or seed over 64 bits.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,36 @@
+//! The `duplex.v1` channel protocol (feature `channel`): rooms in namespaces, presence,
+//! acknowledged and deduplicated publishes, per-room total order, and recovery from history.
+//! The wire format is specified in `docs/PROTOCOL.md`.
+//!
+//! [`Hub`] is the server side as a sans-IO state machine:
+//!
+//! ```
+//! use core::time::Duration;
+//! use duplex_core::channel::{Hub, HubConfig};
+//!
+//! let now = Duration::ZERO;
+//! let mut hub = Hub::new(HubConfig::default(), 42); // the seed comes from the driver's RNG
+//! hub.connect(1u64, now);
+//! hub.receive(1, r#"{"type":"hello","client":"ada"}"#, now).unwrap();
+//! hub.receive(1, r#"{"type":"join","id":1,"room":"app/chat"}"#, now).unwrap();
+//! hub.receive(1, r#"{"type":"publish","id":2,"room":"app/chat","data":"hi"}"#, now).unwrap();
+//! let mut texts = Vec::new();
+//! while let Some((conn, text)) = hub.poll_delivery() {
+//!     assert_eq!(conn, 1);
+//!     texts.push(text);
+//! }
+//! assert!(texts[0].starts_with(r#"{"type":"welcome","client":"ada""#));
+//! assert_eq!(&*texts[2], r#"{"type":"ack","id":2,"seq":1}"#);
+//! assert_eq!(&*texts[3], r#"{"type":"message","room":"app/chat","seq":1,"from":"ada","data":"hi"}"#);
+//! ```
+
+pub mod hub;
+pub mod protocol;
+#[cfg(test)]
+mod tests;
+
+pub use hub::{Hub, HubConfig};
+pub use protocol::{
+    ClientMessage, CommandError, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage, Since, decode,
+    validate_room,
+};

@@ -1,0 +1,504 @@
+//! The `duplex.v1` wire format: one JSON object per text frame, tagged by `"type"`.
+//!
+//! [`decode`] turns a text frame from a client into a [`ClientMessage`], or into a
+//! [`CommandError`] that already carries the `error` reply (code, message and the command's `id`
+//! when one could be read). Unknown fields are ignored so that clients can be newer than servers.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The WebSocket subprotocol name (`Sec-WebSocket-Protocol`).
+pub const SUBPROTOCOL: &str = "duplex.v1";
+/// Longest room name, client id or command id, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A command id chosen by the client and echoed in the reply: a non-negative integer or a string
+/// of at most [`MAX_NAME_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    Number(u64),
+    Text(String),
+}
+
+/// Where a client's copy of a room stopped: the room's `epoch` and the last `seq` it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    pub epoch: String,
+    pub seq: u64,
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Hello {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    Join {
+        id: Id,
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Since>,
+    },
+    Leave {
+        id: Id,
+        room: String,
+    },
+    Publish {
+        id: Id,
+        room: String,
+        data: Value,
+    },
+    Presence {
+        room: String,
+        presence: Value,
+    },
+    Ping {
+        id: Id,
+    },
+}
+
+/// One entry of `joined.members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub client: String,
+    pub presence: Value,
+}
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome {
+        client: String,
+        heartbeat_ms: u64,
+    },
+    Joined {
+        id: Id,
+        room: String,
+        epoch: String,
+        seq: u64,
+        members: Vec<Member>,
+        recovered: bool,
+    },
+    Left {
+        id: Id,
+        room: String,
+    },
+    Ack {
+        id: Id,
+        seq: u64,
+    },
+    Message {
+        room: String,
+        seq: u64,
+        from: String,
+        data: Value,
+    },
+    Presence {
+        room: String,
+        client: String,
+        presence: Value,
+    },
+    Join {
+        room: String,
+        client: String,
+        presence: Value,
+    },
+    Leave {
+        room: String,
+        client: String,
+    },
+    Pong {
+        id: Id,
+    },
+    Gap {
+        room: String,
+        from_seq: u64,
+        to_seq: u64,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Id>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// The JSON text of this message.
+    pub fn to_text(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Why a command was refused. The wire form is the snake_case name (`bad_json`, …); these
+/// strings are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON, or not a JSON object.
+    BadJson,
+    /// `type` is missing, or a field is missing or has the wrong type, or a client/command id is
+    /// malformed, or a second `hello` on the same connection.
+    BadMessage,
+    /// `type` names no command of `duplex.v1`.
+    UnknownType,
+    /// A command other than `hello` before `hello`.
+    HelloRequired,
+    /// The room name is not `namespace/name` of `[A-Za-z0-9_.:-]`, at most 128 bytes.
+    BadRoom,
+    /// `leave`, `publish` or `presence` for a room this connection has not joined.
+    NotJoined,
+    /// `publish` data larger than the server's payload limit.
+    TooLarge,
+    /// The room's namespace is not allowed for this connection.
+    Unauthorized,
+}
+
+impl ErrorCode {
+    /// The stable wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::HelloRequired => "hello_required",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused command: becomes `error {id?, code, message}` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CommandError {
+    /// The command's `id`, when the command had a readable one.
+    pub id: Option<Id>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(id: Option<Id>, code: ErrorCode, message: impl Into<String>) -> Self {
+        CommandError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `error` reply.
+    pub fn to_message(&self) -> ServerMessage {
+        ServerMessage::Error {
+            id: self.id.clone(),
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
+}
+
+const COMMANDS: [&str; 6] = ["hello", "join", "leave", "publish", "presence", "ping"];
+
+/// Decodes and validates one text frame from a client.
+///
+/// Checks, in order: JSON syntax (`bad_json`), an object with a string `type` (`bad_json`,
+/// `bad_message`), a known `type` (`unknown_type`), the command's fields (`bad_message`), then
+/// names: command id and client id (`bad_message`) and room (`bad_room`).
+pub fn decode(text: &str) -> Result<ClientMessage, CommandError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| CommandError::new(None, ErrorCode::BadJson, e.to_string()))?;
+    let Value::Object(object) = &value else {
+        return Err(CommandError::new(
+            None,
+            ErrorCode::BadJson,
+            "a command is a JSON object",
+        ));
+    };
+    let id = object.get("id").and_then(|v| Id::deserialize(v).ok());
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => {
+            return Err(CommandError::new(
+                id,
+                ErrorCode::BadMessage,
+                "`type` is not a string",
+            ));
+        }
+        None => {
+            return Err(CommandError::new(
+                id,
+                ErrorCode::BadMessage,
+                "missing field `type`",
+            ));
+        }
+    };
+    if !COMMANDS.contains(&kind.as_str()) {
+        let message = alloc::format!("unknown command type `{}`", truncate(kind, 32));
+        return Err(CommandError::new(id, ErrorCode::UnknownType, message));
+    }
+    let message: ClientMessage = serde_json::from_value(value)
+        .map_err(|e| CommandError::new(id.clone(), ErrorCode::BadMessage, e.to_string()))?;
+    validate(&message).map_err(|(code, text)| CommandError::new(id, code, text))?;
+    Ok(message)
+}
+
+fn validate(message: &ClientMessage) -> Result<(), (ErrorCode, String)> {
+    let (id, room) = match message {
+        ClientMessage::Hello { client, .. } => {
+            if let Some(client) = client {
+                if !is_name(client) {
+                    return Err((
+                        ErrorCode::BadMessage,
+                        "`client` must be 1 to 128 bytes of [A-Za-z0-9_.:-]".to_string(),
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        ClientMessage::Join { id, room, .. }
+        | ClientMessage::Leave { id, room }
+        | ClientMessage::Publish { id, room, .. } => (Some(id), Some(room)),
+        ClientMessage::Presence { room, .. } => (None, Some(room)),
+        ClientMessage::Ping { id } => (Some(id), None),
+    };
+    if let Some(Id::Text(id)) = id {
+        if id.len() > MAX_NAME_LEN {
+            return Err((
+                ErrorCode::BadMessage,
+                "`id` is longer than 128 bytes".to_string(),
+            ));
+        }
+    }
+    if let Some(room) = room {
+        validate_room(room).map_err(|text| (ErrorCode::BadRoom, text.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Checks a room name: `namespace/name`, exactly one `/`, both parts non-empty and made of
+/// `[A-Za-z0-9_.:-]`, at most [`MAX_NAME_LEN`] bytes in total.
+pub fn validate_room(room: &str) -> Result<(), &'static str> {
+    if room.len() > MAX_NAME_LEN {
+        return Err("room name is longer than 128 bytes");
+    }
+    let Some((namespace, name)) = room.split_once('/') else {
+        return Err("room name must be `namespace/name`");
+    };
+    if namespace.is_empty() || name.is_empty() {
+        return Err("room namespace and name must not be empty");
+    }
+    if !namespace.bytes().chain(name.bytes()).all(is_name_byte) {
+        return Err("room name must be made of [A-Za-z0-9_.:-] around one `/`");
+    }
+    Ok(())
+}
+
+/// The namespace of a valid room name.
+pub fn namespace(room: &str) -> &str {
+    room.split_once('/')
+        .map_or(room, |(namespace, _)| namespace)
+}
+
+/// A client id: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.:-]`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(is_name_byte)
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-')
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(text: &str) -> (Option<Id>, ErrorCode) {
+        let e = decode(text).unwrap_err();
+        (e.id, e.code)
+    }
+
+    #[test]
+    fn decodes_every_command() {
+        assert_eq!(
+            decode(r#"{"type":"hello"}"#).unwrap(),
+            ClientMessage::Hello {
+                client: None,
+                token: None
+            }
+        );
+        assert_eq!(
+            decode(r#"{"type":"join","id":1,"room":"app/a","since":{"epoch":"e","seq":3},"x":0}"#)
+                .unwrap(),
+            ClientMessage::Join {
+                id: Id::Number(1),
+                room: "app/a".into(),
+                presence: None,
+                since: Some(Since {
+                    epoch: "e".into(),
+                    seq: 3
+                }),
+            }
+        );
+        assert_eq!(
+            decode(r#"{"type":"publish","id":"p1","room":"app/a","data":{"k":[1,2]}}"#).unwrap(),
+            ClientMessage::Publish {
+                id: Id::Text("p1".into()),
+                room: "app/a".into(),
+                data: json!({"k": [1, 2]}),
+            }
+        );
+        assert!(matches!(
+            decode(r#"{"type":"publish","id":2,"room":"app/a","data":null}"#),
+            Ok(ClientMessage::Publish {
+                data: Value::Null,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"leave","id":2,"room":"app/a"}"#),
+            Ok(ClientMessage::Leave { .. })
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"presence","room":"app/a","presence":"typing"}"#),
+            Ok(ClientMessage::Presence { .. })
+        ));
+        assert_eq!(
+            decode(r#"{"type":"ping","id":9}"#).unwrap(),
+            ClientMessage::Ping { id: Id::Number(9) }
+        );
+    }
+
+    #[test]
+    fn precise_errors_echo_the_id() {
+        assert_eq!(code("{"), (None, ErrorCode::BadJson));
+        assert_eq!(code("[1]"), (None, ErrorCode::BadJson));
+        assert_eq!(
+            code(r#"{"id":4}"#),
+            (Some(Id::Number(4)), ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            code(r#"{"id":4,"type":7}"#),
+            (Some(Id::Number(4)), ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            code(r#"{"id":"x","type":"shout"}"#),
+            (Some(Id::Text("x".into())), ErrorCode::UnknownType)
+        );
+        let e = decode(r#"{"type":"publish","id":5,"room":"app/a"}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(Id::Number(5)), ErrorCode::BadMessage));
+        assert!(e.message.contains("missing field `data`"), "{}", e.message);
+        assert_eq!(
+            code(r#"{"type":"join","id":6,"room":"nope"}"#),
+            (Some(Id::Number(6)), ErrorCode::BadRoom)
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":-1}"#),
+            (None, ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            code(r#"{"type":"hello","client":"a b"}"#),
+            (None, ErrorCode::BadMessage)
+        );
+        let long = "i".repeat(129);
+        assert_eq!(
+            code(&alloc::format!(r#"{{"type":"ping","id":"{long}"}}"#)).1,
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn room_names() {
+        for ok in [
+            "app/chat",
+            "a/b",
+            "x.y:z-1_/Q",
+            &alloc::format!("a/{}", "n".repeat(126)),
+        ] {
+            assert_eq!(validate_room(ok), Ok(()), "{ok}");
+        }
+        let too_long = alloc::format!("a/{}", "n".repeat(127));
+        for bad in [
+            "",
+            "app",
+            "/x",
+            "app/",
+            "a/b/c",
+            "a b/c",
+            "app/é",
+            "app/ch at",
+            &too_long,
+        ] {
+            assert!(validate_room(bad).is_err(), "{bad}");
+        }
+        assert_eq!(namespace("admin/x"), "admin");
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let messages = [
+            ServerMessage::Welcome {
+                client: "c".into(),
+                heartbeat_ms: 30_000,
+            },
+            ServerMessage::Error {
+                id: None,
+                code: ErrorCode::NotJoined,
+                message: "m".into(),
+            },
+            ServerMessage::Gap {
+                room: "a/b".into(),
+                from_seq: 3,
+                to_seq: 9,
+            },
+        ];
+        for message in messages {
+            let text = message.to_text();
+            assert_eq!(
+                serde_json::from_str::<ServerMessage>(&text).unwrap(),
+                message
+            );
+        }
+        assert_eq!(
+            ServerMessage::Error {
+                id: None,
+                code: ErrorCode::TooLarge,
+                message: "m".into()
+            }
+            .to_text(),
+            r#"{"type":"error","code":"too_large","message":"m"}"#
+        );
+    }
+}

@@ -1,0 +1,912 @@
+//! Hub behaviour, one rule per test, driven through the wire format.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::hub::{Hub, HubConfig};
+use super::protocol::{ErrorCode, Id, Member, ServerMessage, decode};
+
+const T0: Duration = Duration::ZERO;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn hub() -> Hub<u32> {
+    Hub::new(HubConfig::default(), 7)
+}
+
+/// Every queued delivery, decoded.
+fn drain(hub: &mut Hub<u32>) -> Vec<(u32, ServerMessage)> {
+    let mut out = Vec::new();
+    while let Some((conn, text)) = hub.poll_delivery() {
+        let message = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        out.push((conn, message));
+    }
+    out
+}
+
+fn to(out: &[(u32, ServerMessage)], conn: u32) -> Vec<ServerMessage> {
+    out.iter()
+        .filter(|(c, _)| *c == conn)
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+fn hello(hub: &mut Hub<u32>, conn: u32, client: &str, now: Duration) {
+    hub.connect(conn, now);
+    let text = format!(r#"{{"type":"hello","client":"{client}"}}"#);
+    hub.receive(conn, &text, now).unwrap();
+}
+
+fn join(hub: &mut Hub<u32>, conn: u32, room: &str, now: Duration) {
+    hub.receive(
+        conn,
+        &format!(r#"{{"type":"join","id":0,"room":"{room}"}}"#),
+        now,
+    )
+    .unwrap();
+}
+
+fn publish(hub: &mut Hub<u32>, conn: u32, id: &str, room: &str, data: &str, now: Duration) {
+    let text = format!(r#"{{"type":"publish","id":"{id}","room":"{room}","data":{data}}}"#);
+    hub.receive(conn, &text, now).unwrap();
+}
+
+fn message(room: &str, seq: u64, from: &str, data: Value) -> ServerMessage {
+    ServerMessage::Message {
+        room: room.into(),
+        seq,
+        from: from.into(),
+        data,
+    }
+}
+
+fn ack(id: &str, seq: u64) -> ServerMessage {
+    ServerMessage::Ack {
+        id: Id::Text(id.into()),
+        seq,
+    }
+}
+
+fn error_code(message: &ServerMessage) -> (Option<Id>, ErrorCode) {
+    match message {
+        ServerMessage::Error { id, code, .. } => (id.clone(), *code),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// `ada` on 1 and `bob` on 2, both in `app/chat`; deliveries drained.
+fn two_members() -> Hub<u32> {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    join(&mut hub, 1, "app/chat", T0);
+    join(&mut hub, 2, "app/chat", T0);
+    drain(&mut hub);
+    hub
+}
+
+#[test]
+fn hello_welcomes_with_the_given_or_an_assigned_id() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    hub.connect(2, T0);
+    hub.receive(2, r#"{"type":"hello"}"#, T0).unwrap();
+    hub.connect(3, T0);
+    hub.receive(3, r#"{"type":"hello","token":"t"}"#, T0)
+        .unwrap();
+    let out = drain(&mut hub);
+    assert_eq!(
+        to(&out, 1),
+        [ServerMessage::Welcome {
+            client: "ada".into(),
+            heartbeat_ms: 30_000
+        }]
+    );
+    let assigned = |conn| match &to(&out, conn)[..] {
+        [ServerMessage::Welcome { client, .. }] => client.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (two, three) = (assigned(2), assigned(3));
+    assert_ne!(two, three);
+    assert!(super::protocol::is_name(&two), "{two}");
+    assert_eq!(hub.client(2), Some(two.as_str()));
+
+    // Another seed (another server instance) assigns other ids.
+    let mut other = Hub::new(HubConfig::default(), 8);
+    other.receive(2, r#"{"type":"hello"}"#, T0).unwrap();
+    let out = drain(&mut other);
+    assert!(!matches!(&out[0].1, ServerMessage::Welcome { client, .. } if *client == two));
+}
+
+#[test]
+fn join_lists_members_and_tells_the_others() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    hub.receive(
+        1,
+        r#"{"type":"join","id":1,"room":"app/chat","presence":{"s":"on"}}"#,
+        T0,
+    )
+    .unwrap();
+    drain(&mut hub);
+    hub.receive(2, r#"{"type":"join","id":"j","room":"app/chat"}"#, T0)
+        .unwrap();
+    let out = drain(&mut hub);
+    assert_eq!(
+        to(&out, 1),
+        [ServerMessage::Join {
+            room: "app/chat".into(),
+            client: "bob".into(),
+            presence: Value::Null
+        }]
+    );
+    let [
+        ServerMessage::Joined {
+            id,
+            room,
+            seq,
+            members,
+            recovered,
+            ..
+        },
+    ] = &to(&out, 2)[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (id, room.as_str(), *seq, *recovered),
+        (&Id::Text("j".into()), "app/chat", 0, false)
+    );
+    assert_eq!(
+        members,
+        &[
+            Member {
+                client: "ada".into(),
+                presence: json!({"s": "on"})
+            },
+            Member {
+                client: "bob".into(),
+                presence: Value::Null
+            },
+        ]
+    );
+    assert_eq!(hub.member_count("app/chat"), 2);
+}
+
+#[test]
+fn publish_is_acked_then_delivered_to_every_member_in_seq_order() {
+    let mut hub = two_members();
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        publish(&mut hub, 1, id, "app/chat", &i.to_string(), T0);
+    }
+    let out = drain(&mut hub);
+    assert_eq!(
+        to(&out, 1),
+        [
+            ack("a", 1),
+            message("app/chat", 1, "ada", json!(0)),
+            ack("b", 2),
+            message("app/chat", 2, "ada", json!(1)),
+            ack("c", 3),
+            message("app/chat", 3, "ada", json!(2)),
+        ]
+    );
+    assert_eq!(
+        to(&out, 2),
+        [
+            message("app/chat", 1, "ada", json!(0)),
+            message("app/chat", 2, "ada", json!(1)),
+            message("app/chat", 3, "ada", json!(2)),
+        ]
+    );
+    // Each room counts on its own; a later joiner sees the current seq.
+    join(&mut hub, 1, "app/other", T0);
+    publish(&mut hub, 1, "d", "app/other", "null", T0);
+    let refused = hub.receive(3, r#"{"type":"join","id":0,"room":"app/chat"}"#, T0);
+    assert_eq!(refused.unwrap_err().code, ErrorCode::HelloRequired);
+    let out = drain(&mut hub);
+    assert!(to(&out, 1).contains(&ack("d", 1)));
+    assert_eq!(error_code(&to(&out, 3)[0]).1, ErrorCode::HelloRequired);
+    hello(&mut hub, 3, "cy", T0);
+    join(&mut hub, 3, "app/chat", T0);
+    let out = drain(&mut hub);
+    assert!(matches!(
+        to(&out, 3)[1],
+        ServerMessage::Joined { seq: 3, .. }
+    ));
+}
+
+#[test]
+fn namespaces_never_cross() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    join(&mut hub, 1, "app/chat", T0);
+    join(&mut hub, 2, "admin/chat", T0);
+    publish(&mut hub, 1, "a", "app/chat", "1", T0);
+    publish(&mut hub, 2, "b", "admin/chat", "2", T0);
+    hub.receive(
+        1,
+        r#"{"type":"presence","room":"app/chat","presence":1}"#,
+        T0,
+    )
+    .unwrap();
+    hub.handle_timeout(ms(1000));
+    let out = drain(&mut hub);
+    for (conn, message) in &out {
+        let room = match message {
+            ServerMessage::Joined { room, .. } | ServerMessage::Message { room, .. } => room,
+            ServerMessage::Join { room, .. } | ServerMessage::Presence { room, .. } => room,
+            _ => continue,
+        };
+        let expected = if *conn == 1 { "app/chat" } else { "admin/chat" };
+        assert_eq!(room, expected);
+    }
+    assert!(
+        to(&out, 2)
+            .iter()
+            .all(|m| !matches!(m, ServerMessage::Join { .. }))
+    );
+    // Both rooms are at seq 1: they are different rooms.
+    assert!(to(&out, 1).contains(&ack("a", 1)) && to(&out, 2).contains(&ack("b", 1)));
+}
+
+#[test]
+fn restricted_connections_cannot_join_other_namespaces() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    hub.restrict(1, &["app"]);
+    drain(&mut hub);
+    let refused = hub
+        .receive(1, r#"{"type":"join","id":4,"room":"admin/x"}"#, T0)
+        .unwrap_err();
+    assert_eq!(
+        (refused.id, refused.code),
+        (Some(Id::Number(4)), ErrorCode::Unauthorized)
+    );
+    join(&mut hub, 1, "app/x", T0);
+    let out = drain(&mut hub);
+    assert_eq!(
+        error_code(&out[0].1),
+        (Some(Id::Number(4)), ErrorCode::Unauthorized)
+    );
+    assert!(matches!(out[1].1, ServerMessage::Joined { .. }));
+    assert_eq!(hub.member_count("admin/x"), 0);
+}
+
+#[test]
+fn presence_updates_are_coalesced_over_the_window() {
+    let mut hub = two_members();
+    for (t, value) in [(0, "a"), (10, "b"), (50, "c")] {
+        let text = format!(r#"{{"type":"presence","room":"app/chat","presence":"{value}"}}"#);
+        hub.receive(1, &text, ms(t)).unwrap();
+    }
+    assert!(drain(&mut hub).is_empty());
+    assert_eq!(hub.poll_timeout(), Some(ms(100)));
+    hub.handle_timeout(ms(99));
+    assert!(drain(&mut hub).is_empty());
+    hub.handle_timeout(ms(100));
+    let out = drain(&mut hub);
+    let expected = ServerMessage::Presence {
+        room: "app/chat".into(),
+        client: "ada".into(),
+        presence: json!("c"),
+    };
+    assert_eq!(out, [(2, expected)]);
+    assert_eq!(hub.poll_timeout(), None);
+
+    // A new window opens with the next update; a joiner sees the latest value at once.
+    hub.receive(
+        1,
+        r#"{"type":"presence","room":"app/chat","presence":"d"}"#,
+        ms(200),
+    )
+    .unwrap();
+    assert_eq!(hub.poll_timeout(), Some(ms(300)));
+    hello(&mut hub, 3, "cy", ms(210));
+    join(&mut hub, 3, "app/chat", ms(210));
+    let out = drain(&mut hub);
+    let ServerMessage::Joined { members, .. } = &to(&out, 3)[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        members[0],
+        Member {
+            client: "ada".into(),
+            presence: json!("d")
+        }
+    );
+}
+
+#[test]
+fn presence_with_a_zero_window_is_broadcast_at_once() {
+    let mut hub = Hub::new(HubConfig::default().with_presence_window(Duration::ZERO), 1);
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    join(&mut hub, 1, "app/chat", T0);
+    join(&mut hub, 2, "app/chat", T0);
+    drain(&mut hub);
+    hub.receive(
+        2,
+        r#"{"type":"presence","room":"app/chat","presence":1}"#,
+        T0,
+    )
+    .unwrap();
+    let out = drain(&mut hub);
+    assert_eq!(
+        out,
+        [(
+            1,
+            ServerMessage::Presence {
+                room: "app/chat".into(),
+                client: "bob".into(),
+                presence: json!(1)
+            }
+        )]
+    );
+    assert_eq!(hub.poll_timeout(), None);
+}
+
+#[test]
+fn leave_replies_left_and_tells_the_others() {
+    let mut hub = two_members();
+    hub.receive(2, r#"{"type":"leave","id":5,"room":"app/chat"}"#, T0)
+        .unwrap();
+    let out = drain(&mut hub);
+    assert_eq!(
+        to(&out, 1),
+        [ServerMessage::Leave {
+            room: "app/chat".into(),
+            client: "bob".into()
+        }]
+    );
+    assert_eq!(
+        to(&out, 2),
+        [ServerMessage::Left {
+            id: Id::Number(5),
+            room: "app/chat".into()
+        }]
+    );
+    publish(&mut hub, 1, "x", "app/chat", "1", T0);
+    assert!(to(&drain(&mut hub), 2).is_empty());
+}
+
+#[test]
+fn abrupt_disconnect_sends_leave_to_the_others() {
+    let mut hub = two_members();
+    publish(&mut hub, 1, "x", "app/chat", "1", T0); // queued for both, never sent to 2
+    hub.disconnect(2, T0);
+    let out = drain(&mut hub);
+    assert!(to(&out, 2).is_empty());
+    assert_eq!(
+        to(&out, 1).last(),
+        Some(&ServerMessage::Leave {
+            room: "app/chat".into(),
+            client: "bob".into()
+        })
+    );
+    assert_eq!(hub.member_count("app/chat"), 1);
+    hub.disconnect(1, T0);
+    assert!(drain(&mut hub).is_empty());
+}
+
+#[test]
+fn a_retried_publish_is_acked_again_but_delivered_once_even_across_reconnect() {
+    let mut hub = two_members();
+    publish(&mut hub, 1, "p1", "app/chat", r#""hi""#, T0);
+    publish(&mut hub, 1, "p1", "app/chat", r#""hi""#, T0); // retry on the same connection
+    let out = drain(&mut hub);
+    assert_eq!(
+        to(&out, 1),
+        [
+            ack("p1", 1),
+            message("app/chat", 1, "ada", json!("hi")),
+            ack("p1", 1)
+        ]
+    );
+    assert_eq!(to(&out, 2).len(), 1);
+
+    hub.disconnect(1, ms(5));
+    hello(&mut hub, 3, "ada", ms(10));
+    join(&mut hub, 3, "app/chat", ms(10));
+    drain(&mut hub);
+    publish(&mut hub, 3, "p1", "app/chat", r#""hi""#, ms(10));
+    let out = drain(&mut hub);
+    assert_eq!(out, [(3, ack("p1", 1))]);
+    publish(&mut hub, 3, "p2", "app/chat", r#""again""#, ms(10));
+    let out = drain(&mut hub);
+    assert_eq!(to(&out, 2), [message("app/chat", 2, "ada", json!("again"))]);
+}
+
+#[test]
+fn publish_ids_are_forgotten_after_the_client_ttl() {
+    let config = HubConfig::default().with_client_ttl(Duration::from_secs(60));
+    let mut hub = Hub::new(config, 3);
+    hello(&mut hub, 1, "ada", T0);
+    join(&mut hub, 1, "app/chat", T0);
+    publish(&mut hub, 1, "p1", "app/chat", "1", T0);
+    hub.disconnect(1, T0);
+    assert!(
+        hub.poll_timeout()
+            .is_some_and(|t| t <= Duration::from_secs(60))
+    );
+    hub.handle_timeout(Duration::from_secs(60));
+    hello(&mut hub, 2, "ada", Duration::from_secs(61));
+    join(&mut hub, 2, "app/chat", Duration::from_secs(61));
+    drain(&mut hub);
+    publish(&mut hub, 2, "p1", "app/chat", "1", Duration::from_secs(61));
+    assert_eq!(
+        to(&drain(&mut hub), 2),
+        [ack("p1", 2), message("app/chat", 2, "ada", json!(1))]
+    );
+}
+
+#[test]
+fn a_second_connection_with_the_same_client_id_takes_over() {
+    let mut hub = two_members();
+    hello(&mut hub, 3, "bob", T0);
+    let out = drain(&mut hub);
+    assert_eq!(
+        to(&out, 1),
+        [ServerMessage::Leave {
+            room: "app/chat".into(),
+            client: "bob".into()
+        }]
+    );
+    assert_eq!(hub.client(2), None);
+    assert_eq!(hub.member_count("app/chat"), 1);
+}
+
+fn epoch_of(hub: &mut Hub<u32>, conn: u32, room: &str) -> String {
+    hub.receive(
+        conn,
+        &format!(r#"{{"type":"join","id":"e","room":"{room}"}}"#),
+        T0,
+    )
+    .unwrap();
+    let out = drain(hub);
+    match to(&out, conn).last() {
+        Some(ServerMessage::Joined { epoch, .. }) => epoch.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn join_since(hub: &mut Hub<u32>, conn: u32, epoch: &str, seq: u64) -> Vec<ServerMessage> {
+    let text = format!(
+        r#"{{"type":"join","id":9,"room":"app/chat","since":{{"epoch":"{epoch}","seq":{seq}}}}}"#
+    );
+    hub.receive(conn, &text, T0).unwrap();
+    to(&drain(hub), conn)
+}
+
+#[test]
+fn recovery_inside_history_replays_the_missed_messages_in_order() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    let epoch = epoch_of(&mut hub, 1, "app/chat");
+    for i in 1..=5 {
+        publish(
+            &mut hub,
+            1,
+            &format!("m{i}"),
+            "app/chat",
+            &i.to_string(),
+            T0,
+        );
+    }
+    hello(&mut hub, 2, "bob", T0);
+    drain(&mut hub);
+    let got = join_since(&mut hub, 2, &epoch, 2);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(
+        got[..3],
+        [
+            message("app/chat", 3, "ada", json!(3)),
+            message("app/chat", 4, "ada", json!(4)),
+            message("app/chat", 5, "ada", json!(5)),
+        ]
+    );
+    assert!(matches!(
+        &got[3],
+        ServerMessage::Joined {
+            seq: 5,
+            recovered: true,
+            ..
+        }
+    ));
+    // Up to date: nothing to replay, still recovered.
+    hello(&mut hub, 3, "cy", T0);
+    drain(&mut hub);
+    let got = join_since(&mut hub, 3, &epoch, 5);
+    assert!(
+        matches!(
+            &got[..],
+            [ServerMessage::Joined {
+                recovered: true,
+                ..
+            }]
+        ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn recovery_outside_history_says_recovered_false_and_replays_nothing() {
+    let mut hub = Hub::new(HubConfig::default().with_history_size(3), 7);
+    hello(&mut hub, 1, "ada", T0);
+    let epoch = epoch_of(&mut hub, 1, "app/chat");
+    for i in 1..=6 {
+        publish(&mut hub, 1, &format!("m{i}"), "app/chat", "0", T0);
+    }
+    drain(&mut hub);
+    for (n, (epoch, seq)) in [
+        (2, (epoch.as_str(), 2)),
+        (3, ("other", 5)),
+        (4, (epoch.as_str(), 9)),
+    ] {
+        hello(&mut hub, n, &format!("c{n}"), T0);
+        drain(&mut hub);
+        let got = join_since(&mut hub, n, epoch, seq);
+        assert!(
+            matches!(
+                &got[..],
+                [ServerMessage::Joined {
+                    recovered: false,
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+    }
+    // The oldest message still held is seq 4: since 3 is covered.
+    hello(&mut hub, 5, "c5", T0);
+    drain(&mut hub);
+    let got = join_since(&mut hub, 5, &epoch, 3);
+    assert_eq!(got.len(), 4);
+    assert!(matches!(
+        &got[3],
+        ServerMessage::Joined {
+            recovered: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn epochs_differ_between_hub_instances() {
+    let mut first = hub();
+    let mut second = Hub::new(HubConfig::default(), 8);
+    hello(&mut first, 1, "ada", T0);
+    hello(&mut second, 1, "ada", T0);
+    assert_ne!(
+        epoch_of(&mut first, 1, "app/chat"),
+        epoch_of(&mut second, 1, "app/chat")
+    );
+}
+
+#[test]
+fn history_expires_after_the_ttl() {
+    let config = HubConfig::default().with_history_ttl(Duration::from_secs(10));
+    let mut hub = Hub::new(config, 7);
+    hello(&mut hub, 1, "ada", T0);
+    let epoch = epoch_of(&mut hub, 1, "app/chat");
+    publish(&mut hub, 1, "a", "app/chat", "1", T0);
+    publish(&mut hub, 1, "b", "app/chat", "2", Duration::from_secs(4));
+    hub.receive(
+        1,
+        r#"{"type":"leave","id":1,"room":"app/chat"}"#,
+        Duration::from_secs(4),
+    )
+    .unwrap();
+    assert_eq!(hub.poll_timeout(), Some(Duration::from_secs(10)));
+    hub.handle_timeout(Duration::from_secs(10));
+    assert_eq!(hub.poll_timeout(), Some(Duration::from_secs(14)));
+    hello(&mut hub, 2, "bob", Duration::from_secs(10));
+    drain(&mut hub);
+    // Message 1 is gone, message 2 is still there.
+    let got = join_since(&mut hub, 2, &epoch, 0);
+    assert!(
+        matches!(
+            &got[..],
+            [ServerMessage::Joined {
+                recovered: false,
+                ..
+            }]
+        ),
+        "{got:?}"
+    );
+    let got = join_since(&mut hub, 2, &epoch, 1);
+    assert_eq!(got[0], message("app/chat", 2, "ada", json!(2)));
+    // With no members and no history left, the room is gone.
+    hub.receive(
+        2,
+        r#"{"type":"leave","id":1,"room":"app/chat"}"#,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    hub.handle_timeout(Duration::from_secs(14));
+    assert_eq!(hub.room_count(), 0);
+    assert_eq!(hub.poll_timeout(), None);
+}
+
+#[test]
+fn every_error_code_echoes_the_id_and_the_connection_stays_usable() {
+    let mut hub = Hub::new(HubConfig::default().with_max_payload(8), 7);
+    hub.connect(1, T0);
+    let e = hub
+        .receive(1, r#"{"type":"join","id":1,"room":"app/a"}"#, T0)
+        .unwrap_err();
+    assert_eq!(
+        (e.id, e.code),
+        (Some(Id::Number(1)), ErrorCode::HelloRequired)
+    );
+    assert_eq!(
+        error_code(&drain(&mut hub)[0].1),
+        (Some(Id::Number(1)), ErrorCode::HelloRequired)
+    );
+    hello(&mut hub, 1, "ada", T0);
+    hub.restrict(1, &["app"]);
+    join(&mut hub, 1, "app/a", T0);
+    drain(&mut hub);
+    let cases: Vec<(&str, Option<Id>, ErrorCode)> = vec![
+        ("not json", None, ErrorCode::BadJson),
+        ("42", None, ErrorCode::BadJson),
+        (r#"{"id":2}"#, Some(Id::Number(2)), ErrorCode::BadMessage),
+        (
+            r#"{"type":"publish","id":"p","room":"app/a"}"#,
+            Some(Id::Text("p".into())),
+            ErrorCode::BadMessage,
+        ),
+        (
+            r#"{"type":"hello","client":"ada"}"#,
+            None,
+            ErrorCode::BadMessage,
+        ),
+        (
+            r#"{"type":"shout","id":3}"#,
+            Some(Id::Number(3)),
+            ErrorCode::UnknownType,
+        ),
+        (
+            r#"{"type":"join","id":4,"room":"no-slash"}"#,
+            Some(Id::Number(4)),
+            ErrorCode::BadRoom,
+        ),
+        (
+            r#"{"type":"leave","id":5,"room":"app/b"}"#,
+            Some(Id::Number(5)),
+            ErrorCode::NotJoined,
+        ),
+        (
+            r#"{"type":"publish","id":6,"room":"app/b","data":1}"#,
+            Some(Id::Number(6)),
+            ErrorCode::NotJoined,
+        ),
+        (
+            r#"{"type":"presence","room":"app/b","presence":1}"#,
+            None,
+            ErrorCode::NotJoined,
+        ),
+        (
+            r#"{"type":"publish","id":7,"room":"app/a","data":"123456789"}"#,
+            Some(Id::Number(7)),
+            ErrorCode::TooLarge,
+        ),
+        (
+            r#"{"type":"join","id":8,"room":"admin/a"}"#,
+            Some(Id::Number(8)),
+            ErrorCode::Unauthorized,
+        ),
+    ];
+    for (text, id, code) in cases {
+        let e = hub.receive(1, text, T0).unwrap_err();
+        assert_eq!((&e.id, e.code), (&id, code), "{text}");
+        let out = drain(&mut hub);
+        assert_eq!(out.len(), 1, "{text}");
+        assert_eq!(error_code(&out[0].1), (id, code), "{text}");
+        let ServerMessage::Error { message, .. } = &out[0].1 else {
+            unreachable!()
+        };
+        assert!(!message.is_empty());
+        hub.receive(1, r#"{"type":"ping","id":"after"}"#, T0)
+            .unwrap();
+        assert_eq!(
+            drain(&mut hub),
+            [(
+                1,
+                ServerMessage::Pong {
+                    id: Id::Text("after".into())
+                }
+            )]
+        );
+    }
+    let wire = r#"{"type":"error","id":6,"code":"not_joined","message":"not joined to `app/b`"}"#;
+    hub.receive(
+        1,
+        r#"{"type":"publish","id":6,"room":"app/b","data":1}"#,
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(&*hub.poll_delivery().unwrap().1, wire);
+}
+
+#[test]
+fn payload_limit_counts_compact_json_bytes_and_refusal_takes_no_seq() {
+    let mut hub = Hub::new(HubConfig::default().with_max_payload(10), 7);
+    hello(&mut hub, 1, "ada", T0);
+    join(&mut hub, 1, "app/a", T0);
+    drain(&mut hub);
+    publish(&mut hub, 1, "a", "app/a", r#""12345678""#, T0); // exactly 10 bytes
+    let text = r#"{"type":"publish","id":"b","room":"app/a","data":"123456789"}"#;
+    assert_eq!(
+        hub.receive(1, text, T0).unwrap_err().code,
+        ErrorCode::TooLarge
+    );
+    publish(&mut hub, 1, "c", "app/a", r#"[1, 2,  3]"#, T0); // 7 bytes once compact
+    let acks: Vec<_> = drain(&mut hub)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, ServerMessage::Ack { .. }))
+        .collect();
+    assert_eq!(acks, [(1, ack("a", 1)), (1, ack("c", 2))]);
+}
+
+#[test]
+fn ping_gets_pong_and_dropped_messages_become_a_gap() {
+    let mut hub = two_members();
+    hub.receive(2, r#"{"type":"ping","id":11}"#, T0).unwrap();
+    hub.dropped(2, "app/chat", 4, 9);
+    hub.dropped(99, "app/chat", 1, 1); // unknown connection: nothing
+    assert_eq!(
+        drain(&mut hub),
+        [
+            (2, ServerMessage::Pong { id: Id::Number(11) }),
+            (
+                2,
+                ServerMessage::Gap {
+                    room: "app/chat".into(),
+                    from_seq: 4,
+                    to_seq: 9
+                }
+            ),
+        ]
+    );
+}
+
+/// Texts close to commands, so that the hub gets past the JSON parser often.
+fn command_text() -> impl Strategy<Value = String> {
+    let kind = prop_oneof![
+        Just("hello"),
+        Just("join"),
+        Just("leave"),
+        Just("publish"),
+        Just("presence"),
+        Just("ping"),
+        Just("pong"),
+        Just(""),
+    ];
+    let room = prop_oneof![
+        Just("app/a"),
+        Just("app/b"),
+        Just("admin/a"),
+        Just("bad"),
+        Just("a/b/c")
+    ];
+    let value = prop_oneof![
+        Just("1"),
+        Just("\"x\""),
+        Just("null"),
+        Just("{\"k\":[1]}"),
+        Just("-1")
+    ];
+    (kind, room, value, any::<u8>()).prop_map(|(kind, room, value, mask)| {
+        let mut fields = vec![format!(r#""type":"{kind}""#)];
+        let optional = [
+            format!(r#""id":{value}"#),
+            format!(r#""room":"{room}""#),
+            format!(r#""data":{value}"#),
+            format!(r#""presence":{value}"#),
+            format!(r#""client":{value}"#),
+            r#""since":{"epoch":"e","seq":1}"#.to_string(),
+        ];
+        for (bit, field) in optional.into_iter().enumerate() {
+            if mask & (1 << bit) != 0 {
+                fields.push(field);
+            }
+        }
+        format!("{{{}}}", fields.join(","))
+    })
+}
+
+proptest! {
+    #[test]
+    fn any_text_yields_deliveries_or_an_error(
+        texts in proptest::collection::vec(prop_oneof![any::<String>(), command_text()], 1..20)
+    ) {
+        let mut hub = hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/a", T0);
+        drain(&mut hub);
+        for text in texts {
+            let result = hub.receive(1, &text, T0);
+            let out = drain(&mut hub);
+            match result {
+                Err(e) => {
+                    prop_assert_eq!(out.len(), 1);
+                    prop_assert_eq!(error_code(&out[0].1), (e.id, e.code));
+                }
+                Ok(()) => {
+                    let presence = matches!(
+                        decode(&text),
+                        Ok(super::protocol::ClientMessage::Presence { .. })
+                    );
+                    prop_assert!(presence || !out.is_empty());
+                }
+            }
+            hub.handle_timeout(Duration::from_secs(1));
+            drain(&mut hub);
+        }
+    }
+
+    #[test]
+    fn any_interleaving_keeps_seq_gapless_and_deliveries_in_order(
+        ops in proptest::collection::vec((0u32..4, 0u8..6, 0usize..2), 1..80)
+    ) {
+        let rooms = ["app/a", "app/b"];
+        let mut hub = Hub::new(HubConfig::default().with_history_size(5), 1);
+        for conn in 0..4 {
+            hello(&mut hub, conn, &format!("c{conn}"), T0);
+        }
+        let mut next_id = 0;
+        let mut published: Vec<Vec<u64>> = vec![Vec::new(); 2];
+        let mut seen: Vec<Vec<Vec<u64>>> = vec![vec![Vec::new(); 2]; 4];
+        for (step, (conn, op, room)) in ops.into_iter().enumerate() {
+            let now = ms(step as u64 * 30);
+            let name = rooms[room];
+            match op {
+                0 | 1 => {
+                    next_id += 1;
+                    let text = format!(r#"{{"type":"publish","id":{next_id},"room":"{name}","data":1}}"#);
+                    let _ = hub.receive(conn, &text, now);
+                }
+                2 => { let _ = hub.receive(conn, &format!(r#"{{"type":"join","id":0,"room":"{name}"}}"#), now); }
+                3 => { let _ = hub.receive(conn, &format!(r#"{{"type":"leave","id":0,"room":"{name}"}}"#), now); }
+                4 => {
+                    let text = format!(r#"{{"type":"presence","room":"{name}","presence":{step}}}"#);
+                    let _ = hub.receive(conn, &text, now);
+                }
+                _ => {
+                    hub.disconnect(conn, now);
+                    hello(&mut hub, conn, &format!("c{conn}"), now);
+                    seen[conn as usize] = vec![Vec::new(); 2];
+                }
+            }
+            hub.handle_timeout(now);
+            for (to, message) in drain(&mut hub) {
+                match message {
+                    ServerMessage::Ack { seq, .. } => prop_assert!(seq >= 1),
+                    ServerMessage::Message { room, seq, .. } => {
+                        let r = rooms.iter().position(|n| *n == room).unwrap();
+                        // The first delivery of each message: seqs of a room are 1, 2, 3…
+                        if published[r].last() != Some(&seq) {
+                            prop_assert_eq!(seq, published[r].len() as u64 + 1, "room seq gapless");
+                            published[r].push(seq);
+                        }
+                        let mine = &mut seen[to as usize][r];
+                        prop_assert!(mine.last().is_none_or(|last| *last < seq), "member order");
+                        mine.push(seq);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
