@@ -6,6 +6,8 @@ anywhere: `python3 fuzz/seeds.py`. Only seed-* files are rewritten; reproducers 
 them (regress-*) are left alone.
 """
 
+import base64
+import hashlib
 import struct
 from pathlib import Path
 
@@ -144,6 +146,79 @@ def consume(n):
 TRANSMIT = bytes([0x0D])
 EOF = bytes([0x0E])
 
+
+# ---------------------------------------------------------------------------- permessage-deflate
+
+PMD = b"permessage-deflate"
+CHROMIUM_OFFER = PMD + b"; client_max_window_bits"
+FIREFOX_OFFER = PMD
+
+
+def deflate_config(snct=False, cnct=False, level=0, threshold16=0, server_bits=15, client_bits=15):
+    """deflate_negotiation's two configuration bytes (flags, windows)."""
+    flags = (1 if snct else 0) | (2 if cnct else 0) | (level << 2) | (threshold16 << 6)
+    return bytes([flags, server_bits | client_bits << 4])
+
+
+DEFAULT_CONFIG = deflate_config(level=6, threshold16=2)
+
+SERVER, CLIENT = 0, 1
+LEVELS = {0: 0, 1: 1, 6: 2, 9: 3}
+THRESHOLDS = {0: 0, 1: 1, 8: 2, 32: 3, 64: 4, 100: 5, 150: 6, 1000: 7}
+
+
+def deflate_setup(role=SERVER, snct=False, cnct=False, level=6, threshold=32, server_bits=15,
+                  client_bits=15, peer=0, peer_server_bits=15, peer_client_bits=15):
+    """deflate_connection's 4 setup bytes: ours, then the peer's offer (server) or policy
+    (client), whose window bits are 8..=15."""
+    local = role | (2 if snct else 0) | (4 if cnct else 0) | LEVELS[level] << 3 \
+        | THRESHOLDS[threshold] << 5
+    return bytes([local, server_bits | client_bits << 4, peer,
+                  (peer_server_bits - 8) | (peer_client_bits - 8) << 4])
+
+
+# The offer bits of a server's peer (the policy bits of a client's: 1, 2 and NO_HEADER).
+O_SNCT, O_CNCT, O_SMWB, O_CMWB, O_CMWB_VALUE, O_WEBKIT_FIRST, O_FALLBACK, NO_HEADER = (
+    1 << i for i in range(8))
+
+SYNC, FULL, FINAL, PLAIN = range(4)
+REPEATS = {1: 0, 4: 1, 16: 2, 128: 3}
+
+
+def compressed(data, binary=False, ending=SYNC, level=6, repeat=1, fresh=False, shape=0,
+               key=b"\x00\x00\x00\x00", ping=False, lending=False):
+    """deflate_connection's op: a message the peer compresses (see checks_deflate.rs)."""
+    hi = 8 | (1 if ping else 0) | (4 if lending else 0)
+    mode = (1 if binary else 0) | ending << 1 | LEVELS[level] << 3 | REPEATS[repeat] << 5 \
+        | (0x80 if fresh else 0)
+    return bytes([0x0F | hi << 4, mode, shape]) + key + bytes([len(data)]) + data
+
+
+def client_accept():
+    """The Sec-WebSocket-Accept for the key of the client connections of checks.rs: their
+    random source (an LCG) gives the 16 bytes of the nonce."""
+    state, nonce = 0x2545F491, bytearray()
+    for _ in range(16):
+        state = (state * 1664525 + 1013904223) % (1 << 32)
+        nonce.append(state >> 24)
+    key = base64.b64encode(bytes(nonce))
+    digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+    return base64.b64encode(digest).decode()
+
+
+def response_with_extensions(value):
+    return response_101(accept=client_accept(), extra=b"Sec-WebSocket-Extensions: " + value
+                        + b"\r\n")
+
+
+# RFC 7692 §7.2.3: "Hello" compressed (sync flush), again with context takeover, stored, with
+# a final block, as two blocks.
+RFC_HELLO = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+RFC_HELLO_AGAIN = bytes([0xF2, 0x00, 0x11, 0x00, 0x00])
+RFC_HELLO_STORED = bytes([0x00, 0x05, 0x00, 0xFA, 0xFF, 0x48, 0x65, 0x6C, 0x6C, 0x6F, 0x00])
+RFC_HELLO_FINAL = bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0x00])
+RFC_HELLO_TWO_BLOCKS = bytes([0xF2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xCA, 0xC9, 0xC9,
+                              0x07, 0x00])
 
 # ---------------------------------------------------------------------------- the seeds
 
@@ -343,8 +418,166 @@ def seeds():
     }
 
 
+def deflate_seeds():
+    yield "deflate_negotiation", {
+        "chromium": DEFAULT_CONFIG + DEFAULT_CONFIG + CHROMIUM_OFFER,
+        "firefox": DEFAULT_CONFIG + DEFAULT_CONFIG + FIREFOX_OFFER,
+        "every-parameter": deflate_config(client_bits=12) + DEFAULT_CONFIG
+        + PMD + b"; server_no_context_takeover; client_no_context_takeover; "
+        b"server_max_window_bits=10; client_max_window_bits",
+        "every-parameter-strict-policy": deflate_config(True, True, server_bits=9, client_bits=9)
+        + deflate_config(True, False, server_bits=10, client_bits=11)
+        + PMD + b"; server_no_context_takeover; client_no_context_takeover; "
+        b"server_max_window_bits=12; client_max_window_bits=13",
+        "quoted-values": DEFAULT_CONFIG + DEFAULT_CONFIG
+        + PMD + b'; server_max_window_bits="10"; client_max_window_bits="8"',
+        "window-8": deflate_config(server_bits=8, client_bits=8) + deflate_config(server_bits=8)
+        + PMD + b"; server_max_window_bits=8; client_max_window_bits=8",
+        "unclamped-zero-windows": deflate_config(server_bits=0, client_bits=0)
+        + deflate_config(server_bits=0, client_bits=0) + CHROMIUM_OFFER,
+        "webkit-then-pmd": DEFAULT_CONFIG + DEFAULT_CONFIG
+        + b"x-webkit-deflate-frame, " + CHROMIUM_OFFER,
+        "invalid-then-valid": DEFAULT_CONFIG + DEFAULT_CONFIG
+        + PMD + b"; foo, " + PMD + b"; server_no_context_takeover; server_no_context_takeover, "
+        + PMD + b"; server_max_window_bits=7, " + PMD + b"; server_max_window_bits=010, "
+        + PMD + b"; client_max_window_bits=16, " + PMD + b"; server_max_window_bits, "
+        + PMD + b"; client_no_context_takeover=1, " + PMD + b"; client_max_window_bits=9",
+        "case": DEFAULT_CONFIG + DEFAULT_CONFIG + b"PerMessage-Deflate; Server_Max_Window_Bits=9",
+        "response-without-value": DEFAULT_CONFIG + deflate_config(True, server_bits=10)
+        + PMD + b"; client_max_window_bits, " + PMD + b"; server_no_context_takeover; "
+        b"server_max_window_bits=11, " + PMD + b"; server_no_context_takeover; "
+        b"server_max_window_bits=9; client_max_window_bits=15",
+        "unparsable": DEFAULT_CONFIG + DEFAULT_CONFIG + PMD + b'; x="unterminated',
+    }
+
+    hello = b"Hello"
+    chat = b'{"type":"message","room":"app/general","text":"hello everyone"}'
+    masked = dict(key=RFC_MASK)
+    yield "deflate_connection", {
+        # RFC 7692 §7.2.3.1 and §7.2.3.2: zlib (level 6) writes the RFC's bytes.
+        "rfc-hello-twice": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + compressed(hello, **masked)
+        + compressed(hello, ping=True, **masked)
+        + send_text("Hello")
+        + TRANSMIT,
+        "rfc-hello-raw-frames": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + peer_frame(0xC1, RFC_HELLO, **masked)
+        + peer_frame(0xC1, RFC_HELLO_AGAIN, **masked)
+        + peer_frame(0x41, RFC_HELLO[:3], **masked)
+        + peer_frame(0x80, RFC_HELLO[3:], **masked)
+        + peer_frame(0xC1, RFC_HELLO_STORED, **masked)
+        + peer_frame(0xC1, RFC_HELLO_TWO_BLOCKS, **masked)
+        + TRANSMIT,
+        "rfc-hello-final-block-raw": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + peer_frame(0xC1, RFC_HELLO_FINAL, **masked)
+        + peer_frame(0xC1, RFC_HELLO, **masked)
+        + TRANSMIT,
+        # §7.2.3.3 (stored); §7.2.3.4 (a final block, then 0x00) is
+        # regress-rfc7692-final-block-refused.
+        "rfc-hello-stored": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + compressed(hello, level=0, **masked) + TRANSMIT,
+        "fragmented-bytewise": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + compressed(chat, shape=0x01, ping=True, **masked)
+        + compressed(chat, binary=True, ending=FULL, shape=0x2B, lending=True, **masked)
+        + compressed(chat, ending=PLAIN, shape=0x04, **masked)
+        + TRANSMIT,
+        "chromium": bytes([HANDSHAKE | VARIANT | PROTOCOL]) + deflate_setup(peer=O_CMWB)
+        + compressed(chat, **masked)
+        + send_text(chat.decode())
+        + send_text(chat.decode(), via_message=True)
+        + send_binary(bytes(range(200)))
+        + TRANSMIT,
+        "every-parameter": bytes([HANDSHAKE])
+        + deflate_setup(level=9, threshold=0, server_bits=12, client_bits=10,
+                        peer=O_SNCT | O_CNCT | O_SMWB | O_CMWB | O_CMWB_VALUE,
+                        peer_server_bits=11, peer_client_bits=12)
+        + compressed(chat, **masked)
+        + compressed(chat, **masked)
+        + send_text(chat.decode())
+        + send_text(chat.decode())
+        + TRANSMIT,
+        "window-8": bytes([HANDSHAKE])
+        + deflate_setup(peer=O_SMWB | O_CMWB | O_CMWB_VALUE, peer_server_bits=8,
+                        peer_client_bits=8)
+        + compressed(chat, level=9, **masked)
+        + send_text(chat.decode())
+        + TRANSMIT,
+        "sends-streams-fragments": bytes([HANDSHAKE | FRAGMENT])
+        + deflate_setup(level=1, threshold=0)
+        + feed(b"")
+        + send_text("")
+        + send_binary(b"0123456789", repeat_hi=7)
+        + send_binary(bytes(range(256))[1:], repeat_hi=3)
+        + begin()
+        + fragment(b"")
+        + fragment("é".encode()[:1])
+        + finish("é".encode()[1:])
+        + begin(binary=True)
+        + fragment(chat)
+        + finish(b"")
+        + ping(b"p")
+        + close(1000, b"bye")
+        + TRANSMIT,
+        "bomb": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + compressed(bytes(255), binary=True, repeat=128, level=9, **masked) + TRANSMIT,
+        "bomb-tiny": bytes([HANDSHAKE | TINY]) + deflate_setup(peer=0)
+        + compressed(b"a" * 100, repeat=4, level=9, **masked)
+        + TRANSMIT,
+        "invalid-utf8": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + compressed(b"ok\xed\xa0\x80" * 10, **masked) + TRANSMIT,
+        "garbage": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + peer_frame(0xC2, b"\xff\xff\xff\x00\x12", **masked) + TRANSMIT,
+        "rsv1-on-continuation": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + peer_frame(0x41, RFC_HELLO[:3], **masked)
+        + peer_frame(0xC0, RFC_HELLO[3:], **masked) + TRANSMIT,
+        "rsv1-on-ping": bytes([HANDSHAKE]) + deflate_setup(peer=0)
+        + peer_frame(0xC9, b"", **masked) + TRANSMIT,
+        "declined": bytes([HANDSHAKE]) + deflate_setup(peer=NO_HEADER)
+        + send_text(chat.decode())
+        + peer_frame(0xC1, RFC_HELLO, **masked) + TRANSMIT,
+        "webkit-then-fallback": bytes([HANDSHAKE])
+        + deflate_setup(peer=O_WEBKIT_FIRST | O_FALLBACK | O_SMWB, peer_server_bits=9)
+        + compressed(chat, **masked) + send_text(chat.decode() * 3) + TRANSMIT,
+        "client-hello": bytes([HANDSHAKE]) + deflate_setup(role=CLIENT, peer=0)
+        + compressed(hello)
+        + compressed(hello, ending=FULL, level=9)
+        + send_text("Hello")
+        + send_text(chat.decode())
+        + TRANSMIT,
+        "client-strict-policy": bytes([HANDSHAKE])
+        + deflate_setup(role=CLIENT, cnct=True, server_bits=10, client_bits=9, threshold=0,
+                        peer=O_SNCT | O_CNCT, peer_server_bits=9, peer_client_bits=8)
+        + compressed(chat)
+        + compressed(chat, shape=0x03)
+        + send_text(chat.decode())
+        + send_text(chat.decode())
+        + TRANSMIT,
+        "client-declined": bytes([HANDSHAKE]) + deflate_setup(role=CLIENT, peer=NO_HEADER)
+        + send_text(chat.decode()) + peer_frame(0xC1, RFC_HELLO) + TRANSMIT,
+        # 101s of the input's own making, for the client to judge.
+        "client-raw-101": bytes([0]) + deflate_setup(role=CLIENT, peer=0)
+        + feed(response_with_extensions(PMD + b"; server_max_window_bits=10; "
+                                        b"client_max_window_bits=9; server_no_context_takeover"))
+        + peer_frame(0xC1, RFC_HELLO)
+        + send_text(chat.decode())
+        + TRANSMIT,
+        "client-raw-101-invalid": bytes([0]) + deflate_setup(role=CLIENT, peer=0)
+        + feed(response_with_extensions(PMD + b"; client_max_window_bits"))
+        + TRANSMIT,
+        "client-raw-101-twice": bytes([0]) + deflate_setup(role=CLIENT, peer=0)
+        + feed(response_with_extensions(PMD + b", " + PMD))
+        + TRANSMIT,
+        "client-raw-101-unoffered-limit": bytes([0])
+        + deflate_setup(role=CLIENT, server_bits=10, snct=True, peer=0)
+        + feed(response_with_extensions(PMD + b"; server_max_window_bits=12"))
+        + TRANSMIT,
+        "client-bomb": bytes([HANDSHAKE]) + deflate_setup(role=CLIENT, peer=0)
+        + compressed(bytes(255), repeat=128, level=1) + TRANSMIT,
+    }
+
+
 def main():
-    for target, files in seeds():
+    for target, files in list(seeds()) + list(deflate_seeds()):
         directory = CORPUS / target
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("seed-*"):

@@ -317,6 +317,8 @@ pub(crate) struct Codec {
     threshold: usize,
     deflater: Option<Deflate>,
     inflater: Option<Inflate>,
+    /// The message being inflated contained a final deflate block; the rest is padding.
+    inflate_ended: bool,
 }
 
 impl core::fmt::Debug for Codec {
@@ -364,6 +366,7 @@ impl Codec {
             threshold: config.threshold,
             deflater: None,
             inflater: None,
+            inflate_ended: false,
         }
     }
 
@@ -380,6 +383,7 @@ impl Codec {
     /// Compresses one piece of a message into `out` (appending). `last`: the message ends
     /// here, so the RFC 7692 tail is stripped and, without context takeover, the state goes.
     pub(crate) fn compress(&mut self, data: &[u8], last: bool, out: &mut Vec<u8>) {
+        let start_len = out.len();
         let (bits, level) = (self.deflate_bits, self.level);
         let deflater = self
             .deflater
@@ -412,6 +416,12 @@ impl Codec {
             if out.ends_with(&TAIL) {
                 out.truncate(out.len() - TAIL.len());
             }
+            if out.len() == start_len {
+                // Nothing came out (an empty message after a flush): the receiver appends the
+                // tail, which is only a valid empty stored block after a byte holding its
+                // 3 header bits, as zlib writes it.
+                out.push(0x00);
+            }
             if self.deflate_reset {
                 self.deflater = None;
             }
@@ -431,23 +441,30 @@ impl Codec {
         let inflater = self
             .inflater
             .get_or_insert_with(|| Inflate::new(false, bits));
-        let result = inflate_all(inflater, input, out, limit).and_then(|()| {
-            if last {
-                inflate_all(inflater, &TAIL, out, limit)
-            } else {
-                Ok(())
-            }
-        });
-        if result.is_err() || (last && self.inflate_reset) {
+        let result = if self.inflate_ended {
+            // The peer ended its deflate stream (a final block) earlier in this message:
+            // RFC 7692 §7.2.3.4 pads after it; nothing more is data.
+            Ok(Flow::Ended)
+        } else {
+            inflate_all(inflater, input, out, limit).and_then(|flow| match flow {
+                Flow::More if last => inflate_all(inflater, &TAIL, out, limit),
+                flow => Ok(flow),
+            })
+        };
+        let ended = matches!(result, Ok(Flow::Ended));
+        self.inflate_ended = ended && !last;
+        if result.is_err() || (last && (self.inflate_reset || ended)) {
+            // A stream that ended cannot continue: the next message starts a new one.
             self.inflater = None;
         }
-        result
+        result.map(|_| ())
     }
 
     /// Forgets a message whose inflation failed half-way (the connection is failing anyway).
     pub(crate) fn release(&mut self) {
         self.deflater = None;
         self.inflater = None;
+        self.inflate_ended = false;
     }
 }
 
@@ -465,12 +482,20 @@ fn grow_within(out: &mut BytesMut, needed: usize, cap: usize) {
     *out = grown;
 }
 
+/// How a piece of input left the deflate stream.
+enum Flow {
+    /// All input taken; the stream goes on.
+    More,
+    /// A final block ended the stream; any input after it is ignored.
+    Ended,
+}
+
 fn inflate_all(
     inflater: &mut Inflate,
     input: &[u8],
     out: &mut BytesMut,
     limit: usize,
-) -> Result<(), InflateFailure> {
+) -> Result<Flow, InflateFailure> {
     let start_in = inflater.total_in();
     loop {
         let consumed = (inflater.total_in() - start_in) as usize;
@@ -499,24 +524,16 @@ fn inflate_all(
         }
         match result {
             Err(_) => return Err(InflateFailure::Invalid),
-            Ok(zlib_rs::Status::StreamEnd) => {
-                // A final block inside a message: valid deflate, but nothing may follow it.
-                let consumed = (inflater.total_in() - start_in) as usize;
-                return if consumed >= input.len() {
-                    Ok(())
-                } else {
-                    Err(InflateFailure::Invalid)
-                };
-            }
+            Ok(zlib_rs::Status::StreamEnd) => return Ok(Flow::Ended),
             Ok(_) => {
                 let now_consumed = (inflater.total_in() - start_in) as usize;
                 if now_consumed >= input.len() && written < chunk {
-                    return Ok(());
+                    return Ok(Flow::More);
                 }
                 if written == 0 && now_consumed == consumed {
                     // No progress with room to write: the stream cannot go on.
                     return if now_consumed >= input.len() {
-                        Ok(())
+                        Ok(Flow::More)
                     } else {
                         Err(InflateFailure::Invalid)
                     };
@@ -789,6 +806,58 @@ mod tests {
             server.decompress(&[0xff, 0xff, 0xff, 0x00, 0x12], true, &mut out, limit),
             Err(InflateFailure::Invalid)
         );
+    }
+
+    fn takeover() -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+
+    #[test]
+    fn rfc7692_examples_inflate() {
+        let (_, mut server) = pair(takeover());
+        for payload in [
+            &[0xf2u8, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00][..], // §7.2.3.1
+            &[0xf2, 0x00, 0x11, 0x00, 0x00],                   // §7.2.3.2, shares the window
+            &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00], // §7.2.3.4, BFINAL + padding
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],       // a new stream after that one
+        ] {
+            let mut out = BytesMut::new();
+            server.decompress(payload, true, &mut out, 1000).unwrap();
+            assert_eq!(&out[..], b"Hello", "{payload:x?}");
+        }
+        // §7.2.3.3: no compression (a stored block).
+        let mut out = BytesMut::new();
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
+        server.decompress(&stored, true, &mut out, 1000).unwrap();
+        assert_eq!(&out[..], b"Hello");
+    }
+
+    #[test]
+    fn empty_messages_keep_the_stream_valid() {
+        let (mut client, mut server) = pair(takeover());
+        for msg in [&b""[..], b"", b"abc", b"", b"abc"] {
+            round_trip(&mut client, &mut server, msg);
+        }
+        // A streamed message whose last piece is empty.
+        let mut frames = Vec::new();
+        for (piece, last) in [(&b"Hello"[..], false), (b"", true)] {
+            let mut wire = Vec::new();
+            client.compress(piece, last, &mut wire);
+            frames.push((wire, last));
+        }
+        let mut out = BytesMut::new();
+        for (f, last) in &frames {
+            server.decompress(f, *last, &mut out, 1000).unwrap();
+        }
+        assert_eq!(&out[..], b"Hello");
+        round_trip(&mut client, &mut server, b"after");
     }
 
     #[test]

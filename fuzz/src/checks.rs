@@ -4,7 +4,9 @@
 //! Each public function takes raw bytes and panics when a property fails. Structured inputs are
 //! decoded here by a small byte reader rather than by `arbitrary`, so libFuzzer and the stable
 //! replay test read a corpus file the same way. This file uses only `duplex_core`, `bytes` and
-//! `std`: the core's integration test includes it with `#[path]`.
+//! `std`: the core's integration test includes it with `#[path]`. The permessage-deflate checks
+//! (`deflate_negotiation`, `deflate_connection`) are in `checks_deflate.rs`, compiled with the
+//! `deflate` feature only (the fuzz crate's default, the core's own feature in its tests).
 //!
 //! # Input formats
 //!
@@ -42,7 +44,9 @@
 //!   With [`HANDSHAKE`] a valid upgrade request (server) or 101 response (client) is prepended
 //!   to the bytes of the first feed. At the end of the input the peer closes TCP and the
 //!   connection must be over.
+//! - `deflate_negotiation`, `deflate_connection`: see `checks_deflate.rs`.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -58,6 +62,12 @@ use duplex_core::{
     Accept, ClientRequest, CloseCode, Config, Connection, ConnectionState, Event, ExtensionOffer,
     HandshakeError, Message, MessageKind, RandomSource, Request, Response, Role, SendError,
 };
+
+#[cfg(feature = "deflate")]
+#[path = "checks_deflate.rs"]
+mod deflate;
+#[cfg(feature = "deflate")]
+pub use deflate::{deflate_connection, deflate_negotiation};
 
 // ------------------------------------------------------------------------------ input reading
 
@@ -134,11 +144,16 @@ impl Chunker {
         }
     }
 
-    fn split(mut self, data: &[u8]) -> Vec<&[u8]> {
+    fn split(self, data: &[u8]) -> Vec<&[u8]> {
+        self.split_at_most(data, usize::MAX)
+    }
+
+    /// As [`Chunker::split`], in at most `most` chunks: the last one takes the rest.
+    fn split_at_most(mut self, data: &[u8], most: usize) -> Vec<&[u8]> {
         let mut chunks = Vec::new();
         let mut rest = data;
         loop {
-            let len = if self.max == 0 {
+            let len = if self.max == 0 || chunks.len() + 1 >= most {
                 rest.len()
             } else {
                 self.state = self.state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
@@ -619,7 +634,8 @@ pub const PING: u8 = 0x04;
 pub const IDLE: u8 = 0x08;
 /// Send messages in frames of at most 100 bytes.
 pub const FRAGMENT: u8 = 0x10;
-/// Frames of at most 64 bytes and messages of at most 200 (instead of 16 KiB and 64 KiB).
+/// Frames of at most 64 bytes and messages of at most 200 (instead of 16 KiB and 64 KiB, or
+/// 16 KiB with permessage-deflate).
 pub const TINY: u8 = 0x20;
 /// Server: accept with the first offered subprotocol. Client: no handshake timeout.
 pub const PROTOCOL: u8 = 0x40;
@@ -628,6 +644,8 @@ pub const REJECT: u8 = 0x80;
 
 const MAX_FRAME: usize = 16 << 10;
 const MAX_MESSAGE: usize = 64 << 10;
+/// With permessage-deflate: a bomb need not be large to go over the limit.
+const DEFLATE_MAX_MESSAGE: usize = 16 << 10;
 const TINY_MAX_FRAME: usize = 64;
 const TINY_MAX_MESSAGE: usize = 200;
 const MAX_HEAD: usize = 2 << 10;
@@ -637,6 +655,12 @@ const SECOND: Duration = Duration::from_secs(1);
 /// Largest frame a connection sends on its own (a close frame, or a ping): 2-byte header,
 /// masking key, 125-byte control payload.
 const CONTROL_FRAME_MAX: usize = 2 + 4 + MAX_CONTROL_PAYLOAD;
+/// Most bytes a compressed message of `len` bytes can take: zlib's bound for any window and
+/// level (9-bit literals, a block header every 64 bytes at worst), plus the flush.
+fn deflate_bound(len: usize) -> usize {
+    len + len / 8 + len / 64 + 32
+}
+
 /// Largest HTTP response a server writes during the handshake: the error responses and the 101
 /// are under 300 bytes of fixed text, plus at most one piece copied from the head (a method
 /// name in the error body, or a selected subprotocol), itself at most the head.
@@ -681,7 +705,8 @@ const CHROMIUM_REQUEST: &[u8] = b"GET /chat?room=lobby HTTP/1.1\r\n\
 ///   not at all on EOF, and not at all once `Closed` has been delivered;
 /// - once events are taken, the receive buffer holds at most the head limit or the frame limit;
 /// - `handle_timeout(now)` leaves no deadline at or before `now`;
-/// - read as the peer reads it, the output is a valid handshake then valid frames (see `Wire`);
+/// - read as the peer reads it, the output is a valid handshake then valid frames carrying, in
+///   order and unchanged, every message the connection accepted to send (see `Wire`);
 /// - when the input ends the peer closes TCP: the connection ends, and stays silent after.
 pub fn server_connection(data: &[u8]) {
     connection(Role::Server, data);
@@ -694,11 +719,16 @@ pub fn client_connection(data: &[u8]) {
 
 fn connection(role: Role, data: &[u8]) {
     let mut reader = Reader::new(data);
-    let mut driver = Driver::new(role, reader.u8());
-    while let Some(op) = reader.next() {
-        driver.step(op, &mut reader);
-    }
-    driver.end();
+    let flags = reader.u8();
+    Driver::new(role, flags, Extras::default()).run(&mut reader);
+}
+
+/// What a target adds to the flags byte's setup of a [`Driver`].
+#[derive(Debug, Default)]
+struct Extras {
+    /// permessage-deflate: the connection's configuration, the peer's side of the negotiation.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<deflate::Session>>,
 }
 
 /// Deterministic stand-in for `getrandom`.
@@ -729,11 +759,13 @@ struct Seen {
     closed: bool,
 }
 
-/// A message being streamed with `begin_message`: its kind and the bytes accepted so far.
+/// A message being streamed with `begin_message`: its kind, the bytes accepted so far, and
+/// whether it goes out compressed.
 #[derive(Debug)]
 struct Stream {
     kind: MessageKind,
     sent: Vec<u8>,
+    compressed: bool,
 }
 
 /// Plays the driver and the application around one connection, and checks what it sees.
@@ -751,13 +783,26 @@ struct Driver {
     stream: Option<Stream>,
     /// Everything the socket took from the output, checked as the peer would read it.
     wire: Wire,
+    /// permessage-deflate: what was agreed, the peer's compressor, the messages it sent.
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<deflate::Session>>,
 }
 
 impl Driver {
-    fn new(role: Role, flags: u8) -> Self {
+    fn new(role: Role, flags: u8, extras: Extras) -> Self {
+        #[cfg(not(feature = "deflate"))]
+        let Extras {} = extras;
+        #[cfg(feature = "deflate")]
+        let Extras { deflate: session } = extras;
+        #[cfg(feature = "deflate")]
+        let deflate = session.is_some();
+        #[cfg(not(feature = "deflate"))]
+        let deflate = false;
         let tiny = flags & TINY != 0;
         let (max_frame, max_message) = if tiny {
             (TINY_MAX_FRAME, TINY_MAX_MESSAGE)
+        } else if deflate {
+            (MAX_FRAME, DEFLATE_MAX_MESSAGE)
         } else {
             (MAX_FRAME, MAX_MESSAGE)
         };
@@ -778,6 +823,10 @@ impl Driver {
         if flags & FRAGMENT != 0 {
             config = config.with_fragment_size(Some(FRAGMENT_SIZE));
         }
+        #[cfg(feature = "deflate")]
+        if let Some(session) = &session {
+            config = session.configure(config);
+        }
         let now = Duration::ZERO;
         let (conn, prefix) = match role {
             Role::Server => {
@@ -785,6 +834,11 @@ impl Driver {
                     CHROMIUM_REQUEST
                 } else {
                     RFC_REQUEST
+                };
+                #[cfg(feature = "deflate")]
+                let request = &match &session {
+                    Some(session) => session.request(request),
+                    None => request.to_vec(),
                 };
                 (Connection::server(config, now), request.to_vec())
             }
@@ -801,10 +855,21 @@ impl Driver {
                     random_source(),
                     now,
                 );
-                let response = switching_protocols(conn.output(), flags & VARIANT != 0);
+                #[cfg(feature = "deflate")]
+                let extension = session.as_ref().and_then(|s| s.answer(conn.output()));
+                #[cfg(not(feature = "deflate"))]
+                let extension: Option<String> = None;
+                let response =
+                    switching_protocols(conn.output(), flags & VARIANT != 0, extension.as_deref());
                 (conn, response)
             }
         };
+        #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+        let mut wire = Wire::new(role);
+        #[cfg(feature = "deflate")]
+        if session.is_some() {
+            wire.deflate = Some(deflate::WireInflate::default());
+        }
         assert_eq!(conn.role(), role);
         assert_eq!(conn.state(), ConnectionState::Connecting);
         Driver {
@@ -817,8 +882,17 @@ impl Driver {
             prefix: (flags & HANDSHAKE != 0).then_some(prefix),
             seen: Seen::default(),
             stream: None,
-            wire: Wire::new(role),
+            wire,
+            #[cfg(feature = "deflate")]
+            deflate: session,
         }
+    }
+
+    fn run(mut self, reader: &mut Reader<'_>) {
+        while let Some(op) = reader.next() {
+            self.step(op, reader);
+        }
+        self.end();
     }
 
     fn output_len(&self) -> usize {
@@ -836,6 +910,7 @@ impl Driver {
         let hi = op >> 4;
         let growth = match op & 0x0F {
             kind @ (0 | 1) => {
+                self.untrack();
                 let len = usize::from(reader.u16());
                 let bytes = self.with_prefix(reader.bytes(len));
                 self.feed(&bytes, kind == 1);
@@ -900,7 +975,12 @@ impl Driver {
                 self.conn.receive_eof(self.now);
                 Growth::Exactly(0)
             }
+            #[cfg(feature = "deflate")]
+            15 if hi & 8 != 0 && self.deflate.is_some() => {
+                self.feed_compressed(hi, reader, was_connecting)
+            }
             _ => {
+                self.untrack();
                 let frame = self.build_frame(hi, reader);
                 let bytes = self.with_prefix(&frame);
                 self.feed(&bytes, hi & 4 != 0);
@@ -925,6 +1005,15 @@ impl Driver {
             Growth::Shrinks(n) => assert_eq!(after, before - n, "output after op {op:#04x}"),
         }
         assert_eq!(self.conn.buffered_amount(), after);
+    }
+
+    /// The peer sends bytes of its own making: with permessage-deflate, the messages it sends
+    /// are no longer known.
+    fn untrack(&mut self) {
+        #[cfg(feature = "deflate")]
+        if let Some(session) = &mut self.deflate {
+            session.untrack();
+        }
     }
 
     fn with_prefix(&mut self, bytes: &[u8]) -> Vec<u8> {
@@ -1034,41 +1123,77 @@ impl Driver {
         }
     }
 
+    /// Whether a message of `len` bytes (`None`: a streamed message) goes out compressed: only
+    /// with permessage-deflate agreed, our window at least 9 bits (zlib cannot compress with
+    /// 8), and at least the configured threshold.
+    fn compresses(&self, len: Option<usize>) -> bool {
+        #[cfg(feature = "deflate")]
+        return self
+            .deflate
+            .as_ref()
+            .is_some_and(|session| session.compresses(self.role, len));
+        #[cfg(not(feature = "deflate"))]
+        let _ = len;
+        #[cfg(not(feature = "deflate"))]
+        return false;
+    }
+
+    /// Output of one message sent with `send_*`: exact when sent as it is, bounded when
+    /// compressed.
+    fn message_growth(&self, len: usize, compressed: bool) -> Growth {
+        if compressed {
+            Growth::AtMost(self.message_len(deflate_bound(len)))
+        } else {
+            Growth::Exactly(self.message_len(len))
+        }
+    }
+
     /// Checks a send's result against the model; a refused send queues nothing.
     fn judge(
         what: &str,
         result: Result<(), SendError>,
         expected: Result<(), SendError>,
-        size: usize,
+        growth: Growth,
     ) -> Growth {
         assert_eq!(result, expected, "{what}");
-        Growth::Exactly(if result.is_ok() { size } else { 0 })
+        if result.is_ok() {
+            growth
+        } else {
+            Growth::Exactly(0)
+        }
     }
 
     fn send_text(&mut self, text: &str, via_message: bool) -> Growth {
         let expected = self.expect_data_send();
+        let compressed = self.compresses(Some(text.len()));
         let result = if via_message {
             self.conn.send(&Message::Text(text.into()))
         } else {
             self.conn.send_text(text)
         };
-        Self::judge("send_text", result, expected, self.message_len(text.len()))
+        if result.is_ok() {
+            self.wire
+                .expect_message(MessageKind::Text, text.as_bytes(), compressed);
+        }
+        let growth = self.message_growth(text.len(), compressed);
+        Self::judge("send_text", result, expected, growth)
     }
 
     fn send_binary(&mut self, data: &[u8], via_message: bool) -> Growth {
         let expected = self.expect_data_send();
+        let compressed = self.compresses(Some(data.len()));
         let result = if via_message {
             self.conn
                 .send(&Message::Binary(Bytes::copy_from_slice(data)))
         } else {
             self.conn.send_binary(data)
         };
-        Self::judge(
-            "send_binary",
-            result,
-            expected,
-            self.message_len(data.len()),
-        )
+        if result.is_ok() {
+            self.wire
+                .expect_message(MessageKind::Binary, data, compressed);
+        }
+        let growth = self.message_growth(data.len(), compressed);
+        Self::judge("send_binary", result, expected, growth)
     }
 
     fn send_control(&mut self, ping: bool, payload: &[u8]) -> Growth {
@@ -1084,7 +1209,8 @@ impl Driver {
         } else {
             self.conn.send_pong(payload)
         };
-        Self::judge("ping/pong", result, expected, self.frame_len(payload.len()))
+        let growth = Growth::Exactly(self.frame_len(payload.len()));
+        Self::judge("ping/pong", result, expected, growth)
     }
 
     fn close(&mut self, code: CloseCode, reason: &str) -> Growth {
@@ -1104,19 +1230,22 @@ impl Driver {
             assert_eq!(self.conn.state(), ConnectionState::Closing);
             assert!(self.conn.poll_timeout().is_some(), "no close deadline");
         }
-        Self::judge("close", result, expected, self.frame_len(2 + reason.len()))
+        let growth = Growth::Exactly(self.frame_len(2 + reason.len()));
+        Self::judge("close", result, expected, growth)
     }
 
     fn begin_message(&mut self, kind: MessageKind) -> Growth {
         let expected = self.expect_data_send();
+        let compressed = self.compresses(None);
         let result = self.conn.begin_message(kind);
         if result.is_ok() {
             self.stream = Some(Stream {
                 kind,
                 sent: Vec::new(),
+                compressed,
             });
         }
-        Self::judge("begin_message", result, expected, 0)
+        Self::judge("begin_message", result, expected, Growth::Exactly(0))
     }
 
     fn stream_piece(&mut self, data: &[u8], fin: bool) -> Growth {
@@ -1134,19 +1263,29 @@ impl Driver {
             }
             Some(_) => Ok(()),
         };
+        let compressed = self.stream.as_ref().is_some_and(|s| s.compressed);
+        let growth = if compressed {
+            Growth::AtMost(self.frame_len(deflate_bound(data.len())))
+        } else {
+            Growth::Exactly(self.frame_len(data.len()))
+        };
         let result = if fin {
             self.conn.finish_message(data)
         } else {
             self.conn.send_fragment(data)
         };
         if result.is_ok() {
-            if fin {
-                self.stream = None;
-            } else if let Some(stream) = &mut self.stream {
+            if let Some(stream) = &mut self.stream {
                 stream.sent.extend_from_slice(data);
             }
+            if fin {
+                if let Some(stream) = self.stream.take() {
+                    self.wire
+                        .expect_message(stream.kind, &stream.sent, stream.compressed);
+                }
+            }
         }
-        Self::judge("stream piece", result, expected, self.frame_len(data.len()))
+        Self::judge("stream piece", result, expected, growth)
     }
 
     // -------------------------------------------------------------------------- time
@@ -1172,6 +1311,10 @@ impl Driver {
         let mut previous_error = None;
         while let Some(event) = self.conn.poll_event() {
             assert!(!self.seen.closed, "event after Closed: {event:?}");
+            #[cfg(feature = "deflate")]
+            if let Some(session) = &mut self.deflate {
+                session.on_event(&event);
+            }
             let mut error_code = None;
             match event {
                 Event::Request(request) => self.on_request(&request),
@@ -1183,6 +1326,8 @@ impl Driver {
                         "Open before Request"
                     );
                     self.seen.open = true;
+                    #[cfg(feature = "deflate")]
+                    self.deflate_opened();
                 }
                 Event::Message(message) => {
                     self.assert_receiving(&message);
@@ -1354,8 +1499,13 @@ fn received(conn: &Connection) -> usize {
         })
 }
 
-/// The 101 a server would send for the request at the start of a client's output.
-fn switching_protocols(client_output: &[u8], with_protocol: bool) -> Vec<u8> {
+/// The 101 a server would send for the request at the start of a client's output, with the
+/// subprotocol `chat` and a `Sec-WebSocket-Extensions` value if asked.
+fn switching_protocols(
+    client_output: &[u8],
+    with_protocol: bool,
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let end = naive_head_end(client_output, 0).expect("the client writes its request head");
     let request = Request::parse(&client_output[..end]).expect("the client's request parses");
     let key = request
@@ -1368,6 +1518,9 @@ fn switching_protocols(client_output: &[u8], with_protocol: bool) -> Vec<u8> {
     );
     if with_protocol {
         response.push_str("Sec-WebSocket-Protocol: chat\r\n");
+    }
+    if let Some(extensions) = extensions {
+        response.push_str(&format!("Sec-WebSocket-Extensions: {extensions}\r\n"));
     }
     response.push_str("\r\n");
     response.into_bytes()
@@ -1384,9 +1537,19 @@ enum Phase {
     Body(usize),
 }
 
+/// A message the connection accepted to send, as the peer must read it.
+#[derive(Debug)]
+struct Sent {
+    kind: MessageKind,
+    data: Vec<u8>,
+    compressed: bool,
+}
+
 /// Reads a connection's output as its peer would, and checks it is a valid stream: the right
-/// handshake, then well-formed frames (masked by clients only, no RSV bits, valid close
-/// payloads, UTF-8 text, proper fragmentation, nothing after the close frame).
+/// handshake, then well-formed frames (masked by clients only, no RSV bits but RSV1 on the
+/// first frame of a compressed message, valid close payloads, proper fragmentation, nothing
+/// after the close frame) carrying, in order, the very messages the connection accepted to
+/// send (inflated as the peer would when compressed).
 #[derive(Debug)]
 struct Wire {
     sender: Role,
@@ -1395,8 +1558,14 @@ struct Wire {
     phase: Phase,
     /// Server: the key and offered subprotocols of the upgrade request being answered.
     upgrade: Option<(String, Vec<String>)>,
-    message: Option<(MessageKind, Vec<u8>)>,
+    /// The message being read: kind, payload so far, compressed (RSV1 on its first frame).
+    message: Option<(MessageKind, Vec<u8>, bool)>,
     close_sent: bool,
+    /// Messages sent and not yet read, oldest first.
+    sent: VecDeque<Sent>,
+    /// permessage-deflate: the sender's agreed window and context takeover, and the inflater.
+    #[cfg(feature = "deflate")]
+    deflate: Option<deflate::WireInflate>,
 }
 
 impl Wire {
@@ -1409,7 +1578,19 @@ impl Wire {
             upgrade: None,
             message: None,
             close_sent: false,
+            sent: VecDeque::new(),
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
+    }
+
+    /// The connection accepted to send this message: it must come out next.
+    fn expect_message(&mut self, kind: MessageKind, data: &[u8], compressed: bool) {
+        self.sent.push_back(Sent {
+            kind,
+            data: data.to_vec(),
+            compressed,
+        });
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -1456,7 +1637,7 @@ impl Wire {
         }
     }
 
-    fn response_head(&self, head: &[u8]) -> Phase {
+    fn response_head(&mut self, head: &[u8]) -> Phase {
         let bare = ClientRequest::from_url("ws://example.com/").expect("valid URL");
         if let Err(HandshakeError::UnexpectedStatus(status)) = Response::parse(head, "", &bare) {
             assert!(
@@ -1471,8 +1652,18 @@ impl Wire {
             .expect("a 101 without an accepted upgrade request");
         let mut client = bare;
         client.protocols.clone_from(protocols);
-        if let Err(e) = Response::parse(head, key, &client) {
-            panic!("the server's 101 is refused by the client: {e}");
+        #[cfg(feature = "deflate")]
+        if self.deflate.is_some() {
+            client = client.with_extension(ExtensionOffer::new("permessage-deflate"));
+        }
+        #[cfg_attr(not(feature = "deflate"), allow(unused_variables))]
+        let response = match Response::parse(head, key, &client) {
+            Ok(response) => response,
+            Err(e) => panic!("the server's 101 is refused by the client: {e}"),
+        };
+        #[cfg(feature = "deflate")]
+        if let Some(inflate) = &mut self.deflate {
+            inflate.agree(Role::Server, &response.extensions);
         }
         Phase::Frames
     }
@@ -1499,8 +1690,12 @@ impl Wire {
         if let Some(key) = header.mask {
             apply_mask_bytewise(&mut payload, key, 0);
         }
+        // RSV1 marks the first frame of a compressed message: only with permessage-deflate
+        // agreed and a window of at least 9 bits for the sender.
+        let rsv1_allowed =
+            self.compression_agreed() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
         assert!(
-            !(header.rsv1 || header.rsv2 || header.rsv3),
+            !(header.rsv2 || header.rsv3 || (header.rsv1 && !rsv1_allowed)),
             "RSV bits without an extension: {header:?}"
         );
         assert!(!self.close_sent, "frame after the close frame: {header:?}");
@@ -1519,25 +1714,68 @@ impl Wire {
                 } else {
                     MessageKind::Binary
                 };
-                self.message = Some((kind, payload));
+                self.message = Some((kind, payload, header.rsv1));
             }
             OpCode::Continuation => match &mut self.message {
-                Some((_, data)) => data.extend_from_slice(&payload),
+                Some((_, data, _)) => data.extend_from_slice(&payload),
                 None => panic!("continuation frame without a message"),
             },
         }
         if header.opcode.is_data() && header.fin {
-            if let Some((MessageKind::Text, data)) = self.message.take() {
+            if let Some((kind, data, compressed)) = self.message.take() {
+                let data = self.inflated(data, compressed);
+                let Some(sent) = self.sent.pop_front() else {
+                    panic!(
+                        "a {kind:?} message of {} bytes that was never sent",
+                        data.len()
+                    );
+                };
                 assert!(
-                    std::str::from_utf8(&data).is_ok(),
-                    "text message sent is not UTF-8: {data:02x?}"
+                    sent.kind == kind && sent.data == data,
+                    "sent a {:?} message of {} bytes, the peer reads a {kind:?} message of {} \
+                     bytes: {:02x?}... instead of {:02x?}...",
+                    sent.kind,
+                    sent.data.len(),
+                    data.len(),
+                    &data[..data.len().min(32)],
+                    &sent.data[..sent.data.len().min(32)]
+                );
+                assert_eq!(
+                    compressed,
+                    sent.compressed,
+                    "a message of {} bytes sent compressed or not against the configuration",
+                    data.len()
                 );
             }
         }
         true
     }
 
-    /// Everything written was whole: no half frame or half head is left.
+    /// Whether the sender may set RSV1.
+    fn compression_agreed(&self) -> bool {
+        #[cfg(feature = "deflate")]
+        return self
+            .deflate
+            .as_ref()
+            .is_some_and(|d| d.compression_agreed());
+        #[cfg(not(feature = "deflate"))]
+        return false;
+    }
+
+    /// A whole message's payload as the peer reads it: inflated when compressed.
+    fn inflated(&mut self, data: Vec<u8>, compressed: bool) -> Vec<u8> {
+        if !compressed {
+            return data;
+        }
+        #[cfg(feature = "deflate")]
+        if let Some(inflate) = &mut self.deflate {
+            return inflate.inflate(&data);
+        }
+        unreachable!("RSV1 is refused without permessage-deflate")
+    }
+
+    /// Everything written was whole: no half frame or half head is left, and every message sent
+    /// was read.
     fn end(&self) {
         let left = self.bytes.len() - self.parsed;
         assert_eq!(
@@ -1548,5 +1786,14 @@ impl Wire {
         if let Phase::Body(remaining) = self.phase {
             assert_eq!(remaining, 0, "HTTP body shorter than its Content-Length");
         }
+        assert!(
+            self.sent.is_empty(),
+            "{} messages sent never came out: {:?}",
+            self.sent.len(),
+            self.sent
+                .iter()
+                .map(|m| (m.kind, m.data.len()))
+                .collect::<Vec<_>>()
+        );
     }
 }
