@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Turn the JSON lines of benches/compare.sh into markdown tables.
+
+    python3 benches/compare.py reports/bench/compare-DATE.jsonl [--baseline duplex]
+
+One table per metric (msg/s, p99 latency, server CPU per round trip, idle memory per
+connection, handshakes/s), a column per server in the order they first appear, then one ratio
+column per peer, oriented so that above 1 means the baseline (duplex) is better. Lines with an
+"error" field (a cell that failed) show as "failed". Standard library only.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from collections import OrderedDict
+
+
+def fmt_number(v):
+    if v is None:
+        return "–"
+    if v >= 100_000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def fmt_ratio(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def size_label(n):
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n >> 10} KiB"
+    return f"{n} B"
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                print(f"{path}:{number}: not JSON ({e}); skipped", file=sys.stderr)
+    return rows
+
+
+def ratio(base, peer, higher_is_better):
+    if base is None or peer is None or base <= 0 or peer <= 0:
+        return None
+    return base / peer if higher_is_better else peer / base
+
+
+def table(title, note, rows, servers, baseline, higher_is_better, unit):
+    """rows: OrderedDict label -> {server: value or None or 'failed'}."""
+    peers = [s for s in servers if s != baseline]
+    direction = f"{baseline}/peer" if higher_is_better else f"peer/{baseline}"
+    out = [f"### {title}", ""]
+    if note:
+        out += [note, ""]
+    out.append(f"Ratio columns: {direction}; above 1 = {baseline} better.")
+    out.append("")
+    header = ["cell"] + [f"{s} ({unit})" if unit else s for s in servers]
+    header += [f"vs {p}" for p in peers if baseline in servers]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    for label, values in rows.items():
+        cells = [label]
+        for s in servers:
+            v = values.get(s)
+            cells.append("failed" if v == "failed" else fmt_number(v))
+        if baseline in servers:
+            base = values.get(baseline)
+            base = None if base == "failed" else base
+            for p in peers:
+                v = values.get(p)
+                v = None if v == "failed" else v
+                cells.append(fmt_ratio(ratio(base, v, higher_is_better)))
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return "\n".join(out)
+
+
+def echo_label(r):
+    return (
+        f"{r['connections']} conn × {size_label(r['size'])}"
+        + (f" × {r['in_flight']} in flight" if r.get("in_flight", 1) != 1 else "")
+    )
+
+
+def collect(rows, mode, key, label_of):
+    """OrderedDict label -> {server: value}; failed cells map to 'failed'."""
+    table_rows = OrderedDict()
+    for r in rows:
+        if r.get("mode") != mode:
+            continue
+        label = label_of(r)
+        server = r.get("label", "?")
+        value = "failed" if "error" in r else key(r)
+        table_rows.setdefault(label, {})[server] = value
+    return table_rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("jsonl")
+    parser.add_argument("--baseline", default="duplex")
+    args = parser.parse_args()
+    rows = load(args.jsonl)
+    if not rows:
+        sys.exit(f"{args.jsonl}: no results")
+    meta = next((r for r in rows if r.get("mode") == "meta"), None)
+    rows = [r for r in rows if r.get("mode") != "meta"]
+    servers = list(OrderedDict.fromkeys(r.get("label", "?") for r in rows))
+    base = args.baseline
+
+    def lat(name):
+        return lambda r: (r.get("latency_us") or {}).get(name)
+
+    out = []
+    if meta:
+        out.append(
+            f"Commit {meta.get('commit')}, {meta.get('cpus')} × {meta.get('cpu')}, Linux "
+            f"{meta.get('kernel')}; {meta.get('duration_s')} s per cell after "
+            f"{meta.get('warmup_s')} s of warm-up, {meta.get('kind')} messages. Server on CPU 0, "
+            "load generator on CPU 1."
+        )
+        out.append("")
+    echo_note = (
+        "Echo round trips: each connection keeps N messages outstanding (1 unless noted); "
+        "every echo verified byte for byte. Rates and latencies depend on the CPU time the "
+        "scheduler gives the two pinned processes: read them with the interference line at "
+        "the end. CPU per round trip and memory per connection depend far less on it."
+    )
+    out.append(
+        table(
+            "Throughput (echoed messages per second)",
+            echo_note,
+            collect(rows, "echo", lambda r: r.get("msg_per_s"), echo_label),
+            servers, base, True, "msg/s",
+        )
+    )
+    out.append(
+        table(
+            "p99 round-trip latency",
+            "Measured by the load generator (its own loop time included, the same for every server).",
+            collect(rows, "echo", lat("p99"), echo_label),
+            servers, base, False, "µs",
+        )
+    )
+    out.append(
+        table(
+            "Server CPU per round trip",
+            "utime + stime of the server process over the measured window (10 ms clock ticks), divided by round trips.",
+            collect(rows, "echo", lambda r: r.get("server_cpu_us_per_op"), echo_label),
+            servers, base, False, "µs",
+        )
+    )
+    out.append(
+        table(
+            "Idle memory per connection",
+            "Growth of the server's RSS from before opening to 1 s after all connections were open, divided by their number.",
+            collect(rows, "idle", lambda r: r.get("idle_bytes_per_conn"),
+                    lambda r: f"{r['connections']:,} idle connections"),
+            servers, base, False, "bytes",
+        )
+    )
+    connect_rows = collect(rows, "connect", lambda r: r.get("handshakes_per_s"),
+                           lambda r: f"{r['connections']} concurrent: handshakes/s")
+    out.append(
+        table(
+            "Handshake rate",
+            "Each slot: TCP connect, upgrade, close handshake, the server closes TCP; repeat.",
+            connect_rows, servers, base, True, "/s",
+        )
+    )
+    out.append(
+        table(
+            "Handshake cost",
+            None,
+            OrderedDict(
+                list(collect(rows, "connect", lat("p99"),
+                             lambda r: "p99 connect→101 latency (µs)").items())
+                + list(collect(rows, "connect", lambda r: r.get("server_cpu_us_per_op"),
+                               lambda r: "server CPU per handshake (µs)").items())
+            ),
+            servers, base, False, "",
+        )
+    )
+    others = [r.get("other_cpu_pct") for r in rows if r.get("other_cpu_pct") is not None]
+    clients = [r.get("client_cpu_pct") for r in rows
+               if r.get("mode") == "echo" and r.get("client_cpu_pct") is not None]
+    if others:
+        out.append(
+            "Interference: CPU used by other processes during the measured windows, in % of "
+            f"one core (200% = both cores): median {statistics.median(others):.0f}%, max "
+            f"{max(others):.0f}%. Load generator (echo cells): median "
+            f"{statistics.median(clients) if clients else 0:.0f}%, max "
+            f"{max(clients) if clients else 0:.0f}% of its core."
+        )
+        out.append("")
+    failed = [r for r in rows if "error" in r]
+    for r in failed:
+        out.append(f"- failed: {r.get('label')} {r.get('mode')} {r.get('cell', '')}: {r['error']}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# Side-by-side load runs: `duplex echo --threads 1` against echo servers on other WebSocket
+# stacks (tokio-tungstenite, fastwebsockets, Node ws, uWebSockets.js), all driven by
+# duplex-load on loopback.
+#
+#   benches/compare.sh                 the full matrix (about 10 minutes with 5 servers)
+#   benches/compare.sh --quick         a reduced matrix (1 and 100 connections × 20 B and 1 KiB, 2 s each)
+#   benches/compare.sh --duration 10 --warmup 2 --servers duplex,uws --text
+#
+# Matrix: connections 1, 10, 100, 500 × sizes 20 B, 1 KiB, 16 KiB with one message in flight,
+# plus 100 connections × 20 B with 16 in flight; then 10,000 idle connections (server memory
+# per connection) and the handshake rate, for every server. Each server is pinned to CPU 0 and
+# the load generator to CPU 1 (taskset). All servers run side by side and every cell is run
+# against each of them in turn, so slow drifts of the machine's load touch them alike.
+#
+# Writes the raw JSON lines to reports/bench/compare-<date>.jsonl and the markdown tables
+# (also printed) beside them as .md. Every process started here is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+usage() {
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+
+Options:
+  --quick               reduced matrix, 2 s per cell
+  --duration SECS       measured window per cell (default 5; --quick: 2)
+  --warmup SECS         load before each window (default 1; --quick: 0.5)
+  --servers LIST        comma-separated subset of: duplex,tungstenite,fastwebsockets,ws,uws
+  --text                send text messages instead of binary
+  --idle-connections N  idle connections for the memory test (default 10000)
+  --connect-slots N     concurrent connect cycles for the handshake rate (default 10)
+  --no-build            use the binaries and node_modules already built
+  --port-base PORT      first port to try for the servers (default 19100)
+EOF
+}
+
+QUICK=0
+DURATION=""
+WARMUP=""
+SERVERS="duplex,tungstenite,fastwebsockets,ws,uws"
+KIND="--binary"
+IDLE_CONNECTIONS=10000
+CONNECT_SLOTS=10
+BUILD=1
+PORT_BASE=19100
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --duration) DURATION="$2"; shift ;;
+        --warmup) WARMUP="$2"; shift ;;
+        --servers) SERVERS="$2"; shift ;;
+        --text) KIND="--text" ;;
+        --idle-connections) IDLE_CONNECTIONS="$2"; shift ;;
+        --connect-slots) CONNECT_SLOTS="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        --port-base) PORT_BASE="$2"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [[ $QUICK -eq 1 ]]; then
+    DURATION="${DURATION:-2}"
+    WARMUP="${WARMUP:-0.5}"
+    CONNECTIONS=(1 100)
+    SIZES=(20 1024)
+    EXTRA_CELLS=()
+else
+    DURATION="${DURATION:-5}"
+    WARMUP="${WARMUP:-1}"
+    CONNECTIONS=(1 10 100 500)
+    SIZES=(20 1024 16384)
+    # connections:size:in-flight
+    EXTRA_CELLS=("100:20:16")
+fi
+IFS=',' read -r -a SERVER_LIST <<<"$SERVERS"
+
+# --- processes: everything started here is stopped on exit ------------------------------------
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tools, build -------------------------------------------------------------------------------
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "compare.sh: $1 is required ($2)" >&2; exit 1; }
+}
+need cargo "Rust toolchain"
+need python3 "for the tables"
+need taskset "util-linux"
+for s in "${SERVER_LIST[@]}"; do
+    case "$s" in
+        ws|uws) need node "Node.js for the ws and uWebSockets.js peers"; need npm "npm ci" ;;
+        duplex|tungstenite|fastwebsockets) ;;
+        *) echo "compare.sh: unknown server $s" >&2; exit 2 ;;
+    esac
+done
+
+CPUS="$(nproc)"
+if [[ "$CPUS" -ge 2 ]]; then
+    SERVER_CPU=(taskset -c 0)
+    LOAD_CPU=(taskset -c 1)
+else
+    echo "compare.sh: only $CPUS CPU: server and load generator share it (results are not comparable with a 2-CPU run)" >&2
+    SERVER_CPU=()
+    LOAD_CPU=()
+fi
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/release"
+NODE_DIR="$ROOT/benches/peers/node"
+if [[ $BUILD -eq 1 ]]; then
+    echo "== building (release)" >&2
+    cargo build --release -p duplex -p duplex-load -p duplex-peers >&2
+    if [[ " ${SERVER_LIST[*]} " == *" ws "* || " ${SERVER_LIST[*]} " == *" uws "* ]]; then
+        if [[ ! -f "$NODE_DIR/node_modules/.package-lock.json" ||
+              "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules/.package-lock.json" ]]; then
+            (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
+        fi
+    fi
+fi
+
+# Idle connections need one descriptor each here, and one each in the server.
+if [[ "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt $((IDLE_CONNECTIONS + 200)) ]]; then
+    ulimit -n $((IDLE_CONNECTIONS + 200)) 2>/dev/null || {
+        echo "compare.sh: ulimit -n is $(ulimit -n); $IDLE_CONNECTIONS idle connections need $((IDLE_CONNECTIONS + 200))" >&2
+        exit 1
+    }
+fi
+
+# --- servers ------------------------------------------------------------------------------------
+
+server_command() { # NAME PORT
+    case "$1" in
+        duplex) echo "$BIN/duplex echo --listen 127.0.0.1:$2 --threads 1" ;;
+        tungstenite) echo "$BIN/tungstenite-echo --runtime current $2" ;;
+        fastwebsockets) echo "$BIN/fastwebsockets-echo $2" ;;
+        ws) echo "node $NODE_DIR/ws-echo.mjs $2" ;;
+        uws) echo "node $NODE_DIR/uws-echo.mjs $2" ;;
+    esac
+}
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Each server gets a port nothing listens on (duplex and uWS use SO_REUSEPORT: a stale server
+# on the same port would silently take half the load).
+declare -A PORT PID
+NEXT_PORT=$PORT_BASE
+FREE_PORT=""
+next_free_port() { # sets FREE_PORT
+    while port_in_use "$NEXT_PORT"; do
+        NEXT_PORT=$((NEXT_PORT + 1))
+    done
+    FREE_PORT=$NEXT_PORT
+    NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+LOG_DIR="$(mktemp -d)"
+start_server() { # NAME
+    local name="$1" port pid
+    next_free_port
+    port=$FREE_PORT
+    # Word splitting of the command line is intended (paths have no spaces in this tree).
+    # shellcheck disable=SC2046
+    "${SERVER_CPU[@]}" $(server_command "$name" "$port") >"$LOG_DIR/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "compare.sh: $name did not start:" >&2
+            cat "$LOG_DIR/$name.log" >&2
+            exit 1
+        fi
+        if port_in_use "$port"; then
+            PORT[$name]=$port
+            PID[$name]=$pid
+            return
+        fi
+        sleep 0.1
+    done
+    echo "compare.sh: $name is not listening on $port after 10 s" >&2
+    exit 1
+}
+
+stop_server() { # NAME
+    local pid="${PID[$1]}"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# --- runs ---------------------------------------------------------------------------------------
+
+mkdir -p "$ROOT/reports/bench"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$ROOT/reports/bench/compare-$STAMP.jsonl"
+: >"$OUT"
+FAILED=0
+python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
+import json, os, platform, sys
+out, duration, warmup, kind, commit = sys.argv[1:]
+cpu = "unknown"
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+except OSError:
+    pass
+with open(out, "a") as f:
+    f.write(json.dumps({"mode": "meta", "commit": commit, "kernel": platform.release(),
+                        "cpu": cpu, "cpus": os.cpu_count(), "duration_s": float(duration),
+                        "warmup_s": float(warmup), "kind": kind.lstrip("-")}) + "\n")
+EOF
+
+# run NAME MODE ARGS...: one duplex-load run against server NAME; its JSON line goes to $OUT.
+run() {
+    local name="$1" mode="$2" pid line status
+    shift 2
+    local args=(--mode "$mode" --url "ws://127.0.0.1:${PORT[$name]}/" --server-pid "${PID[$name]}"
+        --label "$name" --json "$@")
+    "${LOAD_CPU[@]}" "$BIN/duplex-load" "${args[@]}" >"$LOG_DIR/load.out" 2>"$LOG_DIR/load.err" &
+    pid=$!
+    PIDS+=("$pid")
+    status=0
+    wait "$pid" || status=$?
+    if [[ $status -eq 0 ]] && line="$(tail -n 1 "$LOG_DIR/load.out")" && [[ "$line" == "{"* ]]; then
+        echo "$line" >>"$OUT"
+        sed -n '2,3p' "$LOG_DIR/load.err" | sed "s/^/    /" >&2
+    else
+        FAILED=$((FAILED + 1))
+        local error
+        error="$(grep -m1 'duplex-load:' "$LOG_DIR/load.err" || tail -n 1 "$LOG_DIR/load.err")"
+        echo "    FAILED: $error" >&2
+        python3 - "$OUT" "$name" "$mode" "$error" "$@" <<'EOF'
+import json, sys
+out, name, mode, error, *args = sys.argv[1:]
+opts = dict(zip(args[::2], args[1::2]))
+with open(out, "a") as f:
+    f.write(json.dumps({"label": name, "mode": mode, "error": error,
+                        "connections": int(opts.get("--connections", 1)),
+                        "size": int(opts.get("--size", 20)),
+                        "in_flight": int(opts.get("--in-flight", 1))}) + "\n")
+EOF
+        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+            echo "    $name died; restarting it" >&2
+            start_server "$name"
+        fi
+    fi
+}
+
+echo "== idle memory: $IDLE_CONNECTIONS connections per server, each server freshly started" >&2
+for name in "${SERVER_LIST[@]}"; do
+    start_server "$name"
+    sleep 0.5
+    echo "  $name (port ${PORT[$name]})" >&2
+    run "$name" idle --connections "$IDLE_CONNECTIONS" --duration "$DURATION"
+    stop_server "$name"
+done
+
+echo "== echo matrix: ${DURATION} s per cell after ${WARMUP} s of warm-up" >&2
+for name in "${SERVER_LIST[@]}"; do
+    start_server "$name"
+done
+CELLS=()
+for c in "${CONNECTIONS[@]}"; do
+    for s in "${SIZES[@]}"; do
+        CELLS+=("$c:$s:1")
+    done
+done
+CELLS+=("${EXTRA_CELLS[@]}")
+for cell in "${CELLS[@]}"; do
+    IFS=: read -r c s k <<<"$cell"
+    for name in "${SERVER_LIST[@]}"; do
+        echo "  $name: $c connections × $s B × $k in flight" >&2
+        run "$name" echo --connections "$c" --size "$s" --in-flight "$k" $KIND \
+            --duration "$DURATION" --warmup "$WARMUP"
+    done
+done
+
+echo "== handshake rate: $CONNECT_SLOTS concurrent connect cycles" >&2
+for name in "${SERVER_LIST[@]}"; do
+    echo "  $name" >&2
+    run "$name" connect --connections "$CONNECT_SLOTS" --duration "$DURATION" --warmup "$WARMUP"
+done
+
+TABLES="${OUT%.jsonl}.md"
+python3 "$ROOT/benches/compare.py" "$OUT" | tee "$TABLES"
+echo "raw results: $OUT" >&2
+echo "tables: $TABLES" >&2
+if [[ $FAILED -gt 0 ]]; then
+    echo "compare.sh: $FAILED run(s) failed" >&2
+    exit 1
+fi

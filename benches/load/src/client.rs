@@ -1,0 +1,220 @@
+//! One client connection: a non-blocking TCP socket registered with mio, driving a
+//! `duplex_core::Connection` in the client role.
+//!
+//! Reads go through one buffer per worker thread ([`Connection::receive`] copies what was read
+//! into the core), so a connection holds no read buffer of its own between wake-ups. WRITABLE
+//! interest is registered only while output is pending (and while the TCP connect is in
+//! progress).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duplex_core::{ClientRequest, Config, Connection, Event, RandomSource};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// Why a connection cannot go on; any of these ends a run with a non-zero exit.
+#[derive(Debug)]
+pub enum Failure {
+    /// The TCP connection could not be made, or a read or write failed.
+    Io(io::Error),
+    /// The server refused the handshake, broke the protocol or closed the connection.
+    Protocol(String),
+    /// An echo differs from the message that was sent.
+    Mismatch(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Io(e) => write!(f, "I/O error: {e}"),
+            Failure::Protocol(detail) => write!(f, "{detail}"),
+            Failure::Mismatch(detail) => write!(f, "echo mismatch: {detail}"),
+        }
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+/// Where to connect and how: shared by every connection of a run.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub request: ClientRequest,
+    pub config: Arc<Config>,
+    /// The origin of the `now` passed to the core.
+    pub epoch: Instant,
+}
+
+impl Target {
+    pub fn since_epoch(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
+    }
+}
+
+/// Masking keys for a load generator need no cryptographic strength: a xorshift generator
+/// seeded once per connection keeps `getrandom` out of the per-message path.
+fn fast_random(seed: u64) -> RandomSource {
+    let mut x = seed | 1;
+    Box::new(move |buf: &mut [u8]| {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    })
+}
+
+/// A seed that differs per process and per connection.
+pub fn seed(index: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(index);
+    h.finish()
+}
+
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    pub conn: Connection,
+    connected: bool,
+    writable_interest: bool,
+    /// The server closed its side of TCP (or the socket failed).
+    pub eof: bool,
+}
+
+impl Client {
+    /// Starts a non-blocking TCP connect; the upgrade request is written once it completes.
+    pub fn connect(
+        target: &Target,
+        seed: u64,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+    ) -> Result<Client, Failure> {
+        let mut stream = TcpStream::connect(target.addr)?;
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let conn = Connection::client(
+            target.request.clone(),
+            Arc::clone(&target.config),
+            fast_random(seed),
+            target.since_epoch(now),
+        );
+        Ok(Client {
+            stream,
+            conn,
+            connected: false,
+            writable_interest: true,
+            eof: false,
+        })
+    }
+
+    /// Handles a readiness event: completes the TCP connect if needed, reads everything the
+    /// socket holds (handing every event to `on_event` with the time of the read that brought
+    /// it), then writes the pending output.
+    pub fn service<F>(
+        &mut self,
+        target: &Target,
+        registry: &Registry,
+        token: Token,
+        buf: &mut [u8],
+        mut on_event: F,
+    ) -> Result<(), Failure>
+    where
+        F: FnMut(&mut Connection, Event, Instant) -> Result<(), Failure>,
+    {
+        if !self.connected && !self.finish_connect()? {
+            return Ok(());
+        }
+        while !self.eof {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    let t = Instant::now();
+                    self.eof = true;
+                    self.conn.receive_eof(target.since_epoch(t));
+                    self.drain(t, &mut on_event)?;
+                }
+                Ok(n) => {
+                    let t = Instant::now();
+                    self.conn.receive(target.since_epoch(t), &buf[..n]);
+                    self.drain(t, &mut on_event)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.flush(registry, token)
+    }
+
+    fn drain<F>(&mut self, t: Instant, on_event: &mut F) -> Result<(), Failure>
+    where
+        F: FnMut(&mut Connection, Event, Instant) -> Result<(), Failure>,
+    {
+        while let Some(event) = self.conn.poll_event() {
+            on_event(&mut self.conn, event, t)?;
+        }
+        Ok(())
+    }
+
+    /// True once the non-blocking connect has completed.
+    fn finish_connect(&mut self) -> Result<bool, Failure> {
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e.into());
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                self.connected = true;
+                self.stream.set_nodelay(true)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes what the socket takes of the core's output.
+    pub fn flush(&mut self, registry: &Registry, token: Token) -> Result<(), Failure> {
+        if !self.connected {
+            return Ok(());
+        }
+        loop {
+            let out = self.conn.output();
+            if out.is_empty() {
+                break;
+            }
+            match self.stream.write(out) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => self.conn.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let want_writable = self.conn.buffered_amount() > 0;
+        if want_writable != self.writable_interest {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.writable_interest = want_writable;
+        }
+        Ok(())
+    }
+
+    /// Removes the socket from the poll; dropping the client then closes it.
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+}

@@ -1,0 +1,71 @@
+//! Idle mode: open the connections, then hold them without traffic for the duration. The main
+//! thread measures the server's memory before and after; here any connection the server drops
+//! fails the run.
+
+use std::time::Instant;
+
+use duplex_core::Event;
+use mio::{Events, Poll, Token};
+
+use crate::client::{Failure, Target};
+use crate::pool::{self, Control, READ_BUFFER, Tally, describe};
+
+pub fn worker(
+    target: &Target,
+    indices: &[usize],
+    open_deadline: Instant,
+    control: Control,
+) -> Result<Tally, String> {
+    let mut poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut clients = match pool::open_all(
+        &mut poll,
+        &mut events,
+        target,
+        indices,
+        &mut buf,
+        open_deadline,
+    ) {
+        Ok(clients) => clients,
+        Err(e) => {
+            let _ = control.ready.send(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    let tally = Tally::new();
+    let Some(window) = pool::ready_and_wait(&control) else {
+        return Ok(tally);
+    };
+    loop {
+        let now = Instant::now();
+        if now >= window.end {
+            break;
+        }
+        poll.poll(&mut events, Some(window.end - now))
+            .map_err(|e| format!("poll failed: {e}"))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            clients[i]
+                .service(
+                    target,
+                    poll.registry(),
+                    Token(i),
+                    &mut buf,
+                    |_, event, _| match event {
+                        Event::Error(e) => {
+                            Err(Failure::Protocol(format!("idle connection failed: {e}")))
+                        }
+                        Event::Closed(closed) => Err(Failure::Protocol(format!(
+                            "the server closed an idle connection: {} {:?}",
+                            closed.code, closed.reason
+                        ))),
+                        _ => Ok(()),
+                    },
+                )
+                .map_err(|e| describe(indices, i, &e))?;
+        }
+    }
+    pool::close_all(&mut poll, &mut events, target, clients, &mut buf);
+    Ok(tally)
+}

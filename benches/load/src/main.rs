@@ -1,0 +1,367 @@
+//! `duplex-load`: a load generator for WebSocket echo servers on this machine.
+//!
+//! ```text
+//! duplex-load --url ws://127.0.0.1:9001/ --connections 100 --size 1024 --in-flight 1 \
+//!             --duration 5 --warmup 1 --server-pid "$PID" --json
+//! ```
+//!
+//! Modes (`--mode`):
+//! - `echo` (default): every connection keeps `--in-flight` messages outstanding, checks each
+//!   echo byte for byte (a mismatch ends the run with a non-zero exit) and records its round
+//!   trip. Reports messages per second and latency percentiles.
+//! - `connect`: `--connections` slots each open a connection, complete the handshake, close
+//!   and start over. Reports handshakes per second and handshake latency.
+//! - `idle`: open `--connections` connections and hold them without traffic; with
+//!   `--server-pid`, reports the server's resident-memory growth per connection.
+//!
+//! With `--server-pid` every mode also reports the server's CPU time over the measured window
+//! (per round trip or handshake) and its current and peak RSS. Clients are `duplex-core`
+//! connections on mio, one event loop per `--threads` (default 1).
+
+mod client;
+mod echo;
+mod handshake;
+mod idle;
+mod pool;
+mod procfs;
+mod report;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use duplex_core::{ClientRequest, Config};
+
+use crate::client::Target;
+use crate::echo::EchoSpec;
+use crate::pool::{Control, Tally, Window};
+use crate::report::{Latency, ServerFigures, Summary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Send, wait for the echo, verify it, record the round trip, send the next.
+    Echo,
+    /// Open, complete the handshake, close, repeat.
+    Connect,
+    /// Open the connections and hold them idle.
+    Idle,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "duplex-load",
+    version,
+    about = "Load generator for WebSocket echo servers on 127.0.0.1"
+)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+
+    /// Server URL; only ws:// to 127.0.0.1 (or localhost).
+    #[arg(long, value_name = "URL")]
+    url: String,
+
+    /// Connections (echo, idle) or concurrent connect cycles (connect).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    connections: usize,
+
+    /// Message size in bytes (echo).
+    #[arg(long, default_value_t = 20, value_name = "BYTES")]
+    size: usize,
+
+    /// Send binary messages (the default).
+    #[arg(long, conflicts_with = "text")]
+    binary: bool,
+
+    /// Send text messages.
+    #[arg(long)]
+    text: bool,
+
+    /// Messages outstanding per connection (echo).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    in_flight: usize,
+
+    /// Length of the measured window, in seconds (idle: how long connections are held).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    duration: f64,
+
+    /// Load applied before the measured window, in seconds (not used by idle).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    warmup: f64,
+
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+
+    /// Event-loop threads; connections are spread over them.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+
+    /// Print one JSON line with every figure on stdout (the summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+
+    /// A name for the server under test, repeated in the output.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    label: String,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Connect => "connect",
+            Mode::Idle => "idle",
+        }
+    }
+}
+
+/// Parses the URL and refuses anything but a plain ws:// server on 127.0.0.1.
+fn target(url: &str, size: usize) -> Result<Target, String> {
+    let request = ClientRequest::from_url(url).map_err(|e| format!("--url {url}: {e}"))?;
+    if request.secure {
+        return Err("--url: wss:// is not supported; use ws:// to a server on 127.0.0.1".into());
+    }
+    match request.hostname.as_str() {
+        "127.0.0.1" | "localhost" => {}
+        other => {
+            return Err(format!(
+                "--url: refusing to connect to {other}: duplex-load only loads servers on this \
+                 machine, at 127.0.0.1"
+            ));
+        }
+    }
+    let limit = size.saturating_add(1024).max(64 << 20);
+    let config = Config::default()
+        .with_max_message_size(limit)
+        .with_max_frame_size(limit)
+        .with_handshake_timeout(Some(Duration::from_secs(30)))
+        .with_close_timeout(Duration::from_secs(2));
+    Ok(Target {
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, request.port)),
+        request,
+        config: Arc::new(config),
+        epoch: Instant::now(),
+    })
+}
+
+fn check_args(args: &Args) -> Result<(), String> {
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if args.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if args.mode == Mode::Echo && args.in_flight == 0 {
+        return Err("--in-flight must be at least 1".into());
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        return Err("--duration must be a number of seconds above 0".into());
+    }
+    if !(args.warmup.is_finite() && args.warmup >= 0.0) {
+        return Err("--warmup must be a number of seconds >= 0".into());
+    }
+    let needed = args.connections as u64 + 64;
+    if let Some(limit) = procfs::open_files_limit()
+        && needed > limit
+    {
+        return Err(format!(
+            "{} connections need about {needed} open files but `ulimit -n` is {limit}: raise \
+             it (ulimit -n {needed}) or open fewer",
+            args.connections
+        ));
+    }
+    Ok(())
+}
+
+/// Sleeps until `t`, or until a worker has failed.
+fn sleep_until(t: Instant, failed: &AtomicBool) {
+    loop {
+        let now = Instant::now();
+        if now >= t || failed.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((t - now).min(Duration::from_millis(20)));
+    }
+}
+
+fn read_pid(pid: u32) -> Result<(u64, procfs::Memory), String> {
+    let describe = |e: std::io::Error| format!("cannot read /proc/{pid} (--server-pid): {e}");
+    Ok((
+        procfs::cpu_ticks(Some(pid)).map_err(describe)?,
+        procfs::memory(Some(pid)).map_err(describe)?,
+    ))
+}
+
+fn run(args: &Args) -> Result<Summary, String> {
+    check_args(args)?;
+    let mode = args.mode;
+    let threads = args.threads.min(args.connections);
+    let target = target(&args.url, args.size)?;
+    let ticks_per_second = procfs::clock_ticks_per_second() as f64;
+    let server = args.server_pid;
+    let mut figures = match server {
+        Some(pid) => {
+            let (_, memory) = read_pid(pid)?;
+            Some(ServerFigures {
+                rss_before: (mode == Mode::Idle).then_some(memory.rss),
+                ..ServerFigures::default()
+            })
+        }
+        None => None,
+    };
+    let spec = EchoSpec::new(args.size, args.text, args.in_flight);
+    let open_deadline =
+        Instant::now() + Duration::from_secs(10) + Duration::from_millis(args.connections as u64);
+    let failed = AtomicBool::new(false);
+    let warmup = if mode == Mode::Idle { 0.0 } else { args.warmup };
+    let duration = Duration::from_secs_f64(args.duration);
+
+    let (tally, client_ticks, other_ticks) = std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut window_txs = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        let (spec, target, failed) = (&spec, &target, &failed);
+        for w in 0..threads {
+            let indices: Vec<usize> = (w..args.connections).step_by(threads).collect();
+            let (window_tx, window_rx) = mpsc::channel();
+            window_txs.push(window_tx);
+            let control = Control {
+                ready: ready_tx.clone(),
+                window: window_rx,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("load-{w}"))
+                .spawn_scoped(scope, move || {
+                    let result = match mode {
+                        Mode::Echo => echo::worker(spec, target, &indices, open_deadline, control),
+                        Mode::Connect => handshake::worker(target, &indices, control),
+                        Mode::Idle => idle::worker(target, &indices, open_deadline, control),
+                    };
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        let join = |handles: Vec<std::thread::ScopedJoinHandle<'_, Result<Tally, String>>>| {
+            let mut total = Tally::new();
+            let mut error = None;
+            for handle in handles {
+                match handle.join() {
+                    Ok(Ok(tally)) => total.merge(tally),
+                    Ok(Err(e)) => {
+                        error.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        error.get_or_insert_with(|| "a worker thread panicked".to_string());
+                    }
+                }
+            }
+            error.map_or(Ok(total), Err)
+        };
+
+        for _ in 0..threads {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    // Dropping the window senders calls the other workers off.
+                    drop(window_txs);
+                    join(handles)?;
+                    return Err("a worker stopped before the run started".to_string());
+                }
+            }
+        }
+        if let (Some(pid), Some(f)) = (server, figures.as_mut())
+            && mode == Mode::Idle
+        {
+            std::thread::sleep(Duration::from_secs(1));
+            f.rss_after_open = Some(read_pid(pid)?.1.rss);
+        }
+        let start = Instant::now() + Duration::from_secs_f64(warmup);
+        let window = Window {
+            start,
+            end: start + duration,
+        };
+        for tx in &window_txs {
+            let _ = tx.send(window);
+        }
+        sleep_until(window.start, failed);
+        let server_start = server.map(read_pid).transpose()?;
+        let client_start = procfs::cpu_ticks(None).unwrap_or(0);
+        let machine_start = procfs::machine_busy_ticks().unwrap_or(0);
+        sleep_until(window.end, failed);
+        let server_end = server.map(read_pid).transpose()?;
+        let client_end = procfs::cpu_ticks(None).unwrap_or(0);
+        let machine_end = procfs::machine_busy_ticks().unwrap_or(0);
+        let tally = join(handles)?;
+        let server_ticks = match (server_start, server_end) {
+            (Some((t0, _)), Some((t1, _))) => t1.saturating_sub(t0),
+            _ => 0,
+        };
+        let client_ticks = client_end.saturating_sub(client_start);
+        let other_ticks = machine_end
+            .saturating_sub(machine_start)
+            .saturating_sub(client_ticks + server_ticks);
+        if let (Some(f), Some((t0, _)), Some((t1, memory))) =
+            (figures.as_mut(), server_start, server_end)
+        {
+            f.cpu_seconds = t1.saturating_sub(t0) as f64 / ticks_per_second;
+            f.rss_bytes = memory.rss;
+            f.hwm_bytes = memory.hwm;
+        }
+        Ok((tally, client_ticks, other_ticks))
+    })?;
+    let percent = |ticks: u64| ticks as f64 / ticks_per_second * 100.0 / args.duration;
+
+    Ok(Summary {
+        mode: mode.name(),
+        label: args.label.clone(),
+        url: args.url.clone(),
+        connections: args.connections,
+        size: args.size,
+        text: args.text,
+        in_flight: args.in_flight,
+        threads,
+        duration: args.duration,
+        warmup,
+        ops: tally.ops,
+        errors: tally.errors,
+        first_error: tally.first_error.clone(),
+        latency: Latency::from_histogram(&tally.latency),
+        server: figures,
+        client_cpu_percent: percent(client_ticks),
+        other_cpu_percent: percent(other_ticks),
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(summary) => {
+            if args.json {
+                eprint!("{}", summary.human());
+                println!("{}", summary.json());
+            } else {
+                print!("{}", summary.human());
+            }
+            if summary.mode == "connect" && summary.ops == 0 {
+                eprintln!("duplex-load: no handshake completed");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("duplex-load: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
