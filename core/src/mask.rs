@@ -1,7 +1,8 @@
 //! Payload masking (RFC 6455 §5.3).
 //!
 //! Every byte a client sends, and every byte a server receives, passes through here, so the hot
-//! loop works on 16 bytes at a time; the compiler turns it into SIMD XORs without any `unsafe`.
+//! loop works on 16 bytes at a time as an element-wise XOR of arrays, which the compiler turns
+//! into SIMD XORs without any `unsafe`.
 //! [`apply_mask_bytewise`] is the slow, obviously correct version the fast one is tested against.
 
 /// Bytes processed per step of the word loop; a multiple of 4 so every word starts on the same
@@ -19,19 +20,26 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
     // may answer "impossible" with a huge number, which just sends everything down the slow path.
     let head_len = buf.as_ptr().align_offset(WORD).min(buf.len());
     let (head, body) = buf.split_at_mut(head_len);
-    apply_mask_bytewise(head, key, 0);
+    xor_cycle(head, key);
 
     let key = rotate_key(key, head_len);
-    let key_word = u128::from_ne_bytes(repeat_key(key));
+    let key_word = repeat_key(key);
     let mut words = body.chunks_exact_mut(WORD);
     for word in &mut words {
-        // Always `Ok`: `chunks_exact_mut` only yields full words. The check compiles away.
-        if let Ok(word) = <&mut [u8; WORD]>::try_from(word) {
-            // XOR is bytewise, so native byte order is correct on every target.
-            *word = (u128::from_ne_bytes(*word) ^ key_word).to_ne_bytes();
+        // An element-wise XOR of two 16-byte arrays is what LLVM vectorises (a `u128` XOR
+        // becomes two scalar 64-bit XORs).
+        for (byte, key_byte) in word.iter_mut().zip(key_word) {
+            *byte ^= key_byte;
         }
     }
-    apply_mask_bytewise(words.into_remainder(), key, 0);
+    xor_cycle(words.into_remainder(), key);
+}
+
+/// XOR with the key from its first byte, for the short head and tail.
+fn xor_cycle(buf: &mut [u8], key: [u8; 4]) {
+    for (i, byte) in buf.iter_mut().enumerate() {
+        *byte ^= key[i % 4];
+    }
 }
 
 /// XOR `buf` with the 4-byte masking key, starting at the first byte of the key.
@@ -62,8 +70,8 @@ fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
 
 fn repeat_key(key: [u8; 4]) -> [u8; WORD] {
     let mut repeated = [0; WORD];
-    for (byte, key_byte) in repeated.iter_mut().zip(key.iter().cycle()) {
-        *byte = *key_byte;
+    for (index, byte) in repeated.iter_mut().enumerate() {
+        *byte = key[index % 4];
     }
     repeated
 }
