@@ -334,25 +334,32 @@ impl Server {
             let mut handles = Vec::new();
             let make_handler = &make_handler;
             for (index, (poll, listener)) in workers.into_iter().enumerate() {
-                let parts = WorkerParts {
-                    index,
-                    poll,
-                    listener: Some(listener),
-                    conns: Slab::new(),
-                    timers: TimerHeap::new(),
-                    config: Arc::clone(&config),
-                    core_config: Arc::clone(&core_config),
-                    metrics: Arc::clone(&metrics),
-                    shutdown: shutdown.clone(),
-                    epoch,
-                    now: Duration::ZERO,
-                    dirty: Vec::new(),
-                    drain_deadline: None,
-                    next_serial: 0,
-                };
+                let (config, core_config) = (Arc::clone(&config), Arc::clone(&core_config));
+                let (metrics, shutdown) = (Arc::clone(&metrics), shutdown.clone());
+                // The worker is built on its own thread: the handler need not be `Send`.
                 let handle = std::thread::Builder::new()
                     .name(format!("duplex-worker-{index}"))
-                    .spawn_scoped(scope, move || parts.into_worker(make_handler(index)).run())?;
+                    .spawn_scoped(scope, move || {
+                        Worker {
+                            index,
+                            poll,
+                            listener: Some(listener),
+                            conns: Slab::new(),
+                            timers: TimerHeap::new(),
+                            handler: make_handler(index),
+                            config,
+                            core_config,
+                            metrics,
+                            shutdown,
+                            epoch,
+                            now: Duration::ZERO,
+                            dirty: Vec::new(),
+                            drain_deadline: None,
+                            next_serial: 0,
+                            scratch: vec![0; SCRATCH_SIZE],
+                        }
+                        .run()
+                    })?;
                 handles.push(handle);
             }
             let mut result = Ok(());
@@ -372,47 +379,6 @@ impl Server {
             }
             result
         })
-    }
-}
-
-/// A worker before its thread starts: everything but the (possibly `!Send`) handler.
-struct WorkerParts {
-    index: usize,
-    poll: Poll,
-    listener: Option<TcpListener>,
-    conns: Slab<Conn>,
-    timers: TimerHeap,
-    config: Arc<ServerConfig>,
-    core_config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    shutdown: ShutdownHandle,
-    epoch: Instant,
-    now: Duration,
-    dirty: Vec<usize>,
-    drain_deadline: Option<Duration>,
-    next_serial: u64,
-}
-
-impl WorkerParts {
-    fn into_worker<H: Handler>(self, handler: H) -> Worker<H> {
-        Worker {
-            index: self.index,
-            poll: self.poll,
-            listener: self.listener,
-            conns: self.conns,
-            timers: self.timers,
-            handler,
-            config: self.config,
-            core_config: self.core_config,
-            metrics: self.metrics,
-            shutdown: self.shutdown,
-            epoch: self.epoch,
-            now: self.now,
-            dirty: self.dirty,
-            drain_deadline: self.drain_deadline,
-            next_serial: self.next_serial,
-            scratch: vec![0; SCRATCH_SIZE],
-        }
     }
 }
 
