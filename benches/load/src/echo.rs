@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use duplex_core::{Connection, Event, Message};
-use mio::{Events, Poll, Token};
+use mio::Token;
 
 use crate::client::{Failure, Target};
-use crate::pool::{self, Control, READ_BUFFER, Tally, describe};
+use crate::pool::{self, Control, Tally, describe};
 
 /// Bytes at the front of each message that carry its sequence number.
 const SEQ_DIGITS: usize = 16;
@@ -206,23 +206,12 @@ pub fn worker(
     open_deadline: Instant,
     control: Control,
 ) -> Result<Tally, String> {
-    let mut poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut clients = match pool::open_all(
-        &mut poll,
-        &mut events,
-        target,
-        indices,
-        &mut buf,
-        open_deadline,
-    ) {
-        Ok(clients) => clients,
-        Err(e) => {
-            let _ = control.ready.send(Err(e.clone()));
-            return Err(e);
-        }
-    };
+    let pool::Opened {
+        mut poll,
+        mut events,
+        mut buf,
+        mut clients,
+    } = pool::open_for_worker(target, indices, open_deadline, &control)?;
     let mut flows: Vec<Flow> = indices.iter().map(|_| Flow::new(spec)).collect();
     let mut tally = Tally::new();
     let Some(window) = pool::ready_and_wait(&control) else {

@@ -94,6 +94,41 @@ pub fn describe(indices: &[usize], token: usize, failure: &Failure) -> String {
 
 /// Opens one connection per entry of `indices` (their numbers in the whole run); the token
 /// of `result[i]` is `Token(i)`. Fails on the first connection that does not open.
+/// A worker's connections, open, with the poll and read buffer that serve them.
+pub struct Opened {
+    pub poll: Poll,
+    pub events: Events,
+    pub buf: Vec<u8>,
+    pub clients: Vec<Client>,
+}
+
+/// Opens the connections numbered `indices` for a worker; a failure is also reported to the
+/// main thread through `control`, so it stops waiting for this worker.
+pub fn open_for_worker(
+    target: &Target,
+    indices: &[usize],
+    deadline: Instant,
+    control: &Control,
+) -> Result<Opened, String> {
+    let opened = Poll::new()
+        .map_err(|e| format!("cannot create a poll: {e}"))
+        .and_then(|mut poll| {
+            let mut events = Events::with_capacity(1024);
+            let mut buf = vec![0u8; READ_BUFFER];
+            let clients = open_all(&mut poll, &mut events, target, indices, &mut buf, deadline)?;
+            Ok(Opened {
+                poll,
+                events,
+                buf,
+                clients,
+            })
+        });
+    if let Err(e) = &opened {
+        let _ = control.ready.send(Err(e.clone()));
+    }
+    opened
+}
+
 pub fn open_all(
     poll: &mut Poll,
     events: &mut Events,
