@@ -18,3 +18,17 @@ pub fn port_arg(value: Option<&str>, usage: &str) -> u16 {
         }
     }
 }
+
+/// Listens on 127.0.0.1:`port` and announces it on stdout, or says why not and exits 1.
+pub async fn listen(name: &str, port: u16) -> tokio::net::TcpListener {
+    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => {
+            println!("{name} listening on ws://127.0.0.1:{port}/");
+            listener
+        }
+        Err(e) => {
+            eprintln!("{name}: cannot listen on 127.0.0.1:{port}: {e}");
+            exit(1);
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! fastwebsockets' `upgrade` module, on a current-thread tokio runtime (the shape of its own
 //! echo-server example).
 
-use duplex_peers::{MAX_MESSAGE, port_arg};
+use duplex_peers::{MAX_MESSAGE, listen, port_arg};
 use fastwebsockets::{FragmentCollector, OpCode, WebSocketError, upgrade};
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
@@ -10,7 +10,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 const USAGE: &str = "fastwebsockets-echo PORT";
 
@@ -48,14 +47,7 @@ fn main() {
         .build()
         .expect("cannot start the tokio runtime");
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("fastwebsockets-echo: cannot listen on 127.0.0.1:{port}: {e}");
-                std::process::exit(1);
-            }
-        };
-        println!("fastwebsockets-echo listening on ws://127.0.0.1:{port}/");
+        let listener = listen("fastwebsockets-echo", port).await;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,

@@ -2,9 +2,9 @@
 //! the shape of its own echo-server example (`read.forward(write)`, which batches writes while
 //! more messages are ready). `current` (the default) runs everything on one thread.
 
-use duplex_peers::{MAX_MESSAGE, port_arg};
+use duplex_peers::{MAX_MESSAGE, listen, port_arg};
 use futures_util::{StreamExt, TryStreamExt, future};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const USAGE: &str = "tungstenite-echo [--runtime current|multi] PORT";
@@ -48,14 +48,7 @@ fn main() {
     }
     .expect("cannot start the tokio runtime");
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("tungstenite-echo: cannot listen on 127.0.0.1:{port}: {e}");
-                std::process::exit(1);
-            }
-        };
-        println!("tungstenite-echo listening on ws://127.0.0.1:{port}/");
+        let listener = listen("tungstenite-echo", port).await;
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
