@@ -75,12 +75,8 @@ run_server_mode() {
     fi
     local slog="$logdir/autobahn-server-peer.log" klog="$logdir/autobahn-server-kosoku.log"
     log "server under test: $cmd (PORT=$PORT)"
-    start_bg "$slog" bash -c "exec $cmd"
+    start_server "$slog" "$PORT" 30 "server under test" bash -c "exec $cmd"
     local server_pid=$BG_PID
-    wait_for_port "$PORT" "$server_pid" 30 || {
-        show_log "$slog"
-        die "server under test did not start"
-    }
 
     log "kosoku 127.0.0.1:$PORT ${kosoku_args[*]} -o $outdir"
     local start=$SECONDS rc=0
@@ -111,13 +107,9 @@ run_client_mode() {
     fi
     local klog="$logdir/autobahn-client-kosoku.log" clog="$logdir/autobahn-client-peer.log"
     log "kosoku -m fuzzingserver 127.0.0.1:$PORT ${kosoku_args[*]} -o $outdir"
-    start_bg "$klog" timeout --kill-after=10 "$RUN_TIMEOUT" \
+    start_server "$klog" "$PORT" 60 "fuzzing server" timeout --kill-after=10 "$RUN_TIMEOUT" \
         "$VENV/bin/kosoku" -m fuzzingserver "127.0.0.1:$PORT" "${kosoku_args[@]}" -o "$outdir"
     local kosoku_pid=$BG_PID
-    wait_for_port "$PORT" "$kosoku_pid" 60 || {
-        show_log "$klog"
-        die "fuzzing server did not start"
-    }
 
     log "client under test: $cmd (AUTOBAHN_URL=$AUTOBAHN_URL AUTOBAHN_AGENT=$AUTOBAHN_AGENT)"
     local start=$SECONDS rc=0

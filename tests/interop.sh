@@ -36,12 +36,8 @@ start_echo_server() {
     export PORT
     local slog="$logdir/interop-echo-server.log"
     log "echo server: $cmd (PORT=$PORT)"
-    start_bg "$slog" bash -c "exec $cmd"
+    start_server "$slog" "$PORT" 30 "echo server" bash -c "exec $cmd"
     ECHO_PID=$BG_PID
-    wait_for_port "$PORT" "$ECHO_PID" 30 || {
-        show_log "$slog"
-        die "echo server did not start"
-    }
     ECHO_URL="ws://127.0.0.1:$PORT/"
 }
 
@@ -85,12 +81,8 @@ connect_against() {
     local server_args=()
     [[ $mode == deflate ]] && server_args=(--deflate)
     port=$(free_port)
-    start_bg "$slog" node "$INTEROP_DIR/ws_echo_server.mjs" "$port" "${server_args[@]}"
-    local ws_pid=$BG_PID
-    wait_for_port "$port" "$ws_pid" 30 || {
-        show_log "$slog"
-        die "Node ws echo server did not start"
-    }
+    start_server "$slog" "$port" 30 "Node ws echo server" \
+        node "$INTEROP_DIR/ws_echo_server.mjs" "$port" "${server_args[@]}"
     out=$(printf 'hello\nworld\n' |
         timeout --kill-after=5 "$STEP_TIMEOUT" "$DUPLEX_BIN" connect "ws://127.0.0.1:$port/" \
             2>"$logdir/interop-connect.stderr") || rc=$?

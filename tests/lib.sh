@@ -97,6 +97,19 @@ wait_for_port() {
     return 1
 }
 
+# start_server LOGFILE PORT SECONDS WHAT CMD... : start_bg CMD, then wait up to SECONDS for it to
+# listen on 127.0.0.1:PORT; if it does not, show its log and die saying WHAT did not start.
+# The pid is left in BG_PID.
+start_server() {
+    local logfile=$1 port=$2 timeout=$3 what=$4
+    shift 4
+    start_bg "$logfile" "$@"
+    wait_for_port "$port" "$BG_PID" "$timeout" || {
+        show_log "$logfile"
+        die "$what did not start"
+    }
+}
+
 # wait_pid PID SECONDS : wait for PID to exit by itself, bounded. Returns its
 # exit status, or 124 on timeout (and the process is then killed).
 wait_pid() {

@@ -17,12 +17,8 @@ logdir="$REPO_ROOT/reports/logs"
 mkdir -p "$logdir"
 PORT=$(free_port)
 slog="$logdir/load-echo-server.log"
-start_bg "$slog" "$DUPLEX_BIN" echo --listen "127.0.0.1:$PORT" --threads 2
+start_server "$slog" "$PORT" 30 "duplex echo" "$DUPLEX_BIN" echo --listen "127.0.0.1:$PORT" --threads 2
 SERVER_PID=$BG_PID
-wait_for_port "$PORT" "$SERVER_PID" 30 || {
-    show_log "$slog"
-    die "duplex echo did not start"
-}
 URL="ws://127.0.0.1:$PORT/"
 
 scenario() {
