@@ -11,9 +11,22 @@ column per peer, oriented so that above 1 means the baseline (duplex) is better.
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 from collections import OrderedDict
+
+
+def machine():
+    """What a meta line says about the machine: CPU model and count, kernel."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count()}
 
 
 def fmt_number(v):

@@ -19,6 +19,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 usage() {
     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
@@ -103,9 +105,6 @@ trap 'exit 143' TERM
 
 # --- tools, build -------------------------------------------------------------------------------
 
-need() {
-    command -v "$1" >/dev/null 2>&1 || { echo "compare.sh: $1 is required ($2)" >&2; exit 1; }
-}
 need cargo "Rust toolchain"
 need python3 "for the tables"
 need taskset "util-linux"
@@ -127,17 +126,11 @@ else
     LOAD_CPU=()
 fi
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release"
-NODE_DIR="$ROOT/benches/peers/node"
 if [[ $BUILD -eq 1 ]]; then
     echo "== building (release)" >&2
     cargo build --release -p duplex -p duplex-load -p duplex-peers >&2
     if [[ " ${SERVER_LIST[*]} " == *" ws "* || " ${SERVER_LIST[*]} " == *" uws "* ]]; then
-        if [[ ! -f "$NODE_DIR/node_modules/.package-lock.json" ||
-              "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules/.package-lock.json" ]]; then
-            (cd "$NODE_DIR" && npm ci --no-audit --no-fund >&2)
-        fi
+        ensure_node_peers
     fi
 fi
 
@@ -224,17 +217,12 @@ OUT="$ROOT/reports/bench/compare-$STAMP.jsonl"
 : >"$OUT"
 FAILED=0
 python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
-import json, os, platform, sys
+import json, sys
+sys.path.insert(0, "benches")
+from compare import machine
 out, duration, warmup, kind, commit = sys.argv[1:]
-cpu = "unknown"
-try:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
-except OSError:
-    pass
 with open(out, "a") as f:
-    f.write(json.dumps({"mode": "meta", "commit": commit, "kernel": platform.release(),
-                        "cpu": cpu, "cpus": os.cpu_count(), "duration_s": float(duration),
+    f.write(json.dumps({"mode": "meta", "commit": commit, **machine(), "duration_s": float(duration),
                         "warmup_s": float(warmup), "kind": kind.lstrip("-")}) + "\n")
 EOF
 

@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
 # Interop with other WebSocket implementations over 127.0.0.1.
 #
-#   tests/interop.sh [python] [node] [connect]     (no argument: all three)
+#   tests/interop.sh [python] [node] [connect] [chromium]     (no argument: all four)
 #
 #   python   Python `websockets` client (tests/interop/py_client.py) -> duplex echo
 #   node     Node `ws` client (tests/interop/node_client.mjs)         -> duplex echo
 #   connect  `duplex connect` in pipe mode -> Node `ws` echo server
 #            (tests/interop/ws_echo_server.mjs)
+#   chromium headless Chromium's WebSocket (tests/browser/deflate_echo.mjs) -> duplex echo,
+#            three servers: the default (chromium-deflate), --deflate-context-takeover
+#            --deflate-threshold 0 (chromium-deflate-takeover), --deflate off (chromium-plain).
+#            Without Chromium (see tests/setup.sh browser): a failure in CI (CI=true),
+#            otherwise SKIP, which is not counted as passed.
 #
 # INTEROP_SERVER_CMD replaces `duplex echo` for the python and node checks
-# (run by bash with PORT exported), to validate the clients against a
-# known-good server:
+# (run by bash with PORT and DUPLEX_BIN exported), to validate the clients
+# against a known-good server:
 #   INTEROP_SERVER_CMD='node tests/interop/ws_echo_server.mjs $PORT' tests/interop.sh python node
+#
+# The last line counts the cases: `interop.sh: N cases ok, M skipped`.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-STEP_TIMEOUT=30 # seconds, for each client run
+STEP_TIMEOUT=30     # seconds, for each client run
+CHROMIUM_TIMEOUT=90 # seconds, for each Chromium run (launch included; the script stops itself at 60)
 
+export DUPLEX_BIN
 # shellcheck disable=SC2016 # expanded later, by the bash that runs the command
-DEFAULT_SERVER_CMD='"$REPO_ROOT/target/release/duplex" echo --listen "127.0.0.1:$PORT"'
+DEFAULT_SERVER_CMD='"$DUPLEX_BIN" echo --listen "127.0.0.1:$PORT"'
+
+PASSED=0
+SKIPPED=()
 
 logdir="$REPO_ROOT/reports/logs"
 mkdir -p "$logdir"
@@ -41,23 +53,30 @@ start_echo_server() {
     ECHO_URL="ws://127.0.0.1:$PORT/"
 }
 
-# run_client NAME CMD... : run a client with a bounded time; on failure, say
-# why and show the server's log.
-run_client() {
-    local name=$1 rc=0
-    shift
-    timeout --kill-after=5 "$STEP_TIMEOUT" "$@" </dev/null || rc=$?
+# run_client_against SERVER_PID SERVER_LOG NAME CMD... : run a client with a
+# bounded time (CLIENT_TIMEOUT seconds, default STEP_TIMEOUT); on failure, say
+# why and show the server's log. The server must outlive the client.
+run_client_against() {
+    local pid=$1 slog=$2 name=$3 limit=${CLIENT_TIMEOUT:-$STEP_TIMEOUT} rc=0
+    shift 3
+    timeout --kill-after=5 "$limit" "$@" </dev/null || rc=$?
     if ((rc == 124 || rc == 137)); then
-        echo "interop($name): FAIL: did not finish within ${STEP_TIMEOUT}s" >&2
+        echo "interop($name): FAIL: did not finish within ${limit}s" >&2
     fi
     if ((rc != 0)); then
-        show_log "$logdir/interop-echo-server.log"
+        show_log "$slog"
         die "interop($name) failed (exit $rc)"
     fi
-    if ! kill -0 "$ECHO_PID" 2>/dev/null; then
-        show_log "$logdir/interop-echo-server.log"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        show_log "$slog"
         die "interop($name): the echo server died"
     fi
+    PASSED=$((PASSED + 1))
+}
+
+# run_client NAME CMD... : run_client_against the shared echo server.
+run_client() {
+    run_client_against "$ECHO_PID" "$logdir/interop-echo-server.log" "$@"
 }
 
 check_python() {
@@ -100,6 +119,7 @@ connect_against() {
         die "interop(connect-deflate): permessage-deflate was not negotiated"
     fi
     echo "interop(connect-$mode): ok"
+    PASSED=$((PASSED + 1))
 }
 
 check_connect() {
@@ -109,18 +129,50 @@ check_connect() {
     connect_against deflate
 }
 
+# chromium_against NAME CLIENT_ARGS -- SERVER_ARGS... : a `duplex echo SERVER_ARGS` of its own,
+# and tests/browser/deflate_echo.mjs against it, expecting what CLIENT_ARGS say.
+chromium_against() {
+    local name=$1 client_args port slog="$logdir/interop-$1-server.log"
+    [[ ${3:-} == -- ]] || die "chromium_against: expected NAME CLIENT_ARGS -- SERVER_ARGS..."
+    read -r -a client_args <<<"$2"
+    shift 3
+    port=$(free_port)
+    start_server "$slog" "$port" 30 "duplex echo $*" \
+        "$DUPLEX_BIN" echo --listen "127.0.0.1:$port" "$@"
+    CLIENT_TIMEOUT=$CHROMIUM_TIMEOUT run_client_against "$BG_PID" "$slog" "$name" \
+        node "$BROWSER_DIR/deflate_echo.mjs" "ws://127.0.0.1:$port/" --name "$name" "${client_args[@]}"
+    stop_pid "$BG_PID"
+}
+
+check_chromium() {
+    bash "$REPO_ROOT/tests/setup.sh" browser
+    if [[ ! -x $CHROMIUM ]]; then
+        local how="install it (apt-get install chromium, or tests/setup.sh browser as root) or set CHROMIUM"
+        [[ ${CI:-} != true ]] || die "interop(chromium): $CHROMIUM not found: $how"
+        echo "interop(chromium): SKIP: $CHROMIUM not found: $how" >&2
+        SKIPPED+=(chromium-deflate chromium-deflate-takeover chromium-plain)
+        return 0
+    fi
+    [[ -x $DUPLEX_BIN ]] || die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
+    chromium_against chromium-deflate "--expect deflate" --
+    chromium_against chromium-deflate-takeover "--expect deflate --server-context-takeover" -- \
+        --deflate-context-takeover --deflate-threshold 0
+    chromium_against chromium-plain "--expect plain" -- --deflate off
+}
+
 main() {
     local checks=("$@") c
-    ((${#checks[@]})) || checks=(python node connect)
+    ((${#checks[@]})) || checks=(python node connect chromium)
     for c in "${checks[@]}"; do
         case $c in
-        python | node | connect) ;;
-        *) die "unknown check '$c' (expected: python, node, connect)" ;;
+        python | node | connect | chromium) ;;
+        *) die "unknown check '$c' (expected: python, node, connect, chromium)" ;;
         esac
     done
     for c in "${checks[@]}"; do
         "check_$c"
     done
+    echo "interop.sh: $PASSED cases ok, ${#SKIPPED[@]} skipped${SKIPPED[*]:+ (${SKIPPED[*]})}"
 }
 
 main "$@"

@@ -18,7 +18,13 @@ CACHE_DIR="$REPO_ROOT/tests/.cache"
 VENV="$CACHE_DIR/venv"
 # shellcheck disable=SC2034
 INTEROP_DIR="$REPO_ROOT/tests/interop"
-DUPLEX_BIN="${DUPLEX_BIN:-$REPO_ROOT/target/release/duplex}" # overridable to test the harness
+# shellcheck disable=SC2034
+BROWSER_DIR="$REPO_ROOT/tests/browser"
+# The browser the Chromium tests drive (tests/browser/lib.mjs reads the same variable).
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+export CHROMIUM
+# Overridable to test the harness; follows CARGO_TARGET_DIR like cargo does.
+DUPLEX_BIN="${DUPLEX_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/duplex}"
 
 # The name used in messages: the script's own name.
 SCRIPT_NAME="$(basename "${BASH_SOURCE[1]:-$0}")"

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Installs the tools the conformance and interop steps need, idempotently.
 #
-#   tests/setup.sh [python] [node]     (no argument: both)
+#   tests/setup.sh [python] [node] [browser]     (no argument: all three)
 #
-# - python: a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
+# - python:  a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
 #   runner) and websockets, pinned below.
-# - node:   `npm ci` in tests/interop/ from the committed package-lock.json
+# - node:    `npm ci` in tests/interop/ from the committed package-lock.json
 #   (ws 8.x).
+# - browser: Debian's chromium at $CHROMIUM (default /usr/bin/chromium),
+#   installed with apt-get when missing and we are root, and `npm ci` in
+#   tests/browser/ (playwright-core, which drives it and downloads no
+#   browser). Without root and without Chromium: a failure in CI (CI=true),
+#   otherwise a SKIP line, and the Chromium interop cases skip too.
 #
-# Each part is skipped when its stamp file matches the pins, so a second run
-# costs nothing. tests/.cache is gitignored; delete it to force a reinstall.
+# Each part is skipped when its stamp file matches the pins (or, for
+# Chromium, when the binary is there), so a second run costs nothing.
+# tests/.cache is gitignored; delete it to force a reinstall.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -36,37 +42,71 @@ setup_python() {
     printf '%s\n' "$want" >"$stamp"
 }
 
-setup_node() {
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-        # CI provides Node 20; this is a last resort for a bare Debian box.
-        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-            log "node/npm missing: installing Debian's nodejs and npm"
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-        else
-            die "node and npm are required (Node 20)"
-        fi
-    fi
-    local stamp="$CACHE_DIR/interop-npm.stamp" want
-    want="node $(node --version) lock $(sha256sum "$INTEROP_DIR/package-lock.json" | cut -d' ' -f1)"
-    if [[ -f $stamp && "$(cat "$stamp")" == "$want" && -f $INTEROP_DIR/node_modules/ws/package.json ]]; then
+# apt_install PACKAGE...: Debian packages, quietly (root only).
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+can_apt_install() {
+    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null
+}
+
+ensure_node() {
+    command -v node >/dev/null && command -v npm >/dev/null && return 0
+    # CI provides Node 20; this is a last resort for a bare Debian box.
+    can_apt_install || die "node and npm are required (Node 20)"
+    log "node/npm missing: installing Debian's nodejs and npm"
+    apt_install nodejs npm
+}
+
+# npm_ci DIR MODULE: `npm ci` in DIR from its committed package-lock.json,
+# unless the stamp says it was done for this lock file and Node version and
+# node_modules/MODULE is there.
+npm_ci() {
+    local dir=$1 module=$2 stamp want
+    stamp="$CACHE_DIR/$(basename "$dir")-npm.stamp"
+    want="node $(node --version) lock $(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f $stamp && "$(cat "$stamp")" == "$want" && -f $dir/node_modules/$module/package.json ]]; then
         return 0
     fi
-    log "npm ci in tests/interop"
+    log "npm ci in ${dir#"$REPO_ROOT"/}"
     mkdir -p "$CACHE_DIR"
-    (cd "$INTEROP_DIR" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error) >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error) >&2
     printf '%s\n' "$want" >"$stamp"
+}
+
+setup_node() {
+    ensure_node
+    npm_ci "$INTEROP_DIR" ws
+}
+
+setup_browser() {
+    if [[ ! -x $CHROMIUM ]]; then
+        if can_apt_install; then
+            log "$CHROMIUM missing: installing Debian's chromium"
+            apt_install chromium
+            [[ -x $CHROMIUM ]] || die "chromium installed, but $CHROMIUM is still missing (set CHROMIUM to its path)"
+        elif [[ ${CI:-} == true ]]; then
+            die "$CHROMIUM not found and not root: install Chromium (apt-get install chromium) or set CHROMIUM"
+        else
+            log "SKIP: $CHROMIUM not found and not root: the Chromium interop cases will be skipped (install it: apt-get install chromium)"
+        fi
+    fi
+    ensure_node
+    npm_ci "$BROWSER_DIR" playwright-core
 }
 
 main() {
     local parts=("$@")
-    ((${#parts[@]})) || parts=(python node)
+    ((${#parts[@]})) || parts=(python node browser)
     local part
     for part in "${parts[@]}"; do
         case $part in
         python) setup_python ;;
         node) setup_node ;;
-        *) die "unknown part '$part' (expected: python, node)" ;;
+        browser) setup_browser ;;
+        *) die "unknown part '$part' (expected: python, node, browser)" ;;
         esac
     done
 }
