@@ -375,6 +375,14 @@ impl Codec {
         self.deflate_bits != 0 && len >= self.threshold
     }
 
+    /// When our compressor starts afresh for every message (no context takeover), its output
+    /// depends only on the message and this key (window bits, level): connections with equal
+    /// keys can share one compressed copy of a broadcast. `None` with context takeover.
+    pub(crate) fn shared_key(&self) -> Option<(u8, u8)> {
+        (self.deflate_reset && self.deflate_bits != 0 && self.deflater.is_none())
+            .then_some((self.deflate_bits, self.level))
+    }
+
     /// Whether streamed messages (size unknown) are compressed.
     pub(crate) fn compresses_streams(&self) -> bool {
         self.deflate_bits != 0

@@ -119,4 +119,4 @@ pub use handshake::client::{ClientRequest, Response};
 pub use handshake::server::{Accept, Request};
 pub use handshake::{ExtensionOffer, HandshakeError};
 pub use limits::Config;
-pub use message::{Closed, Event, Message, MessageKind, Utf8Bytes};
+pub use message::{Closed, Event, Message, MessageKind, PreparedMessage, Utf8Bytes};

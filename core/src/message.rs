@@ -2,6 +2,8 @@
 
 use alloc::boxed::Box;
 use alloc::string::String;
+#[cfg(feature = "deflate")]
+use alloc::vec::Vec;
 use bytes::Bytes;
 
 use crate::close::CloseCode;
@@ -145,4 +147,59 @@ pub enum Event {
     Error(Error),
     /// The connection is over; see [`crate::Connection::is_terminated`] for when to drop the socket.
     Closed(Closed),
+}
+
+/// A data message prepared once and sent to many connections with
+/// [`Connection::send_prepared`](crate::Connection::send_prepared): the payload is validated once,
+/// and compressed once per distinct compressor setting among the connections that compress each
+/// message afresh (permessage-deflate without context takeover, the usual server setting).
+#[derive(Debug, Clone)]
+pub struct PreparedMessage {
+    pub(crate) kind: MessageKind,
+    pub(crate) payload: Bytes,
+    /// Compressed payloads by (window bits, level), filled as connections need them.
+    #[cfg(feature = "deflate")]
+    pub(crate) compressed: Vec<((u8, u8), Vec<u8>)>,
+}
+
+impl PreparedMessage {
+    /// A text message.
+    pub fn text(text: impl Into<Utf8Bytes>) -> PreparedMessage {
+        PreparedMessage::new(MessageKind::Text, text.into().0)
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<Bytes>) -> PreparedMessage {
+        PreparedMessage::new(MessageKind::Binary, data.into())
+    }
+
+    fn new(kind: MessageKind, payload: Bytes) -> PreparedMessage {
+        PreparedMessage {
+            kind,
+            payload,
+            #[cfg(feature = "deflate")]
+            compressed: Vec::new(),
+        }
+    }
+
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// Payload length before compression.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// How many compressed copies were made (one per distinct compressor setting met).
+    pub fn compressed_copies(&self) -> usize {
+        #[cfg(feature = "deflate")]
+        return self.compressed.len();
+        #[cfg(not(feature = "deflate"))]
+        0
+    }
 }

@@ -55,6 +55,9 @@ pub struct ClientOptions {
     pub config: Config,
     /// Time allowed for the TCP connection to one resolved address.
     pub connect_timeout: Duration,
+    /// The socket's receive buffer (`SO_RCVBUF`) in bytes; `None` leaves the kernel's
+    /// auto-tuning on. A small buffer makes a client that stops reading stall its sender early.
+    pub recv_buffer_size: Option<usize>,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +68,7 @@ impl Default for ClientOptions {
             origin: None,
             config: Config::default().with_deflate(Some(DeflateConfig::default())),
             connect_timeout: Duration::from_secs(10),
+            recv_buffer_size: None,
         }
     }
 }
@@ -91,6 +95,12 @@ impl ClientOptions {
     /// Replaces the connection limits and timers.
     pub fn with_config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Sets the socket's receive buffer (`SO_RCVBUF`).
+    pub fn with_recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.recv_buffer_size = Some(bytes);
         self
     }
 
@@ -235,6 +245,9 @@ impl Client {
             .collect();
         let (std_stream, peer) = connect_any(&addrs, host, options.connect_timeout)?;
         std_stream.set_nodelay(true)?;
+        if let Some(bytes) = options.recv_buffer_size {
+            socket2::SockRef::from(&std_stream).set_recv_buffer_size(bytes)?;
+        }
         std_stream.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(std_stream);
         let poll = Poll::new()?;

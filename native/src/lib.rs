@@ -19,6 +19,7 @@
 pub mod client;
 pub mod connect;
 pub mod metrics;
+pub mod serve;
 pub mod server;
 pub mod timer;
 

@@ -1,4 +1,5 @@
-//! The `duplex` command: `duplex echo` (the echo server), `duplex connect` (a wscat-like client).
+//! The `duplex` command: `duplex serve` (the real-time `duplex.v1` server), `duplex echo` (the
+//! echo server), `duplex connect` (a wscat-like client).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -6,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use duplex::connect::{self, ConnectArgs};
-use duplex::server::{Echo, Server, ServerConfig};
+use duplex::serve::{ChannelServer, OriginPolicy, ServeConfig, SlowConsumer};
+use duplex::server::{Echo, Server, ServerConfig, ShutdownHandle};
+use duplex_core::channel::HubConfig;
 use duplex_core::deflate::DeflateConfig;
 use duplex_core::limits::Config;
 use tracing::{error, info};
@@ -20,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The real-time server: `/ws` speaks duplex.v1 (rooms, presence, acks, history), `/echo`
+    /// echoes, `/` serves a demo chat page, plus `/healthz` and `/metrics`.
+    Serve(ServeArgs),
     /// Echo every message back to its sender with the same type, on any path.
     Echo(ServerArgs),
     /// Connect to a WebSocket server: stdin lines are sent, messages are printed.
@@ -65,6 +71,11 @@ struct ServerArgs {
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     max_backlog: usize,
 
+    /// Kernel send buffer (SO_SNDBUF) of each connection, in bytes [default: the kernel's
+    /// auto-tuning]. Bounds the kernel memory a stalled peer holds beyond --max-backlog.
+    #[arg(long, value_name = "BYTES")]
+    socket_send_buffer: Option<usize>,
+
     /// permessage-deflate: accept compression offers (`on`) or decline them (`off`).
     #[arg(long, default_value = "on", value_name = "on|off", value_parser = ["on", "off"])]
     deflate: String,
@@ -98,6 +109,99 @@ struct ServerArgs {
     /// Seconds a shutdown (SIGINT/SIGTERM) waits for peers to answer the 1001 close.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     drain_timeout: f64,
+}
+
+/// `duplex serve` options: the server's, plus the channel hub's.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Messages kept per room for recovery after a reconnect.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    history_size: usize,
+
+    /// Seconds a message stays in a room's history.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    history_ttl: f64,
+
+    /// Presence updates of one client within this many milliseconds are coalesced (last wins).
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    presence_window_ms: u64,
+
+    /// Largest `publish.data`, in bytes of compact JSON.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    max_payload: usize,
+
+    /// Heartbeat announced to clients (`welcome.heartbeat_ms`); the server also pings every
+    /// connection this often and drops one that misses two pongs (this replaces
+    /// --ping-interval and --max-missed-pongs).
+    #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
+    heartbeat_ms: u64,
+
+    /// What to do with a member whose unsent output exceeds --max-backlog: `gap` drops its room
+    /// messages and then tells it to recover them from history; `close` closes it with 1008.
+    #[arg(long, default_value = "gap", value_name = "gap|close", value_parser = ["gap", "close"])]
+    slow_consumer: String,
+
+    /// Origins allowed to open /ws and /echo (repeat the flag; default: any). Requests without
+    /// an Origin header (non-browser clients) are allowed.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+
+    /// Require `hello.token`: an HS256 JWT signed with this secret (claims: `sub` = client id,
+    /// `ns` = namespaces it may join, `exp`). Prefer the environment variable over the flag.
+    #[arg(
+        long,
+        env = "DUPLEX_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServeConfig, String> {
+        let mut server = self.server.config()?;
+        let heartbeat = Duration::from_millis(self.heartbeat_ms);
+        server.connection = server
+            .connection
+            .with_ping_interval(Some(heartbeat))
+            .with_max_missed_pongs(2);
+        if self.history_size == 0 {
+            return Err("--history-size must be at least 1".into());
+        }
+        if self.max_payload == 0 {
+            return Err("--max-payload must be at least 1".into());
+        }
+        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
+            return Err("--jwt-secret must not be empty".into());
+        }
+        for origin in &self.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--allowed-origin {origin:?}: expected scheme://host[:port], e.g. https://app.example.com"
+                ));
+            }
+        }
+        let hub = HubConfig::default()
+            .with_history_size(self.history_size)
+            .with_history_ttl(seconds(self.history_ttl, "--history-ttl")?)
+            .with_presence_window(Duration::from_millis(self.presence_window_ms))
+            .with_max_payload(self.max_payload)
+            .with_heartbeat(heartbeat);
+        Ok(ServeConfig {
+            server,
+            hub,
+            slow_consumer: if self.slow_consumer == "close" {
+                SlowConsumer::Close
+            } else {
+                SlowConsumer::Gap
+            },
+            origins: OriginPolicy::new(self.allowed_origins.clone()),
+            jwt_secret: self.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+        })
+    }
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
@@ -144,6 +248,7 @@ impl ServerArgs {
             max_connections: self.max_connections,
             max_backlog: self.max_backlog,
             drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
+            send_buffer_size: self.socket_send_buffer,
             connection,
         })
     }
@@ -158,12 +263,8 @@ fn init_tracing() {
         .init();
 }
 
-fn run_echo(args: &ServerArgs) -> Result<(), String> {
-    let config = args.config()?;
-    let threads = config.threads;
-    let server = Server::bind(config.clone())
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let stop = server.shutdown_handle();
+/// SIGINT/SIGTERM start a graceful shutdown; a second signal exits at once.
+fn handle_signals(stop: ShutdownHandle) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -184,6 +285,15 @@ fn run_echo(args: &ServerArgs) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+fn run_echo(args: &ServerArgs) -> Result<(), String> {
+    let config = args.config()?;
+    let threads = config.threads;
+    let server = Server::bind(config.clone())
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    handle_signals(server.shutdown_handle())?;
     let addr = server.local_addr();
     info!(%addr, threads, "echo server listening");
     println!("duplex echo listening on ws://{addr}/");
@@ -194,9 +304,35 @@ fn run_echo(args: &ServerArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn run_serve(args: &ServeArgs) -> Result<(), String> {
+    let config = args.config()?;
+    let (threads, listen) = (config.server.threads, config.server.listen);
+    let server =
+        ChannelServer::bind(config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    handle_signals(server.shutdown_handle())?;
+    let addr = server.local_addr();
+    info!(%addr, threads, "duplex.v1 server listening");
+    println!(
+        "duplex serve listening on http://{addr}/ (WebSocket: ws://{addr}/ws, ws://{addr}/echo)"
+    );
+    server.run().map_err(|e| format!("server failed: {e}"))?;
+    info!("stopped");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            match run_serve(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("duplex serve: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Echo(args) => {
             init_tracing();
             match run_echo(&args) {

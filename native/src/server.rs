@@ -26,7 +26,7 @@ use duplex_core::deflate::DeflateConfig;
 use duplex_core::error::{Error as CoreError, SendError};
 use duplex_core::handshake::server::{Accept, Request};
 use duplex_core::limits::Config;
-use duplex_core::message::{Closed, Event, Message};
+use duplex_core::message::{Closed, Event, Message, PreparedMessage};
 use duplex_core::{Connection, ConnectionState};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub max_backlog: usize,
     /// How long a graceful shutdown waits for peers to answer the 1001 close.
     pub drain_timeout: Duration,
+    /// `SO_SNDBUF` of accepted sockets; `None` keeps the kernel's auto-tuning, which can let a
+    /// stalled peer hold megabytes of kernel memory on top of `max_backlog`.
+    pub send_buffer_size: Option<usize>,
     /// Limits and timers of each connection (handshake timeout, message size, heartbeat...).
     pub connection: Config,
 }
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_backlog: 4 << 20,
             drain_timeout: Duration::from_secs(5),
+            send_buffer_size: None,
             connection: Config::default()
                 .with_deflate(Some(DeflateConfig::default()))
                 .with_ping_interval(Some(Duration::from_secs(30)))
@@ -87,7 +91,7 @@ impl Default for ServerConfig {
 
 /// Identifies a connection within its worker. Ids are never reused while the worker runs, so a
 /// stale id held by an application addresses nothing rather than another connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
     key: usize,
     serial: u64,
@@ -136,6 +140,23 @@ pub trait Handler {
     fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, closed: &Closed) {
         let _ = (ctx, id, closed);
     }
+
+    /// Another thread called [`WorkerWaker::wake`] for this worker (e.g. deliveries from a
+    /// shared hub are waiting in a queue the handler owns).
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
+    }
+
+    /// The output of a connection watched with [`Ctx::watch_drain`] fell to half of
+    /// `max_backlog` or less. The watch is removed; watch again to hear of the next drain.
+    fn on_drained(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
+    }
+
+    /// Appends application metrics (Prometheus text format) to the `/metrics` page.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }
 
 /// The echo application: every message goes back to its sender with the same type.
@@ -166,6 +187,8 @@ struct Conn {
     write_failed: bool,
     opened: bool,
     over_limit: bool,
+    /// Report [`Handler::on_drained`] once the output falls to half of `max_backlog`.
+    drain_watch: bool,
     /// Output counted in the worker's `output_buffered` gauge.
     counted_output: usize,
     in_dirty: bool,
@@ -212,6 +235,39 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Queues a text message to a connection of this worker without building a [`Message`].
+    pub fn send_text(&mut self, id: ConnId, text: &str) -> Result<(), SendError> {
+        self.conn(id)?.core.send_text(text)?;
+        WorkerMetrics::add(&self.metrics.messages_out, 1);
+        WorkerMetrics::add(&self.metrics.bytes_out, text.len() as u64);
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Queues a message prepared once for many connections (see
+    /// [`Connection::send_prepared`]): a broadcast is compressed once per compressor setting
+    /// instead of once per connection.
+    pub fn send_prepared(
+        &mut self,
+        id: ConnId,
+        message: &mut PreparedMessage,
+    ) -> Result<(), SendError> {
+        self.conn(id)?.core.send_prepared(message)?;
+        WorkerMetrics::add(&self.metrics.messages_out, 1);
+        WorkerMetrics::add(&self.metrics.bytes_out, message.len() as u64);
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Asks for one [`Handler::on_drained`] call once the connection's output falls to half of
+    /// `max_backlog` or less.
+    pub fn watch_drain(&mut self, id: ConnId) {
+        if let Ok(conn) = self.conn(id) {
+            conn.drain_watch = true;
+            self.mark(id);
+        }
+    }
+
     /// Starts the close handshake with a connection.
     pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.conn(id)?.core.close(code, reason)?;
@@ -251,6 +307,21 @@ impl ShutdownHandle {
 
     pub fn is_shutting_down(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// Wakes one worker's event loop from another thread; see [`Server::worker_wakers`].
+#[derive(Clone, Debug)]
+pub struct WorkerWaker {
+    wakers: Arc<Vec<Waker>>,
+    index: usize,
+}
+
+impl WorkerWaker {
+    pub fn wake(&self) {
+        if let Err(e) = self.wakers[self.index].wake() {
+            error!(worker = self.index, "cannot wake a worker: {e}");
+        }
     }
 }
 
@@ -311,6 +382,17 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// One waker per worker, in worker order: another thread calls [`WorkerWaker::wake`] to
+    /// have [`Handler::on_wake`] run on that worker.
+    pub fn worker_wakers(&self) -> Vec<WorkerWaker> {
+        (0..self.shutdown.wakers.len())
+            .map(|index| WorkerWaker {
+                wakers: Arc::clone(&self.shutdown.wakers),
+                index,
+            })
+            .collect()
     }
 
     /// Runs the workers until a shutdown completes. `make_handler(i)` builds worker `i`'s
@@ -427,7 +509,14 @@ impl<H: Handler> Worker<H> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
-                    WAKER => {}
+                    WAKER => {
+                        let mut ctx = Ctx {
+                            conns: &mut self.conns,
+                            dirty: &mut self.dirty,
+                            metrics: self.metrics.worker(self.index),
+                        };
+                        self.handler.on_wake(&mut ctx);
+                    }
                     Token(key) => {
                         let Some(conn) = self.conns.get_mut(key) else {
                             continue;
@@ -500,6 +589,11 @@ impl<H: Handler> Worker<H> {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, "TCP_NODELAY: {e}");
         }
+        if let Some(bytes) = self.config.send_buffer_size
+            && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes)
+        {
+            debug!(%peer, "SO_SNDBUF: {e}");
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self
@@ -525,6 +619,7 @@ impl<H: Handler> Worker<H> {
             write_failed: false,
             opened: false,
             over_limit: held >= max,
+            drain_watch: false,
             counted_output: 0,
             in_dirty: false,
         });
@@ -682,6 +777,23 @@ impl<H: Handler> Worker<H> {
             conn.counted_output = buffered;
         }
         let terminated = conn.core.is_terminated();
+        if conn.drain_watch && !terminated && buffered <= self.config.max_backlog / 2 {
+            conn.drain_watch = false;
+            let id = ConnId {
+                key,
+                serial: conn.serial,
+            };
+            let mut ctx = Ctx {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                metrics: self.metrics.worker(self.index),
+            };
+            // What the handler queues is written by `flush_dirty` at the end of the loop turn.
+            self.handler.on_drained(&mut ctx, id);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.write_failed || (terminated && conn.core.buffered_amount() == 0) {
             self.remove(key);
             return;
@@ -820,11 +932,15 @@ impl<H: Handler> Worker<H> {
                     &[("Content-Type", "text/plain; charset=utf-8")],
                     b"ok\n",
                 ),
-                "/metrics" => conn.core.respond(
-                    200,
-                    &[("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
-                    self.metrics.render().as_bytes(),
-                ),
+                "/metrics" => {
+                    let mut page = self.metrics.render();
+                    self.handler.render_metrics(&mut page);
+                    conn.core.respond(
+                        200,
+                        &[("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                        page.as_bytes(),
+                    )
+                }
                 _ => match self.handler.on_http(request) {
                     Some(r) => {
                         conn.core

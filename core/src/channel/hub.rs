@@ -27,7 +27,8 @@ use super::protocol::{
 pub struct HubConfig {
     /// Messages kept per room for recovery.
     pub history_size: usize,
-    /// How long a message stays in history.
+    /// How long a message stays in history; also how long a room with neither members nor
+    /// history is kept (with its epoch and seq) before it is forgotten.
     pub history_ttl: Duration,
     /// Presence updates from one client in one room within this window are coalesced into one
     /// broadcast of the last value, sent when the window closes. Zero broadcasts at once.
@@ -57,30 +58,37 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
+    /// Sets [`HubConfig::history_size`].
     pub fn with_history_size(mut self, messages: usize) -> Self {
         self.history_size = messages;
         self
     }
+    /// Sets [`HubConfig::history_ttl`].
     pub fn with_history_ttl(mut self, ttl: Duration) -> Self {
         self.history_ttl = ttl;
         self
     }
+    /// Sets [`HubConfig::presence_window`].
     pub fn with_presence_window(mut self, window: Duration) -> Self {
         self.presence_window = window;
         self
     }
+    /// Sets [`HubConfig::max_payload`].
     pub fn with_max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
         self
     }
+    /// Sets [`HubConfig::heartbeat`].
     pub fn with_heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat = interval;
         self
     }
+    /// Sets [`HubConfig::dedup_window`].
     pub fn with_dedup_window(mut self, ids: usize) -> Self {
         self.dedup_window = ids;
         self
     }
+    /// Sets [`HubConfig::client_ttl`].
     pub fn with_client_ttl(mut self, ttl: Duration) -> Self {
         self.client_ttl = ttl;
         self
@@ -126,7 +134,33 @@ struct Room<C> {
     history: VecDeque<Stored>,
     /// The deadline under which this room sits in `history_timers`.
     expiry: Option<Duration>,
+    /// Set while the room has neither members nor history: when it is forgotten (and its epoch
+    /// with it). Keeping it for a while lets clients that all dropped at once resume.
+    forget_at: Option<Duration>,
     members: BTreeMap<C, RoomMember>,
+}
+
+/// What a hub holds and has done, for metrics. Gauges (`connections`, `rooms`, `members`) are
+/// current values; counters (the `u64` fields) only grow over the hub's lifetime and count
+/// deliveries when they are queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Connections known to the hub (with or without `hello`).
+    pub connections: usize,
+    /// Rooms that exist (with members or history).
+    pub rooms: usize,
+    /// Room memberships: a connection in two rooms counts twice.
+    pub members: usize,
+    /// Publishes sequenced (a deduplicated retry is not counted again).
+    pub publishes: u64,
+    /// `message` deliveries of live publishes, one per member (the fan-out).
+    pub deliveries: u64,
+    /// `message` deliveries replayed from history on `join` with `since`.
+    pub replayed: u64,
+    /// `gap` notices sent (see [`Hub::dropped`]).
+    pub gaps: u64,
+    /// `presence` deliveries, one per receiving member, after coalescing.
+    pub presence_updates: u64,
 }
 
 /// The `duplex.v1` server hub, keyed by a connection id `C` chosen by the driver.
@@ -145,6 +179,8 @@ pub struct Hub<C> {
     history_timers: BTreeSet<(Duration, String)>,
     client_timers: BTreeSet<(Duration, String)>,
     out: VecDeque<(C, Arc<str>)>,
+    /// Counters and the member gauge of [`HubStats`].
+    stats: HubStats,
 }
 
 impl<C: Copy + Ord> Hub<C> {
@@ -163,9 +199,11 @@ impl<C: Copy + Ord> Hub<C> {
             history_timers: BTreeSet::new(),
             client_timers: BTreeSet::new(),
             out: VecDeque::new(),
+            stats: HubStats::default(),
         }
     }
 
+    /// The configuration the hub was made with.
     pub fn config(&self) -> &HubConfig {
         &self.config
     }
@@ -186,7 +224,8 @@ impl<C: Copy + Ord> Hub<C> {
         self.conns.get(&conn)?.client.as_deref()
     }
 
-    /// Rooms that currently exist (with members or history).
+    /// Rooms that currently exist (with members or history, or unused for less than the
+    /// history TTL).
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
@@ -194,6 +233,15 @@ impl<C: Copy + Ord> Hub<C> {
     /// Members of `room`.
     pub fn member_count(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, |room| room.members.len())
+    }
+
+    /// Gauges and counters for metrics.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            connections: self.conns.len(),
+            rooms: self.rooms.len(),
+            ..self.stats
+        }
     }
 
     /// One text frame from `conn`. A refused command queues `error {id?, code, message}` for
@@ -226,6 +274,7 @@ impl<C: Copy + Ord> Hub<C> {
                 to_seq,
             };
             self.send(conn, gap.to_text().into());
+            self.stats.gaps += 1;
         }
     }
 
@@ -278,14 +327,18 @@ impl<C: Copy + Ord> Hub<C> {
         self.out.push_back((conn, text));
     }
 
-    fn broadcast(&mut self, room: &str, text: &Arc<str>, except: Option<C>) {
+    /// Queues `text` for every member of `room` but `except`; returns how many got it.
+    fn broadcast(&mut self, room: &str, text: &Arc<str>, except: Option<C>) -> u64 {
+        let mut sent = 0;
         if let Some(room) = self.rooms.get(room) {
             for &member in room.members.keys() {
                 if Some(member) != except {
                     self.out.push_back((member, text.clone()));
+                    sent += 1;
                 }
             }
         }
+        sent
     }
 
     fn command(
@@ -319,7 +372,7 @@ impl<C: Copy + Ord> Hub<C> {
                 presence,
                 since,
             } => self.join(conn, client, id, room, presence, since, now),
-            ClientMessage::Leave { id, room } => self.leave(conn, id, room),
+            ClientMessage::Leave { id, room } => self.leave(conn, id, room, now),
             ClientMessage::Publish { id, room, data } => {
                 self.publish(conn, client, id, room, data, now)
             }
@@ -427,6 +480,7 @@ impl<C: Copy + Ord> Hub<C> {
                     seq: 0,
                     history: VecDeque::new(),
                     expiry: None,
+                    forget_at: None,
                     members: BTreeMap::new(),
                 })
             }
@@ -446,6 +500,7 @@ impl<C: Copy + Ord> Hub<C> {
                 recovered = true;
                 for message in state.history.iter().filter(|m| m.seq > since.seq) {
                     self.out.push_back((conn, message.text.clone()));
+                    self.stats.replayed += 1;
                 }
             }
         }
@@ -468,6 +523,7 @@ impl<C: Copy + Ord> Hub<C> {
                 pending: None,
             };
             state.members.insert(conn, member);
+            self.stats.members += 1;
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.rooms.insert(room.clone());
             }
@@ -489,14 +545,15 @@ impl<C: Copy + Ord> Hub<C> {
             recovered,
         };
         self.send(conn, joined.to_text().into());
+        self.refresh_lifetime(&room, now);
         if let (true, Some(presence)) = (rejoin, presence) {
             self.presence(conn, &room, presence, now)?;
         }
         Ok(())
     }
 
-    fn leave(&mut self, conn: C, id: Id, room: String) -> Result<(), CommandError> {
-        if !self.remove_member(conn, &room) {
+    fn leave(&mut self, conn: C, id: Id, room: String, now: Duration) -> Result<(), CommandError> {
+        if !self.remove_member(conn, &room, now) {
             return Err(not_joined(Some(id), &room));
         }
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -568,7 +625,8 @@ impl<C: Copy + Ord> Hub<C> {
             }
         }
         self.send(conn, ServerMessage::Ack { id, seq }.to_text().into());
-        self.broadcast(&room, &text, None);
+        self.stats.publishes += 1;
+        self.stats.deliveries += self.broadcast(&room, &text, None);
         Ok(())
     }
 
@@ -594,7 +652,8 @@ impl<C: Copy + Ord> Hub<C> {
                 client: member.client.clone(),
                 presence,
             };
-            self.broadcast(room, &event.to_text().into(), Some(conn));
+            self.stats.presence_updates +=
+                self.broadcast(room, &event.to_text().into(), Some(conn));
         } else if let Some(pending) = &mut member.pending {
             pending.0 = presence;
         } else {
@@ -624,11 +683,11 @@ impl<C: Copy + Ord> Hub<C> {
             client: member.client.clone(),
             presence,
         };
-        self.broadcast(room, &event.to_text().into(), Some(conn));
+        self.stats.presence_updates += self.broadcast(room, &event.to_text().into(), Some(conn));
     }
 
     /// Removes `conn` from `room`, telling the others. False if it was not a member.
-    fn remove_member(&mut self, conn: C, room: &str) -> bool {
+    fn remove_member(&mut self, conn: C, room: &str, now: Duration) -> bool {
         let Some(member) = self
             .rooms
             .get_mut(room)
@@ -636,12 +695,13 @@ impl<C: Copy + Ord> Hub<C> {
         else {
             return false;
         };
+        self.stats.members = self.stats.members.saturating_sub(1);
         let event = ServerMessage::Leave {
             room: room.into(),
             client: member.client,
         };
         self.broadcast(room, &event.to_text().into(), None);
-        self.remove_if_unused(room);
+        self.refresh_lifetime(room, now);
         true
     }
 
@@ -653,7 +713,7 @@ impl<C: Copy + Ord> Hub<C> {
         let rooms = core::mem::take(&mut state.rooms);
         let client = state.client.take();
         for room in rooms {
-            self.remove_member(conn, &room);
+            self.remove_member(conn, &room, now);
         }
         if let Some(client) = client {
             if let Some(state) = self.clients.get_mut(&client) {
@@ -675,17 +735,21 @@ impl<C: Copy + Ord> Hub<C> {
                 state.history.pop_front();
             }
         }
-        self.reschedule_history(room);
-        self.remove_if_unused(room);
+        self.refresh_lifetime(room, now);
     }
 
-    /// Keeps `history_timers` on the expiry of the room's oldest message.
+    /// Keeps `history_timers` on the room's next deadline: the expiry of its oldest message, or
+    /// the moment an unused room is forgotten.
     fn reschedule_history(&mut self, room: &str) {
         let ttl = self.config.history_ttl;
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
-        let expiry = state.history.front().map(|m| m.at + ttl);
+        let expiry = state
+            .history
+            .front()
+            .map(|m| m.at.saturating_add(ttl))
+            .or(state.forget_at);
         if expiry != state.expiry {
             if let Some(old) = state.expiry {
                 self.history_timers.remove(&(old, String::from(room)));
@@ -697,18 +761,27 @@ impl<C: Copy + Ord> Hub<C> {
         }
     }
 
-    fn remove_if_unused(&mut self, room: &str) {
-        if self
-            .rooms
-            .get(room)
-            .is_some_and(|r| r.members.is_empty() && r.history.is_empty())
-        {
+    /// A room with neither members nor history is forgotten once it has stayed so for the
+    /// history TTL; anything else keeps it.
+    fn refresh_lifetime(&mut self, room: &str, now: Duration) {
+        let ttl = self.config.history_ttl;
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if !state.members.is_empty() || !state.history.is_empty() {
+            state.forget_at = None;
+        } else if state.forget_at.is_none() {
+            state.forget_at = Some(now.saturating_add(ttl));
+        }
+        if state.forget_at.is_some_and(|t| t <= now) {
             if let Some(state) = self.rooms.remove(room) {
                 if let Some(expiry) = state.expiry {
                     self.history_timers.remove(&(expiry, String::from(room)));
                 }
             }
+            return;
         }
+        self.reschedule_history(room);
     }
 }
 

@@ -2,7 +2,11 @@
 //! acknowledged and deduplicated publishes, per-room total order, and recovery from history.
 //! The wire format is specified in `docs/PROTOCOL.md`.
 //!
-//! [`Hub`] is the server side as a sans-IO state machine:
+//! [`Hub`] is the server side as a sans-IO state machine, [`ClientSession`] the client side
+//! (reconnect with backoff, rejoin and recovery, offline queue, application heartbeat; see
+//! [`client`] for how to drive it and an example against a hub).
+//!
+//! The hub:
 //!
 //! ```
 //! use core::time::Duration;
@@ -24,12 +28,18 @@
 //! assert_eq!(&*texts[3], r#"{"type":"message","room":"app/chat","seq":1,"from":"ada","data":"hi"}"#);
 //! ```
 
+pub mod client;
+#[cfg(test)]
+mod client_tests;
 pub mod hub;
+#[cfg(test)]
+mod props;
 pub mod protocol;
 #[cfg(test)]
 mod tests;
 
-pub use hub::{Hub, HubConfig};
+pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
+pub use hub::{Hub, HubConfig, HubStats};
 pub use protocol::{
     ClientMessage, CommandError, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage, Since, decode,
     validate_room,

@@ -626,7 +626,7 @@ fn history_expires_after_the_ttl() {
     );
     let got = join_since(&mut hub, 2, &epoch, 1);
     assert_eq!(got[0], message("app/chat", 2, "ada", json!(2)));
-    // With no members and no history left, the room is gone.
+    // With no members and no history left, the room is kept one more TTL, then forgotten.
     hub.receive(
         2,
         r#"{"type":"leave","id":1,"room":"app/chat"}"#,
@@ -634,8 +634,96 @@ fn history_expires_after_the_ttl() {
     )
     .unwrap();
     hub.handle_timeout(Duration::from_secs(14));
+    assert_eq!(hub.room_count(), 1);
+    assert_eq!(hub.poll_timeout(), Some(Duration::from_secs(24)));
+    hub.handle_timeout(Duration::from_secs(24));
     assert_eq!(hub.room_count(), 0);
     assert_eq!(hub.poll_timeout(), None);
+}
+
+#[test]
+fn an_unused_room_keeps_its_epoch_for_one_history_ttl() {
+    let config = HubConfig::default().with_history_ttl(Duration::from_secs(10));
+    let mut hub = Hub::new(config, 7);
+    hello(&mut hub, 1, "ada", T0);
+    let epoch = epoch_of(&mut hub, 1, "app/chat");
+    // Everyone drops before anything was published: nothing was missed, and a quick return
+    // resumes the same epoch.
+    hub.disconnect(1, ms(100));
+    assert_eq!(hub.room_count(), 1);
+    assert_eq!(hub.poll_timeout(), Some(ms(10_100)));
+    hello(&mut hub, 2, "ada", ms(5000));
+    drain(&mut hub);
+    let got = join_since(&mut hub, 2, &epoch, 0);
+    assert!(
+        matches!(&got[..], [ServerMessage::Joined { recovered: true, epoch: e, .. }] if *e == epoch),
+        "{got:?}"
+    );
+    // A member cancels the countdown.
+    assert_eq!(hub.poll_timeout(), None);
+    hub.handle_timeout(ms(20_000));
+    assert_eq!(hub.room_count(), 1);
+    // Unused again for a whole TTL: forgotten, and the next join starts a new epoch.
+    hub.disconnect(2, ms(20_000));
+    hub.handle_timeout(ms(29_999));
+    assert_eq!(hub.room_count(), 1);
+    hub.handle_timeout(ms(30_000));
+    assert_eq!(hub.room_count(), 0);
+    hello(&mut hub, 3, "ada", ms(30_000));
+    assert_ne!(epoch_of(&mut hub, 3, "app/chat"), epoch);
+
+    // A zero TTL keeps nothing.
+    let mut hub = Hub::new(HubConfig::default().with_history_ttl(Duration::ZERO), 7);
+    hello(&mut hub, 1, "ada", T0);
+    join(&mut hub, 1, "app/chat", T0);
+    hub.disconnect(1, T0);
+    assert_eq!(hub.room_count(), 0);
+}
+
+#[test]
+fn stats_count_members_publishes_fan_out_gaps_and_presence() {
+    let mut hub = Hub::new(HubConfig::default().with_presence_window(Duration::ZERO), 7);
+    assert_eq!(hub.stats(), super::hub::HubStats::default());
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    hello(&mut hub, 3, "cy", T0);
+    for conn in 1..=3 {
+        join(&mut hub, conn, "app/chat", T0);
+    }
+    join(&mut hub, 1, "app/other", T0);
+    publish(&mut hub, 1, "p1", "app/chat", "1", T0);
+    publish(&mut hub, 1, "p1", "app/chat", "1", T0); // a retry: not counted again
+    publish(&mut hub, 2, "p2", "app/chat", "2", T0);
+    hub.receive(
+        3,
+        r#"{"type":"presence","room":"app/chat","presence":1}"#,
+        T0,
+    )
+    .unwrap();
+    hub.dropped(2, "app/chat", 1, 1);
+    let epoch = epoch_of(&mut hub, 3, "app/chat"); // a rejoin: no new member
+    hello(&mut hub, 4, "dee", T0);
+    let text = format!(
+        r#"{{"type":"join","id":1,"room":"app/chat","since":{{"epoch":"{epoch}","seq":0}}}}"#
+    );
+    hub.receive(4, &text, T0).unwrap();
+    let stats = hub.stats();
+    assert_eq!(
+        stats,
+        super::hub::HubStats {
+            connections: 4,
+            rooms: 2,
+            members: 5,
+            publishes: 2,
+            deliveries: 6,
+            replayed: 2,
+            gaps: 1,
+            presence_updates: 2,
+        }
+    );
+    hub.disconnect(1, T0);
+    assert_eq!(hub.stats().members, 3);
+    assert_eq!(hub.stats().connections, 3);
 }
 
 #[test]

@@ -34,7 +34,7 @@ use crate::handshake::{HandshakeError, find_head_end};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
 use crate::limits::Config;
 use crate::mask::{apply_mask, apply_mask_at};
-use crate::message::{Closed, Event, Message, MessageKind, Utf8Bytes};
+use crate::message::{Closed, Event, Message, MessageKind, PreparedMessage, Utf8Bytes};
 use crate::utf8::Utf8Validator;
 
 mod queue;
@@ -967,6 +967,41 @@ impl Connection {
             }
             Message::Binary(b) => self.send_binary(b),
         }
+    }
+
+    /// Sends a message prepared once for many connections (a broadcast). Connections that
+    /// compress each message afresh with the same window and level share one compressed copy,
+    /// kept in `message`; the others compress (or not) as [`Connection::send`] would.
+    pub fn send_prepared(&mut self, message: &mut PreparedMessage) -> Result<(), SendError> {
+        self.check_data_send()?;
+        let opcode = match message.kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = self.deflate.as_mut()
+            && codec.should_compress(message.payload.len())
+        {
+            let Some(key) = codec.shared_key() else {
+                self.write_message(opcode, &message.payload);
+                return Ok(());
+            };
+            let index = match message.compressed.iter().position(|(k, _)| *k == key) {
+                Some(index) => index,
+                None => {
+                    let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
+                    codec.compress(&message.payload, true, &mut out);
+                    message.compressed.push((key, out));
+                    message.compressed.len() - 1
+                }
+            };
+            let compressed = core::mem::take(&mut message.compressed[index].1);
+            self.write_frames(opcode, &compressed, true);
+            message.compressed[index].1 = compressed;
+            return Ok(());
+        }
+        self.write_frames(opcode, &message.payload, false);
+        Ok(())
     }
 
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {

@@ -944,3 +944,52 @@ fn a_connection_stays_small() {
     assert!(size <= 400, "Connection grew to {size} bytes");
     assert!(core::mem::size_of::<Event>() <= 48);
 }
+
+#[cfg(feature = "deflate")]
+#[test]
+fn prepared_messages_send_what_send_would_and_compress_once_per_setting() {
+    use crate::deflate::DeflateConfig;
+    use crate::message::PreparedMessage;
+    let text =
+        "{\"type\":\"message\",\"room\":\"app/chat\",\"data\":{\"text\":\"hello\"}}".repeat(4);
+    let fresh = DeflateConfig {
+        server_no_context_takeover: true,
+        ..DeflateConfig::default()
+    };
+    let takeover = DeflateConfig {
+        server_no_context_takeover: false,
+        ..DeflateConfig::default()
+    };
+    let client_cfg = Config::default().with_deflate(Some(DeflateConfig::default()));
+    let mut prepared = PreparedMessage::text(text.clone());
+    for server_deflate in [Some(fresh.clone()), Some(fresh), Some(takeover), None] {
+        let server_cfg = Config::default().with_deflate(server_deflate);
+        let (mut client, mut server) = open_pair(client_cfg.clone(), server_cfg.clone());
+        let (_, mut reference) = open_pair(client_cfg.clone(), server_cfg);
+        for _ in 0..2 {
+            server.send_prepared(&mut prepared).unwrap();
+            reference.send_text(&text).unwrap();
+        }
+        let out = take_output(&mut server);
+        assert_eq!(out, take_output(&mut reference));
+        client.receive(T0, &out);
+        let events = drain(&mut client);
+        assert_eq!(
+            events,
+            vec![
+                Event::Message(Message::text(text.as_str())),
+                Event::Message(Message::text(text.as_str()))
+            ]
+        );
+    }
+    // Both connections without context takeover shared one compressed copy.
+    assert_eq!(prepared.compressed_copies(), 1);
+}
+
+#[test]
+fn prepared_sends_are_refused_after_close() {
+    let mut server = open_server(Config::default());
+    server.close(CloseCode::Normal, "").unwrap();
+    let mut prepared = crate::message::PreparedMessage::binary(Bytes::from_static(b"x"));
+    assert!(server.send_prepared(&mut prepared).is_err());
+}

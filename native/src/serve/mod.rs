@@ -1,0 +1,421 @@
+//! `duplex serve`: the real-time server. `/ws` speaks `duplex.v1` (rooms, presence, acks,
+//! history; see `docs/PROTOCOL.md`), `/echo` echoes, `/` serves a demo chat page, and the
+//! event loop answers `/healthz` and `/metrics`.
+//!
+//! ```text
+//!  worker 0 ─┐  commands (open, text, closed, dropped)   ┌─ hub thread: Hub<HubConn>
+//!  worker 1 ─┼──────────────── mpsc ───────────────────▶│  rooms, seq, history, presence
+//!  worker N ─┘◀── per-worker inbox + mio Waker ──────────┘  deliveries: Arc<str> shared
+//! ```
+//!
+//! Each worker frames and writes the deliveries of its own connections. A member whose output
+//! is above `max_backlog` is a slow consumer: with [`SlowConsumer::Gap`] its room messages are
+//! dropped until its output drains to half the cap, then it gets `gap {room, from_seq, to_seq}`
+//! and recovers from history; with [`SlowConsumer::Close`] it is closed with 1008. Either way a
+//! stalled member holds at most its cap and never delays the others.
+
+mod auth;
+mod hub_thread;
+mod metrics;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+
+use duplex_core::channel::{Hub, HubConfig};
+use duplex_core::close::CloseCode;
+use duplex_core::handshake::server::{Accept, Request};
+use duplex_core::message::{Closed, Message, PreparedMessage};
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
+pub use metrics::ChannelMetrics;
+
+use self::hub_thread::{Command, Delivery, HubConn, HubThread, Inbox};
+use crate::server::{
+    ConnId, Ctx, Decision, Handler, HttpResponse, Server, ServerConfig, ShutdownHandle,
+};
+
+/// The subprotocol `/ws` requires.
+pub const PROTOCOL: &str = "duplex.v1";
+
+const DEMO_PAGE: &str = include_str!("page.html");
+
+/// What happens to a member whose unsent output exceeds `max_backlog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumer {
+    /// Drop its room messages until it drains, then send `gap` so it recovers from history.
+    #[default]
+    Gap,
+    /// Close it with 1008.
+    Close,
+}
+
+/// Everything `duplex serve` runs with.
+#[derive(Debug, Clone, Default)]
+pub struct ServeConfig {
+    pub server: ServerConfig,
+    pub hub: HubConfig,
+    pub slow_consumer: SlowConsumer,
+    pub origins: OriginPolicy,
+    /// Require `hello.token`, an HS256 JWT signed with this secret.
+    pub jwt_secret: Option<Vec<u8>>,
+}
+
+/// A bound `duplex serve`, ready to [`ChannelServer::run`].
+#[derive(Debug)]
+pub struct ChannelServer {
+    server: Server,
+    config: ServeConfig,
+    metrics: Arc<ChannelMetrics>,
+}
+
+impl ChannelServer {
+    pub fn bind(config: ServeConfig) -> io::Result<ChannelServer> {
+        let server = Server::bind(config.server.clone())?;
+        Ok(ChannelServer {
+            server,
+            config,
+            metrics: Arc::new(ChannelMetrics::default()),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.server.shutdown_handle()
+    }
+
+    pub fn channel_metrics(&self) -> Arc<ChannelMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Runs the workers and the hub thread until a shutdown completes.
+    pub fn run(self) -> io::Result<()> {
+        let ChannelServer {
+            server,
+            config,
+            metrics,
+        } = self;
+        let wakers = server.worker_wakers();
+        let inboxes: Vec<Arc<Inbox>> = wakers
+            .iter()
+            .map(|_| Arc::new(Mutex::new(Vec::new())))
+            .collect();
+        let (commands, receiver) = mpsc::channel();
+        let hub = HubThread {
+            hub: Hub::new(config.hub.clone(), random_seed()),
+            commands: receiver,
+            inboxes: inboxes.clone(),
+            wakers,
+            verifier: config.jwt_secret.as_deref().map(TokenVerifier::hs256),
+            metrics: Arc::clone(&metrics),
+        };
+        let hub_thread = std::thread::Builder::new()
+            .name("duplex-hub".into())
+            .spawn(move || hub.run())?;
+        let shared = Shared {
+            origins: config.origins.clone(),
+            slow_consumer: config.slow_consumer,
+            max_backlog: config.server.max_backlog,
+            metrics,
+        };
+        let commands = Mutex::new(commands);
+        let result = server.run(|worker| ServeHandler {
+            worker,
+            commands: commands
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+            inbox: Arc::clone(&inboxes[worker]),
+            shared: shared.clone(),
+            channel_conns: HashSet::new(),
+            dropping: HashMap::new(),
+            taken: Vec::new(),
+        });
+        // The workers' senders are gone; dropping the last one ends the hub thread.
+        drop(commands);
+        if hub_thread.join().is_err() {
+            return Err(io::Error::other("the hub thread panicked"));
+        }
+        result
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    crate::random_source()(&mut seed);
+    u64::from_le_bytes(seed)
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    origins: OriginPolicy,
+    slow_consumer: SlowConsumer,
+    max_backlog: usize,
+    metrics: Arc<ChannelMetrics>,
+}
+
+/// One worker's side of `duplex serve`.
+struct ServeHandler {
+    worker: usize,
+    commands: Sender<Command>,
+    inbox: Arc<Inbox>,
+    shared: Shared,
+    /// Connections of this worker speaking `duplex.v1` (the others echo).
+    channel_conns: HashSet<ConnId>,
+    /// Slow consumers: room → (first, last) seq dropped, reported once the output drains.
+    dropping: HashMap<ConnId, BTreeMap<String, (u64, u64)>>,
+    /// The inbox's contents, swapped out under the lock and handled without it.
+    taken: Vec<(ConnId, Delivery)>,
+}
+
+impl ServeHandler {
+    fn conn(&self, id: ConnId) -> HubConn {
+        HubConn {
+            worker: self.worker,
+            id,
+        }
+    }
+
+    fn tell(&self, command: Command) {
+        if self.commands.send(command).is_err() {
+            warn!("the hub thread is gone");
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        text: &str,
+        prepared: &mut PreparedMessage,
+    ) {
+        let Some(buffered) = ctx.buffered_amount(id) else {
+            return; // closed meanwhile: the hub hears of it through `Closed`
+        };
+        let max = self.shared.max_backlog;
+        let dropping = self.dropping.contains_key(&id);
+        if !dropping && buffered <= max {
+            if let Err(e) = ctx.send_prepared(id, prepared) {
+                debug!(?id, "delivery not sent: {e}");
+            }
+            return;
+        }
+        match self.shared.slow_consumer {
+            SlowConsumer::Close => self.cut_off(ctx, id, buffered),
+            SlowConsumer::Gap => match room_message(text) {
+                Some((room, seq)) => {
+                    self.shared
+                        .metrics
+                        .dropped_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                    let rooms = self.dropping.entry(id).or_default();
+                    if rooms.is_empty() {
+                        ctx.watch_drain(id);
+                    }
+                    rooms
+                        .entry(room)
+                        .and_modify(|range| range.1 = seq)
+                        .or_insert((seq, seq));
+                }
+                // Replies, acks and presence are small and cannot be recovered from history:
+                // they are kept up to twice the cap, beyond which the member is cut off.
+                None if buffered <= max.saturating_mul(2) => {
+                    if let Err(e) = ctx.send_prepared(id, prepared) {
+                        debug!(?id, "delivery not sent: {e}");
+                    }
+                }
+                None => self.cut_off(ctx, id, buffered),
+            },
+        }
+    }
+
+    /// Closes a slow consumer with 1008 (counted once: later deliveries find it closing).
+    fn cut_off(&mut self, ctx: &mut Ctx<'_>, id: ConnId, buffered: usize) {
+        if ctx.close(id, CloseCode::Policy, "slow consumer").is_ok() {
+            debug!(?id, buffered, "slow consumer: closing");
+            self.shared
+                .metrics
+                .slow_consumer_closes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The room and seq of a `message` delivery; `None` for every other kind. Parsed only for
+/// deliveries that are about to be dropped.
+fn room_message(text: &str) -> Option<(String, u64)> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        room: Option<String>,
+        seq: Option<u64>,
+    }
+    let head: Head = serde_json::from_str(text).ok()?;
+    match head {
+        Head {
+            kind,
+            room: Some(room),
+            seq: Some(seq),
+        } if kind == "message" => Some((room, seq)),
+        _ => None,
+    }
+}
+
+impl Handler for ServeHandler {
+    fn on_upgrade(&mut self, request: &Request) -> Decision {
+        if !self.shared.origins.allows(request.origin()) {
+            return Decision::Reject(
+                403,
+                format!(
+                    "origin {:?} is not allowed (see --allowed-origin)\n",
+                    request.origin().unwrap_or_default()
+                ),
+            );
+        }
+        match request.path() {
+            "/ws" => {
+                if request.subprotocols().iter().any(|p| p == PROTOCOL) {
+                    Decision::Accept(Accept::default().with_protocol(PROTOCOL))
+                } else {
+                    Decision::Reject(
+                        400,
+                        format!(
+                            "/ws requires the subprotocol {PROTOCOL} (Sec-WebSocket-Protocol)\n"
+                        ),
+                    )
+                }
+            }
+            "/echo" => Decision::Accept(Accept::default()),
+            other => Decision::Reject(
+                404,
+                format!("no WebSocket endpoint at {other}: use /ws ({PROTOCOL}) or /echo\n"),
+            ),
+        }
+    }
+
+    fn on_http(&mut self, request: &Request) -> Option<HttpResponse> {
+        match request.path() {
+            "/" | "/index.html" => Some(HttpResponse {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: DEMO_PAGE.as_bytes().to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if ctx.protocol(id).as_deref() == Some(PROTOCOL) {
+            self.channel_conns.insert(id);
+            self.tell(Command::Open(self.conn(id)));
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message) {
+        if !self.channel_conns.contains(&id) {
+            if let Err(e) = ctx.send(id, &message) {
+                debug!(?id, "echo not sent: {e}");
+            }
+            return;
+        }
+        match message {
+            Message::Text(text) => self.tell(Command::Text(self.conn(id), text)),
+            Message::Binary(_) => {
+                let _ = ctx.close(
+                    id,
+                    CloseCode::Unsupported,
+                    "duplex.v1 messages are JSON text frames",
+                );
+            }
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _closed: &Closed) {
+        self.dropping.remove(&id);
+        if self.channel_conns.remove(&id) {
+            self.tell(Command::Closed(self.conn(id)));
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        {
+            let mut inbox = self
+                .inbox
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::swap(&mut *inbox, &mut self.taken);
+        }
+        let mut taken = std::mem::take(&mut self.taken);
+        // A broadcast reaches this worker as consecutive deliveries of one shared text: it is
+        // prepared (and compressed) once for all of them.
+        let mut current: Option<(Arc<str>, PreparedMessage)> = None;
+        for (id, delivery) in taken.drain(..) {
+            match delivery {
+                Delivery::Text(text) => {
+                    let prepared = match &mut current {
+                        Some((shared, prepared)) if Arc::ptr_eq(shared, &text) => prepared,
+                        _ => {
+                            let prepared = PreparedMessage::text(&*text);
+                            &mut current.insert((Arc::clone(&text), prepared)).1
+                        }
+                    };
+                    self.deliver(ctx, id, &text, prepared);
+                }
+                Delivery::Close(code, reason) => {
+                    let _ = ctx.close(id, code, reason);
+                }
+            }
+        }
+        self.taken = taken;
+    }
+
+    fn on_drained(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        let Some(rooms) = self.dropping.remove(&id) else {
+            return;
+        };
+        for (room, (from, to)) in rooms {
+            self.tell(Command::Dropped {
+                conn: self.conn(id),
+                room,
+                from,
+                to,
+            });
+        }
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.shared.metrics.render(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_core::channel::protocol::ServerMessage;
+
+    #[test]
+    fn room_message_reads_only_messages() {
+        let message = ServerMessage::Message {
+            room: "app/a".into(),
+            seq: 7,
+            from: "c1".into(),
+            data: serde_json::json!({"seq": 99, "room": "x"}),
+        };
+        assert_eq!(room_message(&message.to_text()), Some(("app/a".into(), 7)));
+        let ack = ServerMessage::Ack {
+            id: duplex_core::channel::protocol::Id::Number(3),
+            seq: 4,
+        };
+        assert_eq!(room_message(&ack.to_text()), None);
+        assert_eq!(room_message("not json"), None);
+    }
+}
