@@ -129,6 +129,11 @@ struct ServeArgs {
     #[arg(long, default_value_t = 100, value_name = "MS")]
     presence_window_ms: u64,
 
+    /// Rooms with more members than this do not broadcast join/leave/presence events and
+    /// answer `joined` with an empty member list (large live feeds).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    presence_limit: usize,
+
     /// Largest `publish.data`, in bytes of compact JSON.
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     max_payload: usize,
@@ -189,6 +194,7 @@ impl ServeArgs {
             .with_history_ttl(seconds(self.history_ttl, "--history-ttl")?)
             .with_presence_window(Duration::from_millis(self.presence_window_ms))
             .with_max_payload(self.max_payload)
+            .with_presence_limit(self.presence_limit)
             .with_heartbeat(heartbeat);
         Ok(ServeConfig {
             server,

@@ -41,6 +41,11 @@ pub struct HubConfig {
     pub dedup_window: usize,
     /// How long a client's state (publish ids) survives without a connection.
     pub client_ttl: Duration,
+    /// Presence is tracked in rooms of up to this many members. In a larger room `join`,
+    /// `leave` and `presence` events are not broadcast and `joined.members` is empty: every
+    /// join would otherwise cost a message to every member and a member list as long as the
+    /// room (quadratic traffic for a 10,000-member live feed).
+    pub presence_limit: usize,
 }
 
 impl Default for HubConfig {
@@ -53,11 +58,17 @@ impl Default for HubConfig {
             heartbeat: Duration::from_secs(30),
             dedup_window: 256,
             client_ttl: Duration::from_secs(300),
+            presence_limit: 1000,
         }
     }
 }
 
 impl HubConfig {
+    /// Sets [`HubConfig::presence_limit`].
+    pub fn with_presence_limit(mut self, members: usize) -> Self {
+        self.presence_limit = members;
+        self
+    }
     /// Sets [`HubConfig::history_size`].
     pub fn with_history_size(mut self, messages: usize) -> Self {
         self.history_size = messages;
@@ -328,6 +339,20 @@ impl<C: Copy + Ord> Hub<C> {
     }
 
     /// Queues `text` for every member of `room` but `except`; returns how many got it.
+    /// Broadcasts a presence event (`join`, `leave`, `presence`) unless the room is too large
+    /// to track presence in.
+    fn broadcast_presence(&mut self, room: &str, text: &Arc<str>, except: Option<C>) -> u64 {
+        let tracked = self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.len() <= self.config.presence_limit);
+        if tracked {
+            self.broadcast(room, text, except)
+        } else {
+            0
+        }
+    }
+
     fn broadcast(&mut self, room: &str, text: &Arc<str>, except: Option<C>) -> u64 {
         let mut sent = 0;
         if let Some(room) = self.rooms.get(room) {
@@ -513,9 +538,11 @@ impl<C: Copy + Ord> Hub<C> {
                 client: client.clone(),
                 presence: initial.clone(),
             };
-            let event: Arc<str> = event.to_text().into();
-            for &member in state.members.keys() {
-                self.out.push_back((member, event.clone()));
+            if state.members.len() < self.config.presence_limit {
+                let event: Arc<str> = event.to_text().into();
+                for &member in state.members.keys() {
+                    self.out.push_back((member, event.clone()));
+                }
             }
             let member = RoomMember {
                 client,
@@ -528,9 +555,11 @@ impl<C: Copy + Ord> Hub<C> {
                 c.rooms.insert(room.clone());
             }
         }
+        let tracked = state.members.len() <= self.config.presence_limit;
         let members = state
             .members
             .values()
+            .filter(|_| tracked)
             .map(|m| Member {
                 client: m.client.clone(),
                 presence: m.presence.clone(),
@@ -653,7 +682,7 @@ impl<C: Copy + Ord> Hub<C> {
                 presence,
             };
             self.stats.presence_updates +=
-                self.broadcast(room, &event.to_text().into(), Some(conn));
+                self.broadcast_presence(room, &event.to_text().into(), Some(conn));
         } else if let Some(pending) = &mut member.pending {
             pending.0 = presence;
         } else {
@@ -683,24 +712,28 @@ impl<C: Copy + Ord> Hub<C> {
             client: member.client.clone(),
             presence,
         };
-        self.stats.presence_updates += self.broadcast(room, &event.to_text().into(), Some(conn));
+        self.stats.presence_updates +=
+            self.broadcast_presence(room, &event.to_text().into(), Some(conn));
     }
 
     /// Removes `conn` from `room`, telling the others. False if it was not a member.
     fn remove_member(&mut self, conn: C, room: &str, now: Duration) -> bool {
-        let Some(member) = self
-            .rooms
-            .get_mut(room)
-            .and_then(|r| r.members.remove(&conn))
-        else {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        // Judged on the room as it was: the member's arrival was announced if it was tracked.
+        let tracked = state.members.len() <= self.config.presence_limit;
+        let Some(member) = state.members.remove(&conn) else {
             return false;
         };
         self.stats.members = self.stats.members.saturating_sub(1);
-        let event = ServerMessage::Leave {
-            room: room.into(),
-            client: member.client,
-        };
-        self.broadcast(room, &event.to_text().into(), None);
+        if tracked {
+            let event = ServerMessage::Leave {
+                room: room.into(),
+                client: member.client,
+            };
+            self.broadcast(room, &event.to_text().into(), None);
+        }
         self.refresh_lifetime(room, now);
         true
     }

@@ -998,3 +998,69 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rooms_beyond_the_presence_limit_stop_broadcasting_presence() {
+    let mut hub = Hub::new(
+        HubConfig::default()
+            .with_presence_window(Duration::ZERO)
+            .with_presence_limit(2),
+        7,
+    );
+    for (conn, client) in [(1, "a"), (2, "b"), (3, "c")] {
+        hello(&mut hub, conn, client, T0);
+        join(&mut hub, conn, "app/big", T0);
+    }
+    let out = drain(&mut hub);
+    // b's arrival is announced to a; c's (the third member) to nobody.
+    let joins: Vec<(u32, String)> = out
+        .iter()
+        .filter_map(|(to, m)| match m {
+            ServerMessage::Join { client, .. } => Some((*to, client.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joins, vec![(1, "b".to_string())]);
+    let ServerMessage::Joined { members, .. } = &to(&out, 3)[1] else {
+        panic!("{out:?}");
+    };
+    assert!(members.is_empty(), "{members:?}");
+    let ServerMessage::Joined { members, .. } = &to(&out, 2)[1] else {
+        panic!("{out:?}");
+    };
+    assert_eq!(members.len(), 2);
+    // Presence and leaves in the large room go nowhere; messages still reach everyone.
+    hub.receive(
+        1,
+        r#"{"type":"presence","room":"app/big","presence":1}"#,
+        T0,
+    )
+    .unwrap();
+    publish(&mut hub, 2, "p", "app/big", "1", T0);
+    hub.receive(3, r#"{"type":"leave","id":9,"room":"app/big"}"#, T0)
+        .unwrap();
+    let out = drain(&mut hub);
+    assert!(
+        out.iter().all(|(_, m)| matches!(
+            m,
+            ServerMessage::Message { .. } | ServerMessage::Ack { .. } | ServerMessage::Left { .. }
+        )),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|(_, m)| matches!(m, ServerMessage::Message { .. }))
+            .count(),
+        3
+    );
+    // Back within the limit: presence flows again.
+    hub.receive(2, r#"{"type":"leave","id":9,"room":"app/big"}"#, T0)
+        .unwrap();
+    let out = drain(&mut hub);
+    assert!(
+        to(&out, 1)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Leave { client, .. } if client == "b")),
+        "{out:?}"
+    );
+}
