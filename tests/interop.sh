@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop with other WebSocket implementations over 127.0.0.1.
 #
-#   tests/interop.sh [python] [node] [connect] [chromium]     (no argument: all four)
+#   tests/interop.sh [python] [node] [connect] [chromium] [chromium-demo]
+#                                      (no argument: the first four; chromium includes chromium-demo)
 #
 #   python   Python `websockets` client (tests/interop/py_client.py) -> duplex echo
 #   node     Node `ws` client (tests/interop/node_client.mjs)         -> duplex echo
@@ -9,7 +10,11 @@
 #            (tests/interop/ws_echo_server.mjs)
 #   chromium headless Chromium's WebSocket (tests/browser/deflate_echo.mjs) -> duplex echo,
 #            three servers: the default (chromium-deflate), --deflate-context-takeover
-#            --deflate-threshold 0 (chromium-deflate-takeover), --deflate off (chromium-plain).
+#            --deflate-threshold 0 (chromium-deflate-takeover), --deflate off (chromium-plain);
+#            then chromium-demo.
+#   chromium-demo  the demo chat page of `duplex serve --threads 2`, two users (ann, ben) in
+#            two browser contexts: members, typing indicator, messages shown exactly once,
+#            window.duplex, leaving (tests/browser/demo_page.mjs).
 #            Without Chromium (see tests/setup.sh browser): a failure in CI (CI=true),
 #            otherwise SKIP, which is not counted as passed.
 #
@@ -69,7 +74,7 @@ run_client_against() {
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
         show_log "$slog"
-        die "interop($name): the echo server died"
+        die "interop($name): the server under test died"
     fi
     PASSED=$((PASSED + 1))
 }
@@ -144,20 +149,48 @@ chromium_against() {
     stop_pid "$BG_PID"
 }
 
-check_chromium() {
+# chromium_ready CHECK CASES... : set up the browser tests; true if Chromium can run. Without
+# Chromium: a failure in CI (CI=true), otherwise CASES are skipped (and false is returned).
+chromium_ready() {
+    local check=$1
+    shift
     bash "$REPO_ROOT/tests/setup.sh" browser
     if [[ ! -x $CHROMIUM ]]; then
         local how="install it (apt-get install chromium, or tests/setup.sh browser as root) or set CHROMIUM"
-        [[ ${CI:-} != true ]] || die "interop(chromium): $CHROMIUM not found: $how"
-        echo "interop(chromium): SKIP: $CHROMIUM not found: $how" >&2
-        SKIPPED+=(chromium-deflate chromium-deflate-takeover chromium-plain)
-        return 0
+        [[ ${CI:-} != true ]] || die "interop($check): $CHROMIUM not found: $how"
+        echo "interop($check): SKIP: $CHROMIUM not found: $how" >&2
+        SKIPPED+=("$@")
+        return 1
     fi
     [[ -x $DUPLEX_BIN ]] || die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
+}
+
+# The demo chat page of `duplex serve`, two users in two browser contexts
+# (tests/browser/demo_page.mjs).
+chromium_demo() {
+    local name=chromium-demo port slog="$logdir/interop-chromium-demo-server.log"
+    port=$(free_port)
+    start_server "$slog" "$port" 30 "duplex serve" \
+        "$DUPLEX_BIN" serve --listen "127.0.0.1:$port" --threads 2
+    CLIENT_TIMEOUT=$CHROMIUM_TIMEOUT run_client_against "$BG_PID" "$slog" "$name" \
+        node "$BROWSER_DIR/demo_page.mjs" "http://127.0.0.1:$port/" --name "$name"
+    stop_pid "$BG_PID"
+}
+
+check_chromium() {
+    chromium_ready chromium chromium-deflate chromium-deflate-takeover chromium-plain chromium-demo ||
+        return 0
     chromium_against chromium-deflate "--expect deflate" --
     chromium_against chromium-deflate-takeover "--expect deflate --server-context-takeover" -- \
         --deflate-context-takeover --deflate-threshold 0
     chromium_against chromium-plain "--expect plain" -- --deflate off
+    chromium_demo
+}
+
+# Only the demo page (also part of `chromium`).
+check_chromium_demo() {
+    chromium_ready chromium-demo chromium-demo || return 0
+    chromium_demo
 }
 
 main() {
@@ -165,12 +198,12 @@ main() {
     ((${#checks[@]})) || checks=(python node connect chromium)
     for c in "${checks[@]}"; do
         case $c in
-        python | node | connect | chromium) ;;
-        *) die "unknown check '$c' (expected: python, node, connect, chromium)" ;;
+        python | node | connect | chromium | chromium-demo) ;;
+        *) die "unknown check '$c' (expected: python, node, connect, chromium, chromium-demo)" ;;
         esac
     done
     for c in "${checks[@]}"; do
-        "check_$c"
+        "check_${c//-/_}"
     done
     echo "interop.sh: $PASSED cases ok, ${#SKIPPED[@]} skipped${SKIPPED[*]:+ (${SKIPPED[*]})}"
 }

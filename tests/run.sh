@@ -25,16 +25,15 @@ step_fmt() {
 step_clippy() {
     ensure_component clippy
     cargo clippy --workspace --all-targets -- -D warnings
-    # The core alone, without the features the workspace turns on (deflate), and with the
-    # channel protocol no driver uses yet.
+    # The core alone, without the features the workspace turns on (deflate, channel), and with
+    # both.
     cargo clippy -p duplex-core --all-targets -- -D warnings
     cargo clippy -p duplex-core --all-targets --features channel,deflate -- -D warnings
 }
 
 step_test() {
     cargo test --workspace
-    # The core alone, without the features the workspace turns on (deflate), and with the
-    # channel protocol no driver uses yet.
+    # The core alone, without the features the workspace turns on (deflate, channel).
     cargo test -p duplex-core --lib
     cargo test -p duplex-core --features channel --lib
     cargo test -p duplex-core --features channel --doc
@@ -73,6 +72,14 @@ step_interop() {
     bash tests/interop.sh
 }
 
+step_wasm() {
+    bash tests/wasm.sh
+}
+
+step_autobahn_wasm_client() {
+    bash tests/autobahn.sh wasm-client
+}
+
 step_load() {
     bash tests/load.sh
 }
@@ -101,12 +108,16 @@ plan_steps() {
     add_step wasm-core step_wasm_core "cargo build -p duplex-core --target wasm32-unknown-unknown"
     if [[ -f native/Cargo.toml ]]; then
         add_step native-build step_native_build "cargo build --release -p duplex (+ example autobahn_client)"
-        add_step setup step_setup "tests/setup.sh (kosoku + websockets venv, npm ws)"
+        add_step setup step_setup "tests/setup.sh (kosoku + websockets venv, npm ws, Chromium + playwright-core)"
         add_step autobahn-server step_autobahn_server "tests/autobahn.sh server (duplex echo vs kosoku)"
         if [[ -f native/examples/autobahn_client.rs ]]; then
             add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
         fi
-        add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect)"
+        if [[ -f wasm/Cargo.toml ]]; then
+            add_step wasm step_wasm "tests/wasm.sh (build the duplex-ws package, node --test its suites)"
+            add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver)"
+        fi
+        add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"
         fi

@@ -10,6 +10,10 @@
 //     { timeoutMs: 60_000 },
 //   );
 //
+// `withBrowser(fn, {timeoutMs})` hands `fn` the browser itself instead, for
+// tests that need several contexts (users with separate storage), e.g.
+// demo_page.mjs.
+//
 // It drives the system's Chromium (Debian's `chromium` package, installed by
 // `tests/setup.sh browser`) through playwright-core, which downloads no
 // browser of its own. Each run gets a fresh profile in a temporary
@@ -93,6 +97,54 @@ export async function chromiumVersion(page) {
 
 const BLANK_PAGE = '<!doctype html><meta charset="utf-8"><title>duplex test</title>';
 
+function requireChromium() {
+  if (!existsSync(CHROMIUM_PATH)) {
+    throw new Error(`${CHROMIUM_PATH} not found: install Chromium (apt-get install chromium, or tests/setup.sh browser as root)`);
+  }
+}
+
+/**
+ * Launches Chromium and resolves with `await fn(browser)`, for tests that need
+ * several browser contexts (separate cookies and storage, like two users):
+ * `await browser.newContext()`, then `context.newPage()` and `page.goto(url)`
+ * on a page served from 127.0.0.1. Contexts live in memory and playwright-core
+ * deletes the browser's temporary profile when it closes. The browser is
+ * closed however `fn` ends; rejects if `CHROMIUM_PATH` does not exist, or if
+ * launching, `fn` and closing together take longer than `timeoutMs`
+ * (default 60 s).
+ */
+export async function withBrowser(fn, { timeoutMs = 60_000 } = {}) {
+  requireChromium();
+  const started = Date.now();
+  const limit = timeout(timeoutMs, 'the Chromium run');
+  let browser = null;
+  let run = null;
+  try {
+    run = (async () => {
+      browser = await chromium.launch({
+        executablePath: CHROMIUM_PATH,
+        headless: true,
+        args: CHROMIUM_ARGS,
+        timeout: timeoutMs,
+      });
+      return fn(browser);
+    })();
+    run.catch(() => {}); // a late rejection after the deadline won is not unhandled
+    return await Promise.race([run, limit.promise]);
+  } finally {
+    limit.cancel();
+    const left = Math.max(1_000, Math.min(CLOSE_TIMEOUT_MS, timeoutMs - (Date.now() - started)));
+    const closing = timeout(left, 'closing Chromium');
+    // If closing hangs, playwright-core still kills the browser when this process exits.
+    await (async () => {
+      // A launch still under way when the deadline passed: let it end, then close what it opened.
+      if (!browser && run) await Promise.race([run.catch(() => {}), closing.promise]);
+      if (browser) await Promise.race([browser.close(), closing.promise]);
+    })().catch((e) => console.error(`lib.mjs: ${e.message}`));
+    closing.cancel();
+  }
+}
+
 /**
  * Launches Chromium with a fresh profile, opens a page on `html` (default: an
  * empty document) served from 127.0.0.1 and resolves with
@@ -101,9 +153,7 @@ const BLANK_PAGE = '<!doctype html><meta charset="utf-8"><title>duplex test</tit
  * not exist, or if the whole run takes longer than `timeoutMs` (default 60 s).
  */
 export async function withChromium(fn, { timeoutMs = 60_000, html = BLANK_PAGE } = {}) {
-  if (!existsSync(CHROMIUM_PATH)) {
-    throw new Error(`${CHROMIUM_PATH} not found: install Chromium (apt-get install chromium, or tests/setup.sh browser as root)`);
-  }
+  requireChromium();
   const started = Date.now();
   const profile = await mkdtemp(join(tmpdir(), 'duplex-chromium-'));
   const limit = timeout(timeoutMs, 'the Chromium run');

@@ -25,6 +25,8 @@ pub enum Failure {
     Protocol(String),
     /// An echo differs from the message that was sent.
     Mismatch(String),
+    /// A room message was lost, repeated or out of order (fanout).
+    Delivery(String),
 }
 
 impl fmt::Display for Failure {
@@ -33,6 +35,7 @@ impl fmt::Display for Failure {
             Failure::Io(e) => write!(f, "I/O error: {e}"),
             Failure::Protocol(detail) => write!(f, "{detail}"),
             Failure::Mismatch(detail) => write!(f, "echo mismatch: {detail}"),
+            Failure::Delivery(detail) => write!(f, "delivery check failed: {detail}"),
         }
     }
 }

@@ -211,7 +211,7 @@ pub fn worker(
         mut events,
         mut buf,
         mut clients,
-    } = pool::open_for_worker(target, indices, open_deadline, &control)?;
+    } = pool::open_for_worker(target, indices, open_deadline, &control.ready)?;
     let mut flows: Vec<Flow> = indices.iter().map(|_| Flow::new(spec)).collect();
     let mut tally = Tally::new();
     let Some(window) = pool::ready_and_wait(&control) else {

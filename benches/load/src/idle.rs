@@ -21,7 +21,7 @@ pub fn worker(
         mut events,
         mut buf,
         mut clients,
-    } = pool::open_for_worker(target, indices, open_deadline, &control)?;
+    } = pool::open_for_worker(target, indices, open_deadline, &control.ready)?;
     let tally = Tally::new();
     let Some(window) = pool::ready_and_wait(&control) else {
         return Ok(tally);

@@ -13,6 +13,10 @@
 //!   and start over. Reports handshakes per second and handshake latency.
 //! - `idle`: open `--connections` connections and hold them without traffic; with
 //!   `--server-pid`, reports the server's resident-memory growth per connection.
+//! - `fanout`: against `duplex serve` (`--url ws://127.0.0.1:PORT/ws`, subprotocol
+//!   `duplex.v1`): `--members` connections join `--room`, then a publisher sends `--messages`
+//!   chat messages one at a time. Reports the time from each publish to the last (and the
+//!   median) member reading it, and fails on any message lost, repeated or out of order.
 //!
 //! With `--server-pid` every mode also reports the server's CPU time over the measured window
 //! (per round trip or handshake) and its current and peak RSS. Clients are `duplex-core`
@@ -20,6 +24,7 @@
 
 mod client;
 mod echo;
+mod fanout;
 mod handshake;
 mod idle;
 mod pool;
@@ -49,6 +54,8 @@ enum Mode {
     Connect,
     /// Open the connections and hold them idle.
     Idle,
+    /// Members join a duplex.v1 room; one publisher broadcasts to them, one message at a time.
+    Fanout,
 }
 
 #[derive(Parser, Debug)]
@@ -109,6 +116,18 @@ struct Args {
     /// A name for the server under test, repeated in the output.
     #[arg(long, default_value = "", value_name = "NAME")]
     label: String,
+
+    /// Room members, besides the publisher (fanout).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    members: usize,
+
+    /// Messages published, one at a time (fanout).
+    #[arg(long, default_value_t = 20, value_name = "K")]
+    messages: usize,
+
+    /// The room the members join (fanout).
+    #[arg(long, default_value = "app/fanout", value_name = "ROOM")]
+    room: String,
 }
 
 impl Mode {
@@ -117,6 +136,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Connect => "connect",
             Mode::Idle => "idle",
+            Mode::Fanout => "fanout",
         }
     }
 }
@@ -151,7 +171,16 @@ fn target(url: &str, size: usize) -> Result<Target, String> {
 }
 
 fn check_args(args: &Args) -> Result<(), String> {
-    if args.connections == 0 {
+    let connections = if args.mode == Mode::Fanout {
+        if args.members == 0 || args.messages == 0 {
+            return Err("--members and --messages must be at least 1".into());
+        }
+        fanout::check_room(&args.room)?;
+        args.members + 1
+    } else {
+        args.connections
+    };
+    if connections == 0 {
         return Err("--connections must be at least 1".into());
     }
     if args.threads == 0 {
@@ -166,14 +195,13 @@ fn check_args(args: &Args) -> Result<(), String> {
     if !(args.warmup.is_finite() && args.warmup >= 0.0) {
         return Err("--warmup must be a number of seconds >= 0".into());
     }
-    let needed = args.connections as u64 + 64;
+    let needed = connections as u64 + 64;
     if let Some(limit) = procfs::open_files_limit()
         && needed > limit
     {
         return Err(format!(
-            "{} connections need about {needed} open files but `ulimit -n` is {limit}: raise \
-             it (ulimit -n {needed}) or open fewer",
-            args.connections
+            "{connections} connections need about {needed} open files but `ulimit -n` is \
+             {limit}: raise it (ulimit -n {needed}) or open fewer"
         ));
     }
     Ok(())
@@ -242,6 +270,7 @@ fn run(args: &Args) -> Result<Summary, String> {
                         Mode::Echo => echo::worker(spec, target, &indices, open_deadline, control),
                         Mode::Connect => handshake::worker(target, &indices, control),
                         Mode::Idle => idle::worker(target, &indices, open_deadline, control),
+                        Mode::Fanout => unreachable!("fanout runs in run_fanout"),
                     };
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
@@ -343,8 +372,41 @@ fn run(args: &Args) -> Result<Summary, String> {
     })
 }
 
+fn run_fanout(args: &Args) -> Result<fanout::FanoutSummary, String> {
+    check_args(args)?;
+    let spec = fanout::FanoutSpec {
+        room: args.room.clone(),
+        members: args.members,
+        messages: args.messages,
+        threads: args.threads.min(args.members),
+        run: format!("{:016x}", client::seed(usize::MAX)),
+    };
+    let target = target(&args.url, 64 << 10)?;
+    if let Some(pid) = args.server_pid {
+        read_pid(pid)?;
+    }
+    fanout::run(&spec, &target, args.server_pid, &args.label, &args.url)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.mode == Mode::Fanout {
+        return match run_fanout(&args) {
+            Ok(summary) => {
+                if args.json {
+                    eprint!("{}", summary.human());
+                    println!("{}", summary.json());
+                } else {
+                    print!("{}", summary.human());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("duplex-load: fanout: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&args) {
         Ok(summary) => {
             if args.json {

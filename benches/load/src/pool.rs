@@ -92,8 +92,6 @@ pub fn describe(indices: &[usize], token: usize, failure: &Failure) -> String {
     format!("connection {}: {failure}", indices[token])
 }
 
-/// Opens one connection per entry of `indices` (their numbers in the whole run); the token
-/// of `result[i]` is `Token(i)`. Fails on the first connection that does not open.
 /// A worker's connections, open, with the poll and read buffer that serve them.
 pub struct Opened {
     pub poll: Poll,
@@ -103,12 +101,12 @@ pub struct Opened {
 }
 
 /// Opens the connections numbered `indices` for a worker; a failure is also reported to the
-/// main thread through `control`, so it stops waiting for this worker.
+/// main thread through `ready` (e.g. [`Control::ready`]), so it stops waiting for this worker.
 pub fn open_for_worker(
     target: &Target,
     indices: &[usize],
     deadline: Instant,
-    control: &Control,
+    ready: &Sender<Result<(), String>>,
 ) -> Result<Opened, String> {
     let opened = Poll::new()
         .map_err(|e| format!("cannot create a poll: {e}"))
@@ -124,11 +122,13 @@ pub fn open_for_worker(
             })
         });
     if let Err(e) = &opened {
-        let _ = control.ready.send(Err(e.clone()));
+        let _ = ready.send(Err(e.clone()));
     }
     opened
 }
 
+/// Opens one connection per entry of `indices` (their numbers in the whole run); the token
+/// of `result[i]` is `Token(i)`. Fails on the first connection that does not open.
 pub fn open_all(
     poll: &mut Poll,
     events: &mut Events,

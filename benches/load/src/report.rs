@@ -263,7 +263,7 @@ impl Summary {
     }
 }
 
-fn number(v: f64) -> String {
+pub fn number(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.3}")
     } else {
@@ -271,7 +271,7 @@ fn number(v: f64) -> String {
     }
 }
 
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -1,0 +1,1138 @@
+//! Fanout mode: `--members` connections to a `duplex serve` `/ws` (subprotocol `duplex.v1`) say
+//! `hello` and join one room; then one more connection, the publisher (also a member), publishes
+//! `--messages` chat-like messages one at a time. Each broadcast is timed from the moment its
+//! `publish` is written to the moment the last member read the `message` (and the median member);
+//! the next publish waits until every member, the publisher included, has it and the publisher
+//! has its `ack`.
+//!
+//! Every member checks that it gets each message exactly once and in order: message `n` of the
+//! run (`data.n`, beside a per-run nonce in `data.run`) must follow message `n - 1` with the next
+//! `seq`, and the first must carry the seq the server acknowledged to the publisher. A `gap`, an
+//! `error`, a close, a duplicate, a message out of order, or one still missing after
+//! [`BROADCAST_TIMEOUT`] fails the run. The other room events (`join`, `leave` and `presence` of
+//! other members) are read and counted, not checked: a server may leave them out in large rooms.
+//!
+//! Members are spread over `--threads` event loops; the publisher runs on the main thread, which
+//! the member threads wake (a mio `Waker`) when the last member has read a message.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use duplex_core::{Event, Message};
+use mio::{Events, Poll, Registry, Token, Waker};
+use serde::Deserialize;
+
+use crate::client::{Client, Failure, Target};
+use crate::pool::{self, READ_BUFFER};
+use crate::procfs;
+use crate::report::{number, quote};
+
+/// The subprotocol requested on every connection.
+pub const SUBPROTOCOL: &str = "duplex.v1";
+/// How long a broadcast may take to reach every member.
+const BROADCAST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the publisher's own `hello` and `join` may take.
+const PUBLISHER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The publisher's poll token for wake-ups from the member threads.
+const WAKE: Token = Token(usize::MAX);
+/// How often a member thread looks at the shared stop flag.
+const TICK: Duration = Duration::from_millis(50);
+/// The command id of every `join`; publishes use `FIRST_PUBLISH_ID + n`.
+const JOIN_ID: u64 = 1;
+const FIRST_PUBLISH_ID: u64 = 2;
+
+/// What a fanout run does.
+#[derive(Debug, Clone)]
+pub struct FanoutSpec {
+    pub room: String,
+    pub members: usize,
+    pub messages: usize,
+    pub threads: usize,
+    /// A nonce in every message's `data.run`, so a message of another run is recognised.
+    pub run: String,
+}
+
+/// Time allowed for every member to open its connection.
+pub fn open_budget(members: usize) -> Duration {
+    Duration::from_secs(10) + Duration::from_millis(members as u64)
+}
+
+/// Time allowed, once its connections are open, for a thread's members to have joined.
+fn join_budget(members: usize) -> Duration {
+    Duration::from_secs(10) + Duration::from_millis(2 * members as u64)
+}
+
+/// A room name as `duplex.v1` wants it: `namespace/name` of `[A-Za-z0-9_.:-]`, at most 128 bytes.
+pub fn check_room(room: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    };
+    match room.split_once('/') {
+        Some((ns, name)) if room.len() <= 128 && part_ok(ns) && part_ok(name) => Ok(()),
+        _ => Err(format!(
+            "--room {room:?}: expected namespace/name of [A-Za-z0-9_.:-], at most 128 bytes"
+        )),
+    }
+}
+
+/// What the member threads and the publisher share.
+#[derive(Debug)]
+struct Shared {
+    members: usize,
+    /// How many members (the publisher not included) have read message `n`.
+    arrivals: Vec<AtomicUsize>,
+    /// The run is over (done, or failed somewhere): member threads close and return.
+    stop: AtomicBool,
+    waker: Waker,
+}
+
+impl Shared {
+    fn arrived(&self, n: usize) {
+        if self.arrivals[n].fetch_add(1, Ordering::AcqRel) + 1 == self.members {
+            self.wake();
+        }
+    }
+
+    fn arrivals(&self, n: usize) -> usize {
+        self.arrivals[n].load(Ordering::Acquire)
+    }
+
+    fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+}
+
+/// The fields of a server message this mode reads; the others are skipped.
+#[derive(Debug, Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    from_seq: Option<u64>,
+    #[serde(default)]
+    to_seq: Option<u64>,
+}
+
+/// The part of `message.data` that identifies a message of this run.
+#[derive(Debug, Deserialize)]
+struct Data<'a> {
+    #[serde(borrow)]
+    run: Cow<'a, str>,
+    n: usize,
+}
+
+/// The start of a message, for error reports.
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// What a server message meant to the member that read it.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    Nothing,
+    Joined,
+    Message(usize),
+    Ack { id: u64, seq: u64 },
+}
+
+/// One member's view of the room.
+#[derive(Debug)]
+struct Member {
+    /// Its number in the run (the publisher's is `members`).
+    index: usize,
+    joined_seq: Option<u64>,
+    first_seq: Option<u64>,
+    last_seq: u64,
+    /// When message `n` was read, for every `n < times.len()`.
+    times: Vec<Instant>,
+    /// `join`, `leave` and `presence` events of other members.
+    notices: u64,
+}
+
+impl Member {
+    fn new(index: usize, messages: usize) -> Member {
+        Member {
+            index,
+            joined_seq: None,
+            first_seq: None,
+            last_seq: 0,
+            times: Vec::with_capacity(messages),
+            notices: 0,
+        }
+    }
+
+    /// Checks the handshake's subprotocol and queues `hello` and `join`.
+    fn start(&self, spec: &FanoutSpec, client: &mut Client) -> Result<(), Failure> {
+        if client.conn.protocol() != Some(SUBPROTOCOL) {
+            return Err(Failure::Protocol(format!(
+                "the server did not accept the subprotocol {SUBPROTOCOL} (is the URL its /ws?)"
+            )));
+        }
+        let join = format!(
+            r#"{{"type":"join","id":{JOIN_ID},"room":"{}","presence":{{"name":"member-{}"}}}}"#,
+            spec.room, self.index
+        );
+        for text in [r#"{"type":"hello"}"#, join.as_str()] {
+            client
+                .conn
+                .send_text(text)
+                .map_err(|e| Failure::Protocol(format!("cannot send: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, spec: &FanoutSpec, event: Event, t: Instant) -> Result<Got, Failure> {
+        match event {
+            Event::Message(Message::Text(text)) => self.on_text(spec, text.as_str(), t),
+            Event::Message(Message::Binary(b)) => Err(Failure::Protocol(format!(
+                "a binary message of {} bytes (duplex.v1 messages are JSON text)",
+                b.len()
+            ))),
+            Event::Error(e) => Err(Failure::Protocol(format!("connection failed: {e}"))),
+            Event::Closed(closed) => Err(Failure::Protocol(format!(
+                "the server closed the connection: {} {:?}",
+                closed.code, closed.reason
+            ))),
+            _ => Ok(Got::Nothing),
+        }
+    }
+
+    fn on_text(&mut self, spec: &FanoutSpec, text: &str, t: Instant) -> Result<Got, Failure> {
+        let m: Incoming<'_> = serde_json::from_str(text)
+            .map_err(|e| Failure::Protocol(format!("cannot read {:?}: {e}", excerpt(text))))?;
+        let in_room = m.room.as_deref() == Some(spec.room.as_str());
+        let missing = |field: &str| Failure::Protocol(format!("no {field} in {:?}", excerpt(text)));
+        match m.kind.as_ref() {
+            "welcome" | "pong" => Ok(Got::Nothing),
+            "join" | "leave" | "presence" => {
+                self.notices += 1;
+                Ok(Got::Nothing)
+            }
+            "joined" if in_room && m.id == Some(JOIN_ID) => {
+                self.joined_seq = Some(m.seq.ok_or_else(|| missing("seq"))?);
+                Ok(Got::Joined)
+            }
+            "ack" => Ok(Got::Ack {
+                id: m.id.ok_or_else(|| missing("id"))?,
+                seq: m.seq.ok_or_else(|| missing("seq"))?,
+            }),
+            "message" if in_room => {
+                let seq = m.seq.ok_or_else(|| missing("seq"))?;
+                let data = m.data.as_ref().ok_or_else(|| missing("data"))?;
+                self.on_message(spec, seq, data, text, t)
+            }
+            "gap" => Err(Failure::Delivery(format!(
+                "the server dropped messages {}..={} of {} for this member (gap)",
+                m.from_seq.unwrap_or(0),
+                m.to_seq.unwrap_or(0),
+                m.room.as_deref().unwrap_or("?")
+            ))),
+            "error" => Err(Failure::Protocol(format!(
+                "the server refused a command: {} ({})",
+                m.code.as_deref().unwrap_or("?"),
+                m.message.as_deref().unwrap_or("")
+            ))),
+            _ => Err(Failure::Protocol(format!("unexpected {:?}", excerpt(text)))),
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        spec: &FanoutSpec,
+        seq: u64,
+        data: &Data<'_>,
+        text: &str,
+        t: Instant,
+    ) -> Result<Got, Failure> {
+        let Some(joined) = self.joined_seq else {
+            return Err(Failure::Delivery(format!(
+                "message seq {seq} before `joined`"
+            )));
+        };
+        if data.run != spec.run {
+            return Err(Failure::Delivery(format!(
+                "seq {seq} was not published by this run (another publisher in {}?): {:?}",
+                spec.room,
+                excerpt(text)
+            )));
+        }
+        let expected = self.times.len();
+        let n = data.n;
+        if n != expected {
+            return Err(Failure::Delivery(if n < expected {
+                format!(
+                    "message {n} (seq {seq}) arrived again, after message {}",
+                    expected - 1
+                )
+            } else {
+                format!("message {n} (seq {seq}) arrived before message {expected}")
+            }));
+        }
+        if n >= spec.messages {
+            return Err(Failure::Delivery(format!(
+                "message {n} (seq {seq}), but the run publishes {} messages",
+                spec.messages
+            )));
+        }
+        match self.first_seq {
+            None if seq <= joined => {
+                return Err(Failure::Delivery(format!(
+                    "message {n} has seq {seq}, not after joined.seq {joined}"
+                )));
+            }
+            None => self.first_seq = Some(seq),
+            Some(_) if seq != self.last_seq + 1 => {
+                return Err(Failure::Delivery(format!(
+                    "message {n} has seq {seq} after seq {}",
+                    self.last_seq
+                )));
+            }
+            Some(_) => {}
+        }
+        self.last_seq = seq;
+        self.times.push(t);
+        Ok(Got::Message(n))
+    }
+}
+
+fn member_error(index: usize, failure: &Failure) -> String {
+    format!("member {index}: {failure}")
+}
+
+/// A member thread: opens the connections `indices`, joins them, reports ready, then reads
+/// everything they receive until the run stops. A failure also stops the run.
+fn worker(
+    spec: &FanoutSpec,
+    shared: &Shared,
+    target: &Target,
+    indices: &[usize],
+    open_deadline: Instant,
+    ready: &Sender<Result<(), String>>,
+) -> Result<Vec<Member>, String> {
+    let result = serve_members(spec, shared, target, indices, open_deadline, ready);
+    if result.is_err() {
+        shared.stop();
+    }
+    result
+}
+
+fn serve_members(
+    spec: &FanoutSpec,
+    shared: &Shared,
+    target: &Target,
+    indices: &[usize],
+    open_deadline: Instant,
+    ready: &Sender<Result<(), String>>,
+) -> Result<Vec<Member>, String> {
+    let pool::Opened {
+        mut poll,
+        mut events,
+        mut buf,
+        mut clients,
+    } = pool::open_for_worker(target, indices, open_deadline, ready)?;
+    let mut members: Vec<Member> = indices
+        .iter()
+        .map(|&index| Member::new(index, spec.messages))
+        .collect();
+    for (i, (client, member)) in clients.iter_mut().zip(&members).enumerate() {
+        member
+            .start(spec, client)
+            .and_then(|()| client.flush(poll.registry(), Token(i)))
+            .map_err(|e| member_error(member.index, &e))?;
+    }
+    let join_deadline = Instant::now() + join_budget(spec.members);
+    let mut joined = 0;
+    let mut is_ready = false;
+    while !shared.stopped() {
+        if !is_ready && Instant::now() >= join_deadline {
+            return Err(format!(
+                "only {joined} of this thread's {} members joined {} within {:.0} s of opening",
+                members.len(),
+                spec.room,
+                join_budget(spec.members).as_secs_f64()
+            ));
+        }
+        poll.poll(&mut events, Some(TICK))
+            .map_err(|e| format!("poll failed: {e}"))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            let member = &mut members[i];
+            let was_joined = member.joined_seq.is_some();
+            clients[i]
+                .service(
+                    target,
+                    poll.registry(),
+                    Token(i),
+                    &mut buf,
+                    |_, event, t| match member.on_event(spec, event, t)? {
+                        Got::Message(n) => {
+                            shared.arrived(n);
+                            Ok(())
+                        }
+                        Got::Ack { id, .. } => Err(Failure::Protocol(format!(
+                            "an ack for command {id}, which this member did not send"
+                        ))),
+                        Got::Joined | Got::Nothing => Ok(()),
+                    },
+                )
+                .map_err(|e| member_error(member.index, &e))?;
+            if !was_joined && member.joined_seq.is_some() {
+                joined += 1;
+            }
+        }
+        if !is_ready && joined == members.len() {
+            is_ready = true;
+            let _ = ready.send(Ok(()));
+            shared.wake();
+        }
+    }
+    pool::close_all(&mut poll, &mut events, target, clients, &mut buf);
+    Ok(members)
+}
+
+/// The words of the publisher's chat lines.
+const WORDS: [&str; 24] = [
+    "deploy", "merge", "review", "the", "build", "is", "green", "again", "lunch?", "ship", "it",
+    "café", "ok", "thanks", "see", "logs", "at", "standup", "in", "five", "minutes", "rollback",
+    "done", "👍",
+];
+
+/// The `publish` command of message `n`: chat-like `data` of about 150 bytes.
+fn publish_text(spec: &FanoutSpec, n: usize) -> (String, usize) {
+    let words = 9 + (n * 7) % 8;
+    let text: Vec<&str> = (0..words)
+        .map(|k| WORDS[(n * 31 + k * 17) % WORDS.len()])
+        .collect();
+    let data = format!(
+        r#"{{"run":"{}","n":{n},"name":"publisher","text":"{}","ts":{},"mentions":["member-{}"]}}"#,
+        spec.run,
+        text.join(" "),
+        1_732_470_000_000u64 + n as u64 * 1375,
+        (n * 7919) % spec.members.max(1)
+    );
+    let len = data.len();
+    let id = FIRST_PUBLISH_ID + n as u64;
+    (
+        format!(
+            r#"{{"type":"publish","id":{id},"room":"{}","data":{data}}}"#,
+            spec.room
+        ),
+        len,
+    )
+}
+
+/// What the publisher measured.
+#[derive(Debug)]
+struct Published {
+    /// When each publish was written.
+    sent: Vec<Instant>,
+    /// The seq of each publish, from its `ack`.
+    acks: Vec<u64>,
+    /// Bytes of each message's `data`.
+    data_bytes: Vec<usize>,
+    /// From starting the member threads to every member joined.
+    join: Duration,
+    /// From the first publish to the last member reading the last message.
+    broadcast: Duration,
+    server: Option<ServerSample>,
+}
+
+/// The server process around the broadcasts.
+#[derive(Debug, Clone, Copy)]
+struct ServerSample {
+    rss_joined: u64,
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    hwm_bytes: u64,
+}
+
+/// The publisher: a member that also publishes, on the main thread's poll.
+#[derive(Debug)]
+struct Publisher<'a> {
+    spec: &'a FanoutSpec,
+    target: &'a Target,
+    poll: Poll,
+    events: Events,
+    buf: Vec<u8>,
+    client: Client,
+    me: Member,
+    acks: Vec<Option<u64>>,
+}
+
+impl Publisher<'_> {
+    /// Waits (reading the publisher's connection meanwhile) until `done` holds; fails with
+    /// `what()` at `deadline`, or when a member thread stopped the run.
+    fn wait_until(
+        &mut self,
+        shared: Option<&Shared>,
+        deadline: Instant,
+        mut done: impl FnMut(&Self) -> Result<bool, String>,
+        what: impl Fn(&Self) -> String,
+    ) -> Result<(), String> {
+        loop {
+            if done(self)? {
+                return Ok(());
+            }
+            if shared.is_some_and(Shared::stopped) {
+                return Err("the run was stopped".into());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(what(self));
+            }
+            self.poll
+                .poll(&mut self.events, Some(deadline - now))
+                .map_err(|e| format!("poll failed: {e}"))?;
+            let Publisher {
+                spec,
+                target,
+                poll,
+                events,
+                buf,
+                client,
+                me,
+                acks,
+            } = self;
+            let registry: &Registry = poll.registry();
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    continue;
+                }
+                client
+                    .service(target, registry, Token(0), buf, |_, event, t| {
+                        if let Got::Ack { id, seq } = me.on_event(spec, event, t)? {
+                            let slot = id
+                                .checked_sub(FIRST_PUBLISH_ID)
+                                .and_then(|n| acks.get_mut(n as usize))
+                                .ok_or_else(|| {
+                                    Failure::Protocol(format!("an ack for unknown command {id}"))
+                                })?;
+                            *slot = Some(seq);
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| format!("the publisher: {e}"))?;
+            }
+        }
+    }
+
+    /// `hello` and `join`, before the members start.
+    fn join(&mut self) -> Result<(), String> {
+        self.me
+            .start(self.spec, &mut self.client)
+            .and_then(|()| self.client.flush(self.poll.registry(), Token(0)))
+            .map_err(|e| format!("the publisher: {e}"))?;
+        self.wait_until(
+            None,
+            Instant::now() + PUBLISHER_JOIN_TIMEOUT,
+            |p| Ok(p.me.joined_seq.is_some()),
+            |p| {
+                format!(
+                    "the publisher did not join {} within {} s",
+                    p.spec.room,
+                    PUBLISHER_JOIN_TIMEOUT.as_secs()
+                )
+            },
+        )
+    }
+
+    /// Waits for every member thread to be ready, then publishes the messages one at a time.
+    fn run(
+        &mut self,
+        shared: &Shared,
+        ready: &Receiver<Result<(), String>>,
+        server_pid: Option<u32>,
+        ready_deadline: Instant,
+    ) -> Result<Published, String> {
+        let spec = self.spec;
+        let started = Instant::now();
+        let mut ready_threads = 0;
+        self.wait_until(
+            Some(shared),
+            ready_deadline,
+            |_| loop {
+                match ready.try_recv() {
+                    Ok(Ok(())) => ready_threads += 1,
+                    Ok(Err(e)) => return Err(e),
+                    Err(TryRecvError::Empty) => return Ok(ready_threads == spec.threads),
+                    Err(TryRecvError::Disconnected) => {
+                        return Err("a member thread ended before its members joined".into());
+                    }
+                }
+            },
+            |_| format!("the members did not all join {} in time", spec.room),
+        )?;
+        let join = started.elapsed();
+        let sample = |pid: u32| -> Result<(u64, procfs::Memory), String> {
+            let describe = |e: std::io::Error| format!("cannot read /proc/{pid}: {e}");
+            Ok((
+                procfs::cpu_ticks(Some(pid)).map_err(describe)?,
+                procfs::memory(Some(pid)).map_err(describe)?,
+            ))
+        };
+        let before = server_pid.map(sample).transpose()?;
+
+        let mut sent = Vec::with_capacity(spec.messages);
+        let mut data_bytes = Vec::with_capacity(spec.messages);
+        let first = Instant::now();
+        for n in 0..spec.messages {
+            let (text, len) = publish_text(spec, n);
+            data_bytes.push(len);
+            let t = Instant::now();
+            self.client
+                .conn
+                .send_text(&text)
+                .map_err(|e| format!("the publisher cannot send: {e}"))?;
+            self.client
+                .flush(self.poll.registry(), Token(0))
+                .map_err(|e| format!("the publisher: {e}"))?;
+            sent.push(t);
+            self.wait_until(
+                Some(shared),
+                t + BROADCAST_TIMEOUT,
+                |p| {
+                    Ok(shared.arrivals(n) >= shared.members
+                        && p.acks[n].is_some()
+                        && p.me.times.len() > n)
+                },
+                |p| {
+                    format!(
+                        "message {n}: {} of {} members read it within {} s (publisher: ack {}, \
+                         own copy {})",
+                        shared.arrivals(n),
+                        shared.members,
+                        BROADCAST_TIMEOUT.as_secs(),
+                        if p.acks[n].is_some() {
+                            "received"
+                        } else {
+                            "missing"
+                        },
+                        if p.me.times.len() > n {
+                            "received"
+                        } else {
+                            "missing"
+                        },
+                    )
+                },
+            )?;
+        }
+        let broadcast = first.elapsed();
+        let server = match (server_pid, before) {
+            (Some(pid), Some((t0, joined))) => {
+                let (t1, memory) = sample(pid)?;
+                Some(ServerSample {
+                    rss_joined: joined.rss,
+                    cpu_seconds: t1.saturating_sub(t0) as f64
+                        / procfs::clock_ticks_per_second() as f64,
+                    rss_bytes: memory.rss,
+                    hwm_bytes: memory.hwm,
+                })
+            }
+            _ => None,
+        };
+        Ok(Published {
+            sent,
+            acks: self.acks.iter().map(|a| a.unwrap_or(0)).collect(),
+            data_bytes,
+            join,
+            broadcast,
+            server,
+        })
+    }
+}
+
+/// Minimum, median and maximum of some durations, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &[Duration]) -> Spread {
+        let mut v: Vec<f64> = values.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return Spread::default();
+        }
+        Spread {
+            min: v[0],
+            median: median(&v),
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"min\":{},\"median\":{},\"max\":{}}}",
+            number(self.min),
+            number(self.median),
+            number(self.max)
+        )
+    }
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// The figures of a fanout run.
+#[derive(Debug, Clone)]
+pub struct FanoutSummary {
+    pub label: String,
+    pub url: String,
+    pub room: String,
+    pub members: usize,
+    pub messages: usize,
+    pub threads: usize,
+    /// Mean bytes of a message's `data`.
+    pub data_bytes: f64,
+    pub join: Duration,
+    /// Per message: from the publish to the last member reading it.
+    pub last: Vec<Duration>,
+    /// Per message: from the publish to the median member reading it.
+    pub median_member: Vec<Duration>,
+    pub broadcast: Duration,
+    /// `join`, `leave` and `presence` events the members read.
+    pub notices: u64,
+    server: Option<ServerSample>,
+}
+
+impl FanoutSummary {
+    pub fn deliveries(&self) -> u64 {
+        (self.members * self.messages) as u64
+    }
+
+    /// Deliveries per second of fan-out time (the sum, over the messages, of the time to reach
+    /// the last member).
+    pub fn deliveries_per_second(&self) -> f64 {
+        let busy: f64 = self.last.iter().map(Duration::as_secs_f64).sum();
+        if busy > 0.0 {
+            self.deliveries() as f64 / busy
+        } else {
+            0.0
+        }
+    }
+
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let label = if self.label.is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", self.label)
+        };
+        let last = Spread::of(&self.last);
+        let mid = Spread::of(&self.median_member);
+        let _ = writeln!(
+            out,
+            "{label}fanout {}: {} members in {}, {} messages of {:.0} B (data), one at a time, {} thread(s)",
+            self.url, self.members, self.room, self.messages, self.data_bytes, self.threads
+        );
+        let _ = writeln!(
+            out,
+            "  joined in {:.2} s; join/leave/presence events read by the members: {}",
+            self.join.as_secs_f64(),
+            self.notices
+        );
+        let _ = writeln!(
+            out,
+            "  fan-out to the last member: min {:.2} ms, median {:.2} ms, max {:.2} ms; to the median member: median {:.2} ms",
+            last.min, last.median, last.max, mid.median
+        );
+        let per: Vec<String> = self
+            .last
+            .iter()
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+            .collect();
+        let _ = writeln!(out, "  per broadcast (ms): {}", per.join(" "));
+        let _ = writeln!(
+            out,
+            "  deliveries: {}, all in order, exactly once ({:.0}/s of fan-out time; {:.2} s for all broadcasts)",
+            self.deliveries(),
+            self.deliveries_per_second(),
+            self.broadcast.as_secs_f64()
+        );
+        if let Some(s) = &self.server {
+            let _ = writeln!(
+                out,
+                "  server: {:.2} s of CPU over the broadcasts, RSS {:.1} MiB with all joined, {:.1} MiB after (peak {:.1} MiB)",
+                s.cpu_seconds,
+                s.rss_joined as f64 / 1048576.0,
+                s.rss_bytes as f64 / 1048576.0,
+                s.hwm_bytes as f64 / 1048576.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  | members | messages | fan-out min | median | max | median member | deliveries/s |"
+        );
+        let _ = writeln!(
+            out,
+            "  | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} |",
+            self.members,
+            self.messages,
+            last.min,
+            last.median,
+            last.max,
+            mid.median,
+            self.deliveries_per_second()
+        );
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let ms = |d: &Duration| number(d.as_secs_f64() * 1e3);
+        let list = |v: &[Duration]| v.iter().map(ms).collect::<Vec<_>>().join(",");
+        let s = self.server;
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+        format!(
+            "{{\"mode\":\"fanout\",\"label\":{},\"url\":{},\"room\":{},\"members\":{},\"messages\":{},\
+             \"threads\":{},\"data_bytes\":{},\"join_s\":{},\"fanout_ms\":{},\"median_member_ms\":{},\
+             \"per_message_ms\":[{}],\"deliveries\":{},\"deliveries_per_s\":{},\"broadcast_s\":{},\
+             \"notices\":{},\"server_cpu_s\":{},\"server_rss_joined_bytes\":{},\"server_rss_bytes\":{},\
+             \"server_hwm_bytes\":{}}}",
+            quote(&self.label),
+            quote(&self.url),
+            quote(&self.room),
+            self.members,
+            self.messages,
+            self.threads,
+            number(self.data_bytes),
+            number(self.join.as_secs_f64()),
+            Spread::of(&self.last).json(),
+            Spread::of(&self.median_member).json(),
+            list(&self.last),
+            self.deliveries(),
+            number(self.deliveries_per_second()),
+            number(self.broadcast.as_secs_f64()),
+            self.notices,
+            opt(s.map(|s| number(s.cpu_seconds))),
+            opt(s.map(|s| s.rss_joined.to_string())),
+            opt(s.map(|s| s.rss_bytes.to_string())),
+            opt(s.map(|s| s.hwm_bytes.to_string())),
+        )
+    }
+}
+
+/// Checks what every member read against what was published, and computes the figures.
+fn judge(
+    spec: &FanoutSpec,
+    published: &Published,
+    members: &[Member],
+    publisher: &Member,
+) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    let first = published.acks[0];
+    for (n, &seq) in published.acks.iter().enumerate() {
+        if seq != first + n as u64 {
+            return Err(format!(
+                "the publishes were given seqs {:?}, not consecutive (another publisher in {}?)",
+                published.acks, spec.room
+            ));
+        }
+    }
+    if members.len() != spec.members {
+        return Err(format!(
+            "{} members reported, expected {}",
+            members.len(),
+            spec.members
+        ));
+    }
+    for m in members.iter().chain([publisher]) {
+        if m.times.len() != spec.messages {
+            return Err(format!(
+                "member {}: read {} of the {} messages",
+                m.index,
+                m.times.len(),
+                spec.messages
+            ));
+        }
+        if m.first_seq != Some(first) {
+            return Err(format!(
+                "member {}: its first message had seq {:?}, the publisher's ack says {first}",
+                m.index, m.first_seq
+            ));
+        }
+    }
+    let mut last = Vec::with_capacity(spec.messages);
+    let mut middle = Vec::with_capacity(spec.messages);
+    let mut latencies = Vec::with_capacity(members.len());
+    for (n, &sent) in published.sent.iter().enumerate() {
+        latencies.clear();
+        latencies.extend(
+            members
+                .iter()
+                .map(|m| m.times[n].saturating_duration_since(sent)),
+        );
+        latencies.sort_unstable();
+        last.push(latencies[latencies.len() - 1]);
+        middle.push(latencies[(latencies.len() - 1) / 2]);
+    }
+    Ok((last, middle))
+}
+
+/// Runs a fanout measurement against `target` (whose request gets the subprotocol here).
+pub fn run(
+    spec: &FanoutSpec,
+    target: &Target,
+    server_pid: Option<u32>,
+    label: &str,
+    url: &str,
+) -> Result<FanoutSummary, String> {
+    let mut target = target.clone();
+    target.request = target.request.clone().with_protocol(SUBPROTOCOL);
+    let target = &target;
+    let open_deadline = Instant::now() + open_budget(spec.members);
+
+    // The publisher joins first, so it is in the room before any member.
+    let mut poll = Poll::new().map_err(|e| format!("cannot create a poll: {e}"))?;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let client = pool::open_all(
+        &mut poll,
+        &mut events,
+        target,
+        &[spec.members],
+        &mut buf,
+        open_deadline,
+    )
+    .map_err(|e| format!("the publisher: {e}"))?
+    .pop()
+    .ok_or("the publisher did not open")?;
+    let waker = Waker::new(poll.registry(), WAKE).map_err(|e| format!("cannot wake: {e}"))?;
+    let mut publisher = Publisher {
+        spec,
+        target,
+        poll,
+        events,
+        buf,
+        client,
+        me: Member::new(spec.members, spec.messages),
+        acks: vec![None; spec.messages],
+    };
+    publisher.join()?;
+
+    let shared = Shared {
+        members: spec.members,
+        arrivals: (0..spec.messages).map(|_| AtomicUsize::new(0)).collect(),
+        stop: AtomicBool::new(false),
+        waker,
+    };
+    let ready_deadline = open_deadline + join_budget(spec.members) + Duration::from_secs(5);
+    let (published, members) = std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut handles = Vec::with_capacity(spec.threads);
+        for w in 0..spec.threads {
+            let indices: Vec<usize> = (w..spec.members).step_by(spec.threads).collect();
+            let ready = ready_tx.clone();
+            let shared = &shared;
+            let handle = std::thread::Builder::new()
+                .name(format!("fanout-{w}"))
+                .spawn_scoped(scope, move || {
+                    worker(spec, shared, target, &indices, open_deadline, &ready)
+                });
+            match handle {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    shared.stop();
+                    let _ = ready_tx.send(Err(format!("cannot start a member thread: {e}")));
+                }
+            }
+        }
+        drop(ready_tx);
+        let published = publisher.run(&shared, &ready_rx, server_pid, ready_deadline);
+        shared.stop();
+        let mut members = Vec::with_capacity(spec.members);
+        let mut error = None;
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(m)) => members.extend(m),
+                Ok(Err(e)) => {
+                    error.get_or_insert(e);
+                }
+                Err(_) => {
+                    error.get_or_insert_with(|| "a member thread panicked".to_string());
+                }
+            }
+        }
+        // A member's own failure says more than the publisher's wait that it ended.
+        match (error, published) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(p)) => Ok((p, members)),
+        }
+    })?;
+    let Publisher {
+        mut poll,
+        mut events,
+        mut buf,
+        client,
+        me,
+        ..
+    } = publisher;
+    pool::close_all(&mut poll, &mut events, target, vec![client], &mut buf);
+
+    let (last, median_member) = judge(spec, &published, &members, &me)?;
+    let data_bytes = published.data_bytes.iter().sum::<usize>() as f64
+        / published.data_bytes.len().max(1) as f64;
+    Ok(FanoutSummary {
+        label: label.to_string(),
+        url: url.to_string(),
+        room: spec.room.clone(),
+        members: spec.members,
+        messages: spec.messages,
+        threads: spec.threads,
+        data_bytes,
+        join: published.join,
+        last,
+        median_member,
+        broadcast: published.broadcast,
+        notices: members.iter().map(|m| m.notices).sum(),
+        server: published.server,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FanoutSpec {
+        FanoutSpec {
+            room: "app/fanout".into(),
+            members: 3,
+            messages: 3,
+            threads: 1,
+            run: "r1".into(),
+        }
+    }
+
+    fn message(seq: u64, run: &str, n: usize) -> String {
+        format!(
+            r#"{{"type":"message","room":"app/fanout","seq":{seq},"from":"p","data":{{"text":"hi \"x\"","n":{n},"run":"{run}"}}}}"#
+        )
+    }
+
+    fn joined(seq: u64) -> String {
+        format!(
+            r#"{{"type":"joined","id":1,"room":"app/fanout","epoch":"e","seq":{seq},"members":[],"member_count":10001,"recovered":false}}"#
+        )
+    }
+
+    #[test]
+    fn messages_in_order_are_accepted_and_notices_counted() {
+        let spec = spec();
+        let mut m = Member::new(0, 3);
+        let t = Instant::now();
+        assert_eq!(m.on_text(&spec, &joined(4), t).unwrap(), Got::Joined);
+        let join = r#"{"type":"join","room":"app/fanout","client":"c9","presence":{"name":"x"}}"#;
+        assert_eq!(m.on_text(&spec, join, t).unwrap(), Got::Nothing);
+        for n in 0..3 {
+            let got = m
+                .on_text(&spec, &message(5 + n as u64, "r1", n), t)
+                .unwrap();
+            assert_eq!(got, Got::Message(n));
+        }
+        assert_eq!(m.notices, 1);
+        assert_eq!(m.first_seq, Some(5));
+        assert_eq!(m.times.len(), 3);
+    }
+
+    #[test]
+    fn loss_duplicates_and_disorder_fail() {
+        let spec = spec();
+        let t = Instant::now();
+        let fresh = || {
+            let mut m = Member::new(0, 3);
+            m.on_text(&spec, &joined(0), t).unwrap();
+            m
+        };
+        // A duplicate.
+        let mut m = fresh();
+        m.on_text(&spec, &message(1, "r1", 0), t).unwrap();
+        assert!(m.on_text(&spec, &message(1, "r1", 0), t).is_err());
+        // A message skipped.
+        let mut m = fresh();
+        m.on_text(&spec, &message(1, "r1", 0), t).unwrap();
+        assert!(m.on_text(&spec, &message(3, "r1", 2), t).is_err());
+        // The right message with a seq out of sequence.
+        let mut m = fresh();
+        m.on_text(&spec, &message(1, "r1", 0), t).unwrap();
+        assert!(m.on_text(&spec, &message(3, "r1", 1), t).is_err());
+        // Another run's message, a message before joined, a gap, an error.
+        assert!(fresh().on_text(&spec, &message(1, "r2", 0), t).is_err());
+        assert!(
+            Member::new(0, 3)
+                .on_text(&spec, &message(1, "r1", 0), t)
+                .is_err()
+        );
+        let gap = r#"{"type":"gap","room":"app/fanout","from_seq":2,"to_seq":3}"#;
+        assert!(fresh().on_text(&spec, gap, t).is_err());
+        let error = r#"{"type":"error","id":2,"code":"not_joined","message":"no"}"#;
+        assert!(fresh().on_text(&spec, error, t).is_err());
+    }
+
+    #[test]
+    fn publishes_carry_chat_sized_data_and_parse_back() {
+        let spec = spec();
+        for n in 0..20 {
+            let (text, len) = publish_text(&spec, n);
+            assert!((100..=200).contains(&len), "{len} bytes: {text}");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["type"], "publish");
+            assert_eq!(v["data"]["n"], n);
+            assert_eq!(v["data"]["run"], "r1");
+        }
+    }
+
+    #[test]
+    fn room_names_are_checked() {
+        assert!(check_room("app/fanout").is_ok());
+        assert!(check_room("app/fan out").is_err());
+        assert!(check_room("fanout").is_err());
+        assert!(check_room("a/b/c").is_err());
+    }
+
+    #[test]
+    fn spreads_and_medians() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let s = Spread::of(&[ms(4), ms(1), ms(3), ms(2)]);
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 4.0));
+        let s = Spread::of(&[ms(5)]);
+        assert_eq!((s.min, s.median, s.max), (5.0, 5.0, 5.0));
+    }
+}
