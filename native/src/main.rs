@@ -163,6 +163,11 @@ struct ServeArgs {
         hide_env_values = true
     )]
     jwt_secret: Option<String>,
+
+    /// The duplex-ws package directory (wasm/js, built by wasm/build.sh), served under
+    /// /duplex-ws/; the demo page at / then runs the WASM client.
+    #[arg(long, value_name = "DIR")]
+    client_dir: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -206,6 +211,15 @@ impl ServeArgs {
             },
             origins: OriginPolicy::new(self.allowed_origins.clone()),
             jwt_secret: self.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+            client_dir: match &self.client_dir {
+                Some(dir) if !dir.join("index.js").is_file() => {
+                    return Err(format!(
+                        "--client-dir {}: no index.js there (expected the duplex-ws package, wasm/js)",
+                        dir.display()
+                    ));
+                }
+                dir => dir.clone(),
+            },
         })
     }
 }

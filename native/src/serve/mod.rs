@@ -15,6 +15,7 @@
 //! stalled member holds at most its cap and never delays the others.
 
 mod auth;
+mod files;
 mod hub_thread;
 mod metrics;
 
@@ -64,6 +65,9 @@ pub struct ServeConfig {
     pub origins: OriginPolicy,
     /// Require `hello.token`, an HS256 JWT signed with this secret.
     pub jwt_secret: Option<Vec<u8>>,
+    /// The `duplex-ws` package directory (`wasm/js`), served under `/duplex-ws/`; the demo page
+    /// then uses the WASM client instead of its built-in one.
+    pub client_dir: Option<std::path::PathBuf>,
 }
 
 /// A bound `duplex serve`, ready to [`ChannelServer::run`].
@@ -121,6 +125,7 @@ impl ChannelServer {
             .name("duplex-hub".into())
             .spawn(move || hub.run())?;
         let shared = Shared {
+            client_dir: config.client_dir.as_deref().map(Arc::from),
             origins: config.origins.clone(),
             slow_consumer: config.slow_consumer,
             max_backlog: config.server.max_backlog,
@@ -156,6 +161,7 @@ fn random_seed() -> u64 {
 
 #[derive(Debug, Clone)]
 struct Shared {
+    client_dir: Option<Arc<std::path::Path>>,
     origins: OriginPolicy,
     slow_consumer: SlowConsumer,
     max_backlog: usize,
@@ -309,6 +315,9 @@ impl Handler for ServeHandler {
                 content_type: "text/html; charset=utf-8",
                 body: DEMO_PAGE.as_bytes().to_vec(),
             }),
+            path if path.starts_with(files::PREFIX) => {
+                files::serve(self.shared.client_dir.as_deref()?, path)
+            }
             _ => None,
         }
     }

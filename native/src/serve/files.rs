@@ -1,0 +1,84 @@
+//! `/duplex-ws/...`: the files of the `duplex-ws` npm package (the WASM client), served from a
+//! directory given with `--client-dir`, so that the demo page can load the client from the same
+//! origin. Only plain files strictly inside the directory are served.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::server::HttpResponse;
+
+/// The URL prefix of the package's files.
+pub const PREFIX: &str = "/duplex-ws/";
+
+/// The response for `path` (which starts with [`PREFIX`]), or `None` for 404.
+pub fn serve(root: &Path, path: &str) -> Option<HttpResponse> {
+    let relative = path.strip_prefix(PREFIX)?;
+    let file = resolve(root, relative)?;
+    let body = std::fs::read(&file).ok()?;
+    Some(HttpResponse {
+        status: 200,
+        content_type: content_type(&file),
+        body,
+    })
+}
+
+/// `root/relative` if every component is a plain name (no `..`, no absolute path, no hidden
+/// file) and the result is a regular file.
+fn resolve(root: &Path, relative: &str) -> Option<PathBuf> {
+    let relative = Path::new(relative);
+    let plain = relative.components().all(|c| match c {
+        Component::Normal(name) => !name.to_string_lossy().starts_with('.'),
+        _ => false,
+    });
+    if !plain || relative.as_os_str().is_empty() {
+        return None;
+    }
+    let file = root.join(relative);
+    file.is_file().then_some(file)
+}
+
+fn content_type(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("json" | "map") => "application/json",
+        Some("ts") => "text/plain; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        Some("md") => "text/markdown; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_files_inside_the_directory_only() {
+        let dir = std::env::temp_dir().join(format!("duplex-files-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("dist")).unwrap();
+        std::fs::write(dir.join("index.js"), "export {}").unwrap();
+        std::fs::write(dir.join("dist/x.wasm"), [0, 97, 115, 109]).unwrap();
+        std::fs::write(dir.join(".secret"), "no").unwrap();
+        let ok = serve(&dir, "/duplex-ws/index.js").unwrap();
+        assert_eq!(
+            (ok.status, ok.content_type),
+            (200, "text/javascript; charset=utf-8")
+        );
+        assert_eq!(ok.body, b"export {}");
+        let wasm = serve(&dir, "/duplex-ws/dist/x.wasm").unwrap();
+        assert_eq!(wasm.content_type, "application/wasm");
+        for bad in [
+            "/duplex-ws/../Cargo.toml",
+            "/duplex-ws/dist/../../etc/passwd",
+            "/duplex-ws//etc/passwd",
+            "/duplex-ws/.secret",
+            "/duplex-ws/",
+            "/duplex-ws/dist",
+            "/duplex-ws/missing.js",
+            "/other/index.js",
+        ] {
+            assert!(serve(&dir, bad).is_none(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
