@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Autobahn TestSuite conformance (kosoku from PyPI), in either role.
 #
-#   tests/autobahn.sh server   kosoku (fuzzingclient) drives an echo server
-#   tests/autobahn.sh client   an Autobahn client drives kosoku -m fuzzingserver
+#   tests/autobahn.sh server        kosoku (fuzzingclient) drives an echo server
+#   tests/autobahn.sh client        an Autobahn client drives kosoku -m fuzzingserver
+#   tests/autobahn.sh wasm-client   the same with the WASM client: DuplexSocket of the
+#                                   duplex-ws package (wasm/js/examples/autobahn-client.mjs,
+#                                   built first by wasm/build.sh or tests/wasm.sh)
 #
-# Reports land in reports/server/ and reports/client/ (index.json plus one
+# Reports land in reports/server/, reports/client/ and reports/wasm-client/ (index.json plus one
 # JSON and HTML file per case; open index.html in a browser). The verdict
 # comes from tests/autobahn_check.py, not from kosoku's exit code: kosoku
 # exits 1 whenever any case fails, including the tolerated 9.3.1 / 9.4.1.
@@ -12,9 +15,12 @@
 # The peer under test is chosen by environment variables, so the harness can
 # be validated against known-good implementations. They are run by bash with
 # PORT, AUTOBAHN_URL (ws://127.0.0.1:PORT) and AUTOBAHN_AGENT exported:
-#   AUTOBAHN_SERVER_CMD  default: target/release/duplex echo --listen 127.0.0.1:$PORT
-#   AUTOBAHN_CLIENT_CMD  default: target/release/examples/autobahn_client $AUTOBAHN_URL $AUTOBAHN_AGENT
-#   AUTOBAHN_AGENT       agent name the client reports (default: duplex)
+#   AUTOBAHN_SERVER_CMD  default: $DUPLEX_BIN echo --listen 127.0.0.1:$PORT
+#   AUTOBAHN_CLIENT_CMD  default: $AUTOBAHN_CLIENT_BIN $AUTOBAHN_URL $AUTOBAHN_AGENT
+#                        (wasm-client: node wasm/js/examples/autobahn-client.mjs $AUTOBAHN_URL $AUTOBAHN_AGENT)
+#   AUTOBAHN_AGENT       agent name the client reports (default: duplex; wasm-client: duplex-wasm)
+# The native binaries default to ${CARGO_TARGET_DIR:-target}/release/ (duplex and
+# examples/autobahn_client); DUPLEX_BIN and AUTOBAHN_CLIENT_BIN override them.
 # e.g. the Node `ws` references:
 #   AUTOBAHN_SERVER_CMD='node tests/interop/ws_echo_server.mjs $PORT' tests/autobahn.sh server
 #   AUTOBAHN_CLIENT_CMD='node tests/interop/ws_autobahn_client.mjs $AUTOBAHN_URL $AUTOBAHN_AGENT' \
@@ -35,15 +41,20 @@ RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-2400} # whole kosoku run, seconds
 # in 12.*.1 and 13.*.1, whose 16-byte messages are below the default threshold), although
 # RFC 7692 lets either side send any message uncompressed. Compressing everything avoids it.
 # shellcheck disable=SC2016 # expanded later, by the bash that runs the command
-DEFAULT_SERVER_CMD='"$REPO_ROOT/target/release/duplex" echo --listen "127.0.0.1:$PORT" --deflate-threshold 0'
+DEFAULT_SERVER_CMD='"$DUPLEX_BIN" echo --listen "127.0.0.1:$PORT" --deflate-threshold 0'
 # shellcheck disable=SC2016
-DEFAULT_CLIENT_CMD='"$REPO_ROOT/target/release/examples/autobahn_client" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
+DEFAULT_CLIENT_CMD='"$AUTOBAHN_CLIENT_BIN" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
+# shellcheck disable=SC2016
+WASM_CLIENT_CMD='node "$REPO_ROOT/wasm/js/examples/autobahn-client.mjs" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
+AUTOBAHN_CLIENT_BIN="${AUTOBAHN_CLIENT_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/autobahn_client}"
+# The commands run in their own bash.
+export DUPLEX_BIN AUTOBAHN_CLIENT_BIN
 
 mode=${1:-}
 case $mode in
-server | client) ;;
+server | client | wasm-client) ;;
 *)
-    echo "usage: tests/autobahn.sh server|client" >&2
+    echo "usage: tests/autobahn.sh server|client|wasm-client" >&2
     exit 2
     ;;
 esac
@@ -59,7 +70,11 @@ fi
 
 PORT=$(free_port)
 AUTOBAHN_URL="ws://127.0.0.1:$PORT"
-AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex}
+if [[ $mode == wasm-client ]]; then
+    AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex-wasm}
+else
+    AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex}
+fi
 export PORT AUTOBAHN_URL AUTOBAHN_AGENT
 
 outdir="$REPO_ROOT/reports/$mode"
@@ -102,10 +117,17 @@ run_server_mode() {
 
 run_client_mode() {
     local cmd=${AUTOBAHN_CLIENT_CMD:-$DEFAULT_CLIENT_CMD}
-    if [[ -z ${AUTOBAHN_CLIENT_CMD:-} && ! -x $REPO_ROOT/target/release/examples/autobahn_client ]]; then
-        die "autobahn_client not built (cargo build --release -p duplex --example autobahn_client)"
+    if [[ -z ${AUTOBAHN_CLIENT_CMD:-} ]]; then
+        if [[ $mode == wasm-client ]]; then
+            cmd=$WASM_CLIENT_CMD
+            command -v node >/dev/null || die "node not found (Node >= 20)"
+            [[ -f $REPO_ROOT/wasm/js/dist/duplex_wasm_bg.wasm ]] ||
+                die "wasm/js/dist not built (bash wasm/build.sh)"
+        elif [[ ! -x $AUTOBAHN_CLIENT_BIN ]]; then
+            die "autobahn_client not built (cargo build --release -p duplex --example autobahn_client)"
+        fi
     fi
-    local klog="$logdir/autobahn-client-kosoku.log" clog="$logdir/autobahn-client-peer.log"
+    local klog="$logdir/autobahn-$mode-kosoku.log" clog="$logdir/autobahn-$mode-peer.log"
     log "kosoku -m fuzzingserver 127.0.0.1:$PORT ${kosoku_args[*]} -o $outdir"
     start_server "$klog" "$PORT" 60 "fuzzing server" timeout --kill-after=10 "$RUN_TIMEOUT" \
         "$VENV/bin/kosoku" -m fuzzingserver "127.0.0.1:$PORT" "${kosoku_args[@]}" -o "$outdir"
@@ -148,5 +170,5 @@ check() {
 
 case $mode in
 server) run_server_mode ;;
-client) run_client_mode ;;
+client | wasm-client) run_client_mode ;;
 esac

@@ -1,0 +1,518 @@
+// DuplexClient: rooms, presence and acknowledged publishes over `duplex.v1`, on any WebSocket.
+//
+// The protocol is the client session of duplex-core (`ClientSession`, in WebAssembly as
+// `ChannelSession`): hello, rejoin with `since`, per-room ordering and deduplication, resends,
+// the offline queue, backoff with jitter and the application heartbeat all happen there. This
+// file owns one socket at a time and the clock: it opens a socket when the session says
+// `connect`, closes it on `close_socket`, feeds it frames and time, sends what the session
+// queues, arms one timer at the session's next deadline, and turns session events into
+// callbacks and promises.
+
+import { DuplexSocket } from './socket.js';
+import './wasm.js'; // instantiates the module before anything below runs
+import { ChannelSession } from '../dist/duplex_wasm.js';
+
+/** The subprotocol of the channels server (`duplex serve`, path `/ws`). */
+export const SUBPROTOCOL = 'duplex.v1';
+
+const isNode = globalThis.process?.versions?.node !== undefined;
+const OPEN = 1;
+const now = () => performance.now();
+
+/** An Error with the `code` of the server or the session (`too_large`, `queue_full`, ...). */
+function codeError(code, message) {
+  const error = new Error(message ? `${code}: ${message}` : code);
+  error.code = code;
+  return error;
+}
+
+/** Turns an error thrown by the session (`code: explanation`) into a codeError. */
+function sessionError(error) {
+  const match = /^([a-z_]+): (.*)$/s.exec(error?.message ?? '');
+  return match ? codeError(match[1], match[2]) : error;
+}
+
+function toJson(value) {
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** Listeners by event type; a throwing listener is reported like an EventTarget's. */
+class Listeners {
+  #map = new Map();
+
+  on(type, fn) {
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    let set = this.#map.get(type);
+    if (set === undefined) this.#map.set(type, (set = new Set()));
+    set.add(fn);
+  }
+
+  off(type, fn) {
+    this.#map.get(type)?.delete(fn);
+  }
+
+  emit(type, event, self) {
+    const set = this.#map.get(type);
+    if (set === undefined) return;
+    for (const fn of [...set]) {
+      try {
+        fn.call(self, event);
+      } catch (error) {
+        (globalThis.reportError ?? ((e) => setTimeout(() => { throw e; })))(error);
+      }
+    }
+  }
+}
+
+/**
+ * A room joined through a DuplexClient. Events: `message` `{seq, from, data}`, `join`
+ * `{client, presence}`, `leave` `{client}`, `presence` `{client, presence}`, `resync` `{}`
+ * (history could not cover a gap: reload the room's state), `joined` `{epoch, seq, recovered}`
+ * (every confirmation, rejoins included).
+ */
+export class Room {
+  #name;
+  #ops;
+  #listeners = new Listeners();
+
+  /** @internal Made by DuplexClient.join. */
+  constructor(name, ops) {
+    this.#name = name;
+    this.#ops = ops;
+  }
+
+  get name() {
+    return this.#name;
+  }
+
+  /** Members and their presence (this client included), as the session keeps them. */
+  get members() {
+    return this.#ops.members(this.#name);
+  }
+
+  /** Where this client's copy of the room stands: `{epoch, seq}`, or null before `joined`. */
+  get position() {
+    return this.#ops.position(this.#name);
+  }
+
+  on(type, fn) {
+    this.#listeners.on(type, fn);
+    return this;
+  }
+
+  off(type, fn) {
+    this.#listeners.off(type, fn);
+    return this;
+  }
+
+  /**
+   * Publishes a JSON value. Resolves with its seq once acknowledged (resent after reconnects
+   * until then); rejects with the server's refusal (`error.code`: `too_large`, ...), or at once
+   * when offline with the offline queue full (`queue_full`), or when the client closes.
+   */
+  publish(data) {
+    return this.#ops.publish(this.#name, data);
+  }
+
+  /** Sets this client's presence here (sent now when online, and with every rejoin). */
+  setPresence(presence) {
+    this.#ops.setPresence(this.#name, presence);
+  }
+
+  /** Leaves the room: no more events from it; resolves once the server confirmed. */
+  leave() {
+    return this.#ops.leave(this.#name);
+  }
+
+  /** @internal */
+  emit(type, event) {
+    this.#listeners.emit(type, event, this);
+  }
+}
+
+/**
+ * The `duplex.v1` channels client. Events: `open` `{clientId, heartbeatMs}` (each welcomed
+ * connection), `close` `{reason, final}` (each lost connection; `final` after close()),
+ * `reconnecting` `{attempt, delay}`, `error` (an Error with `code`, for server errors no call
+ * answers and refused rejoins).
+ */
+export class DuplexClient {
+  #url;
+  #Socket;
+  #socketOptions;
+  #session;
+  #socket = null;
+  #timer = null;
+  #timerAt = undefined;
+  #listeners = new Listeners();
+  /** Room objects by name, for every room joined or being joined. */
+  #rooms = new Map();
+  /** First `joined` awaited, by room name: { room, resolve, reject }. */
+  #joins = new Map();
+  /** Unacknowledged publishes by id: { resolve, reject }. */
+  #publishes = new Map();
+  /** Leaves awaiting `left`, by room name: resolve functions. */
+  #leaves = new Map();
+  #ops;
+  #pumping = false;
+  #again = false;
+  #closed = false;
+
+  /**
+   * @param {string | URL} url The server's channels endpoint, e.g. ws://127.0.0.1:9001/ws.
+   * @param {object} [options] See README.md: clientId, token, initialBackoff, maxBackoff,
+   *   backoffMultiplier, maxOfflinePublishes, welcomeTimeout (ms), WebSocket, socketOptions.
+   */
+  constructor(url, options = {}) {
+    const parsed = new URL(String(url));
+    if (!['ws:', 'wss:', 'http:', 'https:'].includes(parsed.protocol)) {
+      throw new SyntaxError(`not a WebSocket URL: ${parsed.href}`);
+    }
+    this.#url = parsed.href;
+    this.#Socket =
+      options.WebSocket ?? (!isNode && globalThis.WebSocket ? globalThis.WebSocket : DuplexSocket);
+    this.#socketOptions = options.socketOptions;
+    this.#session = new ChannelSession(
+      options.clientId ?? undefined,
+      options.token ?? undefined,
+      ms(options.initialBackoff, 500),
+      ms(options.maxBackoff, 30_000),
+      Number(options.backoffMultiplier ?? 2),
+      Math.max(0, Math.floor(Number(options.maxOfflinePublishes ?? 1000))),
+      ms(options.welcomeTimeout, 10_000),
+    );
+    this.#ops = {
+      members: (name) => new Map(JSON.parse(this.#session.members(name))),
+      position: (name) => {
+        const json = this.#session.position(name);
+        return json === undefined ? null : JSON.parse(json);
+      },
+      publish: (name, data) => this.#publish(name, data),
+      setPresence: (name, presence) => this.#call(() => this.#session.set_presence(name, toJson(presence))),
+      leave: (name) => this.#leave(name),
+    };
+    this.#pump();
+  }
+
+  /** This client's id: the configured one, then the server's from each `welcome`. */
+  get clientId() {
+    return this.#session.client_id() ?? null;
+  }
+
+  /** Whether a connection is welcomed right now. */
+  get connected() {
+    return !this.#closed && this.#session.is_open();
+  }
+
+  /** Publishes not yet acknowledged or refused. */
+  get pendingPublishes() {
+    return this.#closed ? 0 : this.#session.pending_publishes();
+  }
+
+  on(type, fn) {
+    this.#listeners.on(type, fn);
+    return this;
+  }
+
+  off(type, fn) {
+    this.#listeners.off(type, fn);
+    return this;
+  }
+
+  /**
+   * Joins `room` (`namespace/name`) with an optional `presence`. Resolves with a Room once the
+   * server confirmed (joins wait for a connection); rejects with the server's refusal
+   * (`error.code`) or a local one (`bad_room`, `already_joined`, `closed`).
+   */
+  join(name, options = {}) {
+    name = String(name);
+    const presence = options.presence === undefined ? undefined : toJson(options.presence);
+    try {
+      this.#session.join(name, presence);
+    } catch (error) {
+      return Promise.reject(sessionError(error));
+    }
+    const room = new Room(name, this.#ops);
+    this.#rooms.set(name, room);
+    const promise = new Promise((resolve, reject) => this.#joins.set(name, { room, resolve, reject }));
+    this.#pump();
+    return promise;
+  }
+
+  /** Skips the rest of the current backoff delay (e.g. the network is known to be back). */
+  reconnectNow() {
+    if (this.#closed) return;
+    this.#session.reconnect_now();
+    this.#pump();
+  }
+
+  /** Replaces the token sent with the next `hello`. */
+  setToken(token) {
+    if (!this.#closed) this.#session.set_token(token ?? undefined);
+  }
+
+  /**
+   * Ends the client for good: the socket is closed, nothing reconnects, pending joins and
+   * publishes reject with code `closed`, pending leaves resolve.
+   */
+  close() {
+    if (this.#closed) return;
+    this.#session.close();
+    this.#pump();
+  }
+
+  // ------------------------------------------------------------------ rooms
+
+  #publish(name, data) {
+    let id;
+    try {
+      id = this.#session.publish(name, toJson(data));
+    } catch (error) {
+      return Promise.reject(sessionError(error));
+    }
+    const promise = new Promise((resolve, reject) => this.#publishes.set(id, { resolve, reject }));
+    this.#pump();
+    return promise;
+  }
+
+  #leave(name) {
+    try {
+      this.#session.leave(name);
+    } catch (error) {
+      return Promise.reject(sessionError(error));
+    }
+    this.#rooms.delete(name);
+    this.#joins.get(name)?.reject(codeError('left', `left ${name} before it was joined`));
+    this.#joins.delete(name);
+    const promise = new Promise((resolve) => {
+      const waiting = this.#leaves.get(name) ?? [];
+      waiting.push(resolve);
+      this.#leaves.set(name, waiting);
+    });
+    this.#pump();
+    return promise;
+  }
+
+  #call(fn) {
+    try {
+      fn();
+    } catch (error) {
+      throw sessionError(error);
+    }
+    this.#pump();
+  }
+
+  // ------------------------------------------------------------------ driving the session
+
+  /** Sends what the session queued and handles its events, then re-arms the timer. */
+  #pump() {
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = true;
+    try {
+      do {
+        this.#again = false;
+        this.#flush();
+        let json;
+        while (!this.#closed && (json = this.#session.poll_event()) !== undefined) {
+          this.#handle(JSON.parse(json));
+          this.#flush();
+        }
+      } while (this.#again);
+    } finally {
+      this.#pumping = false;
+    }
+    this.#schedule();
+  }
+
+  #flush() {
+    if (this.#closed) return;
+    let text;
+    while ((text = this.#session.poll_transmit()) !== undefined) {
+      const socket = this.#socket;
+      // The session only queues frames for an open socket; one that is closing already is
+      // about to be reported, and the session resends what matters on the next one.
+      if (socket !== null && socket.readyState === OPEN) socket.send(text);
+    }
+  }
+
+  #schedule() {
+    const at = this.#closed ? undefined : this.#session.poll_timeout();
+    if (at === this.#timerAt && (at === undefined || this.#timer !== null)) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#timerAt = at;
+    if (at === undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#timerAt = undefined;
+      if (this.#closed) return;
+      this.#session.handle_timeout(now());
+      this.#pump();
+    }, Math.max(0, Math.ceil(at - now())));
+  }
+
+  #openSocket() {
+    let socket;
+    try {
+      socket = new this.#Socket(this.#url, SUBPROTOCOL, this.#socketOptions);
+    } catch (error) {
+      this.#listeners.emit('error', error, this);
+      this.#session.disconnected(now());
+      return;
+    }
+    this.#socket = socket;
+    const current = () => this.#socket === socket && !this.#closed;
+    socket.onopen = () => {
+      if (!current()) return;
+      if (socket.protocol !== SUBPROTOCOL) {
+        this.#listeners.emit(
+          'error',
+          codeError('bad_subprotocol', `the server did not accept ${SUBPROTOCOL}`),
+          this,
+        );
+        this.#dropSocket();
+        this.#session.disconnected(now());
+      } else {
+        this.#session.connected(now());
+      }
+      this.#pump();
+    };
+    socket.onmessage = (event) => {
+      if (!current() || typeof event.data !== 'string') return;
+      this.#session.receive(now(), event.data);
+      this.#pump();
+    };
+    socket.onclose = () => {
+      if (!current()) return;
+      this.#socket = null;
+      this.#session.disconnected(now());
+      this.#pump();
+    };
+    // `close` follows every `error`.
+    socket.onerror = () => {};
+  }
+
+  /** Closes the current socket; nothing more of it is reported to the session. */
+  #dropSocket() {
+    const socket = this.#socket;
+    this.#socket = null;
+    if (socket === null) return;
+    try {
+      socket.close();
+    } catch {
+      // Already closing.
+    }
+  }
+
+  #handle(event) {
+    switch (event.type) {
+      case 'connect':
+        this.#dropSocket();
+        this.#openSocket();
+        break;
+      case 'close_socket':
+        this.#dropSocket();
+        break;
+      case 'reconnecting':
+        this.#listeners.emit('reconnecting', { attempt: event.attempt, delay: event.delay_ms }, this);
+        break;
+      case 'welcome':
+        this.#listeners.emit('open', { clientId: event.client, heartbeatMs: event.heartbeat_ms }, this);
+        break;
+      case 'disconnected':
+        this.#listeners.emit('close', { reason: event.reason, final: false }, this);
+        break;
+      case 'closed':
+        this.#finish();
+        break;
+      case 'joined': {
+        const room = this.#rooms.get(event.room);
+        const pending = this.#joins.get(event.room);
+        this.#joins.delete(event.room);
+        pending?.resolve(pending.room);
+        room?.emit('joined', { epoch: event.epoch, seq: event.seq, recovered: event.recovered });
+        break;
+      }
+      case 'join_rejected': {
+        const error = codeError(event.code, event.message);
+        const pending = this.#joins.get(event.room);
+        this.#joins.delete(event.room);
+        this.#rooms.delete(event.room);
+        if (pending) pending.reject(error);
+        else this.#listeners.emit('error', error, this);
+        break;
+      }
+      case 'left': {
+        const waiting = this.#leaves.get(event.room);
+        waiting?.shift()?.();
+        if (waiting?.length === 0) this.#leaves.delete(event.room);
+        break;
+      }
+      case 'message':
+        this.#rooms
+          .get(event.room)
+          ?.emit('message', { seq: event.seq, from: event.from, data: event.data });
+        break;
+      case 'member_joined':
+        this.#rooms.get(event.room)?.emit('join', { client: event.client, presence: event.presence });
+        break;
+      case 'member_left':
+        this.#rooms.get(event.room)?.emit('leave', { client: event.client });
+        break;
+      case 'presence':
+        this.#rooms
+          .get(event.room)
+          ?.emit('presence', { client: event.client, presence: event.presence });
+        break;
+      case 'resync':
+        this.#rooms.get(event.room)?.emit('resync', {});
+        break;
+      case 'ack': {
+        const pending = this.#publishes.get(event.id);
+        this.#publishes.delete(event.id);
+        pending?.resolve(event.seq);
+        break;
+      }
+      case 'publish_rejected': {
+        const pending = this.#publishes.get(event.id);
+        this.#publishes.delete(event.id);
+        pending?.reject(codeError(event.code, event.message));
+        break;
+      }
+      case 'server_error':
+        this.#listeners.emit('error', codeError(event.code, event.message), this);
+        break;
+      case 'protocol_error':
+        this.#listeners.emit('error', codeError('protocol_error', event.message), this);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** The session closed: settle everything still waiting. */
+  #finish() {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#dropSocket();
+    const closed = () => codeError('closed', 'the client was closed');
+    for (const { reject } of this.#joins.values()) reject(closed());
+    for (const { reject } of this.#publishes.values()) reject(closed());
+    for (const waiting of this.#leaves.values()) for (const resolve of waiting) resolve();
+    this.#joins.clear();
+    this.#publishes.clear();
+    this.#leaves.clear();
+    this.#listeners.emit('close', { reason: 'closed', final: true }, this);
+  }
+}
+
+function ms(value, fallback) {
+  if (value === undefined || value === null) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new RangeError(`invalid duration ${value}`);
+  return n;
+}

@@ -1,0 +1,422 @@
+// DuplexClient against a real `duplex serve` on 127.0.0.1: rooms, ordered delivery, acks,
+// presence, server refusals, the offline queue, and recovery after a dropped socket and after
+// a server restart on the same port.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, test } from 'node:test';
+
+import { DuplexClient, DuplexSocket } from '../index.js';
+import { duplexBin, unusedPort } from './helpers.mjs';
+
+const children = new Set();
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+after(() => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+/** Starts `duplex serve` (port 0: a free one); resolves to { port, url, kill, stop }. */
+async function startServe(args = [], port = 0) {
+  const child = spawn(
+    duplexBin(),
+    ['serve', '--listen', `127.0.0.1:${port}`, '--threads', '2', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  let stderr = '';
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const bound = await new Promise((resolve, reject) => {
+    let stdout = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`duplex serve did not announce its port within 10 s: ${stderr}`));
+    }, 10_000);
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`duplex serve exited with ${code} before listening: ${stderr.slice(-500)}`));
+    });
+  });
+  return {
+    port: bound,
+    url: `ws://127.0.0.1:${bound}/ws`,
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** Restarts on `port`, retrying while the port is not yet free again. */
+async function restartServe(args, port) {
+  for (let i = 0; ; i++) {
+    try {
+      return await startServe(args, port);
+    } catch (error) {
+      if (i >= 20) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `predicate` until true, failing after `ms`. */
+async function waitFor(predicate, ms, what) {
+  const deadline = performance.now() + ms;
+  while (!predicate()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** The next `type` event of a client or room, failing after `ms`. */
+function next(target, type, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      target.off(type, listener);
+      reject(new Error(`no ${type} event within ${ms} ms`));
+    }, ms);
+    const listener = (event) => {
+      clearTimeout(timer);
+      target.off(type, listener);
+      resolve(event);
+    };
+    target.on(type, listener);
+  });
+}
+
+/** Records a room's events. */
+function record(room) {
+  const log = { messages: [], resyncs: 0, joined: [], joins: [], leaves: [], presence: [] };
+  room.on('message', (m) => log.messages.push(m));
+  room.on('resync', () => log.resyncs++);
+  room.on('joined', (j) => log.joined.push(j));
+  room.on('join', (e) => log.joins.push(e));
+  room.on('leave', (e) => log.leaves.push(e));
+  room.on('presence', (e) => log.presence.push(e));
+  return log;
+}
+
+/**
+ * A WebSocket constructor for DuplexClient's `WebSocket` option whose network the test
+ * controls: `down` sends new connections to a port nothing listens on, `drop()` destroys the
+ * TCP connections (no close handshake, as when a network path dies).
+ */
+async function controlledNetwork() {
+  const deadPort = await unusedPort();
+  const state = { down: false, sockets: new Set(), opened: 0 };
+  state.drop = () => {
+    for (const socket of state.sockets) socket.destroy();
+  };
+  state.WebSocket = class extends DuplexSocket {
+    constructor(url, protocols, options) {
+      const target = state.down ? `ws://127.0.0.1:${deadPort}/ws` : url;
+      super(target, protocols, {
+        ...options,
+        createConnection: ({ host, port }) => {
+          const socket = net.connect(port, host);
+          state.sockets.add(socket);
+          socket.on('close', () => state.sockets.delete(socket));
+          return socket;
+        },
+      });
+      this.addEventListener('open', () => state.opened++);
+    }
+  };
+  return state;
+}
+
+const FAST = { initialBackoff: 50, maxBackoff: 200, backoffMultiplier: 2 };
+
+/** Checks every `reconnecting` delay against the configured schedule. */
+function checkSchedule(client, options = FAST) {
+  const delays = [];
+  client.on('reconnecting', ({ attempt, delay }) => {
+    delays.push(delay);
+    const bound = Math.min(
+      options.maxBackoff,
+      options.initialBackoff * options.backoffMultiplier ** (attempt - 1),
+    );
+    assert.ok(attempt >= 1, `attempt ${attempt}`);
+    assert.ok(delay >= 0 && delay <= bound, `attempt ${attempt}: delay ${delay} > ${bound}`);
+  });
+  return delays;
+}
+
+test('two clients: ordered messages, acks with seq, presence and members', { timeout: 20_000 }, async () => {
+  const server = await startServe();
+  const ada = new DuplexClient(server.url, { clientId: 'ada' });
+  const bob = new DuplexClient(server.url, { clientId: 'bob' });
+  try {
+    const adaOpen = next(ada, 'open');
+    const roomA = await ada.join('app/doc-42', { presence: { name: 'Ada' } });
+    assert.deepEqual(await adaOpen, { clientId: 'ada', heartbeatMs: 30000 });
+    assert.equal(ada.clientId, 'ada');
+    assert.equal(ada.connected, true);
+    const logA = record(roomA);
+    assert.deepEqual([...roomA.members], [['ada', { name: 'Ada' }]]);
+
+    const roomB = await bob.join('app/doc-42', { presence: { name: 'Bob' } });
+    const logB = record(roomB);
+    await waitFor(() => logA.joins.length === 1, 5000, "ada to see bob's join");
+    assert.deepEqual(logA.joins, [{ client: 'bob', presence: { name: 'Bob' } }]);
+    assert.deepEqual(roomA.members, new Map([['ada', { name: 'Ada' }], ['bob', { name: 'Bob' }]]));
+    assert.deepEqual(roomB.members, roomA.members);
+
+    // Interleaved publishes from both, without waiting in between.
+    const acksA = [];
+    const acksB = [];
+    for (let i = 0; i < 10; i++) {
+      acksA.push(roomA.publish({ from: 'ada', i }));
+      acksB.push(roomB.publish({ from: 'bob', i }));
+    }
+    const seqA = await Promise.all(acksA);
+    const seqB = await Promise.all(acksB);
+    for (const seqs of [seqA, seqB]) {
+      for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i] > seqs[i - 1], `acks in order: ${seqs}`);
+    }
+    assert.deepEqual([...seqA, ...seqB].sort((x, y) => x - y), [...Array(20).keys()].map((i) => i + 1));
+    await waitFor(() => logA.messages.length === 20 && logB.messages.length === 20, 5000, 'all messages');
+    assert.deepEqual(logA.messages, logB.messages);
+    assert.deepEqual(
+      logA.messages.map((m) => m.seq),
+      [...Array(20).keys()].map((i) => i + 1),
+    );
+    for (const m of logA.messages) {
+      const seqs = m.from === 'ada' ? seqA : seqB;
+      assert.equal(seqs[m.data.i], m.seq, 'each ack carries the seq its message was delivered at');
+      assert.equal(m.data.from, m.from);
+    }
+
+    roomB.setPresence({ name: 'Bob', typing: true });
+    assert.deepEqual(roomB.members.get('bob'), { name: 'Bob', typing: true });
+    await waitFor(() => logA.presence.length === 1, 5000, "ada to see bob's presence");
+    assert.deepEqual(logA.presence, [{ client: 'bob', presence: { name: 'Bob', typing: true } }]);
+    assert.deepEqual(roomA.members.get('bob'), { name: 'Bob', typing: true });
+
+    await roomB.leave();
+    await waitFor(() => logA.leaves.length === 1, 5000, "ada to see bob's leave");
+    assert.deepEqual(logA.leaves, [{ client: 'bob' }]);
+    assert.deepEqual([...roomA.members.keys()], ['ada']);
+    await assert.rejects(roomB.publish('after leave'), { code: 'not_joined' });
+
+    // No configured id: the server assigns one.
+    const anon = new DuplexClient(server.url);
+    try {
+      const { clientId } = await next(anon, 'open');
+      assert.match(clientId, /^[A-Za-z0-9_.:-]+$/);
+      assert.equal(anon.clientId, clientId);
+    } finally {
+      anon.close();
+    }
+  } finally {
+    ada.close();
+    bob.close();
+    await server.kill();
+  }
+});
+
+test('refusals: the server rejects a publish with its code; local errors have codes', { timeout: 20_000 }, async () => {
+  const server = await startServe(['--max-payload', '64']);
+  const client = new DuplexClient(server.url);
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  try {
+    const room = await client.join('app/limits');
+    await assert.rejects(room.publish('x'.repeat(100)), (error) => {
+      assert.equal(error.code, 'too_large');
+      assert.ok(error instanceof Error);
+      return true;
+    });
+    assert.equal(await room.publish('small'), 1, 'the connection stays usable');
+    await assert.rejects(client.join('no-slash'), { code: 'bad_room' });
+    await assert.rejects(client.join('app/limits'), { code: 'already_joined' });
+    assert.equal(client.pendingPublishes, 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    client.close();
+    await server.kill();
+  }
+});
+
+test('offline: publishes queue up to the bound, then reject; close settles everything', { timeout: 20_000 }, async () => {
+  const server = await startServe();
+  const network = await controlledNetwork();
+  const client = new DuplexClient(server.url, {
+    ...FAST,
+    maxOfflinePublishes: 2,
+    WebSocket: network.WebSocket,
+  });
+  const delays = checkSchedule(client);
+  const closes = [];
+  client.on('close', (e) => closes.push(e));
+  try {
+    const room = await client.join('app/offline');
+    assert.equal(await room.publish('online'), 1);
+    network.down = true;
+    network.drop();
+    await waitFor(() => closes.length === 1, 5000, 'the connection to be lost');
+    assert.deepEqual(closes, [{ reason: 'socket_closed', final: false }]);
+    assert.equal(client.connected, false);
+    const first = room.publish('offline 1');
+    const second = room.publish('offline 2');
+    first.catch(() => {});
+    second.catch(() => {});
+    await assert.rejects(room.publish('offline 3'), { code: 'queue_full' });
+    assert.equal(client.pendingPublishes, 2);
+    await sleep(400);
+    assert.ok(delays.length >= 2, `retries while the server is unreachable: ${delays}`);
+    assert.ok(delays.length < 40, `no retry storm: ${delays.length} attempts in 400 ms`);
+    // Never joined: its promise settles on close too.
+    const never = client.join('app/never');
+    client.close();
+    await assert.rejects(first, { code: 'closed' });
+    await assert.rejects(second, { code: 'closed' });
+    await assert.rejects(never, { code: 'closed' });
+    assert.deepEqual(closes.at(-1), { reason: 'closed', final: true });
+    await assert.rejects(room.publish('after close'), { code: 'closed' });
+    const attempts = delays.length;
+    await sleep(300);
+    assert.equal(delays.length, attempts, 'no reconnects after close()');
+  } finally {
+    client.close();
+    await server.kill();
+  }
+});
+
+test('dropped socket, server up: missed messages recovered with since, once, in order', { timeout: 30_000 }, async () => {
+  const server = await startServe();
+  const network = await controlledNetwork();
+  const ada = new DuplexClient(server.url, { ...FAST, clientId: 'ada', WebSocket: network.WebSocket });
+  const bob = new DuplexClient(server.url, { ...FAST, clientId: 'bob' });
+  checkSchedule(ada);
+  try {
+    const roomA = await ada.join('app/recover', { presence: { name: 'Ada' } });
+    const logA = record(roomA);
+    const roomB = await bob.join('app/recover');
+    const logB = record(roomB);
+    assert.equal(await roomB.publish('m1'), 1);
+    await waitFor(() => logA.messages.length === 1, 5000, 'm1 at ada');
+
+    network.down = true;
+    network.drop();
+    await next(ada, 'close');
+    await waitFor(() => logB.leaves.length === 1, 5000, "bob to see ada's connection end");
+    // Published while ada is away: bob's are sequenced now, ada's wait in her queue.
+    const bobAcks = await Promise.all(['m2', 'm3', 'm4'].map((m) => roomB.publish(m)));
+    assert.deepEqual(bobAcks, [2, 3, 4]);
+    const adaAck = roomA.publish('a1');
+    await sleep(150); // a few failed attempts against the unreachable address
+
+    const reconnectedAt = performance.now();
+    network.down = false;
+    const opened = next(ada, 'open', 5000);
+    await opened;
+    assert.ok(
+      performance.now() - reconnectedAt < FAST.maxBackoff + 1500,
+      'reconnected within the backoff bound',
+    );
+    assert.equal(await adaAck, 5, "ada's offline publish sequenced after the recovered ones");
+    await waitFor(() => logA.messages.length >= 5 && logB.messages.length >= 5, 5000, 'all messages');
+    await sleep(200); // room for a duplicate to show up
+    const expected = [
+      [1, 'bob', 'm1'],
+      [2, 'bob', 'm2'],
+      [3, 'bob', 'm3'],
+      [4, 'bob', 'm4'],
+      [5, 'ada', 'a1'],
+    ];
+    assert.deepEqual(logA.messages.map((m) => [m.seq, m.from, m.data]), expected);
+    assert.deepEqual(logB.messages.map((m) => [m.seq, m.from, m.data]), expected);
+    assert.equal(logA.resyncs, 0, 'history covered the gap: no resync');
+    assert.equal(logA.joined.length, 1, 'one rejoin');
+    assert.equal(logA.joined[0].recovered, true);
+    assert.deepEqual(roomA.position, { epoch: roomB.position.epoch, seq: 5 });
+    await waitFor(() => logB.joins.length === 1, 5000, "bob to see ada back");
+    assert.deepEqual(logB.joins, [{ client: 'ada', presence: { name: 'Ada' } }]);
+    assert.deepEqual([...roomA.members.keys()], ['ada', 'bob']);
+  } finally {
+    ada.close();
+    bob.close();
+    await server.kill();
+  }
+});
+
+test('server killed and restarted on the same port: reconnect, resync, queued publishes once', { timeout: 30_000 }, async () => {
+  let server = await startServe();
+  const { port } = server;
+  const network = await controlledNetwork();
+  const ada = new DuplexClient(server.url, { ...FAST, clientId: 'ada', WebSocket: network.WebSocket });
+  const bob = new DuplexClient(server.url, { ...FAST, clientId: 'bob' });
+  const delaysA = checkSchedule(ada);
+  const delaysB = checkSchedule(bob);
+  try {
+    const roomA = await ada.join('app/restart');
+    const logA = record(roomA);
+    const roomB = await bob.join('app/restart');
+    const logB = record(roomB);
+    assert.equal(await roomA.publish('before'), 1);
+    await waitFor(() => logB.messages.length === 1, 5000, "'before' at bob");
+    const epoch = roomB.position.epoch;
+
+    // Ada stays offline until bob is back, so that bob's rejoin precedes her publishes.
+    network.down = true;
+    const closedA = next(ada, 'close');
+    const closedB = next(bob, 'close');
+    await server.kill();
+    await Promise.all([closedA, closedB]);
+    const acks = ['o1', 'o2', 'o3'].map((m) => roomA.publish(m));
+    await sleep(500);
+    const downAttempts = delaysB.length;
+    assert.ok(downAttempts >= 2, `bob retried while the server was down: ${delaysB}`);
+    assert.ok(downAttempts < 50, `no retry storm: ${downAttempts} attempts in 500 ms`);
+
+    server = await restartServe([], port);
+    const restartedAt = performance.now();
+    const bobBack = await next(bob, 'open', 5000);
+    assert.equal(bobBack.clientId, 'bob');
+    const bobDelay = performance.now() - restartedAt;
+    assert.ok(bobDelay < FAST.maxBackoff + 1500, `bob reconnected ${bobDelay} ms after the restart`);
+    await waitFor(() => logB.resyncs === 1, 5000, 'resync at bob: the new server has no history');
+    assert.notEqual(roomB.position.epoch, epoch, 'a new epoch');
+
+    const openedAt = performance.now();
+    network.down = false;
+    await next(ada, 'open', 5000);
+    assert.ok(performance.now() - openedAt < FAST.maxBackoff + 1500, 'ada reconnected within the bound');
+    assert.deepEqual(await Promise.all(acks), [1, 2, 3]);
+    await waitFor(() => logA.messages.length >= 4 && logB.messages.length >= 4, 5000, 'o1..o3');
+    await sleep(200); // room for a duplicate to show up
+    const expected = [
+      [1, 'before'],
+      [1, 'o1'],
+      [2, 'o2'],
+      [3, 'o3'],
+    ];
+    assert.deepEqual(logA.messages.map((m) => [m.seq, m.data]), expected);
+    assert.deepEqual(logB.messages.map((m) => [m.seq, m.data]), expected);
+    assert.equal(logA.resyncs, 1);
+    assert.equal(logB.resyncs, 1);
+    assert.equal(logA.joined.at(-1).recovered, false);
+    assert.ok(delaysA.length >= 1 && delaysB.length >= 1);
+  } finally {
+    ada.close();
+    bob.close();
+    await server.kill();
+  }
+});

@@ -1,0 +1,50 @@
+//! # duplex-wasm
+//!
+//! duplex-core compiled to WebAssembly for the `duplex-ws` npm package (`wasm/js/`). The
+//! handshake, framing, masking, UTF-8 validation, permessage-deflate, the close handshake and
+//! the heartbeat all run here; JavaScript only moves bytes and time. `wasm/build.sh` builds the
+//! `.wasm` and its wasm-bindgen glue.
+//!
+//! Exports:
+//! - [`WsConnection`] + [`WsOptions`] + [`EventKind`]: the client role of a duplex-core
+//!   connection, which `DuplexSocket` (a WHATWG `WebSocket` over Node `net`/`tls`) drives.
+//!
+//! The same driving loop in Rust, against an in-memory duplex-core server (JavaScript does
+//! exactly this with a socket in between):
+//!
+//! ```
+//! use core::time::Duration;
+//! use duplex_core::{Accept, Config, Connection, Event};
+//! use duplex_wasm::{EventKind, WsConnection, WsOptions};
+//!
+//! let mut client =
+//!     WsConnection::new("ws://127.0.0.1:9001/", vec!["chat".into()], &WsOptions::new(), 0.0)
+//!         .unwrap();
+//! let mut server = Connection::server(Config::default(), Duration::ZERO);
+//!
+//! // The upgrade request is waiting to be written.
+//! server.receive(Duration::ZERO, &client.take_output());
+//! let Some(Event::Request(_)) = server.poll_event() else { panic!() };
+//! server.accept(Accept::default().with_protocol("chat")).unwrap();
+//! server.poll_event(); // Open
+//!
+//! client.receive(1.0, &server.poll_transmit().unwrap());
+//! assert_eq!(client.poll_event(), EventKind::Open);
+//! assert_eq!(client.protocol().as_deref(), Some("chat"));
+//!
+//! client.send_text("hello").unwrap();
+//! server.receive(Duration::ZERO, &client.take_output());
+//! let Some(Event::Message(message)) = server.poll_event() else { panic!() };
+//! server.send(&message).unwrap();
+//! client.receive(2.0, &server.poll_transmit().unwrap());
+//! assert_eq!(client.poll_event(), EventKind::Text);
+//! assert_eq!(client.event_text(), "hello");
+//! assert_eq!(client.poll_event(), EventKind::None);
+//! ```
+
+mod channel;
+mod connection;
+mod random;
+
+pub use channel::ChannelSession;
+pub use connection::{EventKind, WsConnection, WsOptions};
