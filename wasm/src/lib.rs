@@ -8,6 +8,8 @@
 //! Exports:
 //! - [`WsConnection`] + [`WsOptions`] + [`EventKind`]: the client role of a duplex-core
 //!   connection, which `DuplexSocket` (a WHATWG `WebSocket` over Node `net`/`tls`) drives.
+//! - [`ChannelSession`]: the core's `duplex.v1` `ClientSession`, which `DuplexClient` drives
+//!   over the browser's `WebSocket` or a `DuplexSocket`.
 //!
 //! The same driving loop in Rust, against an in-memory duplex-core server (JavaScript does
 //! exactly this with a socket in between):
