@@ -1024,10 +1024,15 @@ impl Connection {
 
     /// Starts the close handshake. The connection reports [`Event::Closed`] when the peer
     /// answers, or after the close timeout.
+    ///
+    /// [`CloseCode::NoStatus`] with an empty reason sends a close frame without a status code
+    /// (what a browser's `close()` without arguments does); with a reason it is refused.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.check_open()?;
         let mut payload = Vec::with_capacity(2 + reason.len());
-        encode_close_payload(code, reason, &mut payload)?;
+        if !(code == CloseCode::NoStatus && reason.is_empty()) {
+            encode_close_payload(code, reason, &mut payload)?;
+        }
         self.write_frame(true, OpCode::Close, &payload);
         self.state = State::CloseSent;
         self.stream = None;

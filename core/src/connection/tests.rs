@@ -993,3 +993,18 @@ fn prepared_sends_are_refused_after_close() {
     let mut prepared = crate::message::PreparedMessage::binary(Bytes::from_static(b"x"));
     assert!(server.send_prepared(&mut prepared).is_err());
 }
+
+#[test]
+fn close_without_a_status_code_sends_an_empty_close_frame() {
+    let mut server = open_server(Config::default());
+    assert!(server.close(CloseCode::NoStatus, "why").is_err());
+    server.close(CloseCode::NoStatus, "").unwrap();
+    assert_eq!(take_output(&mut server), vec![0x88, 0x00]);
+    // The peer's empty answer completes the handshake with 1005.
+    server.receive(SEC, &client_frame(0x88, &[]));
+    let events = drain(&mut server);
+    assert!(
+        matches!(events.as_slice(), [Event::Closed(c)] if c.code == CloseCode::NoStatus && c.clean),
+        "{events:?}"
+    );
+}

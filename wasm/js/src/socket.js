@@ -239,8 +239,9 @@ export class DuplexSocket extends EventTarget {
       return;
     }
     this.#readyState = CLOSING;
-    // Without a code no reason is sent (WHATWG); the engine always sends a code, so 1000.
-    const item = { close: code ?? 1000, reason: code === undefined ? '' : text };
+    // Without a code the close frame carries no status (WHATWG), which the engine sends for
+    // 1005; the peer's answer then reports 1005, as in browsers.
+    const item = { close: code ?? 1005, reason: code === undefined ? '' : text };
     if (this.#queue !== null) {
       this.#enqueue(item);
     } else {

@@ -63,11 +63,11 @@ describe('DuplexSocket over duplex echo', () => {
     assert.match(ws.extensions, /^permessage-deflate\b/);
     const event = await closeAndWait(ws);
     assert.ok(event instanceof CloseEvent);
-    assert.equal(event.code, 1000);
+    assert.equal(event.code, 1005, 'close() without a code: no status, as in browsers');
     assert.equal(event.wasClean, true);
     assert.equal(ws.readyState, DuplexSocket.CLOSED);
     await closed;
-    assert.deepEqual(log, ['open', 'close 1000']);
+    assert.deepEqual(log, ['open', 'close 1005']);
   });
 
   test('constants are on the class and on instances', T, () => {
@@ -215,7 +215,8 @@ describe('DuplexSocket over duplex echo', () => {
     ws.send(new Uint8Array(10));
     ws.send('é');
     assert.equal(ws.bufferedAmount, 3 + 10 + 2);
-    await nextEvent(ws, 'close');
+    const closed = await nextEvent(ws, 'close');
+    assert.equal(closed.code, 1005, 'close() without a code sends no status, as browsers do');
     ws.send('x');
     assert.equal(ws.bufferedAmount, 16);
   });

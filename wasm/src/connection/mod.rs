@@ -335,7 +335,7 @@ impl WsConnection {
     }
 
     /// Starts the close handshake with a code valid on the wire and a reason of at most 123
-    /// bytes.
+    /// bytes, or 1005 with no reason for a close frame without a status code.
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), JsError> {
         self.conn
             .close(CloseCode::from_u16(code), reason)
