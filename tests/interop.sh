@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Interop with other WebSocket implementations over 127.0.0.1.
 #
-#   tests/interop.sh [python] [node] [connect] [chromium] [chromium-demo]
-#                                      (no argument: the first four; chromium includes chromium-demo)
+#   tests/interop.sh [python] [node] [connect] [chromium] [chromium-demo] [chromium-demo-wasm]
+#                   (no argument: the first four; chromium includes both chromium-demo cases)
 #
 #   python   Python `websockets` client (tests/interop/py_client.py) -> duplex echo
 #   node     Node `ws` client (tests/interop/node_client.mjs)         -> duplex echo
@@ -11,12 +11,17 @@
 #   chromium headless Chromium's WebSocket (tests/browser/deflate_echo.mjs) -> duplex echo,
 #            three servers: the default (chromium-deflate), --deflate-context-takeover
 #            --deflate-threshold 0 (chromium-deflate-takeover), --deflate off (chromium-plain);
-#            then chromium-demo.
-#   chromium-demo  the demo chat page of `duplex serve --threads 2`, two users (ann, ben) in
-#            two browser contexts: members, typing indicator, messages shown exactly once,
-#            window.duplex, leaving (tests/browser/demo_page.mjs).
-#            Without Chromium (see tests/setup.sh browser): a failure in CI (CI=true),
-#            otherwise SKIP, which is not counted as passed.
+#            then chromium-demo and chromium-demo-wasm.
+#   chromium-demo  the demo chat page of `duplex serve --threads 2` with its built-in client,
+#            two users (ann, ben) in two browser contexts: members, typing indicator, messages
+#            shown exactly once, window.duplex, leaving (tests/browser/demo_page.mjs).
+#   chromium-demo-wasm  the same page running the WASM client (`--client-dir wasm/js`, which
+#            needs wasm/js/dist: bash wasm/build.sh, the `wasm` step of tests/run.sh): the
+#            same checks, then the server is killed and restarted; both pages reconnect within
+#            the backoff schedule and show every message sent meanwhile exactly once
+#            (tests/browser/demo_reconnect.mjs, which runs the server itself).
+#            Without Chromium (see tests/setup.sh browser) or, for chromium-demo-wasm, without
+#            wasm/js/dist: a failure in CI (CI=true), otherwise SKIP, not counted as passed.
 #
 # INTEROP_SERVER_CMD replaces `duplex echo` for the python and node checks
 # (run by bash with PORT and DUPLEX_BIN exported), to validate the clients
@@ -177,20 +182,46 @@ chromium_demo() {
     stop_pid "$BG_PID"
 }
 
-check_chromium() {
-    chromium_ready chromium chromium-deflate chromium-deflate-takeover chromium-plain chromium-demo ||
+# The demo page with the WASM client across a server restart (tests/browser/demo_reconnect.mjs
+# starts and restarts `duplex serve --client-dir wasm/js` itself). Needs wasm/js/dist.
+chromium_demo_wasm() {
+    local name=chromium-demo-wasm rc=0
+    if [[ ! -f $REPO_ROOT/wasm/js/dist/duplex_wasm_bg.wasm ]]; then
+        local how="wasm/js/dist not built (bash wasm/build.sh, the wasm step of tests/run.sh)"
+        [[ ${CI:-} != true ]] || die "interop($name): $how"
+        echo "interop($name): SKIP: $how" >&2
+        SKIPPED+=("$name")
         return 0
+    fi
+    timeout --kill-after=5 "$CHROMIUM_TIMEOUT" node "$BROWSER_DIR/demo_reconnect.mjs" --name "$name" </dev/null || rc=$?
+    if ((rc == 124 || rc == 137)); then
+        echo "interop($name): FAIL: did not finish within ${CHROMIUM_TIMEOUT}s" >&2
+    fi
+    ((rc == 0)) || die "interop($name) failed (exit $rc)"
+    PASSED=$((PASSED + 1))
+}
+
+check_chromium() {
+    chromium_ready chromium chromium-deflate chromium-deflate-takeover chromium-plain chromium-demo \
+        chromium-demo-wasm || return 0
     chromium_against chromium-deflate "--expect deflate" --
     chromium_against chromium-deflate-takeover "--expect deflate --server-context-takeover" -- \
         --deflate-context-takeover --deflate-threshold 0
     chromium_against chromium-plain "--expect plain" -- --deflate off
     chromium_demo
+    chromium_demo_wasm
 }
 
-# Only the demo page (also part of `chromium`).
+# Only the demo page with the built-in client (also part of `chromium`).
 check_chromium_demo() {
     chromium_ready chromium-demo chromium-demo || return 0
     chromium_demo
+}
+
+# Only the demo page with the WASM client (also part of `chromium`).
+check_chromium_demo_wasm() {
+    chromium_ready chromium-demo-wasm chromium-demo-wasm || return 0
+    chromium_demo_wasm
 }
 
 main() {
@@ -198,8 +229,8 @@ main() {
     ((${#checks[@]})) || checks=(python node connect chromium)
     for c in "${checks[@]}"; do
         case $c in
-        python | node | connect | chromium | chromium-demo) ;;
-        *) die "unknown check '$c' (expected: python, node, connect, chromium, chromium-demo)" ;;
+        python | node | connect | chromium | chromium-demo | chromium-demo-wasm) ;;
+        *) die "unknown check '$c' (expected: python, node, connect, chromium, chromium-demo, chromium-demo-wasm)" ;;
         esac
     done
     for c in "${checks[@]}"; do

@@ -10,22 +10,12 @@
 
 use core::time::Duration;
 
-use duplex_core::channel::{ClientConfig, ClientError, ClientMessage, ClientSession, Id, decode};
+use duplex_core::channel::{ClientConfig, ClientError, ClientSession, Id};
 use wasm_bindgen::prelude::*;
 
-/// Parses one JSON value (application text), or returns a `bad_json` error from the calling
-/// function. duplex-core's command decoder is the crate's JSON parser: the value goes in as the
-/// `data` of a `publish`. A macro, as the value's type is only named inside duplex-core.
-macro_rules! parse {
-    ($json:expr) => {
-        match decode(&format!(
-            r#"{{"type":"publish","id":0,"room":"v/v","data":{}}}"#,
-            $json
-        )) {
-            Ok(ClientMessage::Publish { data, .. }) => data,
-            _ => return Err(JsError::new("bad_json: not a JSON value")),
-        }
-    };
+/// Parses one JSON value (application text: presence, published data).
+fn parse(json: &str) -> Result<serde_json::Value, JsError> {
+    serde_json::from_str(json).map_err(|e| JsError::new(&format!("bad_json: {e}")))
 }
 
 /// The client side of `duplex.v1` for one logical connection that outlives sockets. See the
@@ -116,7 +106,7 @@ impl ChannelSession {
     /// Joins `room`; `presence` is JSON text or `undefined`. Returns the `join` id.
     pub fn join(&mut self, room: &str, presence: Option<String>) -> Result<f64, JsError> {
         let presence = match presence {
-            Some(json) => Some(parse!(json)),
+            Some(json) => Some(parse(&json)?),
             None => None,
         };
         id(self.inner.join(room, presence))
@@ -129,14 +119,14 @@ impl ChannelSession {
 
     /// Sets this client's presence in `room` (JSON text).
     pub fn set_presence(&mut self, room: &str, presence: &str) -> Result<(), JsError> {
-        let presence = parse!(presence);
+        let presence = parse(presence)?;
         self.inner.set_presence(room, presence).map_err(error)
     }
 
     /// Publishes `data` (JSON text) to `room`; returns the publish id that `ack` or
     /// `publish_rejected` will carry.
     pub fn publish(&mut self, room: &str, data: &str) -> Result<f64, JsError> {
-        let data = parse!(data);
+        let data = parse(data)?;
         id(self.inner.publish(room, data))
     }
 

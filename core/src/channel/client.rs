@@ -81,7 +81,7 @@
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -374,9 +374,11 @@ fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S:
 }
 
 /// Server → client, as the session reads it: error codes stay strings so that codes from newer
-/// servers still arrive.
+/// servers still arrive. Read through [`Incoming::parse`]: the wire's `type` field becomes the
+/// enum's external tag, which serde decodes without buffering the message (an internally
+/// tagged derive would, and would double this module's share of a `.wasm`).
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum Incoming {
     Welcome {
         client: String,
@@ -432,6 +434,20 @@ enum Incoming {
         #[serde(default)]
         message: String,
     },
+}
+
+impl Incoming {
+    fn parse(text: &str) -> Result<Incoming, String> {
+        let mut value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let kind = match value.as_object_mut().map(|o| o.remove("type")) {
+            Some(Some(Value::String(kind))) => kind,
+            Some(_) => return Err("no string `type`".into()),
+            None => return Err("not a JSON object".into()),
+        };
+        let mut tagged = serde_json::Map::new();
+        tagged.insert(kind, value);
+        serde_json::from_value(Value::Object(tagged)).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -597,7 +613,7 @@ impl ClientSession {
             State::Handshaking { .. } => {}
             _ => return,
         }
-        match serde_json::from_str::<Incoming>(text) {
+        match Incoming::parse(text) {
             Ok(message) => self.handle(message),
             Err(e) => self.event(ClientEvent::ProtocolError {
                 message: format!("{e}: {}", truncate(text, 64)),
@@ -1114,9 +1130,16 @@ impl ClientSession {
                 // on the way (slow consumer).
                 hole = *last < seq;
             }
-            (Some(_), _) => {
+            (Some(since), _) => {
                 resync = true;
-                state.position = Some((epoch.clone(), seq));
+                if since.epoch != epoch && seq > 0 {
+                    // A new epoch (the server restarted or forgot the room): none of its
+                    // messages reached this client yet; fetch them from its history.
+                    state.position = Some((epoch.clone(), 0));
+                    hole = true;
+                } else {
+                    state.position = Some((epoch.clone(), seq));
+                }
             }
             (None, _) => state.position = Some((epoch.clone(), seq)),
         }

@@ -473,6 +473,25 @@ fn a_new_epoch_means_resync_and_counting_from_its_seq() {
 }
 
 #[test]
+fn a_new_epoch_with_messages_is_fetched_from_its_start() {
+    // The server restarted and others already published 3 messages in the new epoch.
+    let mut s = in_room("e1", 7);
+    let out = reconnect(&mut s, ms(1));
+    s.receive(&joined_text(&out[0]["id"], "e2", 3, false), ms(2));
+    let got = events(&mut s);
+    assert_eq!(got.last(), Some(&ClientEvent::Resync { room: ROOM.into() }));
+    let refill = sent(&mut s);
+    assert_eq!(refill.len(), 1, "{refill:?}");
+    assert_eq!(refill[0]["type"], "join");
+    assert_eq!(refill[0]["since"], json!({"epoch": "e2", "seq": 0}));
+    for seq in 1..=3 {
+        s.receive(&message_text(seq), ms(3));
+    }
+    s.receive(&joined_text(&refill[0]["id"], "e2", 3, true), ms(3));
+    assert_eq!(events(&mut s), [message(1), message(2), message(3)]);
+}
+
+#[test]
 fn a_first_join_without_history_is_not_a_resync() {
     let mut s = online();
     let id = s.join(ROOM, None).unwrap();
