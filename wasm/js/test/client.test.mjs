@@ -8,7 +8,7 @@ import net from 'node:net';
 import { after, test } from 'node:test';
 
 import { DuplexClient, DuplexSocket } from '../index.js';
-import { duplexBin, unusedPort } from './helpers.mjs';
+import { accept, duplexBin, frame, startRawServer, unusedPort } from './helpers.mjs';
 
 const children = new Set();
 process.on('exit', () => {
@@ -418,5 +418,45 @@ test('server killed and restarted on the same port: reconnect, resync, queued pu
     ada.close();
     bob.close();
     await server.kill();
+  }
+});
+
+test('app-level heartbeat: a server that goes silent is detected within heartbeat_ms', { timeout: 20_000 }, async () => {
+  // The socket stays open but the server never answers again: only the `ping` command can tell.
+  const HEARTBEAT_MS = 300;
+  let welcomedAt = 0;
+  const commands = [];
+  const server = await startRawServer({
+    respond: (head) => accept(head, ['Sec-WebSocket-Protocol: duplex.v1']),
+    onConnection: async (conn) => {
+      const hello = await conn.readFrame();
+      commands.push(JSON.parse(hello.payload.toString()).type);
+      conn.socket.write(frame(0x1, Buffer.from(JSON.stringify({ type: 'welcome', client: 'c1', heartbeat_ms: HEARTBEAT_MS }))));
+      welcomedAt = Date.now();
+      for (;;) {
+        const f = await conn.readFrame(10_000).catch(() => null);
+        if (!f) return;
+        if (f.opcode === 0x1) commands.push(JSON.parse(f.payload.toString()).type);
+      }
+    },
+  });
+  const client = new DuplexClient(server.url, {
+    initialBackoff: 50,
+    maxBackoff: 100,
+    socketOptions: { perMessageDeflate: false },
+  });
+  try {
+    const closed = new Promise((resolve) => client.on('close', resolve));
+    const event = await closed;
+    const after = Date.now() - welcomedAt;
+    assert.match(String(event.reason), /heartbeat/, JSON.stringify(event));
+    assert.equal(event.final, false, 'a lost connection is retried, not final');
+    assert.ok(commands.includes('ping'), `a ping was sent: ${commands}`);
+    // Silence for one interval triggers the ping; one more interval without an answer ends it.
+    assert.ok(after >= 2 * HEARTBEAT_MS - 50, `detected after ${after} ms`);
+    assert.ok(after <= 2 * HEARTBEAT_MS + 700, `detected after ${after} ms`);
+  } finally {
+    client.close();
+    await server.close();
   }
 });
