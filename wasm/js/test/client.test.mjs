@@ -2,63 +2,16 @@
 // presence, server refusals, the offline queue, and recovery after a dropped socket and after
 // a server restart on the same port.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import net from 'node:net';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 
 import { DuplexClient, DuplexSocket } from '../index.js';
-import { accept, duplexBin, frame, startRawServer, unusedPort } from './helpers.mjs';
-
-const children = new Set();
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-after(() => {
-  for (const child of children) child.kill('SIGKILL');
-});
+import { accept, frame, startDuplex, startRawServer, unusedPort } from './helpers.mjs';
 
 /** Starts `duplex serve` (port 0: a free one); resolves to { port, url, kill, stop }. */
 async function startServe(args = [], port = 0) {
-  const child = spawn(
-    duplexBin(),
-    ['serve', '--listen', `127.0.0.1:${port}`, '--threads', '2', ...args],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  let stderr = '';
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk;
-  });
-  const bound = await new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`duplex serve did not announce its port within 10 s: ${stderr}`));
-    }, 10_000);
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      const match = /listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        resolve(Number(match[1]));
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`duplex serve exited with ${code} before listening: ${stderr.slice(-500)}`));
-    });
-  });
-  return {
-    port: bound,
-    url: `ws://127.0.0.1:${bound}/ws`,
-    async kill() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    },
-  };
+  const server = await startDuplex('serve', ['--threads', '2', ...args], port);
+  return { ...server, url: `ws://127.0.0.1:${server.port}/ws` };
 }
 
 /** Restarts on `port`, retrying while the port is not yet free again. */

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
-export function duplexBin() {
+function duplexBin() {
   const bin =
     process.env.DUPLEX_BIN ??
     path.join(process.env.CARGO_TARGET_DIR ?? path.join(repoRoot, 'target'), 'release', 'duplex');
@@ -28,9 +28,13 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
 
-/** Starts `duplex echo` on a free port; resolves to { url, port, stop }. */
-export async function startEcho(args = []) {
-  const child = spawn(duplexBin(), ['echo', '--listen', '127.0.0.1:0', '--threads', '1', ...args], {
+/**
+ * Starts `duplex COMMAND --listen 127.0.0.1:PORT ...args` (port 0: a free one) and waits for the
+ * line announcing the port; resolves to { port, stop, kill }. Every such server is killed if the
+ * test process exits without stopping it.
+ */
+export async function startDuplex(command, args = [], port = 0) {
+  const child = spawn(duplexBin(), [command, '--listen', `127.0.0.1:${port}`, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -39,15 +43,15 @@ export async function startEcho(args = []) {
   child.stderr.on('data', (chunk) => {
     stderr += chunk;
   });
-  const port = await new Promise((resolve, reject) => {
+  const bound = await new Promise((resolve, reject) => {
     let stdout = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`duplex echo did not announce its port within 10 s: ${stderr}`));
+      reject(new Error(`duplex ${command} did not announce its port within 10 s: ${stderr}`));
     }, 10_000);
     child.stdout.on('data', (chunk) => {
       stdout += chunk;
-      const match = /listening on ws:\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
+      const match = /listening on (?:ws|http):\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
       if (match) {
         clearTimeout(timer);
         resolve(Number(match[1]));
@@ -55,20 +59,32 @@ export async function startEcho(args = []) {
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`duplex echo exited with ${code} before listening: ${stderr}`));
+      reject(new Error(`duplex ${command} exited with ${code} before listening: ${stderr.slice(-500)}`));
     });
   });
   return {
-    port,
-    url: `ws://127.0.0.1:${port}/`,
+    port: bound,
+    /** SIGTERM (a graceful drain), SIGKILL after 5 s. */
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
       await once(child, 'exit');
       clearTimeout(timer);
     },
+    /** SIGKILL: the server vanishes without closing anything. */
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    },
   };
+}
+
+/** Starts `duplex echo` on a free port; resolves to { url, port, stop }. */
+export async function startEcho(args = []) {
+  const server = await startDuplex('echo', ['--threads', '1', ...args]);
+  return { port: server.port, url: `ws://127.0.0.1:${server.port}/`, stop: server.stop };
 }
 
 /** A port nothing listens on (bound, read, released). */
