@@ -226,21 +226,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// Counts a queued message of `len` payload bytes and schedules the connection's write.
+    fn queued(&mut self, id: ConnId, len: usize) {
+        WorkerMetrics::add(&self.metrics.messages_out, 1);
+        WorkerMetrics::add(&self.metrics.bytes_out, len as u64);
+        self.mark(id);
+    }
+
     /// Queues a message to a connection of this worker.
     pub fn send(&mut self, id: ConnId, message: &Message) -> Result<(), SendError> {
         self.conn(id)?.core.send(message)?;
-        WorkerMetrics::add(&self.metrics.messages_out, 1);
-        WorkerMetrics::add(&self.metrics.bytes_out, message.len() as u64);
-        self.mark(id);
-        Ok(())
-    }
-
-    /// Queues a text message to a connection of this worker without building a [`Message`].
-    pub fn send_text(&mut self, id: ConnId, text: &str) -> Result<(), SendError> {
-        self.conn(id)?.core.send_text(text)?;
-        WorkerMetrics::add(&self.metrics.messages_out, 1);
-        WorkerMetrics::add(&self.metrics.bytes_out, text.len() as u64);
-        self.mark(id);
+        self.queued(id, message.len());
         Ok(())
     }
 
@@ -253,9 +249,7 @@ impl Ctx<'_> {
         message: &mut PreparedMessage,
     ) -> Result<(), SendError> {
         self.conn(id)?.core.send_prepared(message)?;
-        WorkerMetrics::add(&self.metrics.messages_out, 1);
-        WorkerMetrics::add(&self.metrics.bytes_out, message.len() as u64);
-        self.mark(id);
+        self.queued(id, message.len());
         Ok(())
     }
 
