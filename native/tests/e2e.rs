@@ -18,6 +18,9 @@ use duplex_core::limits::Config;
 use duplex_core::message::{Event, Message};
 use duplex_core::{CloseCode, Connection};
 
+mod common;
+use common::{get, http, metric_value};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct TestServer {
@@ -96,28 +99,8 @@ fn recv_message(client: &mut Client) -> Message {
     }
 }
 
-/// Sends a raw HTTP request and returns the whole response (the server closes after it).
-fn http(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).expect("response then EOF");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
-}
-
 fn metric(metrics: &Metrics, name: &str) -> u64 {
-    let text = metrics.render();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+    metric_value(&metrics.render(), name)
 }
 
 /// A client driven by hand over a blocking socket: the test decides what gets written, so it

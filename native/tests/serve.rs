@@ -13,6 +13,9 @@ use duplex_core::limits::Config;
 use duplex_core::message::Message;
 use serde_json::{Value, json};
 
+mod common;
+use common::{get, metric_value};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct TestServer {
@@ -500,7 +503,7 @@ fn metrics_show_rooms_members_and_publishes() {
     a.join("app/m", 1);
     a.send(json!({"type": "publish", "id": 2, "room": "app/m", "data": 1}));
     a.until("ack");
-    let text = http_get(server.addr, "/metrics");
+    let text = get(server.addr, "/metrics");
     for line in [
         "duplex_rooms 1\n",
         "duplex_room_members 1\n",
@@ -508,23 +511,9 @@ fn metrics_show_rooms_members_and_publishes() {
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
-    let page = http_get(server.addr, "/");
+    let page = get(server.addr, "/");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("dataset.ready"), "{page}");
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).unwrap();
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Publishes in lock step (each publish waits for its own message and ack, so the publisher is
@@ -572,7 +561,7 @@ fn slow_consumer_close_policy_closes_with_1008() {
         m["type"] == "leave" && m["client"] == "slow"
     });
     assert!(sent < 4000, "the slow member was never closed");
-    let text = http_get(server.addr, "/metrics");
+    let text = get(server.addr, "/metrics");
     assert!(
         text.contains("duplex_slow_consumer_closes_total 1\n"),
         "{text}"
@@ -632,12 +621,6 @@ fn incompressible(len: usize) -> String {
             CHARS[(x % CHARS.len() as u64) as usize] as char
         })
         .collect()
-}
-
-fn gauge(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
 }
 
 #[test]
@@ -715,11 +698,11 @@ fn a_stalled_member_of_1000_gets_a_gap_and_recovers_while_the_others_get_everyth
     );
 
     // The stalled member holds at most its cap (plus the message that crossed it) on the server.
-    let metrics = http_get(server.addr, "/metrics");
-    let buffered = gauge(&metrics, "duplex_output_buffered_bytes");
+    let metrics = get(server.addr, "/metrics");
+    let buffered = metric_value(&metrics, "duplex_output_buffered_bytes");
     assert!(buffered <= (CAP + 2048) as u64, "{buffered} bytes buffered");
     assert!(
-        gauge(&metrics, "duplex_slow_consumer_dropped_total") > 0,
+        metric_value(&metrics, "duplex_slow_consumer_dropped_total") > 0,
         "{metrics}"
     );
 
