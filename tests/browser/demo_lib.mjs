@@ -5,14 +5,14 @@
 //
 //   const demo = new Demo('interop(NAME)', 'http://127.0.0.1:PORT/');
 //   await withBrowser(async (browser) => {
-//     const ann = await demo.open(browser, 'ann');
-//     const ben = await demo.open(browser, 'ben');
-//     await demo.joined(ann, 'builtin'); ...
+//     const { ann, ben, room } = await demo.pair(browser, 'builtin'); ...
 //   });
 //
 // Every wait has a deadline; a failed check throws a Failure whose message
 // ends with what each page shows (status, members, typing, log).
 import { randomBytes } from 'node:crypto';
+
+import { chromiumVersion } from './lib.mjs';
 
 export const STEP_TIMEOUT_MS = 10_000;
 /** How long a message is watched for a duplicate after it first appears. */
@@ -140,6 +140,22 @@ export class Demo {
     const response = await page.goto(url.href, { timeout: STEP_TIMEOUT_MS });
     await this.check(response?.ok(), `${name}: GET ${url.href} answered ${response?.status()}`);
     return user;
+  }
+
+  /**
+   * Opens the page as ann and ben, each in a context of its own, and waits until both joined
+   * the same room with the client `impl` as two different clients. Resolves with
+   * { ann, ben, room, version }.
+   */
+  async pair(browser, impl) {
+    const ann = await this.open(browser, 'ann');
+    const ben = await this.open(browser, 'ben');
+    const version = await chromiumVersion(ann.page);
+    const room = await this.joined(ann, impl);
+    const benRoom = await this.joined(ben, impl);
+    await this.check(room === benRoom, `ann joined '${room}' but ben '${benRoom}'`);
+    await this.check(ann.id !== ben.id, `ann and ben got the same client id '${ann.id}' (separate contexts must be separate clients)`);
+    return { ann, ben, room, version };
   }
 
   /** Closes the user's page and context; the user is no longer part of failure reports. */

@@ -22,7 +22,7 @@
 // `interop(NAME): ok ...`, or the first failure with both pages' state and
 // exits 1. Bounded: every wait has a deadline and the whole run has one.
 import { Demo, parseArgs, report } from './demo_lib.mjs';
-import { chromiumVersion, withBrowser } from './lib.mjs';
+import { withBrowser } from './lib.mjs';
 
 const TOTAL_TIMEOUT_MS = 60_000;
 
@@ -31,13 +31,7 @@ const opts = parseArgs(process.argv.slice(2), 'node demo_page.mjs http://127.0.0
 const demo = new Demo(`interop(${opts.name})`, opts.url);
 
 async function scenario(browser) {
-  const ann = await demo.open(browser, 'ann');
-  const ben = await demo.open(browser, 'ben');
-  const version = await chromiumVersion(ann.page);
-  const room = await demo.joined(ann, 'builtin');
-  const benRoom = await demo.joined(ben, 'builtin');
-  await demo.check(room === benRoom, `ann joined '${room}' but ben '${benRoom}'`);
-  await demo.check(ann.id !== ben.id, `ann and ben got the same client id '${ann.id}' (separate contexts must be separate clients)`);
+  const { ann, ben, room, version } = await demo.pair(browser, 'builtin');
 
   const talk = await demo.converse(ann, ben);
 

@@ -35,7 +35,7 @@ import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Demo, parseArgs, report, sleep } from './demo_lib.mjs';
-import { chromiumVersion, withBrowser } from './lib.mjs';
+import { withBrowser } from './lib.mjs';
 
 const TOTAL_TIMEOUT_MS = 60_000;
 const BACKOFF_MS = 200;
@@ -160,13 +160,7 @@ const bound = (n) => Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (n - 1));
 
 async function scenario(browser) {
   await server.start();
-  const ann = await demo.open(browser, 'ann');
-  const ben = await demo.open(browser, 'ben');
-  const version = await chromiumVersion(ann.page);
-  const room = await demo.joined(ann, 'wasm');
-  const benRoom = await demo.joined(ben, 'wasm');
-  await demo.check(room === benRoom, `ann joined '${room}' but ben '${benRoom}'`);
-  await demo.check(ann.id !== ben.id, `ann and ben got the same client id '${ann.id}' (separate contexts must be separate clients)`);
+  const { ann, ben, room, version } = await demo.pair(browser, 'wasm');
   const talk = await demo.converse(ann, ben);
   const before = [...talk.sent];
 
