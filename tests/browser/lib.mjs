@@ -115,19 +115,27 @@ function requireChromium() {
  */
 export async function withBrowser(fn, { timeoutMs = 60_000 } = {}) {
   requireChromium();
+  return runBounded(
+    timeoutMs,
+    () => chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS, timeout: timeoutMs }),
+    fn,
+  );
+}
+
+/**
+ * Resolves with `await use(await open())` unless that takes longer than `timeoutMs`, then
+ * closes what `open` returned (its `close()`, bounded too) however the run ended. An `open`
+ * still under way when the deadline passed is waited for, so that what it opens is closed.
+ */
+async function runBounded(timeoutMs, open, use) {
   const started = Date.now();
   const limit = timeout(timeoutMs, 'the Chromium run');
-  let browser = null;
+  let opened = null;
   let run = null;
   try {
     run = (async () => {
-      browser = await chromium.launch({
-        executablePath: CHROMIUM_PATH,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        timeout: timeoutMs,
-      });
-      return fn(browser);
+      opened = await open();
+      return use(opened);
     })();
     run.catch(() => {}); // a late rejection after the deadline won is not unhandled
     return await Promise.race([run, limit.promise]);
@@ -137,9 +145,8 @@ export async function withBrowser(fn, { timeoutMs = 60_000 } = {}) {
     const closing = timeout(left, 'closing Chromium');
     // If closing hangs, playwright-core still kills the browser when this process exits.
     await (async () => {
-      // A launch still under way when the deadline passed: let it end, then close what it opened.
-      if (!browser && run) await Promise.race([run.catch(() => {}), closing.promise]);
-      if (browser) await Promise.race([browser.close(), closing.promise]);
+      if (!opened && run) await Promise.race([run.catch(() => {}), closing.promise]);
+      if (opened) await Promise.race([opened.close(), closing.promise]);
     })().catch((e) => console.error(`lib.mjs: ${e.message}`));
     closing.cancel();
   }
@@ -154,41 +161,33 @@ export async function withBrowser(fn, { timeoutMs = 60_000 } = {}) {
  */
 export async function withChromium(fn, { timeoutMs = 60_000, html = BLANK_PAGE } = {}) {
   requireChromium();
-  const started = Date.now();
   const profile = await mkdtemp(join(tmpdir(), 'duplex-chromium-'));
-  const limit = timeout(timeoutMs, 'the Chromium run');
   let site = null;
-  let context = null;
-  let run = null;
+  let launched = false;
   try {
-    run = (async () => {
-      site = await serveOnLoopback(html);
-      context = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM_PATH,
-        headless: true,
-        args: CHROMIUM_ARGS,
-        timeout: timeoutMs,
-      });
-      const page = context.pages()[0] ?? (await context.newPage());
-      await page.goto(site.url, { timeout: timeoutMs });
-      return fn(page, context);
-    })();
-    run.catch(() => {}); // a late rejection after the deadline won is not unhandled
-    return await Promise.race([run, limit.promise]);
+    return await runBounded(
+      timeoutMs,
+      async () => {
+        site = await serveOnLoopback(html);
+        const context = await chromium.launchPersistentContext(profile, {
+          executablePath: CHROMIUM_PATH,
+          headless: true,
+          args: CHROMIUM_ARGS,
+          timeout: timeoutMs,
+        });
+        launched = true;
+        return context;
+      },
+      async (context) => {
+        const page = context.pages()[0] ?? (await context.newPage());
+        await page.goto(site.url, { timeout: timeoutMs });
+        return fn(page, context);
+      },
+    );
   } finally {
-    limit.cancel();
-    const left = Math.max(1_000, Math.min(CLOSE_TIMEOUT_MS, timeoutMs - (Date.now() - started)));
-    const closing = timeout(left, 'closing Chromium');
-    // If closing hangs, playwright-core still kills the browser when this process exits.
-    await (async () => {
-      // A launch still under way when the deadline passed: let it end, then close what it opened.
-      if (!context && run) await Promise.race([run.catch(() => {}), closing.promise]);
-      if (context) await Promise.race([context.close(), closing.promise]);
-    })().catch((e) => console.error(`lib.mjs: ${e.message}`));
-    closing.cancel();
     await site?.close();
     await rm(profile, { recursive: true, force: true });
-    if (!context) {
+    if (!launched) {
       // A launch that failed may leave a browser that writes its profile while being killed.
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       await rm(profile, { recursive: true, force: true });
