@@ -3,6 +3,8 @@
 # before pushing.
 #
 #   tests/run.sh              every step that applies, in order
+#   tests/run.sh quick        the quick tier: fmt, clippy, unit/property/doc tests, the no_std
+#                             builds and the runner's self-test (a few minutes, warm)
 #   tests/run.sh STEP...      only those steps (in suite order), e.g. `tests/run.sh clippy test`
 #   tests/run.sh --list       the steps and what each runs
 #
@@ -10,6 +12,9 @@
 # steps are enabled only once their pieces exist (native/ for the server and
 # client). Each step is a `step_<name>` function registered in plan_steps:
 # adding one (fuzz, wasm, node tests, chromium...) is a function and a line.
+# Every command of a step counts: a step runs in a subshell with errexit on
+# (and outside any `if`/`||`, where bash would silently turn errexit off), so
+# the first failing command fails the step. The `runner` step proves it.
 # The last line is always `run.sh: N passed, M failed`.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
@@ -88,6 +93,53 @@ step_fuzz() {
     bash tests/fuzz.sh "${FUZZ_SECONDS:-30}"
 }
 
+# The runner's self-test: run.sh itself, on throwaway steps, must fail when a step's *first*
+# command fails (and not run what follows), and pass when every command passes.
+step_runner() {
+    local out rc
+    rc=0
+    out=$(RUN_SH_SELFTEST=1 bash tests/run.sh selftest-pass selftest-fail 2>&1) || rc=$?
+    if ((rc == 0)); then
+        printf '%s\n' "$out"
+        echo "runner: a step whose first command fails did not fail run.sh" >&2
+        return 1
+    fi
+    if [[ $(tail -n 1 <<<"$out") != "run.sh: 1 passed, 1 failed" ]]; then
+        printf '%s\n' "$out"
+        echo "runner: the last line is not 'run.sh: 1 passed, 1 failed'" >&2
+        return 1
+    fi
+    if grep -q 'selftest: after the failure' <<<"$out"; then
+        printf '%s\n' "$out"
+        echo "runner: the command after a failing one ran" >&2
+        return 1
+    fi
+    rc=0
+    out=$(RUN_SH_SELFTEST=1 bash tests/run.sh selftest-pass 2>&1) || rc=$?
+    if ((rc != 0)) || [[ $(tail -n 1 <<<"$out") != "run.sh: 1 passed, 0 failed" ]]; then
+        printf '%s\n' "$out"
+        echo "runner: a passing step did not pass (exit $rc)" >&2
+        return 1
+    fi
+    grep -q 'selftest: pass step ran to its end' <<<"$out" || {
+        printf '%s\n' "$out"
+        echo "runner: the passing step did not run to its end" >&2
+        return 1
+    }
+    echo "runner: a failing first command fails the suite; a passing step passes"
+}
+
+# Throwaway steps for step_runner (registered only when RUN_SH_SELFTEST=1).
+step_selftest_fail() {
+    false # the first command fails: nothing after it may run
+    echo "selftest: after the failure"
+}
+
+step_selftest_pass() {
+    true
+    echo "selftest: pass step ran to its end"
+}
+
 # --- the plan ----------------------------------------------------------------
 
 STEP_NAMES=()
@@ -101,7 +153,15 @@ add_step() {
     STEP_DESCS+=("$3")
 }
 
+# The quick tier: everything that needs only cargo, in a few minutes on a warm machine.
+QUICK_STEPS=(fmt clippy test wasm-core runner)
+
 plan_steps() {
+    if [[ -n ${RUN_SH_SELFTEST:-} ]]; then
+        add_step selftest-pass step_selftest_pass "runner self-test: a step that passes"
+        add_step selftest-fail step_selftest_fail "runner self-test: a step whose first command fails"
+    fi
+    add_step runner step_runner "run.sh's self-test: a failing first command fails the suite"
     add_step fmt step_fmt "cargo fmt --all --check"
     add_step clippy step_clippy "cargo clippy --workspace --all-targets -- -D warnings"
     add_step test step_test "cargo test --workspace"
@@ -162,6 +222,9 @@ main() {
 
     # Select steps: all, or those named on the command line (suite order).
     local selected=()
+    if [[ $# == 1 && $1 == quick ]]; then
+        set -- "${QUICK_STEPS[@]}"
+    fi
     if (($#)); then
         local want found
         for want in "$@"; do
@@ -187,10 +250,15 @@ main() {
         n=$((n + 1))
         printf '\n===== [%d/%d] %s: %s =====\n' "$n" "$total" "${STEP_NAMES[$i]}" "${STEP_DESCS[$i]}"
         start=$SECONDS
-        # A subshell outside any `if`/`||`, so `set -e` stays in force inside
-        # the step function.
+        # A subshell outside any `if`/`||` that turns errexit on for itself: a
+        # subshell inherits the caller's options, so with only `set +e` around it,
+        # errexit would be off inside and the step's status would be its last
+        # command's.
         set +e
-        ("${STEP_FUNCS[$i]}")
+        (
+            set -euo pipefail
+            "${STEP_FUNCS[$i]}"
+        )
         rc=$?
         set -e
         took=$((SECONDS - start))

@@ -331,6 +331,32 @@ fn bad_upgrades_get_precise_http_errors_and_the_server_keeps_serving() {
         "{old_version}"
     );
 
+    // Upgrade attempts (they carry Sec-WebSocket-Key/Version) that get the Upgrade or
+    // Connection header wrong are failed upgrades with the reason, not page requests (404).
+    for (upgrade, connection, reason) in [
+        ("", "Connection: Upgrade\r\n", "Upgrade"),
+        ("Upgrade: h2c\r\n", "Connection: Upgrade\r\n", "Upgrade"),
+        ("Upgrade: websocket\r\n", "", "Connection"),
+        (
+            "Upgrade: websocket\r\n",
+            "Connection: keep-alive\r\n",
+            "Connection",
+        ),
+    ] {
+        let reply = http(
+            addr,
+            &format!(
+                "GET /nope HTTP/1.1\r\nHost: {addr}\r\n{upgrade}{connection}\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ),
+        );
+        assert!(
+            reply.starts_with("HTTP/1.1 400 "),
+            "{upgrade}{connection}: {reply}"
+        );
+        assert!(reply.contains(reason), "{upgrade}{connection}: {reply}");
+    }
+
     let garbage = http(addr, "\x16\x03\x01\x02\x00garbage that is not HTTP\r\n\r\n");
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
 

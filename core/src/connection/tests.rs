@@ -703,13 +703,31 @@ fn send_errors_never_queue_anything() {
         server.send_ping(&[0; 126]),
         Err(SendError::ControlPayloadTooLong(126))
     );
-    assert!(server.close(CloseCode::NoStatus, "").is_err());
+    // Codes that exist only to report what happened locally are refused, and so is 1005
+    // with a reason: 1005 means "no status", so there is nowhere to put one.
+    assert!(server.close(CloseCode::Abnormal, "").is_err());
+    assert!(server.close(CloseCode::TlsHandshake, "").is_err());
+    assert!(server.close(CloseCode::NoStatus, "why").is_err());
     assert!(server.close(CloseCode::Normal, &"r".repeat(124)).is_err());
     assert_eq!(server.buffered_amount(), 0);
+    assert!(server.is_open());
     server.close(CloseCode::Normal, "").unwrap();
     assert_eq!(server.send_binary(b"x"), Err(SendError::NotOpen));
     assert_eq!(server.close(CloseCode::Normal, ""), Err(SendError::NotOpen));
     assert_eq!(server.buffered_amount(), 4);
+}
+
+#[test]
+fn close_without_status_sends_an_empty_close_frame() {
+    // `close(NoStatus, "")` is what a browser's `close()` without arguments does: a close
+    // frame with no payload, which the peer reports as 1005.
+    let mut server = open_server(Config::default());
+    server.close(CloseCode::NoStatus, "").unwrap();
+    assert_eq!(server.output(), &[0x88, 0x00]);
+    assert_eq!(
+        server.close(CloseCode::NoStatus, ""),
+        Err(SendError::NotOpen)
+    );
 }
 
 #[test]

@@ -77,11 +77,22 @@ impl Request {
         header_values(&self.headers, name)
     }
 
-    /// True when the request asks for a WebSocket upgrade (an Upgrade header contains the token
-    /// `websocket`, case-insensitive).
+    /// True when the request attempts a WebSocket upgrade: an Upgrade header contains the token
+    /// `websocket` (case-insensitive), or the request carries `Sec-WebSocket-Key` or
+    /// `Sec-WebSocket-Version`, which only WebSocket clients send.
     ///
-    /// A request without it is plain HTTP: a server answers /healthz, /metrics, pages.
+    /// An attempt that gets another header wrong (no `Upgrade: websocket`, no `Connection:
+    /// upgrade`) is still an attempt: [`Request::validate_upgrade`] says what is wrong, so the
+    /// client gets a 400 or 426 with the reason instead of being served a page (or a 404).
+    /// A request that is not an attempt is plain HTTP: a server answers /healthz, /metrics, pages.
     pub fn is_websocket_upgrade(&self) -> bool {
+        self.upgrades_to_websocket()
+            || self.header_values("Sec-WebSocket-Key").next().is_some()
+            || self.header_values("Sec-WebSocket-Version").next().is_some()
+    }
+
+    /// An Upgrade header contains the token `websocket`.
+    fn upgrades_to_websocket(&self) -> bool {
         self.header_values("Upgrade")
             .any(|value| header_has_token(value, "websocket"))
     }
@@ -146,7 +157,7 @@ impl Request {
             Ok(None) => return Err(HandshakeError::MissingHost),
             Err(()) => return Err(HandshakeError::DuplicateHost),
         }
-        if !self.is_websocket_upgrade() {
+        if !self.upgrades_to_websocket() {
             return Err(HandshakeError::NotUpgrade);
         }
         if !self
@@ -447,12 +458,53 @@ mod tests {
     }
 
     #[test]
-    fn missing_upgrade_is_plain_http() {
-        let req = Request::parse(&chrome_with("Upgrade", "")).unwrap();
+    fn request_without_websocket_headers_is_plain_http() {
+        let req = Request::parse(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n").unwrap();
         assert!(!req.is_websocket_upgrade());
         assert_eq!(req.validate_upgrade(), Err(HandshakeError::NotUpgrade));
-        let req = Request::parse(&chrome_with("Upgrade", "Upgrade: h2c\r\n")).unwrap();
-        assert!(!req.is_websocket_upgrade());
+    }
+
+    #[test]
+    fn attempt_with_a_wrong_header_is_a_failed_upgrade() {
+        // Sec-WebSocket-Key/Version mark a WebSocket client: a wrong or missing Upgrade token,
+        // or a missing `Connection: upgrade`, is a failed upgrade (400), never a page request.
+        for (name, line, err) in [
+            ("Upgrade", "", HandshakeError::NotUpgrade),
+            ("Upgrade", "Upgrade: h2c\r\n", HandshakeError::NotUpgrade),
+            (
+                "Upgrade",
+                "Upgrade: websockets\r\n",
+                HandshakeError::NotUpgrade,
+            ),
+            ("Connection", "", HandshakeError::NotConnectionUpgrade),
+            (
+                "Connection",
+                "Connection: keep-alive\r\n",
+                HandshakeError::NotConnectionUpgrade,
+            ),
+        ] {
+            let req = Request::parse(&chrome_with(name, line)).unwrap();
+            assert!(req.is_websocket_upgrade(), "{name}: {line:?}");
+            assert_eq!(req.validate_upgrade(), Err(err.clone()), "{name}: {line:?}");
+            assert_eq!(err.http_status(), 400);
+        }
+        // Only the version header, wrong: 426 tells the client which version to speak.
+        let req = Request::parse(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: upgrade\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        )
+        .unwrap();
+        assert!(req.is_websocket_upgrade());
+        assert_eq!(req.validate_upgrade(), Err(HandshakeError::NotUpgrade));
+        let req = Request::parse(&chrome_with(
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Version: 8\r\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            req.validate_upgrade(),
+            Err(HandshakeError::UnsupportedVersion)
+        );
+        assert_eq!(HandshakeError::UnsupportedVersion.http_status(), 426);
     }
 
     #[test]
