@@ -31,10 +31,13 @@ set -euo pipefail
 # shellcheck source=tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-# Every case, compression (12.*, 13.*) included.
+# Every case, compression (12.*, 13.*) included, in the server and native client roles.
 EXCLUDES=()
 EXPECT_CASES=517
 RUN_TIMEOUT=${AUTOBAHN_TIMEOUT:-2400} # whole kosoku run, seconds
+# Server role: cases run this many at a time. Nearly all of the run is the runner compressing and
+# inflating the large messages of 12.* and 13.*, which parallel cases spread over both cores.
+PARALLELISM=${AUTOBAHN_PARALLELISM:-2}
 
 # --deflate-threshold 0: the runner's Python side mishandles an uncompressed text message
 # on a connection that negotiated permessage-deflate (it hands a str to hashlib and errors out
@@ -60,6 +63,16 @@ server | client | wasm-client) ;;
 esac
 
 bash "$REPO_ROOT/tests/setup.sh" python
+
+# The WASM client: the RFC 6455 and 7692 engine in the .wasm is the core the native roles just
+# passed every case with, so this role is about the JavaScript glue (bytes in and out, events,
+# close, compression negotiated and used). Compression cases 12.*/13.* with messages of up to
+# 4 KiB (case numbers 1-8) cover that; the 64-256 KiB ones (9-18) only repeat the codec's
+# work and take three quarters of the role's time.
+if [[ $mode == wasm-client && -z ${AUTOBAHN_CASES:-} ]]; then
+    EXCLUDES=('12.*.9' '12.*.1?' '13.*.9' '13.*.1?')
+    EXPECT_CASES=397
+fi
 
 kosoku_args=()
 for x in "${EXCLUDES[@]}"; do kosoku_args+=(-x "$x"); done
@@ -96,7 +109,7 @@ run_server_mode() {
     log "kosoku 127.0.0.1:$PORT ${kosoku_args[*]} -o $outdir"
     local start=$SECONDS rc=0
     timeout --kill-after=10 "$RUN_TIMEOUT" \
-        "$VENV/bin/kosoku" "127.0.0.1:$PORT" "${kosoku_args[@]}" -o "$outdir" \
+        "$VENV/bin/kosoku" "127.0.0.1:$PORT" -p "$PARALLELISM" "${kosoku_args[@]}" -o "$outdir" \
         >"$klog" 2>&1 || rc=$?
     log "kosoku finished in $((SECONDS - start))s (exit $rc; verdict below)"
     ((rc != 124 && rc != 137)) || {
@@ -159,7 +172,7 @@ run_client_mode() {
 check() {
     local agent=$1 expect=$EXPECT_CASES
     local check_args=(--expect-cases "$expect" --mode "$mode")
-    for x in "${EXCLUDES[@]}"; do check_args+=(--exclude-prefix "${x%\*}"); done
+    for x in "${EXCLUDES[@]}"; do check_args+=(--exclude "$x"); done
     if [[ -n ${AUTOBAHN_CASES:-} ]]; then
         log "AUTOBAHN_CASES set: checking only the cases that ran"
         check_args+=(--partial)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import json
 import os
 import sys
@@ -97,6 +98,12 @@ def main() -> int:
     ap.add_argument("agent", help="agent name in index.json, or * for the only one")
     ap.add_argument("--expect-cases", type=int, required=True)
     ap.add_argument("--exclude-prefix", action="append", default=[])
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="a case id glob (fnmatch, as kosoku -x takes it) left out of the selection",
+    )
     ap.add_argument("--mode", default="", help="label for the summary line")
     ap.add_argument(
         "--partial",
@@ -139,10 +146,12 @@ def main() -> int:
     elif all_ids is None:
         all_ids = list(results)
         source = "report (kosoku not importable)"
-    expected = sorted(
-        (c for c in all_ids if not c.startswith(excluded)) if excluded else all_ids,
-        key=sort_key,
-    )
+    def is_excluded(case_id: str) -> bool:
+        if excluded and case_id.startswith(excluded):
+            return True
+        return any(fnmatch.fnmatchcase(case_id, g) for g in args.exclude)
+
+    expected = sorted((c for c in all_ids if not is_excluded(c)), key=sort_key)
     problems: list[str] = []
     if not args.partial and len(expected) != args.expect_cases:
         problems.append(

@@ -51,13 +51,14 @@ fi
 log "building ${#targets[@]} fuzz targets"
 cargo +nightly fuzz build || die "fuzz targets do not build"
 
-failed=()
-start=$SECONDS
-for target in "${targets[@]}"; do
+# fuzz_one TARGET: fuzz one target for $seconds; its status is the fuzzer's.
+fuzz_one() {
+    local target=$1 seeds corpus logfile artifacts before rc stats new written artifact
     seeds="$FUZZ_DIR/corpus/$target"
     [[ -d $seeds ]] || die "no seed corpus $seeds"
     corpus="$SCRATCH/corpus/$target"
     mkdir -p "$corpus" "$SCRATCH/logs"
+    # Seeds already in the scratch corpus are left as they are (cp -n), which is not an error.
     cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
     logfile="$SCRATCH/logs/$target.log"
     artifacts="$FUZZ_DIR/artifacts/$target"
@@ -66,26 +67,26 @@ for target in "${targets[@]}"; do
 
     log "$target: ${seconds}s"
     rc=0
-    # The outer timeout only guards against a hung run; libFuzzer stops itself.
+    # The outer timeout only guards against a hung run; libFuzzer stops itself. The binaries
+    # are built already, so `fuzz run` only runs (-j1 keeps it from rebuilding in parallel).
     timeout --kill-after=10 $((seconds + 300)) \
         cargo +nightly fuzz run "$target" "$corpus" "$seeds" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
         >"$logfile" 2>&1 || rc=$?
 
-    stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$logfile" | tail -n 1 || true)
+    stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$logfile" | tail -n 1) || stats="(no DONE line)"
     if ((rc == 0)); then
         log "$target: ok (${stats#*DONE   })"
-        continue
+        return 0
     fi
 
-    failed+=("$target")
     if grep -q 'panicked at' "$logfile"; then
         # A failed property: where, and the message.
         grep -m 1 -A 1 'panicked at' "$logfile" >&2
     else
         show_log "$logfile" # crash, timeout, out of memory: libFuzzer's own report
     fi
-    new=$(comm -13 <(printf '%s\n' "$before") <(find "$artifacts" -type f | sort) || true)
+    new=$(comm -13 <(printf '%s\n' "$before") <(find "$artifacts" -type f | sort))
     written=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$logfile" | tail -n 1)
     for artifact in $written $new; do
         [[ -f $artifact ]] || continue
@@ -95,7 +96,30 @@ for target in "${targets[@]}"; do
         break
     done
     log "$target: FAILED (exit $rc)"
+    return "$rc"
+}
+
+# libFuzzer uses one core per target: run FUZZ_JOBS targets at a time (default: the number of
+# cores), each for the full $seconds, and collect every one's status.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+failed=()
+start=$SECONDS
+pids=()
+names=()
+collect_first() {
+    local rc=0
+    wait "${pids[0]}" || rc=$?
+    ((rc == 0)) || failed+=("${names[0]}")
+    pids=("${pids[@]:1}")
+    names=("${names[@]:1}")
+}
+for target in "${targets[@]}"; do
+    while ((${#pids[@]} >= jobs_max)); do collect_first; done
+    fuzz_one "$target" &
+    pids+=("$!")
+    names+=("$target")
 done
+while ((${#pids[@]} > 0)); do collect_first; done
 
 log "fuzzed ${#targets[@]} targets in $((SECONDS - start))s"
 ((${#failed[@]} == 0)) || die "fuzz targets failed: ${failed[*]}"

@@ -159,7 +159,9 @@ chromium_against() {
 chromium_ready() {
     local check=$1
     shift
-    bash "$REPO_ROOT/tests/setup.sh" browser
+    # Callers run this as `chromium_ready ... || return 0`, where bash turns errexit off inside
+    # it: every failure here must be explicit.
+    bash "$REPO_ROOT/tests/setup.sh" browser || die "interop($check): tests/setup.sh browser failed"
     if [[ ! -x $CHROMIUM ]]; then
         local how="install it (apt-get install chromium, or tests/setup.sh browser as root) or set CHROMIUM"
         [[ ${CI:-} != true ]] || die "interop($check): $CHROMIUM not found: $how"
