@@ -329,3 +329,30 @@ fn max_wait_bounds_the_wait_for_a_peer_that_never_goes_quiet() {
     );
     assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
 }
+
+#[test]
+fn a_deduplicated_publish_ends_by_the_quiet_rule_without_a_warning() {
+    let server = ServeProcess::start();
+    let input = [
+        r#"{"type":"hello","client":"dup"}"#,
+        r#"{"type":"join","id":1,"room":"app/dup"}"#,
+        r#"{"type":"publish","id":9,"room":"app/dup","data":1}"#,
+    ]
+    .join("\n");
+    let (first, _) = connect(&["-s", "duplex.v1", &server.ws_url], &input);
+    assert_eq!(
+        types(&json_lines(&first)),
+        ["welcome", "joined", "ack", "message"]
+    );
+    // The same client id and publish id again: acknowledged with the first seq, not delivered.
+    let (again, _) = connect(
+        &["-s", "duplex.v1", "--wait", "0.3", &server.ws_url],
+        &input,
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{stderr}");
+    let lines = json_lines(&again);
+    assert_eq!(types(&lines), ["welcome", "joined", "ack"], "{stderr}");
+    assert_eq!(lines[2]["seq"], 1);
+    assert!(stderr.is_empty(), "{stderr}");
+}
