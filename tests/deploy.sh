@@ -62,6 +62,33 @@ EOF
     done
 }
 
+# The idle timeouts of an upgraded connection must outlast the server's ping interval (the
+# default --heartbeat-ms, 30 s) with a margin; the traffic test pings faster, so check the
+# values themselves: at least 60 s.
+check_idle_timeouts() {
+    python3 - <<'EOF' || die "an idle timeout in docs/deploy/ is unset or under 60 s (the server pings every 30 s)"
+import re, sys
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+def seconds(text, bare):
+    n, unit = re.fullmatch(r"(\d+)(ms|s|m|h|d|)", text).groups()
+    return int(n) * (UNITS[unit] if unit else bare)
+nginx = open("docs/deploy/nginx.conf").read()
+haproxy = open("docs/deploy/haproxy.cfg").read()
+# nginx reads a bare number as seconds, HAProxy as milliseconds.
+checks = [
+    ("nginx proxy_read_timeout", nginx, r"proxy_read_timeout\s+(\w+);", 1),
+    ("nginx proxy_send_timeout", nginx, r"proxy_send_timeout\s+(\w+);", 1),
+    ("haproxy timeout tunnel", haproxy, r"timeout tunnel\s+(\w+)", 0.001),
+]
+for name, text, pattern, bare in checks:
+    m = re.search(pattern, text)
+    if not m:
+        sys.exit(f"{name} is not set")
+    if seconds(m.group(1), bare) < 60:
+        sys.exit(f"{name} is {m.group(1)}")
+EOF
+}
+
 # substitute FILE OUT PROXY_PORT SERVER_PORT: FILE with its two ports replaced; fails if either
 # is absent, so a changed config cannot silently skip the substitution.
 substitute() {
@@ -178,6 +205,7 @@ main() {
     [[ -x $DUPLEX_BIN ]] || die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
     ensure_tools
     check_doc_includes
+    check_idle_timeouts
     local server_port proxy proxy_port proxy_pid
     server_port=$(free_port)
     start_server "$TMP/serve.log" "$server_port" "$WAIT" "duplex serve" \

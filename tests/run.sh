@@ -80,6 +80,10 @@ step_autobahn_wasm_client() {
     bash tests/autobahn.sh wasm-client
 }
 
+step_deploy() {
+    bash tests/deploy.sh
+}
+
 step_load() {
     bash tests/load.sh
 }
@@ -118,6 +122,7 @@ plan_steps() {
             add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
+        add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"
         fi
