@@ -39,6 +39,16 @@ step_test() {
     cargo test -p duplex-core --features channel --doc
 }
 
+step_package() {
+    # The crates as crates.io would get them: each packaged and built alone from its .crate.
+    # Both in one command: cargo verifies duplex against the duplex-core just packaged (a local
+    # registry) instead of looking for duplex-core on crates.io, where it is not yet published.
+    cargo publish --dry-run --allow-dirty -p duplex-core -p duplex
+    # Their documentation as docs.rs builds it, with every intra-doc link resolved.
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core -p duplex --all-features
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core
+}
+
 step_wasm_core() {
     # no_std proof: the core must build for a target without std.
     ensure_target wasm32-unknown-unknown
@@ -109,6 +119,9 @@ plan_steps() {
     add_step fmt step_fmt "cargo fmt --all --check"
     add_step clippy step_clippy "cargo clippy --workspace --all-targets -- -D warnings"
     add_step test step_test "cargo test --workspace"
+    if [[ -f native/Cargo.toml ]]; then
+        add_step package step_package "cargo publish --dry-run -p duplex-core -p duplex; cargo doc -D warnings"
+    fi
     add_step wasm-core step_wasm_core "cargo build -p duplex-core --target wasm32-unknown-unknown"
     if [[ -f native/Cargo.toml ]]; then
         add_step native-build step_native_build "cargo build --release -p duplex (+ example autobahn_client)"
