@@ -258,7 +258,7 @@ impl Session {
             return Ok(None);
         };
         if self.expected.as_ref().is_some_and(Expected::complete) {
-            return self.start_close(CloseCode::Normal, "").map(|()| None);
+            return self.close_after_input().map(|()| None);
         }
         let now = Instant::now();
         let quiet_until = self.last_message.max(ended) + self.wait;
@@ -278,7 +278,15 @@ impl Session {
                 eprintln!("duplex connect: duplex.v1 replies not received: {due} ({what})");
             }
         }
-        self.start_close(CloseCode::Normal, "").map(|()| None)
+        self.close_after_input().map(|()| None)
+    }
+
+    /// Starts the close that ends the session after stdin; the wait for its end is bounded
+    /// even when the close frame could not be sent.
+    fn close_after_input(&mut self) -> Result<(), String> {
+        self.start_close(CloseCode::Normal, "")?;
+        self.closing_since.get_or_insert_with(Instant::now);
+        Ok(())
     }
 
     fn on_line(&mut self, line: &str) -> Result<(), String> {
