@@ -41,8 +41,9 @@ step_test() {
 
 step_package() {
     # The crates as crates.io would get them: each packaged and built alone from its .crate.
-    # Both in one command (cargo 1.90+): cargo verifies duplex against the duplex-core just packaged (a local
-    # registry) instead of looking for duplex-core on crates.io, where it is not yet published.
+    # Both in one command (cargo 1.90+): cargo verifies duplex against the duplex-core just
+    # packaged (a local registry) instead of looking for duplex-core on crates.io, where it is
+    # not yet published.
     cargo publish --dry-run --allow-dirty -p duplex-core -p duplex
     # Their documentation as docs.rs builds it, with every intra-doc link resolved.
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core -p duplex --all-features
