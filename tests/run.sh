@@ -44,6 +44,17 @@ step_test() {
     cargo test -p duplex-core --features channel --doc
 }
 
+step_package() {
+    # The crates as crates.io would get them: each packaged and built alone from its .crate.
+    # Both in one command (cargo 1.90+): cargo verifies duplex against the duplex-core just
+    # packaged (a local registry) instead of looking for duplex-core on crates.io, where it is
+    # not yet published.
+    cargo publish --dry-run --allow-dirty -p duplex-core -p duplex
+    # Their documentation as docs.rs builds it, with every intra-doc link resolved.
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core -p duplex --all-features
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core
+}
+
 step_wasm_core() {
     # no_std proof: the core must build for a target without std.
     ensure_target wasm32-unknown-unknown
@@ -83,6 +94,10 @@ step_wasm() {
 
 step_autobahn_wasm_client() {
     bash tests/autobahn.sh wasm-client
+}
+
+step_deploy() {
+    bash tests/deploy.sh
 }
 
 step_load() {
@@ -165,6 +180,9 @@ plan_steps() {
     add_step fmt step_fmt "cargo fmt --all --check"
     add_step clippy step_clippy "cargo clippy --workspace --all-targets -- -D warnings"
     add_step test step_test "cargo test --workspace"
+    if [[ -f native/Cargo.toml ]]; then
+        add_step package step_package "cargo publish --dry-run -p duplex-core -p duplex; cargo doc -D warnings"
+    fi
     add_step wasm-core step_wasm_core "cargo build -p duplex-core --target wasm32-unknown-unknown"
     if [[ -f native/Cargo.toml ]]; then
         add_step native-build step_native_build "cargo build --release -p duplex (+ example autobahn_client)"
@@ -178,6 +196,7 @@ plan_steps() {
             add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
+        add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"
         fi

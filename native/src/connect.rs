@@ -4,11 +4,13 @@
 //! stdout on its own line. A thread reads stdin and hands lines over a bounded channel, waking
 //! the client's poll, so the socket (pings, the server's close) is served while stdin is quiet.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use duplex_core::channel::{ClientMessage, Id, SUBPROTOCOL};
 use duplex_core::close::CloseCode;
 use duplex_core::deflate::DeflateConfig;
 use duplex_core::limits::Config;
@@ -32,9 +34,19 @@ When stdin is a terminal these commands are recognised:
   //text                   send the text `/text`
 When stdin is not a terminal, every line is sent as is.
 
-At the end of stdin the client closes with 1000, waits for the server's close (which comes
-after any reply to the lines sent) and exits 0. Failures exit 1 with one line on stderr:
-`connection refused: ADDR`, `handshake rejected: HTTP STATUS`, `closed by server: CODE ...`.")]
+At the end of stdin the client keeps printing what arrives until one of these, then closes with
+1000, waits for the server's close and exits 0:
+  - with the duplex.v1 subprotocol, every reply the protocol promises for the lines sent has
+    arrived: `welcome` for `hello`; `joined`, `left`, `pong` or `error` with the id of a `join`,
+    `leave`, `ping`; `ack` and then the publisher's own `message` for a `publish`; `error` for a
+    line the server refuses. (After a `presence`, whose refusal cannot be told apart, and after
+    a publish repeated with an id already acknowledged, which gets its `ack` but no second
+    `message`, the quiet rule below applies.)
+  - the server has sent no message for --wait seconds (default 1; 0 closes at once);
+  - --max-wait seconds have passed since the end of stdin (default 10), however busy the server.
+If duplex.v1 replies are still missing when it closes, their number is reported on stderr.
+Failures exit 1 with one line on stderr: `connection refused: ADDR`,
+`handshake rejected: HTTP STATUS`, `closed by server: CODE ...`.")]
 pub struct ConnectArgs {
     /// Server URL, e.g. ws://127.0.0.1:9001/chat (wss:// is not supported yet).
     pub url: String,
@@ -70,6 +82,15 @@ pub struct ConnectArgs {
     /// Ping the server this often (seconds; 0 disables) and give up after 3 missed pongs.
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     pub ping_interval: f64,
+
+    /// After the end of stdin, close once the server has sent nothing for this many seconds
+    /// (sooner with duplex.v1 when every reply is in; see below).
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub wait: f64,
+
+    /// After the end of stdin, close after this many seconds at the latest.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub max_wait: f64,
 }
 
 fn parse_header(raw: &str) -> Result<(String, String), String> {
@@ -113,6 +134,8 @@ fn run_inner(args: ConnectArgs) -> Result<(), String> {
     let connect_timeout = seconds(args.connect_timeout, "--connect-timeout")?;
     let close_timeout = seconds(args.close_timeout, "--close-timeout")?;
     let ping_interval = seconds(args.ping_interval, "--ping-interval")?;
+    let wait = seconds(args.wait, "--wait")?;
+    let max_wait = seconds(args.max_wait, "--max-wait")?;
     let deflate = (!args.no_deflate).then(DeflateConfig::default);
     let config = Config::default()
         .with_deflate(deflate)
@@ -144,12 +167,18 @@ fn run_inner(args: ConnectArgs) -> Result<(), String> {
         .spawn(move || read_stdin(lines_tx, move || drop(waker.wake())))
         .map_err(|e| format!("cannot start the stdin reader: {e}"))?;
 
+    let expected = (client.protocol() == Some(SUBPROTOCOL)).then(Expected::default);
     let mut session = Session {
         client,
         stdout: io::stdout().lock(),
         interactive,
         closing_since: None,
         close_timeout,
+        input_ended: None,
+        last_message: Instant::now(),
+        wait,
+        max_wait,
+        expected,
     };
     session.run(&lines_rx)
 }
@@ -161,6 +190,14 @@ struct Session {
     /// When we started the close handshake; the wait for its end is bounded.
     closing_since: Option<Instant>,
     close_timeout: Duration,
+    /// When stdin ended: from then on the session closes by the rules of [`Session::linger`].
+    input_ended: Option<Instant>,
+    /// When the last message arrived (pings do not count: they say nothing about replies).
+    last_message: Instant,
+    wait: Duration,
+    max_wait: Duration,
+    /// With duplex.v1: the replies still due for the lines sent.
+    expected: Option<Expected>,
 }
 
 impl Session {
@@ -173,16 +210,20 @@ impl Session {
                     Ok(Input::Line(line)) => self.on_line(&line)?,
                     Ok(Input::Eof) | Err(TryRecvError::Disconnected) => {
                         stdin_open = false;
-                        self.start_close(CloseCode::Normal, "")?;
+                        self.input_ended = Some(Instant::now());
                     }
                     Ok(Input::Error(e)) => {
                         stdin_open = false;
                         eprintln!("duplex connect: reading stdin: {e}");
-                        self.start_close(CloseCode::Normal, "")?;
+                        self.input_ended = Some(Instant::now());
                     }
                     Err(TryRecvError::Empty) => break,
                 }
             }
+            let linger = match self.closing_since {
+                None => self.linger()?,
+                Some(_) => None,
+            };
             let timeout = match self.closing_since {
                 // Twice the close timeout covers the close reply plus the wait for the server
                 // to close TCP; the core's own timers end it sooner in every normal case.
@@ -194,7 +235,7 @@ impl Session {
                     }
                     Some(left)
                 }
-                None => None,
+                None => linger,
             };
             match self.client.poll(timeout) {
                 Ok(None) => {}
@@ -206,6 +247,46 @@ impl Session {
                 Err(e) => return Err(describe_failure(&e)),
             }
         }
+    }
+
+    /// After the end of stdin: closes when the replies are in, the server has been quiet for
+    /// `wait`, or `max_wait` has passed; otherwise returns how long to poll before deciding again.
+    /// Closing at once would lose replies: the server answers the close before it answers
+    /// commands still on their way through its application.
+    fn linger(&mut self) -> Result<Option<Duration>, String> {
+        let Some(ended) = self.input_ended else {
+            return Ok(None);
+        };
+        if self.expected.as_ref().is_some_and(Expected::complete) {
+            return self.close_after_input().map(|()| None);
+        }
+        let now = Instant::now();
+        let quiet_until = self.last_message.max(ended) + self.wait;
+        let give_up = ended + self.max_wait;
+        let until = quiet_until.min(give_up);
+        if now < until {
+            return Ok(Some(until - now));
+        }
+        if let Some(expected) = &self.expected {
+            let due = expected.outstanding();
+            if due > 0 {
+                let what = if now >= give_up {
+                    format!("--max-wait {}s passed", self.max_wait.as_secs_f64())
+                } else {
+                    format!("the server was quiet for {}s", self.wait.as_secs_f64())
+                };
+                eprintln!("duplex connect: duplex.v1 replies not received: {due} ({what})");
+            }
+        }
+        self.close_after_input().map(|()| None)
+    }
+
+    /// Starts the close that ends the session after stdin; the wait for its end is bounded
+    /// even when the close frame could not be sent.
+    fn close_after_input(&mut self) -> Result<(), String> {
+        self.start_close(CloseCode::Normal, "")?;
+        self.closing_since.get_or_insert_with(Instant::now);
+        Ok(())
     }
 
     fn on_line(&mut self, line: &str) -> Result<(), String> {
@@ -258,7 +339,12 @@ impl Session {
 
     fn send(&mut self, text: &str) -> Result<(), String> {
         match self.client.send_text(text) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(expected) = &mut self.expected {
+                    expected.sent(text);
+                }
+                Ok(())
+            }
             // The server is closing: what it says next is reported by the event loop.
             Err(ClientError::Closed { .. }) => Ok(()),
             Err(e) => Err(describe_failure(&e)),
@@ -287,6 +373,10 @@ impl Session {
     fn on_event(&mut self, event: ClientEvent) -> Option<Result<(), String>> {
         match event {
             ClientEvent::Message(message) => {
+                self.last_message = Instant::now();
+                if let (Some(expected), Message::Text(text)) = (&mut self.expected, &message) {
+                    expected.received(text.as_str());
+                }
                 if let Err(e) = self.print(&message) {
                     // Nobody reads our output any more: end politely.
                     if e.kind() != io::ErrorKind::BrokenPipe {
@@ -351,6 +441,92 @@ impl Session {
             }
         }
         self.stdout.flush()
+    }
+}
+
+/// The `duplex.v1` replies still due for the lines sent. The server answers each command once,
+/// so counting what was sent against what came back tells when every reply is in.
+#[derive(Debug, Default)]
+struct Expected {
+    /// Commands sent with a readable id, by id (ids may repeat): `Some(room)` for a publish,
+    /// whose own `message` follows its `ack`.
+    by_id: HashMap<Id, VecDeque<Option<String>>>,
+    /// Own messages announced by an `ack` and not received yet: (room, seq).
+    own_messages: HashSet<(String, u64)>,
+    /// Replies without an id still due: `welcome` for a `hello`, `error` for a line whose id
+    /// the server cannot read.
+    anonymous: usize,
+    /// A `presence` was sent: it has no reply, but a refusal comes as an `error` without id
+    /// that could arrive any time later, so completeness cannot be known.
+    untracked: bool,
+}
+
+impl Expected {
+    /// Reads a line as the server does, to know which reply it promises.
+    fn sent(&mut self, line: &str) {
+        match duplex_core::channel::decode(line) {
+            Ok(ClientMessage::Hello { .. }) => self.anonymous += 1,
+            Ok(ClientMessage::Join { id, .. } | ClientMessage::Leave { id, .. })
+            | Ok(ClientMessage::Ping { id }) => self.expect(id, None),
+            Ok(ClientMessage::Publish { id, room, .. }) => self.expect(id, Some(room)),
+            Ok(ClientMessage::Presence { .. }) => self.untracked = true,
+            Err(refused) => match refused.id {
+                Some(id) => self.expect(id, None),
+                None => self.anonymous += 1,
+            },
+        }
+    }
+
+    fn expect(&mut self, id: Id, publish_room: Option<String>) {
+        self.by_id.entry(id).or_default().push_back(publish_room);
+    }
+
+    fn received(&mut self, text: &str) {
+        let Ok(serde_json::Value::Object(reply)) = serde_json::from_str(text) else {
+            return;
+        };
+        let id = reply
+            .get("id")
+            .and_then(|v| serde_json::from_value::<Id>(v.clone()).ok());
+        let seq = reply.get("seq").and_then(serde_json::Value::as_u64);
+        match (reply.get("type").and_then(serde_json::Value::as_str), id) {
+            (Some("welcome") | Some("error"), None) => {
+                self.anonymous = self.anonymous.saturating_sub(1);
+            }
+            (Some("joined" | "left" | "pong" | "ack" | "error"), Some(id)) => {
+                let Some(waiting) = self.by_id.get_mut(&id) else {
+                    return;
+                };
+                let publish_room = waiting.pop_front().flatten();
+                if waiting.is_empty() {
+                    self.by_id.remove(&id);
+                }
+                if reply.get("type").and_then(serde_json::Value::as_str) == Some("ack") {
+                    if let (Some(room), Some(seq)) = (publish_room, seq) {
+                        self.own_messages.insert((room, seq));
+                    }
+                }
+            }
+            (Some("message"), None) => {
+                if let (Some(room), Some(seq)) =
+                    (reply.get("room").and_then(serde_json::Value::as_str), seq)
+                {
+                    self.own_messages.remove(&(room.to_owned(), seq));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Command replies still due. Own messages are not counted: a publish retried with an id
+    /// the server already sequenced gets its `ack` but no second `message` (deduplication), so
+    /// a missing one is no fault.
+    fn outstanding(&self) -> usize {
+        self.anonymous + self.by_id.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    fn complete(&self) -> bool {
+        !self.untracked && self.outstanding() == 0 && self.own_messages.is_empty()
     }
 }
 

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod client;
+pub mod config_file;
 pub mod connect;
 pub mod metrics;
 pub mod serve;

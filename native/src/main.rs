@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use duplex::connect::{self, ConnectArgs};
 use duplex::serve::{ChannelServer, OriginPolicy, ServeConfig, SlowConsumer};
 use duplex::server::{Echo, Server, ServerConfig, ShutdownHandle};
@@ -340,8 +340,21 @@ fn run_serve(args: &ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Parses the command line, with the settings of a `--config` file under it.
+fn parse_cli() -> Cli {
+    let cmd = duplex::config_file::add_config_arg(Cli::command(), &["serve", "echo"]);
+    let argv: Vec<_> = std::env::args_os().collect();
+    let subcommand = argv.get(1).map(|s| s.to_string_lossy().into_owned());
+    let argv = duplex::config_file::expand(&cmd, argv).unwrap_or_else(|message| {
+        eprintln!("duplex {}: {message}", subcommand.unwrap_or_default());
+        std::process::exit(2);
+    });
+    let matches = cmd.get_matches_from(argv);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match cli.command {
         Command::Serve(args) => {
             init_tracing();
