@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod serve;
 pub mod server;
 pub mod timer;
+pub mod tls;
 
 pub use duplex_core as core;
 
