@@ -175,6 +175,10 @@ py() {
 py python echo "$URL" "$WORK/ca.pem"
 py garbage garbage "$URL" "$WORK/ca.pem"
 py stall stall "$URL" "$WORK/ca.pem" "$HANDSHAKE_TIMEOUT"
+metrics=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" "https://127.0.0.1:$PORT/metrics") ||
+    die "metrics: https /metrics failed"
+grep -q '^duplex_handshake_failures_total{reason="tls"} [1-9]' <<<"$metrics" ||
+    die "garbage: not counted in duplex_handshake_failures_total{reason=\"tls\"}"
 grep -q 'handshake failed: .*time' "$SLOG" || die "stall: the server did not log a handshake timeout"
 
 # --- duplex connect -----------------------------------------------------------------------------
