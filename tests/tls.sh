@@ -17,6 +17,7 @@
 #             issuer"; after SIGHUP with the wrong-name pair: refused, "wrong name" (and
 #             --insecure connects, with a warning); after SIGHUP with the expired pair:
 #             refused, "expired"; after SIGHUP with the good pair: connects again
+#   serve     `duplex serve --tls-cert`: the demo page over https, wss:///echo round trip
 #   sigterm   SIGTERM while a TLS client is connected: close 1001, then a TLS close_notify
 #
 # The last line counts the cases: `tls.sh: N cases ok`.
@@ -234,6 +235,30 @@ use_pair expired
 connect_expect expired 1 'certificate expired' --ca "$WORK/ca.pem"
 use_pair good
 connect_expect reloaded 0 '' --ca "$WORK/ca.pem"
+
+# --- duplex serve over https and wss --------------------------------------------------------
+check_serve() {
+    local port out rc=0 slog="$logdir/tls-serve-server.log"
+    port=$(free_port)
+    start_server "$slog" "$port" 30 "duplex serve (TLS)" \
+        "$DUPLEX_BIN" serve --listen "127.0.0.1:$port" --threads 1 \
+        --tls-cert "$WORK/good.pem" --tls-key "$WORK/good.key"
+    local pid=$BG_PID
+    out=$(curl -sS --max-time 10 --cacert "$WORK/ca.pem" "https://localhost:$port/") ||
+        die "serve: https / failed"
+    grep -qi '<html' <<<"$out" || die "serve: / is not the demo page: ${out:0:200}"
+    out=$(printf 'hello\n' | timeout --kill-after=5 "$STEP_TIMEOUT" "$DUPLEX_BIN" connect \
+        --ca "$WORK/ca.pem" "wss://localhost:$port/echo" 2>"$logdir/tls-serve-connect.stderr") || rc=$?
+    ((rc == 0)) || {
+        show_log "$logdir/tls-serve-connect.stderr"
+        die "serve: duplex connect wss:///echo exited $rc"
+    }
+    [[ $out == hello ]] || die "serve: /echo answered $(printf '%q' "$out")"
+    kill -0 "$pid" 2>/dev/null || die "serve: the server died"
+    stop_pid "$pid"
+    pass serve
+}
+check_serve
 
 # --- SIGTERM ------------------------------------------------------------------------------------
 check_sigterm() {
