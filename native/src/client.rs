@@ -277,7 +277,7 @@ impl Client {
         let stream = if request.secure {
             let config = match options.tls {
                 Some(config) => config,
-                None => tls::client_config(&Trust::System).map_err(ClientError::TlsSetup)?,
+                None => system_tls()?,
             };
             Transport::tls(
                 stream,
@@ -691,6 +691,16 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The client TLS settings trusting the system store, read from disk once per process.
+fn system_tls() -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    static SYSTEM: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    SYSTEM
+        .get_or_init(|| tls::client_config(&Trust::System))
+        .clone()
+        .map_err(ClientError::TlsSetup)
 }
 
 fn build_request(url: &str, options: &ClientOptions) -> Result<ClientRequest, ClientError> {

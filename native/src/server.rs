@@ -712,7 +712,9 @@ impl<H: Handler> Worker<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if let Some(tls) = conn.stream.tls_error() {
-                        self.metrics.record_handshake_failure("tls");
+                        if !conn.opened {
+                            self.metrics.record_handshake_failure("tls");
+                        }
                         warn!(peer = %Peer(&conn.stream), "TLS failed: {tls}");
                     } else {
                         debug!(peer = %Peer(&conn.stream), "read failed: {e}");
