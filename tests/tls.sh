@@ -109,10 +109,11 @@ check_files() {
 check_files
 
 # --- the server under test ------------------------------------------------------------
+# One worker: a connection that broke it would break every other one, which the checks see.
 PORT=$(free_port)
 SLOG="$logdir/tls-echo-server.log"
 start_server "$SLOG" "$PORT" 30 "duplex echo (TLS)" \
-    "$DUPLEX_BIN" echo --listen "127.0.0.1:$PORT" --threads 2 \
+    "$DUPLEX_BIN" echo --listen "127.0.0.1:$PORT" --threads 1 \
     --tls-cert "$WORK/live.pem" --tls-key "$WORK/live.key" \
     --handshake-timeout "$HANDSHAKE_TIMEOUT" --drain-timeout 5
 SERVER_PID=$BG_PID

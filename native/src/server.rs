@@ -596,7 +596,7 @@ impl<H: Handler> Worker<H> {
         let mut stream = match &self.config.tls {
             None => Transport::Plain(stream),
             Some(acceptor) => match acceptor.accept() {
-                Ok(tls) => Transport::tls(stream, tls),
+                Ok(tls) => Transport::tls_server(stream, tls),
                 Err(e) => {
                     error!(%peer, "cannot start TLS: {e}");
                     metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);

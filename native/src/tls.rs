@@ -16,6 +16,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// ALPN protocol offered and accepted: WebSocket upgrades and the HTTP pages are HTTP/1.1.
@@ -107,10 +111,8 @@ impl TlsAcceptor {
     }
 
     /// Starts the server side of a TLS connection.
-    pub(crate) fn accept(&self) -> Result<rustls::ServerConnection, rustls::Error> {
-        let mut conn = rustls::ServerConnection::new(self.config())?;
-        conn.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-        Ok(conn)
+    pub(crate) fn accept(&self) -> Result<UnbufferedServerConnection, rustls::Error> {
+        UnbufferedServerConnection::new(self.config())
     }
 }
 
@@ -262,7 +264,10 @@ pub fn describe_error(error: &rustls::Error) -> String {
 /// A socket, plain or with TLS over it. Reads and writes are non-blocking like the socket's.
 pub(crate) enum Transport {
     Plain(TcpStream),
+    /// The client's side: rustls' buffered API (one connection per process, memory is no issue).
     Tls(Box<TlsStream>),
+    /// The server's side: rustls' unbuffered API, so an idle connection holds no buffer.
+    TlsServer(Box<ServerTls>),
 }
 
 pub(crate) struct TlsStream {
@@ -284,11 +289,28 @@ impl Transport {
         }))
     }
 
+    /// The server side of TLS over an accepted socket.
+    pub(crate) fn tls_server(sock: TcpStream, conn: UnbufferedServerConnection) -> Transport {
+        Transport::TlsServer(Box::new(ServerTls {
+            sock,
+            conn,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            plaintext: Vec::new(),
+            taken: 0,
+            eof: false,
+            peer_closed: false,
+            error: None,
+        }))
+    }
+
     /// The socket, to register with `mio`.
     pub(crate) fn socket(&mut self) -> &mut TcpStream {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &mut t.sock,
+            Transport::TlsServer(t) => &mut t.sock,
         }
     }
 
@@ -296,6 +318,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.peer_addr(),
             Transport::Tls(t) => t.sock.peer_addr(),
+            Transport::TlsServer(t) => t.sock.peer_addr(),
         }
     }
 
@@ -304,6 +327,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => false,
             Transport::Tls(t) => t.tls.wants_write(),
+            Transport::TlsServer(t) => t.sent < t.outgoing.len(),
         }
     }
 
@@ -312,6 +336,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => None,
             Transport::Tls(t) => t.error.as_ref(),
+            Transport::TlsServer(t) => t.error.as_ref(),
         }
     }
 
@@ -320,6 +345,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => Ok(()),
             Transport::Tls(t) => t.flush_tls(),
+            Transport::TlsServer(t) => t.flush_tls(),
         }
     }
 
@@ -334,6 +360,259 @@ impl Transport {
                 let _ = t.flush_tls();
                 let _ = t.sock.shutdown(Shutdown::Write);
             }
+            Transport::TlsServer(t) => {
+                if t.error.is_none() {
+                    let _ = t.run(Goal::CloseNotify);
+                }
+                let _ = t.flush_tls();
+                let _ = t.sock.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+/// Plaintext encrypted per write call at most; more waits until the ciphertext is sent.
+const MAX_ENCRYPT: usize = TLS_BUFFER_LIMIT;
+
+/// Size of one read from a TLS socket: a whole record (16 KiB + header and tag) fits.
+const TLS_READ_SIZE: usize = 17 * 1024;
+
+/// The server side of a TLS connection on rustls' unbuffered API: the buffers are ours, so
+/// each one is freed as soon as it is empty and an idle connection holds none (the buffered
+/// API keeps a 4 KiB read buffer per connection for its lifetime).
+pub(crate) struct ServerTls {
+    sock: TcpStream,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not processed yet: a partial record, between reads.
+    incoming: Vec<u8>,
+    /// Ciphertext to send; `sent` bytes of it are already written.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// Decrypted data not taken by the reader yet; `taken` bytes of it are.
+    plaintext: Vec<u8>,
+    taken: usize,
+    /// The socket reported end of stream.
+    eof: bool,
+    /// The peer sent close_notify: no more data will come.
+    peer_closed: bool,
+    error: Option<rustls::Error>,
+}
+
+/// What [`ServerTls::run`] should do once rustls is ready for application data.
+enum Goal<'a> {
+    /// Only process what arrived.
+    Read,
+    /// Encrypt (a prefix of) these bytes.
+    Write(&'a [u8]),
+    /// Queue a close_notify alert.
+    CloseNotify,
+}
+
+/// Appends what `fill` writes to `out`, growing it to the size `fill` asks for.
+fn append_with(
+    out: &mut Vec<u8>,
+    mut fill: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+) -> Result<(), rustls::Error> {
+    let start = out.len();
+    let mut room = 512;
+    loop {
+        out.resize(start + room, 0);
+        match fill(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Some(required)) if required > room => room = required,
+            Err(_) => {
+                out.truncate(start);
+                return Err(rustls::Error::General("cannot encode a TLS record".into()));
+            }
+        }
+    }
+}
+
+impl ServerTls {
+    /// Feeds `incoming` to rustls until it needs more bytes or is ready for application data,
+    /// then does `goal`. Returns the plaintext bytes encrypted (for `Goal::Write`; 0 while the
+    /// handshake is not complete).
+    fn run(&mut self, goal: Goal<'_>) -> Result<usize, rustls::Error> {
+        let ServerTls {
+            conn,
+            incoming,
+            outgoing,
+            plaintext,
+            peer_closed,
+            ..
+        } = self;
+        let mut start = 0;
+        let result = loop {
+            let UnbufferedStatus { mut discard, state } =
+                conn.process_tls_records(&mut incoming[start..]);
+            let step = match state {
+                Err(e) => Err(e),
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    let mut result = Ok(None);
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                plaintext.extend_from_slice(record.payload);
+                            }
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    result
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => append_with(outgoing, |buf| {
+                    encode.encode(buf).map_err(|e| match e {
+                        EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                            Some(required_size)
+                        }
+                        _ => None,
+                    })
+                })
+                .map(|()| None),
+                // The records are in `outgoing`, sent before anything encoded later.
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    Ok(None)
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    *peer_closed = true;
+                    Ok(None)
+                }
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => match goal {
+                    Goal::Read => Ok(Some(0)),
+                    Goal::Write(data) => {
+                        let data = &data[..data.len().min(MAX_ENCRYPT)];
+                        append_with(outgoing, |buf| {
+                            traffic.encrypt(data, buf).map_err(|e| match e {
+                                EncryptError::InsufficientSize(InsufficientSizeError {
+                                    required_size,
+                                }) => Some(required_size),
+                                _ => None,
+                            })
+                        })
+                        .map(|()| Some(data.len()))
+                    }
+                    Goal::CloseNotify => append_with(outgoing, |buf| {
+                        traffic.queue_close_notify(buf).map_err(|e| match e {
+                            EncryptError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            }) => Some(required_size),
+                            _ => None,
+                        })
+                    })
+                    .map(|()| Some(0)),
+                },
+                // BlockedHandshake (more bytes needed), Closed, early data (not enabled).
+                Ok(_) => Ok(Some(0)),
+            };
+            start += discard;
+            match step {
+                Ok(None) => {}
+                Ok(Some(n)) => break Ok(n),
+                Err(e) => break Err(e),
+            }
+        };
+        incoming.drain(..start);
+        if incoming.is_empty() {
+            *incoming = Vec::new();
+        }
+        result
+    }
+
+    /// After a failure rustls has an alert queued for the peer: encode and send it. The bytes
+    /// that failed are dropped first: processing them again would fail again.
+    fn fail(&mut self, e: rustls::Error) -> io::Error {
+        self.incoming = Vec::new();
+        let _ = self.run(Goal::Read);
+        let _ = self.flush_tls();
+        self.error = Some(e.clone());
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    fn flush_tls(&mut self) -> io::Result<()> {
+        while self.sent < self.outgoing.len() {
+            match self.sock.write(&self.outgoing[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.outgoing = Vec::new();
+        self.sent = 0;
+        Ok(())
+    }
+
+    fn flush_quiet(&mut self) -> io::Result<()> {
+        match self.flush_tls() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            other => other,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.taken < self.plaintext.len() {
+                let n = buf.len().min(self.plaintext.len() - self.taken);
+                buf[..n].copy_from_slice(&self.plaintext[self.taken..self.taken + n]);
+                self.taken += n;
+                if self.taken == self.plaintext.len() {
+                    self.plaintext = Vec::new();
+                    self.taken = 0;
+                }
+                return Ok(n);
+            }
+            if self.error.is_some() {
+                return Err(io::ErrorKind::InvalidData.into());
+            }
+            if self.peer_closed || self.eof {
+                return Ok(0);
+            }
+            let start = self.incoming.len();
+            self.incoming.resize(start + TLS_READ_SIZE, 0);
+            let result = self.sock.read(&mut self.incoming[start..]);
+            self.incoming
+                .truncate(start + *result.as_ref().unwrap_or(&0));
+            match result {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) => {
+                    if self.incoming.is_empty() {
+                        self.incoming = Vec::new();
+                    }
+                    return Err(e);
+                }
+            }
+            if let Err(e) = self.run(Goal::Read) {
+                return Err(self.fail(e));
+            }
+            // Handshake messages answer what was just read.
+            self.flush_quiet()?;
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.error.is_some() {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        self.flush_tls()?;
+        match self.run(Goal::Write(buf)) {
+            // Still handshaking: the reader's progress will let the data through.
+            Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+            Ok(n) => {
+                self.flush_quiet()?;
+                Ok(n)
+            }
+            Err(e) => Err(self.fail(e)),
         }
     }
 }
@@ -409,6 +688,7 @@ impl Read for Transport {
         match self {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(t) => t.read(buf),
+            Transport::TlsServer(t) => t.read(buf),
         }
     }
 }
@@ -418,6 +698,7 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(t) => t.write(buf),
+            Transport::TlsServer(t) => t.write(buf),
         }
     }
 

@@ -156,6 +156,13 @@ fn plaintext_on_the_tls_port_gets_no_http_answer() {
         !matches!(err, ClientError::Tls { .. }),
         "a ws:// client speaks no TLS: {err}"
     );
+    // The (single) worker is still serving.
+    let mut client = Client::connect(&url, trusting(&certs)).expect("connect after garbage");
+    client.send_text("still here").unwrap();
+    assert!(matches!(
+        client.recv_timeout(WAIT),
+        Ok(ClientEvent::Message(_))
+    ));
     stop.shutdown();
 }
 
