@@ -1,9 +1,12 @@
 //! TLS for the server (`wss://`, `https://`) and the client, on rustls.
 //!
 //! rustls is sans-IO like `duplex-core`: a [`Transport`] is either the plain socket or the socket
-//! plus a `rustls::Connection`, and it offers the same non-blocking `read`/`write` as the socket
+//! plus a rustls connection, and it offers the same non-blocking `read`/`write` as the socket
 //! (ciphertext in and out of the socket, plaintext to and from the core). The event loops keep
 //! one code path: they only add "TLS has ciphertext waiting" to what makes them want WRITABLE.
+//!
+//! The server uses rustls' unbuffered API with buffers it frees when empty (idle connections
+//! hold none); the client, one connection per process, uses the simpler buffered API.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -25,8 +28,9 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 /// ALPN protocol offered and accepted: WebSocket upgrades and the HTTP pages are HTTP/1.1.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// Ciphertext rustls may hold per connection before a write reports `WouldBlock`; the same
-/// bound as rustls' default, stated so the backpressure accounting does not depend on it.
+/// Ciphertext waiting per connection before a write reports `WouldBlock` (the client's rustls
+/// buffer limit, the server's plaintext encrypted per write): stated so the backpressure
+/// accounting does not depend on rustls' defaults.
 const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
 fn provider() -> Arc<CryptoProvider> {
