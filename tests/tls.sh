@@ -18,6 +18,9 @@
 #             --insecure connects, with a warning); after SIGHUP with the expired pair:
 #             refused, "expired"; after SIGHUP with the good pair: connects again
 #   serve     `duplex serve --tls-cert`: the demo page over https, wss:///echo round trip
+#   chromium  headless Chromium on that server, its key pinned by SPKI hash: the page over https
+#             and a wss:// echo from it; without the pin the page is refused
+#             (tests/browser/tls_page.mjs; without Chromium: SKIP, a failure when CI=true)
 #   sigterm   SIGTERM while a TLS client is connected: close 1001, then a TLS close_notify
 #
 # The last line counts the cases: `tls.sh: N cases ok`.
@@ -256,8 +259,33 @@ check_serve() {
     }
     [[ $out == hello ]] || die "serve: /echo answered $(printf '%q' "$out")"
     kill -0 "$pid" 2>/dev/null || die "serve: the server died"
-    stop_pid "$pid"
     pass serve
+    check_chromium "$port" "$pid" "$slog"
+    stop_pid "$pid"
+}
+
+# check_chromium PORT PID LOG: headless Chromium loads the demo page over https and echoes over
+# wss:// with the server's key pinned by its SPKI hash, and refuses the page without the pin
+# (tests/browser/tls_page.mjs). Without Chromium: a failure in CI, otherwise SKIP (not counted).
+check_chromium() {
+    local port=$1 pid=$2 slog=$3 spki rc=0
+    bash "$REPO_ROOT/tests/setup.sh" browser
+    if [[ ! -x $CHROMIUM ]]; then
+        local how="install it (apt-get install chromium, or tests/setup.sh browser as root) or set CHROMIUM"
+        [[ ${CI:-} != true ]] || die "chromium: $CHROMIUM not found: $how"
+        echo "tls(chromium): SKIP: $CHROMIUM not found: $how" >&2
+        return 0
+    fi
+    spki=$(openssl x509 -in "$WORK/good.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64)
+    timeout --kill-after=5 150 node "$BROWSER_DIR/tls_page.mjs" "https://127.0.0.1:$port/" "$spki" ||
+        rc=$?
+    if ((rc != 0)); then
+        show_log "$slog"
+        die "chromium: exit $rc"
+    fi
+    kill -0 "$pid" 2>/dev/null || die "chromium: the server died"
+    PASSED=$((PASSED + 1))
 }
 check_serve
 
