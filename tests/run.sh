@@ -88,6 +88,10 @@ step_interop() {
     bash tests/interop.sh
 }
 
+step_tls() {
+    bash tests/tls.sh
+}
+
 step_wasm() {
     bash tests/wasm.sh
 }
@@ -197,6 +201,7 @@ plan_steps() {
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
+        add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"
         fi

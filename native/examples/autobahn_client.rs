@@ -1,6 +1,8 @@
 //! Runs every case of an Autobahn fuzzing server (`kosoku -m fuzzingserver`) through the
 //! Duplex client, echoing each message, then asks the server to write its reports.
 //!
+//! A `wss://` base works too (the server certificate is checked against the system trust store).
+//!
 //! ```text
 //! cargo run --release -p duplex --example autobahn_client -- ws://127.0.0.1:9001 duplex
 //! ```

@@ -1,4 +1,5 @@
-//! A blocking WebSocket client: the `duplex-core` state machine driven over a TCP socket.
+//! A blocking WebSocket client: the `duplex-core` state machine driven over a TCP socket, or
+//! over TLS (`wss://`, rustls) on that socket.
 //!
 //! ```no_run
 //! use duplex::client::{Client, ClientEvent, ClientOptions};
@@ -38,6 +39,8 @@ use duplex_core::message::{Closed, Event, Message};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::tls::{self, Transport, Trust};
+
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
 
@@ -58,6 +61,9 @@ pub struct ClientOptions {
     /// The socket's receive buffer (`SO_RCVBUF`) in bytes; `None` leaves the kernel's
     /// auto-tuning on. A small buffer makes a client that stops reading stall its sender early.
     pub recv_buffer_size: Option<usize>,
+    /// TLS settings for `wss://` (trust anchors, see [`crate::tls::client_config`]); `None`
+    /// trusts the operating system's store.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -69,6 +75,7 @@ impl Default for ClientOptions {
             config: Config::default().with_deflate(Some(DeflateConfig::default())),
             connect_timeout: Duration::from_secs(10),
             recv_buffer_size: None,
+            tls: None,
         }
     }
 }
@@ -104,6 +111,12 @@ impl ClientOptions {
         self
     }
 
+    /// Uses these TLS settings for `wss://`.
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Sets the TCP connect timeout.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -131,9 +144,13 @@ pub enum ClientError {
     /// The URL is not a usable `ws://` URL.
     #[error("invalid URL: {0}")]
     InvalidUrl(HandshakeError),
-    /// `wss://` needs TLS, which this client does not implement yet.
-    #[error("TLS (wss://) is not supported yet; use ws://")]
-    TlsNotSupported,
+    /// The TLS settings could not be built (e.g. an unreadable CA file, a bad host name).
+    #[error("TLS setup: {0}")]
+    TlsSetup(String),
+    /// The TLS handshake failed; `reason` names the certificate problem (expired, wrong name,
+    /// unknown issuer) when there is one.
+    #[error("TLS with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
     /// The host name did not resolve.
     #[error("cannot resolve {host}: {source}")]
     Resolve {
@@ -198,7 +215,9 @@ fn reason_suffix(reason: &str) -> String {
 /// One WebSocket connection to a server. See the module documentation.
 pub struct Client {
     conn: Connection,
-    stream: TcpStream,
+    stream: Transport,
+    /// The host named in the URL (SNI), for error messages.
+    host: String,
     poll: Poll,
     events: Events,
     epoch: Instant,
@@ -215,6 +234,8 @@ pub struct Client {
     woken: bool,
     /// A read stopped before `WouldBlock`; the next wait must not sleep.
     pending_read: bool,
+    /// Our sending side was shut down (TLS close_notify and FIN sent once).
+    shut: bool,
     waker: Option<Arc<Waker>>,
 }
 
@@ -253,6 +274,19 @@ impl Client {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        let stream = if request.secure {
+            let config = match options.tls {
+                Some(config) => config,
+                None => system_tls()?,
+            };
+            Transport::tls(
+                stream,
+                tls::connect(config, host).map_err(ClientError::TlsSetup)?,
+            )
+        } else {
+            Transport::Plain(stream)
+        };
+        let host = host.to_string();
         let epoch = Instant::now();
         let conn = Connection::client(
             request,
@@ -263,6 +297,7 @@ impl Client {
         let mut client = Client {
             conn,
             stream,
+            host,
             poll,
             events: Events::with_capacity(8),
             epoch,
@@ -273,6 +308,7 @@ impl Client {
             write_failed: false,
             woken: false,
             pending_read: false,
+            shut: false,
             waker: None,
         };
         client.handshake()?;
@@ -283,6 +319,12 @@ impl Client {
         loop {
             self.pump()?;
             while let Some(event) = self.conn.poll_event() {
+                if let Some(e) = self.stream.tls_error() {
+                    return Err(ClientError::Tls {
+                        host: self.host.clone(),
+                        reason: tls::describe_error(e),
+                    });
+                }
                 match event {
                     Event::Open => return Ok(()),
                     Event::Error(e) => return Err(handshake_error(e)),
@@ -401,7 +443,10 @@ impl Client {
             self.wait(None)?;
         }
         self.flush_now();
-        let _ = self.stream.shutdown(Shutdown::Both);
+        if !std::mem::replace(&mut self.shut, true) {
+            self.stream.shutdown_write();
+        }
+        let _ = self.stream.socket().shutdown(Shutdown::Both);
         Ok(closed)
     }
 
@@ -543,8 +588,9 @@ impl Client {
         }
         // Timers and reads may have queued frames (pings, pongs, close).
         self.flush_now();
-        if self.conn.is_terminated() && self.conn.output().is_empty() {
-            let _ = self.stream.shutdown(Shutdown::Write);
+        if self.conn.is_terminated() && self.conn.output().is_empty() && !self.shut {
+            self.shut = true;
+            self.stream.shutdown_write();
         }
         Ok(())
     }
@@ -571,6 +617,13 @@ impl Client {
                     }
                 }
             }
+        }
+        // TLS records of their own (handshake, key updates) may wait without core output.
+        if !self.write_failed
+            && let Err(e) = self.stream.flush_tls()
+            && e.kind() != io::ErrorKind::WouldBlock
+        {
+            self.write_failed = true;
         }
     }
 
@@ -640,18 +693,18 @@ impl Client {
     }
 }
 
+/// The client TLS settings trusting the system store, read from disk once per process.
+fn system_tls() -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    static SYSTEM: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    SYSTEM
+        .get_or_init(|| tls::client_config(&Trust::System))
+        .clone()
+        .map_err(ClientError::TlsSetup)
+}
+
 fn build_request(url: &str, options: &ClientOptions) -> Result<ClientRequest, ClientError> {
-    let trimmed = url.trim();
-    if trimmed
-        .get(..6)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"))
-    {
-        return Err(ClientError::TlsNotSupported);
-    }
-    let mut request = ClientRequest::from_url(trimmed).map_err(ClientError::InvalidUrl)?;
-    if request.secure {
-        return Err(ClientError::TlsNotSupported);
-    }
+    let mut request = ClientRequest::from_url(url.trim()).map_err(ClientError::InvalidUrl)?;
     for protocol in &options.subprotocols {
         request = request.with_protocol(protocol.as_str());
     }

@@ -17,6 +17,7 @@ use duplex_core::limits::Config;
 use duplex_core::message::{Closed, Message};
 
 use crate::client::{Client, ClientError, ClientEvent, ClientOptions};
+use crate::tls::{Trust, client_config};
 
 /// Lines buffered between the stdin reader and the socket before the reader waits.
 const INPUT_QUEUE: usize = 1024;
@@ -46,10 +47,21 @@ At the end of stdin the client keeps printing what arrives until one of these, t
   - --max-wait seconds have passed since the end of stdin (default 10), however busy the server.
 If duplex.v1 replies are still missing when it closes, their number is reported on stderr.
 Failures exit 1 with one line on stderr: `connection refused: ADDR`,
-`handshake rejected: HTTP STATUS`, `closed by server: CODE ...`.")]
+`handshake rejected: HTTP STATUS`, `closed by server: CODE ...`,
+`TLS with HOST failed: certificate expired (...)` (or `has the wrong name`, `signed by an
+unknown issuer`).")]
 pub struct ConnectArgs {
-    /// Server URL, e.g. ws://127.0.0.1:9001/chat (wss:// is not supported yet).
+    /// Server URL, e.g. ws://127.0.0.1:9001/chat or wss://example.com/chat.
     pub url: String,
+
+    /// wss://: also trust the CA certificates of this PEM file (repeatable), besides the
+    /// operating system's trust store.
+    #[arg(long = "ca", value_name = "PEM")]
+    pub ca: Vec<std::path::PathBuf>,
+
+    /// wss://: accept any server certificate, unverified (testing only; prints a warning).
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
 
     /// Offer this subprotocol (repeatable, in order of preference).
     #[arg(short = 's', long = "subprotocol", value_name = "PROTOCOL")]
@@ -150,6 +162,25 @@ fn run_inner(args: ConnectArgs) -> Result<(), String> {
     options.subprotocols = args.subprotocols;
     options.headers = args.headers;
     options.origin = args.origin;
+    if args
+        .url
+        .trim()
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+    {
+        let trust = if args.insecure {
+            eprintln!(
+                "duplex connect: warning: --insecure: the server's certificate is NOT verified; \
+                 anyone on the path can read and change this connection"
+            );
+            Trust::Insecure
+        } else if args.ca.is_empty() {
+            Trust::System
+        } else {
+            Trust::WithCa(args.ca)
+        };
+        options.tls = Some(client_config(&trust)?);
+    }
 
     let interactive = io::stdin().is_terminal();
     let mut client = Client::connect(&args.url, options).map_err(|e| e.to_string())?;

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod serve;
 pub mod server;
 pub mod timer;
+pub mod tls;
 
 pub use duplex_core as core;
 

@@ -9,6 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use duplex::connect::{self, ConnectArgs};
 use duplex::serve::{ChannelServer, OriginPolicy, ServeConfig, SlowConsumer};
 use duplex::server::{Echo, Server, ServerConfig, ShutdownHandle};
+use duplex::tls::TlsAcceptor;
 use duplex_core::channel::HubConfig;
 use duplex_core::deflate::DeflateConfig;
 use duplex_core::limits::Config;
@@ -109,6 +110,15 @@ struct ServerArgs {
     /// Seconds a shutdown (SIGINT/SIGTERM) waits for peers to answer the 1001 close.
     #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
     drain_timeout: f64,
+
+    /// PEM certificate chain (leaf first): the port then speaks only TLS (wss://, https://).
+    /// SIGHUP reloads it and --tls-key for new connections.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// `duplex serve` options: the server's, plus the channel hub's.
@@ -270,6 +280,10 @@ impl ServerArgs {
             drain_timeout: seconds(self.drain_timeout, "--drain-timeout")?,
             send_buffer_size: self.socket_send_buffer,
             connection,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsAcceptor::from_files(cert, key)?),
+                _ => None,
+            },
         })
     }
 }
@@ -283,11 +297,13 @@ fn init_tracing() {
         .init();
 }
 
-/// SIGINT/SIGTERM start a graceful shutdown; a second signal exits at once.
-fn handle_signals(stop: ShutdownHandle) -> Result<(), String> {
+/// SIGINT/SIGTERM start a graceful shutdown; a second signal exits at once. SIGHUP reloads
+/// the TLS certificate and key (new connections get them; a bad pair keeps the old one).
+fn handle_signals(stop: ShutdownHandle, tls: Option<TlsAcceptor>) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
@@ -295,6 +311,16 @@ fn handle_signals(stop: ShutdownHandle) -> Result<(), String> {
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    match tls.as_ref().map(TlsAcceptor::reload) {
+                        Some(Ok(())) => info!("SIGHUP: TLS certificate and key reloaded"),
+                        Some(Err(e)) => {
+                            error!("SIGHUP: TLS reload failed, keeping the old pair: {e}")
+                        }
+                        None => info!("SIGHUP ignored: no TLS certificate to reload"),
+                    }
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     error!("second signal {signal}: exiting now");
@@ -313,10 +339,11 @@ fn run_echo(args: &ServerArgs) -> Result<(), String> {
     let threads = config.threads;
     let server = Server::bind(config.clone())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    handle_signals(server.shutdown_handle())?;
+    handle_signals(server.shutdown_handle(), config.tls.clone())?;
     let addr = server.local_addr();
     info!(%addr, threads, "echo server listening");
-    println!("duplex echo listening on ws://{addr}/");
+    let ws = if config.tls.is_some() { "wss" } else { "ws" };
+    println!("duplex echo listening on {ws}://{addr}/");
     server
         .run(|_| Echo)
         .map_err(|e| format!("server failed: {e}"))?;
@@ -327,13 +354,19 @@ fn run_echo(args: &ServerArgs) -> Result<(), String> {
 fn run_serve(args: &ServeArgs) -> Result<(), String> {
     let config = args.config()?;
     let (threads, listen) = (config.server.threads, config.server.listen);
+    let tls = config.server.tls.clone();
+    let (http, ws) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     let server =
         ChannelServer::bind(config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    handle_signals(server.shutdown_handle())?;
+    handle_signals(server.shutdown_handle(), tls)?;
     let addr = server.local_addr();
     info!(%addr, threads, "duplex.v1 server listening");
     println!(
-        "duplex serve listening on http://{addr}/ (WebSocket: ws://{addr}/ws, ws://{addr}/echo)"
+        "duplex serve listening on {http}://{addr}/ (WebSocket: {ws}://{addr}/ws, {ws}://{addr}/echo)"
     );
     server.run().map_err(|e| format!("server failed: {e}"))?;
     info!("stopped");

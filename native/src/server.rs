@@ -36,6 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::timer::TimerHeap;
+use crate::tls::{TlsAcceptor, Transport};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -69,7 +70,10 @@ pub struct ServerConfig {
     /// stalled peer hold megabytes of kernel memory on top of `max_backlog`.
     pub send_buffer_size: Option<usize>,
     /// Limits and timers of each connection (handshake timeout, message size, heartbeat...).
+    /// The handshake timeout covers the TLS handshake too.
     pub connection: Config,
+    /// Speak TLS only (wss://, https://) with this certificate; `None`: plaintext only.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             max_backlog: 4 << 20,
             drain_timeout: Duration::from_secs(5),
             send_buffer_size: None,
+            tls: None,
             connection: Config::default()
                 .with_deflate(Some(DeflateConfig::default()))
                 .with_ping_interval(Some(Duration::from_secs(30)))
@@ -172,7 +177,7 @@ impl Handler for Echo {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     core: Connection,
     serial: u64,
     /// The earliest entry this connection has in the timer heap.
@@ -568,7 +573,7 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn add(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    fn add(&mut self, stream: TcpStream, peer: SocketAddr) {
         let metrics = &self.metrics;
         metrics.accepted_total.fetch_add(1, Ordering::Relaxed);
         let held = metrics.tcp_connections.fetch_add(1, Ordering::Relaxed);
@@ -588,12 +593,23 @@ impl<H: Handler> Worker<H> {
         {
             debug!(%peer, "SO_SNDBUF: {e}");
         }
+        let mut stream = match &self.config.tls {
+            None => Transport::Plain(stream),
+            Some(acceptor) => match acceptor.accept() {
+                Ok(tls) => Transport::tls_server(stream, tls),
+                Err(e) => {
+                    error!(%peer, "cannot start TLS: {e}");
+                    metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(key), Interest::READABLE)
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(stream.socket(), Token(key), Interest::READABLE)
         {
             warn!(%peer, "cannot register connection: {e}");
             metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
@@ -695,7 +711,14 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(peer = %Peer(&conn.stream), "read failed: {e}");
+                    if let Some(tls) = conn.stream.tls_error() {
+                        if !conn.opened {
+                            self.metrics.record_handshake_failure("tls");
+                        }
+                        warn!(peer = %Peer(&conn.stream), "TLS failed: {tls}");
+                    } else {
+                        debug!(peer = %Peer(&conn.stream), "read failed: {e}");
+                    }
                     conn.readable = false;
                     conn.eof = true;
                     conn.core.receive_eof(now);
@@ -732,23 +755,31 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        // TLS records of their own (handshake, alerts) may wait without any core output.
+        if !conn.write_failed
+            && let Err(e) = conn.stream.flush_tls()
+            && e.kind() != io::ErrorKind::WouldBlock
+        {
+            debug!(peer = %Peer(&conn.stream), "write failed: {e}");
+            conn.write_failed = true;
+        }
         if conn.write_failed {
             // The peer is gone: whatever is queued can never be delivered.
             conn.core.receive_eof(self.now);
             self.dispatch(key);
             return;
         }
-        let want_writable = conn.core.buffered_amount() > 0;
+        let want_writable = conn.core.buffered_amount() > 0 || conn.stream.wants_write();
         if want_writable != conn.writable_interest {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, Token(key), interest)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .reregister(conn.stream.socket(), Token(key), interest)
             {
                 warn!(peer = %Peer(&conn.stream), "cannot update interest: {e}");
                 conn.write_failed = true;
@@ -788,7 +819,9 @@ impl<H: Handler> Worker<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.write_failed || (terminated && conn.core.buffered_amount() == 0) {
+        if conn.write_failed
+            || (terminated && conn.core.buffered_amount() == 0 && !conn.stream.wants_write())
+        {
             self.remove(key);
             return;
         }
@@ -1031,15 +1064,16 @@ impl<H: Handler> Worker<H> {
             self.handler.on_close(&mut ctx, id, &closed);
         }
         self.metrics.tcp_connections.fetch_sub(1, Ordering::Relaxed);
-        deregister(self.poll.registry(), &mut conn.stream);
-        // Server closes TCP first (RFC 6455 §7.1.1): FIN after the last bytes.
-        let _ = conn.stream.shutdown(Shutdown::Write);
+        deregister(self.poll.registry(), conn.stream.socket());
+        // Server closes TCP first (RFC 6455 §7.1.1): FIN after the last bytes (and after the
+        // TLS close_notify on a TLS connection).
+        conn.stream.shutdown_write();
     }
 }
 
 /// Shows a connection's peer address in logs, looked up only when a line is written (the
 /// address is not kept per connection: it would cost 32 bytes each).
-struct Peer<'a>(&'a TcpStream);
+struct Peer<'a>(&'a Transport);
 
 impl std::fmt::Display for Peer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -111,13 +111,18 @@ function requireChromium() {
  * deletes the browser's temporary profile when it closes. The browser is
  * closed however `fn` ends; rejects if `CHROMIUM_PATH` does not exist, or if
  * launching, `fn` and closing together take longer than `timeoutMs`
- * (default 60 s).
+ * (default 60 s). `args` adds command-line switches to CHROMIUM_ARGS.
  */
-export async function withBrowser(fn, { timeoutMs = 60_000 } = {}) {
+export async function withBrowser(fn, { timeoutMs = 60_000, args = [] } = {}) {
   requireChromium();
   return runBounded(
     timeoutMs,
-    () => chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS, timeout: timeoutMs }),
+    () => chromium.launch({
+      executablePath: CHROMIUM_PATH,
+      headless: true,
+      args: [...CHROMIUM_ARGS, ...args],
+      timeout: timeoutMs,
+    }),
     fn,
   );
 }

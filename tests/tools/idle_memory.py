@@ -2,6 +2,7 @@
 """Measures a WebSocket server's memory per idle connection.
 
     python3 tests/tools/idle_memory.py PID HOST:PORT [N] [--deflate [--no-context-takeover]]
+                                       [--tls=CA.pem]
 
 Opens N (default 10000) WebSocket connections to the server (upgrade requests
 written raw, 101 checked), lets them sit idle, and reports the growth of the
@@ -12,10 +13,14 @@ the script ends. Needs N + ~100 file descriptors (ulimit -n).
 message on each connection before it goes idle, so the figure includes the
 compression state the server keeps (with --no-context-takeover, the offer asks
 for no context takeover in both directions).
+
+--tls=CA.pem speaks TLS (the server runs with --tls-cert/--tls-key; its certificate
+must verify against CA.pem for HOST), so the figure includes the TLS session state.
 """
 import base64
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -72,12 +77,19 @@ def main():
             offer += "; server_no_context_takeover; client_no_context_takeover"
         offer += "\r\n"
     frame = compressed_frame(CHAT) if deflate else b""
+    tls = None
+    for flag in flags:
+        if flag.startswith("--tls="):
+            tls = ssl.create_default_context(cafile=flag.split("=", 1)[1])
+            tls.set_alpn_protocols(["http/1.1"])
     time.sleep(0.5)
     before = rss_kib(pid)
     socks = []
     pending = []
     for i in range(n):
         s = socket.create_connection((host, int(port)), timeout=10)
+        if tls is not None:
+            s = tls.wrap_socket(s, server_hostname=host)
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall(
             (
@@ -110,7 +122,8 @@ def main():
     time.sleep(1.0)
     after = rss_kib(pid)
     per = (after - before) * 1024 / n
-    print(f"idle connections: {n}" + (" (one compressed message each)" if deflate else ""))
+    what = (" (one compressed message each)" if deflate else "") + (" over TLS" if tls else "")
+    print(f"idle connections: {n}{what}")
     print(f"server RSS before: {before} KiB, after: {after} KiB")
     print(f"memory per idle connection: {per:.0f} bytes")
     for s in socks:

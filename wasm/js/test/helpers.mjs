@@ -51,7 +51,7 @@ export async function startDuplex(command, args = [], port = 0) {
     }, 10_000);
     child.stdout.on('data', (chunk) => {
       stdout += chunk;
-      const match = /listening on (?:ws|http):\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
+      const match = /listening on (?:wss?|https?):\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
       if (match) {
         clearTimeout(timer);
         resolve(Number(match[1]));

@@ -1,64 +1,49 @@
-// wss://: DuplexSocket over tls.connect, through a TLS terminator in front of `duplex echo`.
+// wss://: DuplexSocket over tls.connect against `duplex echo --tls-cert --tls-key`.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import tls from 'node:tls';
 
 import { DuplexSocket } from '../index.js';
 import { nextEvent, record, startEcho } from './helpers.mjs';
 
 const T = { timeout: 15_000 };
 
-/** A self-signed certificate for 127.0.0.1, made with the openssl command. */
-function certificate() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'duplex-ws-tls-'));
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-        '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1',
-        '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    );
-    return {
-      key: readFileSync(path.join(dir, 'key.pem')),
-      cert: readFileSync(path.join(dir, 'cert.pem')),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+/** A self-signed certificate for 127.0.0.1, made with the openssl command, in `dir`. */
+function certificate(dir) {
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1',
+      '-keyout', key, '-out', cert,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key, cert };
 }
 
+let dir;
+let files;
 let echo;
-let terminator;
 let port;
 let cert;
 
 before(async () => {
-  echo = await startEcho();
-  const pair = certificate();
-  cert = pair.cert;
-  terminator = tls.createServer(pair, (clear) => {
-    const upstream = net.connect(echo.port, '127.0.0.1');
-    clear.pipe(upstream).pipe(clear);
-    clear.on('error', () => upstream.destroy());
-    upstream.on('error', () => clear.destroy());
-  });
-  terminator.listen(0, '127.0.0.1');
-  await once(terminator, 'listening');
-  port = terminator.address().port;
+  dir = mkdtempSync(path.join(tmpdir(), 'duplex-ws-tls-'));
+  files = certificate(dir);
+  cert = readFileSync(files.cert);
+  echo = await startEcho(['--tls-cert', files.cert, '--tls-key', files.key]);
+  port = echo.port;
 });
 
 after(async () => {
-  terminator?.close();
   await echo?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('DuplexSocket over TLS', () => {
@@ -90,5 +75,16 @@ describe('DuplexSocket over TLS', () => {
     const event = await closed;
     assert.equal(event.code, 1006);
     assert.match(log[0], /^error: .*(self.signed|certificate)/i);
+  });
+
+  test('a server shutdown over wss:// closes with 1001', T, async () => {
+    const own = await startEcho(['--tls-cert', files.cert, '--tls-key', files.key]);
+    const ws = new DuplexSocket(`wss://127.0.0.1:${own.port}/`, [], { tls: { ca: cert } });
+    await nextEvent(ws, 'open');
+    const closed = nextEvent(ws, 'close');
+    await own.stop();
+    const event = await closed;
+    assert.equal(event.code, 1001);
+    assert.equal(event.wasClean, true);
   });
 });
