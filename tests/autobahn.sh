@@ -70,7 +70,8 @@ bash "$REPO_ROOT/tests/setup.sh" python
 # 4 KiB (case numbers 1-8) cover that; the 64-256 KiB ones (9-18) only repeat the codec's
 # work and take three quarters of the role's time.
 if [[ $mode == wasm-client && -z ${AUTOBAHN_CASES:-} ]]; then
-    EXCLUDES=('12.*.9' '12.*.1?' '13.*.9' '13.*.1?')
+    EXCLUDES=()
+    for n in 9 10 11 12 13 14 15 16 17 18; do EXCLUDES+=("12.*.$n" "13.*.$n"); done
     EXPECT_CASES=397
 fi
 

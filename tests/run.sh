@@ -207,7 +207,7 @@ plan_steps() {
         fi
     fi
     if [[ -f fuzz/Cargo.toml ]]; then
-        add_step fuzz step_fuzz "tests/fuzz.sh: every cargo-fuzz target for \${FUZZ_SECONDS:-30} s (nightly)"
+        add_step fuzz step_fuzz "tests/fuzz.sh: every cargo-fuzz target for \${FUZZ_SECONDS:-30} s, one per core (nightly)"
     fi
 }
 
