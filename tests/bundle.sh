@@ -11,7 +11,7 @@
 #    build the page of tests/bundle/page/ from that installed package; the bundles must hold no
 #    Node module, and tests/bundle/check.mjs opens each page in headless Chromium, where it
 #    joins a room of the `duplex serve`, publishes, and must get its message back with the
-#    .wasm loaded from the bundle.
+#    .wasm loaded from the bundle; the same page from the Vite dev server too.
 #
 #   tests/bundle.sh
 #
@@ -132,10 +132,21 @@ for bundler in esbuild vite; do
     log "bundled: $bundler: JS $js_bytes bytes ($js_gz gzipped), $(basename "${wasm_files[0]}") $(wc -c <"${wasm_files[0]}") bytes"
 done
 
+serve_pid=$BG_PID
+# What developers run first: the Vite dev server, which pre-bundles dependencies (the .wasm URL
+# of the package must survive that too).
+dev_port=$(free_port)
+start_server "$TMP/vite-dev.log" "$dev_port" 60 "the Vite dev server" \
+    "$BUNDLE_DIR/node_modules/.bin/vite" "$APP/page/vite" --host 127.0.0.1 --port "$dev_port" --strictPort
+dev_pid=$BG_PID
+
 log "bundled: the pages in headless Chromium against duplex serve ($ws_url)"
-timeout --kill-after=10 150 node "$BUNDLE_DIR/check.mjs" "$OUT" "$ws_url" esbuild vite || {
+timeout --kill-after=10 200 node "$BUNDLE_DIR/check.mjs" "$OUT" "$ws_url" esbuild vite \
+    "vite-dev=http://127.0.0.1:$dev_port/" || {
     show_log "$TMP/serve.log"
+    show_log "$TMP/vite-dev.log"
     die "bundled: a page did not work in Chromium"
 }
-kill -0 "$BG_PID" 2>/dev/null || die "duplex serve exited during the test"
-log "ok: unbuilt error, packed install, esbuild and Vite bundles in Chromium"
+kill -0 "$serve_pid" 2>/dev/null || die "duplex serve exited during the test"
+kill -0 "$dev_pid" 2>/dev/null || die "the Vite dev server exited during the test"
+log "ok: unbuilt error, packed install, esbuild and Vite builds and the Vite dev server in Chromium"

@@ -1,10 +1,11 @@
 // Opens the pages tests/bundle.sh built (one per bundler) in headless Chromium and checks that
 // each joined a room of a real `duplex serve`, got its published message back, and loaded the
-// .wasm from the bundle.
+// .wasm from where the page is served.
 //
-//   node tests/bundle/check.mjs OUT_DIR WS_URL BUNDLER...
+//   node tests/bundle/check.mjs OUT_DIR WS_URL PAGE...
 //
-// OUT_DIR/BUNDLER/index.html is served from 127.0.0.1 by a static server here; WS_URL is the
+// A PAGE `NAME` is OUT_DIR/NAME/index.html, served from 127.0.0.1 by a static server here; a
+// PAGE `NAME=URL` is URL/index.html, served by someone else (the Vite dev server). WS_URL is the
 // server's /ws endpoint. Exits non-zero, saying why, if any page fails.
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -20,9 +21,9 @@ const TYPES = {
   '.wasm': 'application/wasm',
 };
 
-const [outDir, wsUrl, ...bundlers] = process.argv.slice(2);
-if (!outDir || !wsUrl || bundlers.length === 0) {
-  console.error('usage: node tests/bundle/check.mjs OUT_DIR WS_URL BUNDLER...');
+const [outDir, wsUrl, ...pages] = process.argv.slice(2);
+if (!outDir || !wsUrl || pages.length === 0) {
+  console.error('usage: node tests/bundle/check.mjs OUT_DIR WS_URL NAME[=URL]...');
   process.exit(2);
 }
 const root = path.resolve(outDir);
@@ -54,7 +55,8 @@ async function serveStatic() {
   return { base: `http://127.0.0.1:${server.address().port}`, server };
 }
 
-async function checkPage(browser, base, bundler) {
+/** `dir`: the URL of the page's directory, ending in '/'. */
+async function checkPage(browser, bundler, dir) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const problems = [];
@@ -71,7 +73,7 @@ async function checkPage(browser, base, bundler) {
     }
   });
   const room = `bundle/${bundler}-${process.pid}`;
-  const url = `${base}/${bundler}/index.html?ws=${encodeURIComponent(wsUrl)}&room=${encodeURIComponent(room)}`;
+  const url = `${dir}index.html?ws=${encodeURIComponent(wsUrl)}&room=${encodeURIComponent(room)}`;
   let result;
   const fail = (why) => {
     throw new Error(`${bundler}: ${why}\n  result: ${JSON.stringify(result)}\n  ${problems.join('\n  ')}`);
@@ -97,7 +99,7 @@ async function checkPage(browser, base, bundler) {
   if (wasm.length !== 1 || wasm[0].status !== 200 || wasm[0].type !== 'application/wasm') {
     fail(`expected one .wasm loaded from the bundle, got ${JSON.stringify(wasm)}`);
   }
-  if (!wasm[0].url.startsWith(`${base}/${bundler}/`)) fail(`the .wasm came from ${wasm[0].url}`);
+  if (!wasm[0].url.startsWith(dir)) fail(`the .wasm came from ${wasm[0].url}`);
   console.log(
     `check.mjs: ${bundler}: ok (client ${result.clientId}, seq ${result.seq} back in ${result.ms} ms, ` +
       `wasm ${new URL(wasm[0].url).pathname})`,
@@ -108,9 +110,12 @@ const { base, server } = await serveStatic();
 try {
   await withBrowser(
     async (browser) => {
-      for (const bundler of bundlers) await checkPage(browser, base, bundler);
+      for (const page of pages) {
+        const [name, url] = page.split(/=(.*)/s);
+        await checkPage(browser, name, url ? new URL('./', url).href : `${base}/${name}/`);
+      }
     },
-    { timeoutMs: 40_000 * bundlers.length },
+    { timeoutMs: 40_000 * pages.length },
   );
 } finally {
   server.closeAllConnections();
