@@ -96,6 +96,10 @@ step_wasm() {
     bash tests/wasm.sh
 }
 
+step_bundle() {
+    bash tests/bundle.sh
+}
+
 step_autobahn_wasm_client() {
     bash tests/autobahn.sh wasm-client
 }
@@ -197,6 +201,7 @@ plan_steps() {
         fi
         if [[ -f wasm/Cargo.toml ]]; then
             add_step wasm step_wasm "tests/wasm.sh (build the duplex-ws package, node --test its suites)"
+            add_step bundle step_bundle "tests/bundle.sh (duplex-ws unbuilt, npm pack + install, esbuild and Vite pages in Chromium)"
             add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"

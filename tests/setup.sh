@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the conformance and interop steps need, idempotently.
 #
-#   tests/setup.sh [python] [node] [browser]     (no argument: all three)
+#   tests/setup.sh [python] [node] [browser] [bundle]   (no argument: the first three)
 #
 # - python:  a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
 #   runner) and websockets, pinned below.
@@ -12,6 +12,8 @@
 #   tests/browser/ (playwright-core, which drives it and downloads no
 #   browser). Without root and without Chromium: a failure in CI (CI=true),
 #   otherwise a SKIP line, and the Chromium interop cases skip too.
+# - bundle:  `npm ci` in tests/bundle/ (esbuild and Vite, the bundlers
+#   tests/bundle.sh builds a page importing duplex-ws with).
 #
 # Each part is skipped when its stamp file matches the pins (or, for
 # Chromium, when the binary is there), so a second run costs nothing.
@@ -97,6 +99,11 @@ setup_browser() {
     npm_ci "$BROWSER_DIR" playwright-core
 }
 
+setup_bundle() {
+    ensure_node
+    npm_ci "$REPO_ROOT/tests/bundle" vite
+}
+
 main() {
     local parts=("$@")
     ((${#parts[@]})) || parts=(python node browser)
@@ -106,7 +113,8 @@ main() {
         python) setup_python ;;
         node) setup_node ;;
         browser) setup_browser ;;
-        *) die "unknown part '$part' (expected: python, node, browser)" ;;
+        bundle) setup_bundle ;;
+        *) die "unknown part '$part' (expected: python, node, browser, bundle)" ;;
         esac
     done
 }

@@ -266,3 +266,23 @@ export class DuplexClient {
   /** Ends the client for good; pending joins and publishes reject with `closed`. */
   close(): void;
 }
+
+// ------------------------------------------------------------------ loading the WebAssembly
+
+/** Where the .wasm comes from: its URL, a Response (or a promise of one), its bytes, or a
+ * compiled module. */
+export type WasmSource =
+  | string
+  | URL
+  | Request
+  | Response
+  | Promise<Response>
+  | BufferSource
+  | WebAssembly.Module;
+
+/**
+ * Loads the WebAssembly (by default the .wasm next to the package); resolves once the classes
+ * are usable. The Node entry has done it at import; in the browser entry, call it before
+ * `new DuplexClient`. Later calls return the first call's promise; a failed load can be retried.
+ */
+export function init(source?: WasmSource): Promise<void>;

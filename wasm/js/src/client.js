@@ -8,14 +8,20 @@
 // queues, arms one timer at the session's next deadline, and turns session events into
 // callbacks and promises.
 
-import { DuplexSocket } from './socket.js';
-import './wasm.js'; // instantiates the module before anything below runs
-import { ChannelSession } from '../dist/duplex_wasm.js';
+// No import of socket.js or Node modules here: this file is part of the browser entry. The Node
+// entry (index.js) sets DuplexSocket as the default socket class.
+import { loaded } from './init.js';
 
 /** The subprotocol of the channels server (`duplex serve`, path `/ws`). */
 export const SUBPROTOCOL = 'duplex.v1';
 
-const isNode = globalThis.process?.versions?.node !== undefined;
+/** The socket class used when `options.WebSocket` is not given and no global one is. */
+let fallbackSocket = null;
+
+/** @internal Sets the default socket class (index.js: DuplexSocket in Node). */
+export function setDefaultWebSocket(Socket) {
+  fallbackSocket = Socket;
+}
 const OPEN = 1;
 const now = () => performance.now();
 
@@ -169,10 +175,12 @@ export class DuplexClient {
       throw new SyntaxError(`not a WebSocket URL: ${parsed.href}`);
     }
     this.#url = parsed.href;
-    this.#Socket =
-      options.WebSocket ?? (!isNode && globalThis.WebSocket ? globalThis.WebSocket : DuplexSocket);
+    this.#Socket = options.WebSocket ?? fallbackSocket ?? globalThis.WebSocket;
+    if (typeof this.#Socket !== 'function') {
+      throw new TypeError('no WebSocket class here: pass one as options.WebSocket');
+    }
     this.#socketOptions = options.socketOptions;
-    this.#session = new ChannelSession(
+    this.#session = new (loaded().ChannelSession)(
       options.clientId ?? undefined,
       options.token ?? undefined,
       ms(options.initialBackoff, 500),
