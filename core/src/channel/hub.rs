@@ -242,6 +242,15 @@ pub struct HubStats {
     pub presence_updates: u64,
 }
 
+/// See [`Hub::connection_usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionUsage {
+    /// Rooms the connection is a member of.
+    pub rooms: usize,
+    /// Bytes of its presences in those rooms, as compact JSON.
+    pub presence_bytes: usize,
+}
+
 /// The `duplex.v1` server hub, keyed by a connection id `C` chosen by the driver.
 ///
 /// Deliveries are `Arc<str>` so that one broadcast is encoded once and shared by every member.
@@ -316,6 +325,23 @@ impl<C: Copy + Ord> Hub<C> {
     /// Members of `room`.
     pub fn member_count(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, |room| room.members.len())
+    }
+
+    /// What `conn` makes the hub hold: the rooms it is in and the bytes of its presences there.
+    /// Both are capped ([`HubConfig::max_rooms_per_connection`], and that times
+    /// [`HubConfig::max_presence`]) whatever the connection sends.
+    pub fn connection_usage(&self, conn: C) -> Option<ConnectionUsage> {
+        let state = self.conns.get(&conn)?;
+        let presence_bytes = state
+            .rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room)?.members.get(&conn))
+            .map(|member| member.presence_len)
+            .sum();
+        Some(ConnectionUsage {
+            rooms: state.rooms.len(),
+            presence_bytes,
+        })
     }
 
     /// Gauges and counters for metrics.

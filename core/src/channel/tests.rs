@@ -1352,3 +1352,170 @@ fn oversized_deep_or_bushy_commands_are_refused_before_parsing() {
     );
     hub.receive(1, &nested, T0).unwrap();
 }
+
+#[derive(Debug, Clone)]
+enum Abuse {
+    Hello {
+        conn: u32,
+        client: u8,
+    },
+    Join {
+        conn: u32,
+        room: u8,
+        presence: usize,
+    },
+    Leave {
+        conn: u32,
+        room: u8,
+    },
+    Publish {
+        conn: u32,
+        room: u8,
+        len: usize,
+    },
+    Presence {
+        conn: u32,
+        room: u8,
+        len: usize,
+    },
+    Raw {
+        conn: u32,
+        depth: usize,
+        width: usize,
+    },
+    Disconnect {
+        conn: u32,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn abuse() -> impl Strategy<Value = Abuse> {
+    let conn = 1u32..4;
+    prop_oneof![
+        (conn.clone(), 0u8..4).prop_map(|(conn, client)| Abuse::Hello { conn, client }),
+        (conn.clone(), 0u8..40, 0usize..200).prop_map(|(conn, room, presence)| Abuse::Join {
+            conn,
+            room,
+            presence
+        }),
+        (conn.clone(), 0u8..40).prop_map(|(conn, room)| Abuse::Leave { conn, room }),
+        (conn.clone(), 0u8..40, 0usize..300).prop_map(|(conn, room, len)| Abuse::Publish {
+            conn,
+            room,
+            len
+        }),
+        (conn.clone(), 0u8..40, 0usize..200).prop_map(|(conn, room, len)| Abuse::Presence {
+            conn,
+            room,
+            len
+        }),
+        (conn.clone(), 0usize..100, 0usize..300).prop_map(|(conn, depth, width)| Abuse::Raw {
+            conn,
+            depth,
+            width
+        }),
+        conn.prop_map(|conn| Abuse::Disconnect { conn }),
+        (0u64..200_000).prop_map(|ms| Abuse::Advance { ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever commands clients send, what the hub holds per connection and in all stays under
+    /// the configured caps, every reply is bounded, and nothing is kept once everyone is gone.
+    #[test]
+    fn hub_memory_per_connection_stays_bounded_whatever_clients_send(
+        ops in proptest::collection::vec(abuse(), 1..300)
+    ) {
+        const ROOMS_PER_CONN: usize = 4;
+        const ROOMS: usize = 12;
+        const PRESENCE: usize = 64;
+        const MEMBER_LIST: usize = 256;
+        const PAYLOAD: usize = 128;
+        let config = HubConfig::default()
+            .with_max_rooms_per_connection(ROOMS_PER_CONN)
+            .with_max_rooms(ROOMS)
+            .with_max_presence(PRESENCE)
+            .with_max_member_list(MEMBER_LIST)
+            .with_max_payload(PAYLOAD)
+            .with_history_size(3)
+            .with_history_ttl(Duration::from_secs(60));
+        let mut hub: Hub<u32> = Hub::new(config, 11);
+        let mut now = T0;
+        // The longest any delivery may be: a message, or a member list plus the joiner.
+        let max_delivery = PAYLOAD.max(MEMBER_LIST + PRESENCE + 160) + 512;
+        for op in ops {
+            let (conn, text) = match op {
+                Abuse::Hello { conn, client } => {
+                    (conn, format!(r#"{{"type":"hello","client":"c{client}"}}"#))
+                }
+                Abuse::Join { conn, room, presence } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"join","id":1,"room":"r/{room}","presence":"{}"}}"#,
+                        "p".repeat(presence)
+                    ),
+                ),
+                Abuse::Leave { conn, room } => {
+                    (conn, format!(r#"{{"type":"leave","id":2,"room":"r/{room}"}}"#))
+                }
+                Abuse::Publish { conn, room, len } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"publish","id":"{len}-{room}","room":"r/{room}","data":"{}"}}"#,
+                        "d".repeat(len)
+                    ),
+                ),
+                Abuse::Presence { conn, room, len } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"presence","room":"r/{room}","presence":"{}"}}"#,
+                        "q".repeat(len)
+                    ),
+                ),
+                Abuse::Raw { conn, depth, width } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"publish","id":3,"room":"r/0","data":{}{}{}}}"#,
+                        "[".repeat(depth),
+                        "[],".repeat(width) + "0",
+                        "]".repeat(depth)
+                    ),
+                ),
+                Abuse::Disconnect { conn } => {
+                    hub.disconnect(conn, now);
+                    continue;
+                }
+                Abuse::Advance { ms } => {
+                    now += Duration::from_millis(ms);
+                    hub.handle_timeout(now);
+                    continue;
+                }
+            };
+            let _ = hub.receive(conn, &text, now);
+            while hub.poll_close().is_some() {}
+            while let Some((_, text)) = hub.poll_delivery() {
+                prop_assert!(text.len() <= max_delivery, "{} bytes: {}", text.len(), &text[..200]);
+            }
+            prop_assert!(hub.room_count() <= ROOMS);
+            let mut members = 0;
+            for c in 1..4 {
+                if let Some(usage) = hub.connection_usage(c) {
+                    prop_assert!(usage.rooms <= ROOMS_PER_CONN, "{usage:?}");
+                    prop_assert!(usage.presence_bytes <= ROOMS_PER_CONN * PRESENCE, "{usage:?}");
+                    members += usage.rooms;
+                }
+            }
+            prop_assert_eq!(hub.stats().members, members);
+        }
+        for c in 1..4 {
+            hub.disconnect(c, now);
+        }
+        hub.handle_timeout(now + Duration::from_secs(61));
+        prop_assert_eq!(hub.room_count(), 0);
+        prop_assert_eq!(hub.stats().members, 0);
+    }
+}
