@@ -267,7 +267,7 @@ impl Default for DecodeLimits {
     /// The limits of a hub with the default [`crate::channel::HubConfig`].
     fn default() -> Self {
         DecodeLimits {
-            max_len: 64 * 1024 + 4 * 1024 + COMMAND_OVERHEAD,
+            max_len: 64 * 1024 + COMMAND_OVERHEAD,
             max_depth: 64,
             max_nodes: 16 * 1024,
         }

@@ -1317,6 +1317,10 @@ fn oversized_deep_or_bushy_commands_are_refused_before_parsing() {
         .with_max_presence(100);
     let limits = config.decode_limits();
     assert_eq!(limits.max_len, 1000 + super::protocol::COMMAND_OVERHEAD);
+    assert_eq!(
+        HubConfig::default().decode_limits(),
+        super::protocol::DecodeLimits::default()
+    );
     let mut hub = Hub::new(config, 7);
     hello(&mut hub, 1, "ada", T0);
     join(&mut hub, 1, "app/a", T0);
