@@ -576,8 +576,35 @@ def deflate_seeds():
     }
 
 
+def channel_seeds():
+    """channel_decode: two limit bytes (depth, values), then a duplex.v1 command."""
+    roomy = bytes([15, 255])
+    tight = bytes([2, 3])
+    commands = {
+        "hello": b'{"type":"hello","client":"ada"}',
+        "hello-token": b'{"type":"hello","token":"eyJhbGciOiJIUzI1NiJ9.e30.x"}',
+        "join": b'{"type":"join","id":1,"room":"app/chat","presence":{"name":"Ada"},'
+                b'"since":{"epoch":"4d9b3f1ec9cf6b1b","seq":7}}',
+        "publish": b'{"type":"publish","id":"p-1","room":"app/chat","data":{"text":"hi","n":[1,2.5,-3e2,true,null]}}',
+        "presence": b'{"type":"presence","room":"app/chat","presence":"typing \\u00e9 \\"q\\""}',
+        "leave": b'{"type":"leave","id":2,"room":"app/chat"}',
+        "ping": b'{ "type" : "ping" , "id" : 3 }',
+        "unknown": b'{"type":"dance","id":4}',
+        "bad-room": b'{"type":"join","id":5,"room":"no-namespace"}',
+        "not-object": b'[1,2,3]',
+        "deep": b'{"type":"publish","id":6,"room":"app/a","data":' + b"[" * 40 + b"]" * 40 + b"}",
+        "bushy": b'{"type":"publish","id":7,"room":"app/a","data":[' + b"[]," * 300 + b"0]}",
+        "brackets-in-strings": b'{"type":"publish","id":8,"room":"app/a","data":"[[[{{{\\\\"}',
+    }
+    files = {}
+    for name, text in commands.items():
+        files[name] = roomy + text
+        files[name + "-tight"] = tight + text
+    yield "channel_decode", files
+
+
 def main():
-    for target, files in list(seeds()) + list(deflate_seeds()):
+    for target, files in list(seeds()) + list(deflate_seeds()) + list(channel_seeds()):
         directory = CORPUS / target
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("seed-*"):

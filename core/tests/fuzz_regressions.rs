@@ -31,10 +31,15 @@ const TARGETS: &[(&str, Check)] = &[
     ("deflate_negotiation", checks::deflate_negotiation),
     #[cfg(feature = "deflate")]
     ("deflate_connection", checks::deflate_connection),
+    #[cfg(feature = "channel")]
+    ("channel_decode", checks::channel_decode),
 ];
 
 /// Targets whose checks need the `deflate` feature.
 const DEFLATE_TARGETS: &[&str] = &["deflate_negotiation", "deflate_connection"];
+
+/// Targets whose checks need the `channel` feature.
+const CHANNEL_TARGETS: &[&str] = &["channel_decode"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -111,7 +116,8 @@ fn every_corpus_directory_has_a_check() {
             continue;
         }
         assert!(
-            !cfg!(feature = "deflate") && DEFLATE_TARGETS.contains(&&*name),
+            (!cfg!(feature = "deflate") && DEFLATE_TARGETS.contains(&&*name))
+                || (!cfg!(feature = "channel") && CHANNEL_TARGETS.contains(&&*name)),
             "fuzz/corpus/{name} has no check in this test"
         );
     }
@@ -170,4 +176,13 @@ fn deflate_connection_corpus() {
     replay("deflate_connection");
     #[cfg(not(feature = "deflate"))]
     panic!("the deflate checks need `--features deflate`");
+}
+
+#[test]
+#[cfg_attr(not(feature = "channel"), ignore = "needs `--features channel`")]
+fn channel_decode_corpus() {
+    #[cfg(feature = "channel")]
+    replay("channel_decode");
+    #[cfg(not(feature = "channel"))]
+    panic!("the channel checks need `--features channel`");
 }

@@ -69,6 +69,12 @@ mod deflate;
 #[cfg(feature = "deflate")]
 pub use deflate::{deflate_connection, deflate_negotiation};
 
+#[cfg(feature = "channel")]
+#[path = "checks_channel.rs"]
+mod channel;
+#[cfg(feature = "channel")]
+pub use channel::channel_decode;
+
 // ------------------------------------------------------------------------------ input reading
 
 /// Reads operands off the front of a fuzz input; past the end every number is 0.

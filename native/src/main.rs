@@ -56,9 +56,11 @@ struct ServerArgs {
     #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
     idle_timeout: f64,
 
-    /// Largest message (and frame) accepted, in bytes; larger ones close with 1009.
-    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
-    max_message_size: usize,
+    /// Largest message (and frame) accepted, in bytes; larger ones close with 1009
+    /// [default: 64 MiB for `duplex echo`; for `duplex serve`, the largest valid duplex.v1
+    /// command: the larger of --max-payload and --max-presence, plus 16 KiB].
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
 
     /// Ping every connection this often, in seconds (0: never).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
@@ -148,6 +150,19 @@ struct ServeArgs {
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     max_payload: usize,
 
+    /// Largest presence value (`join.presence`, `presence.presence`), in bytes of compact JSON.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    max_presence: usize,
+
+    /// Rooms one connection may be in at once; more joins get `too_many_rooms`.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    max_rooms_per_connection: usize,
+
+    /// Rooms the server holds at once (with members or history); joining a new room beyond it
+    /// gets `too_many_rooms`.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    max_rooms: usize,
+
     /// Heartbeat announced to clients (`welcome.heartbeat_ms`); the server also pings every
     /// connection this often and drops one that misses two pongs (this replaces
     /// --ping-interval and --max-missed-pongs).
@@ -182,7 +197,18 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn config(&self) -> Result<ServeConfig, String> {
-        let mut server = self.server.config()?;
+        if self.max_presence == 0 {
+            return Err("--max-presence must be at least 1".into());
+        }
+        if self.max_rooms_per_connection == 0 || self.max_rooms == 0 {
+            return Err("--max-rooms-per-connection and --max-rooms must be at least 1".into());
+        }
+        let hub = HubConfig::default()
+            .with_max_payload(self.max_payload)
+            .with_max_presence(self.max_presence);
+        // Frames larger than any valid command are refused while they arrive (1009), not
+        // buffered and then refused.
+        let mut server = self.server.config(hub.max_command())?;
         let heartbeat = Duration::from_millis(self.heartbeat_ms);
         server.connection = server
             .connection
@@ -204,7 +230,9 @@ impl ServeArgs {
                 ));
             }
         }
-        let hub = HubConfig::default()
+        let hub = hub
+            .with_max_rooms_per_connection(self.max_rooms_per_connection)
+            .with_max_rooms(self.max_rooms)
             .with_history_size(self.history_size)
             .with_history_ttl(seconds(self.history_ttl, "--history-ttl")?)
             .with_presence_window(Duration::from_millis(self.presence_window_ms))
@@ -244,8 +272,10 @@ fn optional_seconds(value: f64, flag: &str) -> Result<Option<Duration>, String> 
 }
 
 impl ServerArgs {
-    fn config(&self) -> Result<ServerConfig, String> {
-        if self.max_message_size == 0 {
+    /// The server's configuration; `max_message_size` when --max-message-size is not given.
+    fn config(&self, max_message_size: usize) -> Result<ServerConfig, String> {
+        let max_message_size = self.max_message_size.unwrap_or(max_message_size);
+        if max_message_size == 0 {
             return Err("--max-message-size must be at least 1".into());
         }
         if self.max_backlog == 0 {
@@ -265,8 +295,8 @@ impl ServerArgs {
         });
         let connection = Config::default()
             .with_deflate(deflate)
-            .with_max_message_size(self.max_message_size)
-            .with_max_frame_size(self.max_message_size)
+            .with_max_message_size(max_message_size)
+            .with_max_frame_size(max_message_size)
             .with_handshake_timeout(Some(handshake))
             .with_idle_timeout(optional_seconds(self.idle_timeout, "--idle-timeout")?)
             .with_ping_interval(optional_seconds(self.ping_interval, "--ping-interval")?)
@@ -335,7 +365,7 @@ fn handle_signals(stop: ShutdownHandle, tls: Option<TlsAcceptor>) -> Result<(), 
 }
 
 fn run_echo(args: &ServerArgs) -> Result<(), String> {
-    let config = args.config()?;
+    let config = args.config(64 << 20)?;
     let threads = config.threads;
     let server = Server::bind(config.clone())
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -45,6 +45,11 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// connection's output grow while the loop keeps reading.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
+/// Bytes read from one connection before the worker turns to its other connections: a client
+/// that sends without pause (large frames back to back) gets its turn like everyone else
+/// instead of holding the worker until its socket runs dry. The rest is read on the next pass.
+const READ_BUDGET: usize = 256 * 1024;
+
 /// Size of each worker's read buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
@@ -197,6 +202,8 @@ struct Conn {
     /// Output counted in the worker's `output_buffered` gauge.
     counted_output: usize,
     in_dirty: bool,
+    /// In the worker's `unfinished` list: its read budget ran out with bytes still to read.
+    unfinished: bool,
 }
 
 /// Access to the worker's connections from inside [`Handler`] callbacks.
@@ -435,6 +442,7 @@ impl Server {
                             epoch,
                             now: Duration::ZERO,
                             dirty: Vec::new(),
+                            unfinished: Vec::new(),
                             drain_deadline: None,
                             next_serial: 0,
                             scratch: vec![0; SCRATCH_SIZE],
@@ -477,6 +485,9 @@ struct Worker<H> {
     epoch: Instant,
     now: Duration,
     dirty: Vec<usize>,
+    /// Connections whose read budget ran out: read again, in turn, after the next poll (which
+    /// then does not wait).
+    unfinished: Vec<(usize, u64)>,
     drain_deadline: Option<Duration>,
     next_serial: u64,
     scratch: Vec<u8>,
@@ -497,7 +508,11 @@ impl<H: Handler> Worker<H> {
             if let Some(d) = self.drain_deadline {
                 wake_at = Some(wake_at.map_or(d, |w| w.min(d)));
             }
-            let timeout = wake_at.map(|at| at.saturating_sub(self.now));
+            let timeout = if self.unfinished.is_empty() {
+                wake_at.map(|at| at.saturating_sub(self.now))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -526,6 +541,18 @@ impl<H: Handler> Worker<H> {
                         self.service(key);
                     }
                 }
+            }
+            // One more turn for each connection that still had bytes to read, after everyone
+            // the poll reported.
+            for (key, serial) in std::mem::take(&mut self.unfinished) {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    continue;
+                };
+                if conn.serial != serial {
+                    continue;
+                }
+                conn.unfinished = false;
+                self.service(key);
             }
             if self.shutdown.is_shutting_down() && self.drain_deadline.is_none() {
                 self.start_drain();
@@ -632,6 +659,7 @@ impl<H: Handler> Worker<H> {
             drain_watch: false,
             counted_output: 0,
             in_dirty: false,
+            unfinished: false,
         });
         self.service(key);
     }
@@ -659,9 +687,17 @@ impl<H: Handler> Worker<H> {
     fn read(&mut self, key: usize) {
         let now = self.now;
         let max_backlog = self.config.max_backlog;
+        let mut budget = READ_BUDGET;
         loop {
             let conn = &mut self.conns[key];
             if !conn.readable || conn.paused || conn.eof {
+                return;
+            }
+            if budget == 0 {
+                if !conn.unfinished {
+                    conn.unfinished = true;
+                    self.unfinished.push((key, conn.serial));
+                }
                 return;
             }
             // Reads land in the worker's scratch buffer and the core copies what arrived, so an
@@ -681,6 +717,7 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     if lend {
                         conn.core.commit(now, n);
                     } else {

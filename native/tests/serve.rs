@@ -155,6 +155,27 @@ impl Peer {
         joined
     }
 
+    /// Reads until the server closes; the close code and reason. Messages before it are
+    /// returned too.
+    fn closed(&mut self) -> (u16, String, Vec<Value>) {
+        let mut before = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "not closed; got {before:?}");
+            match self.ws.recv_timeout(left) {
+                Ok(ClientEvent::Closed(c)) => {
+                    return (c.code.as_u16(), c.reason.to_string(), before);
+                }
+                Ok(ClientEvent::Message(Message::Text(text))) => {
+                    before.push(serde_json::from_str(text.as_str()).expect("JSON"));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
     fn silent(&mut self, wait: Duration) {
         if let Some(message) = self.recv_within(wait) {
             panic!("unexpected message: {message}");
@@ -745,4 +766,283 @@ fn a_stalled_member_of_1000_gets_a_gap_and_recovers_while_the_others_get_everyth
     }
     assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>());
     drop(readers);
+}
+
+fn token_hello(sub: &str) -> Value {
+    json!({"type": "hello", "token": token(b"s3cret", sub, None, 60)})
+}
+
+#[test]
+fn with_tokens_a_taken_over_connection_is_closed_and_never_becomes_someone_else() {
+    let mut cfg = config();
+    cfg.jwt_secret = Some(b"s3cret".to_vec());
+    let server = TestServer::start(cfg);
+    let mut bob = Peer::connect(&server.url("/ws"));
+    bob.send(token_hello("bob"));
+    assert_eq!(bob.expect("welcome")["client"], "bob");
+    bob.join("app/chat", 1);
+
+    let mut first = Peer::connect(&server.url("/ws"));
+    first.send(token_hello("mallory"));
+    assert_eq!(first.expect("welcome")["client"], "mallory");
+    // A repeated hello is refused, with or without a (valid) token for someone else.
+    for hello in [
+        token_hello("bob"),
+        token_hello("mallory"),
+        json!({"type": "hello", "client": "bob"}),
+    ] {
+        first.send(hello.clone());
+        assert_eq!(first.expect("error")["code"], "bad_message", "{hello}");
+    }
+    first.join("app/chat", 2);
+    assert_eq!(bob.expect("join")["client"], "mallory");
+    first.send(json!({"type": "publish", "id": 3, "room": "app/chat", "data": "x"}));
+    assert_eq!(bob.expect("message")["from"], "mallory");
+
+    // A second connection with mallory's token takes over; the first one is closed, and what it
+    // sends meanwhile (a hello as bob without a token) gets it nothing.
+    let mut second = Peer::connect(&server.url("/ws"));
+    second.send(token_hello("mallory"));
+    assert_eq!(second.expect("welcome")["client"], "mallory");
+    let _ = first
+        .ws
+        .send_text(&json!({"type": "hello", "client": "bob"}).to_string());
+    let (code, reason, before) = first.closed();
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("taken over"), "{reason}");
+    assert!(before.iter().all(|m| m["type"] != "welcome"), "{before:?}");
+    assert_eq!(bob.expect("leave")["client"], "mallory");
+    // bob is untouched: still a member, still the only bob.
+    bob.send(json!({"type": "publish", "id": 4, "room": "app/chat", "data": "still me"}));
+    let m = bob.until("message");
+    assert_eq!(
+        (m["from"].as_str(), &m["data"]),
+        (Some("bob"), &json!("still me"))
+    );
+    second.join("app/chat", 1);
+    assert_eq!(bob.expect("join")["client"], "mallory");
+
+    // A reconnect with bob's own token takes over bob's connection the same way.
+    let mut bob2 = Peer::connect(&server.url("/ws"));
+    bob2.send(token_hello("bob"));
+    assert_eq!(bob2.expect("welcome")["client"], "bob");
+    let (code, _, _) = bob.closed();
+    assert_eq!(code, 1008);
+    assert_eq!(second.until("leave")["client"], "bob");
+}
+
+#[test]
+fn without_tokens_a_connection_keeps_its_first_id_and_a_taken_over_one_is_closed() {
+    let server = TestServer::start(config());
+    let mut bob = server.client(Some("bob"));
+    bob.join("app/chat", 1);
+    let mut first = server.client(Some("alice"));
+    first.send(json!({"type": "hello", "client": "bob"}));
+    assert_eq!(first.expect("error")["code"], "bad_message");
+    first.join("app/chat", 2);
+    assert_eq!(bob.expect("join")["client"], "alice");
+    let _second = server.client(Some("alice"));
+    let (code, reason, _) = first.closed();
+    assert_eq!(
+        (code, reason.contains("taken over")),
+        (1008, true),
+        "{reason}"
+    );
+    assert_eq!(bob.expect("leave")["client"], "alice");
+    bob.send(json!({"type": "ping", "id": 5}));
+    assert_eq!(bob.expect("pong")["id"], 5);
+}
+
+#[test]
+fn with_tokens_commands_before_hello_are_refused_with_their_id() {
+    let mut cfg = config();
+    cfg.jwt_secret = Some(b"s3cret".to_vec());
+    let server = TestServer::start(cfg);
+    let mut p = Peer::connect(&server.url("/ws"));
+    for (command, id) in [
+        (json!({"type": "join", "id": 1, "room": "app/a"}), json!(1)),
+        (
+            json!({"type": "publish", "id": "p-2", "room": "app/a", "data": 0}),
+            json!("p-2"),
+        ),
+        (json!({"type": "ping", "id": 3}), json!(3)),
+    ] {
+        p.send(command.clone());
+        let e = p.expect("error");
+        assert_eq!(
+            (&e["code"], &e["id"]),
+            (&json!("hello_required"), &id),
+            "{command}"
+        );
+    }
+    p.send(token_hello("dana"));
+    assert_eq!(p.expect("welcome")["client"], "dana");
+}
+
+#[test]
+fn rooms_are_capped_and_unused_rooms_are_freed_at_once() {
+    let mut cfg = config();
+    cfg.hub = HubConfig::default()
+        .with_presence_window(Duration::ZERO)
+        .with_max_rooms_per_connection(3)
+        .with_max_rooms(4);
+    let server = TestServer::start(cfg);
+    let mut a = server.client(Some("alice"));
+    for n in 1..=3 {
+        a.join(&format!("app/{n}"), n);
+    }
+    a.send(json!({"type": "join", "id": 9, "room": "app/4"}));
+    let e = a.expect("error");
+    assert_eq!(
+        (&e["code"], &e["id"]),
+        (&json!("too_many_rooms"), &json!(9))
+    );
+    let mut b = server.client(Some("bob"));
+    b.join("app/4", 1);
+    b.send(json!({"type": "join", "id": 2, "room": "app/5"}));
+    assert_eq!(b.expect("error")["code"], "too_many_rooms");
+    drop(a);
+    drop(b);
+    // Rooms with neither members nor history are gone as soon as their members are.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rooms = metric_value(&get(server.addr, "/metrics"), "duplex_rooms");
+        if rooms == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rooms} rooms left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = server.client(Some("carol"));
+    c.join("app/5", 1);
+}
+
+#[test]
+fn large_presence_and_oversized_or_deep_commands_get_too_large() {
+    let mut cfg = config();
+    cfg.hub = HubConfig::default()
+        .with_max_payload(1024)
+        .with_max_presence(256);
+    let server = TestServer::start(cfg);
+    let mut p = server.client(Some("alice"));
+    let big = "p".repeat(300);
+    p.send(json!({"type": "join", "id": 1, "room": "app/a", "presence": big}));
+    let e = p.expect("error");
+    assert_eq!((&e["code"], &e["id"]), (&json!("too_large"), &json!(1)));
+    p.join("app/a", 2);
+    p.send(json!({"type": "presence", "room": "app/a", "presence": big}));
+    assert_eq!(p.expect("error")["code"], "too_large");
+    // Longer than any valid command, or nested too deep: refused without being parsed.
+    let long = format!(
+        r#"{{"type":"publish","id":3,"room":"app/a","data":[{}0]}}"#,
+        "[],".repeat(20_000)
+    );
+    p.ws.send_text(&long).unwrap();
+    let e = p.expect("error");
+    assert_eq!(
+        (e["code"].as_str(), e.get("id")),
+        (Some("too_large"), None),
+        "{e}"
+    );
+    let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+    p.ws.send_text(&deep).unwrap();
+    assert_eq!(p.expect("error")["code"], "too_large");
+    p.send(json!({"type": "ping", "id": 4}));
+    assert_eq!(p.expect("pong")["id"], 4);
+}
+
+#[test]
+fn client_dir_symlinks_leading_outside_are_not_served() {
+    let dir = std::env::temp_dir().join(format!("duplex-serve-files-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.js"), "export {}").unwrap();
+    let outside = dir.with_extension("outside");
+    std::fs::write(&outside, "root:x:0:0").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("leak.js")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd.js")).unwrap();
+    let mut cfg = config();
+    cfg.client_dir = Some(dir.clone());
+    let server = TestServer::start(cfg);
+    let ok = get(server.addr, "/duplex-ws/index.js");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    for path in ["/duplex-ws/leak.js", "/duplex-ws/passwd.js"] {
+        let page = get(server.addr, path);
+        assert!(page.starts_with("HTTP/1.1 404"), "{path}: {page}");
+        assert!(!page.contains("root:x:0"), "{page}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&outside).unwrap();
+}
+
+/// `duplex serve` as a binary on a free port, killed when dropped.
+struct ServeProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ServeProcess {
+    fn start(args: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn duplex serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("duplex serve prints its address");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        ServeProcess { child, addr }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_binary_refuses_frames_larger_than_any_valid_command_while_they_arrive() {
+    let server = ServeProcess::start(&["--max-payload", "4096", "--max-presence", "1024"]);
+    let url = format!("ws://{}/ws", server.addr);
+    // 4 KiB + 16 KiB is the largest valid command: a 64 KiB frame is refused with 1009.
+    let mut p = Peer::connect(&url);
+    p.send(json!({"type": "hello", "client": "ada"}));
+    p.expect("welcome");
+    let _ = p.ws.send_text(&format!(
+        r#"{{"type":"publish","id":1,"room":"app/a","data":"{}"}}"#,
+        "x".repeat(64 * 1024)
+    ));
+    let (code, _, _) = p.closed();
+    assert_eq!(code, 1009);
+    // Within it, the hub's limits answer with errors and the connection stays.
+    let mut p = Peer::connect(&url);
+    p.send(json!({"type": "hello", "client": "ada"}));
+    p.expect("welcome");
+    p.send(json!({"type": "join", "id": 1, "room": "app/a", "presence": "y".repeat(2000)}));
+    assert_eq!(p.expect("error")["code"], "too_large");
+    for n in 0..100 {
+        p.join(&format!("app/{n}"), n);
+    }
+    p.send(json!({"type": "join", "id": 100, "room": "app/100"}));
+    assert_eq!(p.expect("error")["code"], "too_many_rooms");
 }

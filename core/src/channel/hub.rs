@@ -17,12 +17,13 @@ use core::time::Duration;
 use serde_json::Value;
 
 use super::protocol::{
-    self, ClientMessage, CommandError, ErrorCode, Id, Member, ServerMessage, Since,
+    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
 };
 
 /// Hub limits and timings. Defaults: 100 messages of history for 5 minutes, a 100 ms presence
-/// window, 64 KiB publish payloads, a 30 s heartbeat, 256 remembered publish ids per client kept
-/// 5 minutes after the client's last connection ends.
+/// window, 64 KiB publish payloads, 4 KiB presences, 100 rooms per connection and 100,000 in
+/// all, 64 KiB of members listed in `joined`, a 30 s heartbeat, 256 remembered publish ids per
+/// client kept 5 minutes after the client's last connection ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
     /// Messages kept per room for recovery.
@@ -46,6 +47,24 @@ pub struct HubConfig {
     /// join would otherwise cost a message to every member and a member list as long as the
     /// room (quadratic traffic for a 10,000-member live feed).
     pub presence_limit: usize,
+    /// Largest presence value, in bytes of compact JSON.
+    pub max_presence: usize,
+    /// Rooms one connection may be a member of at once.
+    pub max_rooms_per_connection: usize,
+    /// Rooms the hub holds at once (with members or history); joining a new room beyond it is
+    /// refused with `too_many_rooms`.
+    pub max_rooms: usize,
+    /// Bytes of `joined.members` (client ids and presences) at most; a longer list is cut and
+    /// flagged `members_truncated`.
+    pub max_member_list: usize,
+    /// Most JSON values and deepest nesting of a command (its length limit is
+    /// [`HubConfig::max_command`]).
+    pub max_nodes: usize,
+    /// See [`HubConfig::max_nodes`].
+    pub max_depth: usize,
+    /// Identities come from the driver only ([`Hub::authenticate`], e.g. after checking a
+    /// token): a `hello` command is refused with `unauthorized`.
+    pub external_identity: bool,
 }
 
 impl Default for HubConfig {
@@ -59,11 +78,59 @@ impl Default for HubConfig {
             dedup_window: 256,
             client_ttl: Duration::from_secs(300),
             presence_limit: 1000,
+            max_presence: 4 * 1024,
+            max_rooms_per_connection: 100,
+            max_rooms: 100_000,
+            max_member_list: 64 * 1024,
+            max_nodes: 16 * 1024,
+            max_depth: 64,
+            external_identity: false,
         }
     }
 }
 
 impl HubConfig {
+    /// The longest valid command: a `publish` of [`HubConfig::max_payload`] or a `join` with
+    /// [`HubConfig::max_presence`], plus [`protocol::COMMAND_OVERHEAD`] for everything else.
+    /// Longer frames are refused unparsed.
+    pub fn max_command(&self) -> usize {
+        self.max_payload
+            .max(self.max_presence)
+            .saturating_add(protocol::COMMAND_OVERHEAD)
+    }
+    /// What [`protocol::decode_limited`] accepts for this hub.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_len: self.max_command(),
+            max_depth: self.max_depth,
+            max_nodes: self.max_nodes,
+        }
+    }
+    /// Sets [`HubConfig::max_presence`].
+    pub fn with_max_presence(mut self, bytes: usize) -> Self {
+        self.max_presence = bytes;
+        self
+    }
+    /// Sets [`HubConfig::max_rooms_per_connection`].
+    pub fn with_max_rooms_per_connection(mut self, rooms: usize) -> Self {
+        self.max_rooms_per_connection = rooms;
+        self
+    }
+    /// Sets [`HubConfig::max_rooms`].
+    pub fn with_max_rooms(mut self, rooms: usize) -> Self {
+        self.max_rooms = rooms;
+        self
+    }
+    /// Sets [`HubConfig::max_member_list`].
+    pub fn with_max_member_list(mut self, bytes: usize) -> Self {
+        self.max_member_list = bytes;
+        self
+    }
+    /// Sets [`HubConfig::external_identity`].
+    pub fn with_external_identity(mut self, external: bool) -> Self {
+        self.external_identity = external;
+        self
+    }
     /// Sets [`HubConfig::presence_limit`].
     pub fn with_presence_limit(mut self, members: usize) -> Self {
         self.presence_limit = members;
@@ -108,8 +175,10 @@ impl HubConfig {
 
 #[derive(Debug, Default)]
 struct Conn {
-    /// Set by `hello`.
+    /// Set by the first accepted `hello`, and never changed: a later `hello` is refused.
     client: Option<String>,
+    /// Another connection took its client id over: it may do nothing more.
+    taken_over: bool,
     rooms: BTreeSet<String>,
     /// `None`: every namespace.
     namespaces: Option<Vec<String>>,
@@ -134,6 +203,8 @@ struct Stored {
 struct RoomMember {
     client: String,
     presence: Value,
+    /// Bytes of `presence` as compact JSON.
+    presence_len: usize,
     /// A coalesced presence update not yet broadcast, and when it will be.
     pending: Option<(Value, Duration)>,
 }
@@ -145,9 +216,6 @@ struct Room<C> {
     history: VecDeque<Stored>,
     /// The deadline under which this room sits in `history_timers`.
     expiry: Option<Duration>,
-    /// Set while the room has neither members nor history: when it is forgotten (and its epoch
-    /// with it). Keeping it for a while lets clients that all dropped at once resume.
-    forget_at: Option<Duration>,
     members: BTreeMap<C, RoomMember>,
 }
 
@@ -174,6 +242,15 @@ pub struct HubStats {
     pub presence_updates: u64,
 }
 
+/// See [`Hub::connection_usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionUsage {
+    /// Rooms the connection is a member of.
+    pub rooms: usize,
+    /// Bytes of its presences in those rooms, as compact JSON.
+    pub presence_bytes: usize,
+}
+
 /// The `duplex.v1` server hub, keyed by a connection id `C` chosen by the driver.
 ///
 /// Deliveries are `Arc<str>` so that one broadcast is encoded once and shared by every member.
@@ -182,7 +259,8 @@ pub struct Hub<C> {
     config: HubConfig,
     seed: u64,
     next_client: u64,
-    next_epoch: u64,
+    /// Epoch generations, one per bucket of room names (see [`Hub::epoch_for`]).
+    generations: Vec<u32>,
     conns: BTreeMap<C, Conn>,
     clients: BTreeMap<String, Client<C>>,
     rooms: BTreeMap<String, Room<C>>,
@@ -190,6 +268,8 @@ pub struct Hub<C> {
     history_timers: BTreeSet<(Duration, String)>,
     client_timers: BTreeSet<(Duration, String)>,
     out: VecDeque<(C, Arc<str>)>,
+    /// Connections the driver must close, with the close reason.
+    closes: VecDeque<(C, &'static str)>,
     /// Counters and the member gauge of [`HubStats`].
     stats: HubStats,
 }
@@ -202,7 +282,7 @@ impl<C: Copy + Ord> Hub<C> {
             config,
             seed,
             next_client: 0,
-            next_epoch: 0,
+            generations: alloc::vec![0; EPOCH_BUCKETS],
             conns: BTreeMap::new(),
             clients: BTreeMap::new(),
             rooms: BTreeMap::new(),
@@ -210,6 +290,7 @@ impl<C: Copy + Ord> Hub<C> {
             history_timers: BTreeSet::new(),
             client_timers: BTreeSet::new(),
             out: VecDeque::new(),
+            closes: VecDeque::new(),
             stats: HubStats::default(),
         }
     }
@@ -246,6 +327,23 @@ impl<C: Copy + Ord> Hub<C> {
         self.rooms.get(room).map_or(0, |room| room.members.len())
     }
 
+    /// What `conn` makes the hub hold: the rooms it is in and the bytes of its presences there.
+    /// Both are capped ([`HubConfig::max_rooms_per_connection`], and that times
+    /// [`HubConfig::max_presence`]) whatever the connection sends.
+    pub fn connection_usage(&self, conn: C) -> Option<ConnectionUsage> {
+        let state = self.conns.get(&conn)?;
+        let presence_bytes = state
+            .rooms
+            .iter()
+            .filter_map(|room| self.rooms.get(room)?.members.get(&conn))
+            .map(|member| member.presence_len)
+            .sum();
+        Some(ConnectionUsage {
+            rooms: state.rooms.len(),
+            presence_bytes,
+        })
+    }
+
     /// Gauges and counters for metrics.
     pub fn stats(&self) -> HubStats {
         HubStats {
@@ -255,16 +353,72 @@ impl<C: Copy + Ord> Hub<C> {
         }
     }
 
-    /// One text frame from `conn`. A refused command queues `error {id?, code, message}` for
-    /// `conn` and is returned; the connection stays usable either way.
-    /// An unknown `conn` is connected first.
+    /// One text frame from `conn`, decoded with [`HubConfig::decode_limits`]. A refused command
+    /// queues `error {id?, code, message}` for `conn` and is returned; the connection stays
+    /// usable either way. An unknown `conn` is connected first.
     pub fn receive(&mut self, conn: C, text: &str, now: Duration) -> Result<(), CommandError> {
+        match protocol::decode_limited(text, &self.config.decode_limits()) {
+            Ok(message) => self.receive_message(conn, message, now),
+            Err(error) => {
+                self.refuse(conn, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// One command from `conn`, already decoded (drivers decode off the hub's thread with
+    /// [`protocol::decode_limited`] and [`HubConfig::decode_limits`]). As [`Hub::receive`].
+    pub fn receive_message(
+        &mut self,
+        conn: C,
+        message: ClientMessage,
+        now: Duration,
+    ) -> Result<(), CommandError> {
         self.conns.entry(conn).or_default();
-        let result = protocol::decode(text).and_then(|message| self.command(conn, message, now));
+        let result = self.command(conn, message, now);
         if let Err(error) = &result {
-            self.send(conn, error.to_message().to_text().into());
+            self.refuse(conn, error);
         }
         result
+    }
+
+    /// Queues the `error` reply for a command the driver refused itself (it could not be
+    /// decoded, or its token was refused), in order with `conn`'s other replies.
+    pub fn refuse(&mut self, conn: C, error: &CommandError) {
+        self.send(conn, error.to_message().to_text().into());
+    }
+
+    /// Sets `conn`'s client id from a verified identity (a token's subject), as `hello` with
+    /// that id would, and restricts its namespaces when `namespaces` is given. This is the only
+    /// way to say `hello` with [`HubConfig::external_identity`]; like `hello`, it is refused
+    /// once the connection has an id.
+    pub fn authenticate(
+        &mut self,
+        conn: C,
+        client: String,
+        namespaces: Option<Vec<String>>,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        let result = if protocol::is_name(&client) {
+            self.conns.entry(conn).or_default();
+            self.hello(conn, Some(client), namespaces, now)
+        } else {
+            Err(CommandError::new(
+                None,
+                ErrorCode::Unauthorized,
+                "the identity is not a valid client id",
+            ))
+        };
+        if let Err(error) = &result {
+            self.refuse(conn, error);
+        }
+        result
+    }
+
+    /// The next connection to close (it was taken over), with the reason for the close frame.
+    /// The driver closes it and then calls [`Hub::disconnect`] as for any closed connection.
+    pub fn poll_close(&mut self) -> Option<(C, &'static str)> {
+        self.closes.pop_front()
     }
 
     /// `conn` is gone. The other members of its rooms get `leave`; its queued deliveries are
@@ -372,19 +526,27 @@ impl<C: Copy + Ord> Hub<C> {
         message: ClientMessage,
         now: Duration,
     ) -> Result<(), CommandError> {
-        if let ClientMessage::Hello { client, .. } = message {
-            return self.hello(conn, client, now);
-        }
-        let Some(client) = self.conns.get(&conn).and_then(|c| c.client.clone()) else {
-            let id = match &message {
-                ClientMessage::Join { id, .. }
-                | ClientMessage::Leave { id, .. }
-                | ClientMessage::Publish { id, .. }
-                | ClientMessage::Ping { id } => Some(id.clone()),
-                _ => None,
-            };
+        let state = self.conns.get(&conn);
+        if state.is_some_and(|c| c.taken_over) {
             return Err(CommandError::new(
-                id,
+                message.id().cloned(),
+                ErrorCode::TakenOver,
+                "another connection said `hello` with this client id and took over",
+            ));
+        }
+        if let ClientMessage::Hello { client, .. } = message {
+            if self.config.external_identity && state.is_some_and(|c| c.client.is_none()) {
+                return Err(CommandError::new(
+                    None,
+                    ErrorCode::Unauthorized,
+                    "this server sets client ids from verified tokens only",
+                ));
+            }
+            return self.hello(conn, client, None, now);
+        }
+        let Some(client) = state.and_then(|c| c.client.clone()) else {
+            return Err(CommandError::new(
+                message.id().cloned(),
                 ErrorCode::HelloRequired,
                 "send `hello` first",
             ));
@@ -397,7 +559,7 @@ impl<C: Copy + Ord> Hub<C> {
                 presence,
                 since,
             } => self.join(conn, client, id, room, presence, since, now),
-            ClientMessage::Leave { id, room } => self.leave(conn, id, room, now),
+            ClientMessage::Leave { id, room } => self.leave(conn, id, room),
             ClientMessage::Publish { id, room, data } => {
                 self.publish(conn, client, id, room, data, now)
             }
@@ -413,22 +575,45 @@ impl<C: Copy + Ord> Hub<C> {
         &mut self,
         conn: C,
         requested: Option<String>,
+        namespaces: Option<Vec<String>>,
         now: Duration,
     ) -> Result<(), CommandError> {
-        if self.conns.get(&conn).is_some_and(|c| c.client.is_some()) {
-            return Err(CommandError::new(
-                None,
-                ErrorCode::BadMessage,
-                "`hello` was already sent",
-            ));
+        match self.conns.get(&conn) {
+            Some(c) if c.taken_over => {
+                return Err(CommandError::new(
+                    None,
+                    ErrorCode::TakenOver,
+                    "another connection said `hello` with this client id and took over",
+                ));
+            }
+            Some(c) if c.client.is_some() => {
+                return Err(CommandError::new(
+                    None,
+                    ErrorCode::BadMessage,
+                    "`hello` was already sent: a connection keeps its first client id",
+                ));
+            }
+            _ => {}
         }
         let client = match requested {
             Some(client) => client,
             None => self.new_client_id(),
         };
-        // One connection per client id: a reconnect takes over from a socket not yet noticed dead.
+        // One connection per client id: a reconnect takes over from a socket not yet noticed
+        // dead. The old connection keeps nothing (no rooms, no id, no way to say `hello`
+        // again) and is closed.
         if let Some(old) = self.clients.get(&client).and_then(|c| c.conn) {
-            self.detach(old, now);
+            if old != conn {
+                self.detach(old, now);
+                if let Some(state) = self.conns.get_mut(&old) {
+                    state.taken_over = true;
+                }
+                self.closes
+                    .push_back((old, "taken over by a newer connection"));
+            }
+        }
+        if let Some(namespaces) = namespaces {
+            self.conns.entry(conn).or_default().namespaces = Some(namespaces);
         }
         let state = self
             .clients
@@ -490,22 +675,47 @@ impl<C: Copy + Ord> Hub<C> {
                 ));
             }
         }
+        let presence_len = match &presence {
+            Some(presence) => Some(self.presence_len(Some(&id), presence)?),
+            None => None,
+        };
         // Expired history must not be replayed, even if the driver is late with handle_timeout.
         self.prune(&room, now);
+        let member = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.rooms.contains(&room));
+        if !member {
+            let rooms = self.conns.get(&conn).map_or(0, |c| c.rooms.len());
+            if rooms >= self.config.max_rooms_per_connection {
+                let message = format!(
+                    "this connection is in {rooms} rooms, the limit is {}",
+                    self.config.max_rooms_per_connection
+                );
+                return Err(CommandError::new(
+                    Some(id),
+                    ErrorCode::TooManyRooms,
+                    message,
+                ));
+            }
+            if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
+                let message = format!("the server holds {} rooms, its limit", self.rooms.len());
+                return Err(CommandError::new(
+                    Some(id),
+                    ErrorCode::TooManyRooms,
+                    message,
+                ));
+            }
+        }
         let state = match self.rooms.entry(room.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let epoch = format!(
-                    "{:016x}",
-                    splitmix64(self.seed ^ splitmix64(self.next_epoch))
-                );
-                self.next_epoch += 1;
+                let epoch = epoch_for(self.seed, &self.generations, entry.key());
                 entry.insert(Room {
                     epoch,
                     seq: 0,
                     history: VecDeque::new(),
                     expiry: None,
-                    forget_at: None,
                     members: BTreeMap::new(),
                 })
             }
@@ -547,6 +757,7 @@ impl<C: Copy + Ord> Hub<C> {
             let member = RoomMember {
                 client,
                 presence: initial,
+                presence_len: presence_len.unwrap_or(4),
                 pending: None,
             };
             state.members.insert(conn, member);
@@ -556,33 +767,46 @@ impl<C: Copy + Ord> Hub<C> {
             }
         }
         let tracked = state.members.len() <= self.config.presence_limit;
-        let members = state
-            .members
-            .values()
-            .filter(|_| tracked)
-            .map(|m| Member {
-                client: m.client.clone(),
-                presence: m.presence.clone(),
-            })
-            .collect();
+        let mut members = Vec::new();
+        let mut members_truncated = false;
+        if tracked {
+            // The joining client is always listed; the others while the list stays within
+            // max_member_list bytes.
+            let mut budget = self.config.max_member_list;
+            for (&member_conn, m) in &state.members {
+                let cost = m.client.len() + m.presence_len + MEMBER_OVERHEAD;
+                if member_conn != conn {
+                    if cost > budget {
+                        members_truncated = true;
+                        continue;
+                    }
+                    budget -= cost;
+                }
+                members.push(Member {
+                    client: m.client.clone(),
+                    presence: m.presence.clone(),
+                });
+            }
+        }
         let joined = ServerMessage::Joined {
             id,
             room: room.clone(),
             epoch: state.epoch.clone(),
             seq: state.seq,
             members,
+            members_truncated,
             recovered,
         };
         self.send(conn, joined.to_text().into());
-        self.refresh_lifetime(&room, now);
+        self.refresh_lifetime(&room);
         if let (true, Some(presence)) = (rejoin, presence) {
             self.presence(conn, &room, presence, now)?;
         }
         Ok(())
     }
 
-    fn leave(&mut self, conn: C, id: Id, room: String, now: Duration) -> Result<(), CommandError> {
-        if !self.remove_member(conn, &room, now) {
+    fn leave(&mut self, conn: C, id: Id, room: String) -> Result<(), CommandError> {
+        if !self.remove_member(conn, &room) {
             return Err(not_joined(Some(id), &room));
         }
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -667,6 +891,7 @@ impl<C: Copy + Ord> Hub<C> {
         now: Duration,
     ) -> Result<(), CommandError> {
         let window = self.config.presence_window;
+        let presence_len = self.presence_len(None, &presence)?;
         let Some(member) = self
             .rooms
             .get_mut(room)
@@ -675,6 +900,7 @@ impl<C: Copy + Ord> Hub<C> {
             return Err(not_joined(None, room));
         };
         member.presence = presence.clone();
+        member.presence_len = presence_len;
         if window.is_zero() {
             let event = ServerMessage::Presence {
                 room: room.into(),
@@ -691,6 +917,20 @@ impl<C: Copy + Ord> Hub<C> {
                 .insert((now + window, room.into(), conn));
         }
         Ok(())
+    }
+
+    /// Bytes of `presence` as compact JSON, refused with `too_large` beyond
+    /// [`HubConfig::max_presence`].
+    fn presence_len(&self, id: Option<&Id>, presence: &Value) -> Result<usize, CommandError> {
+        let len = serde_json::to_string(presence).map_or(0, |text| text.len());
+        if len > self.config.max_presence {
+            let message = format!(
+                "presence is {len} bytes, the limit is {}",
+                self.config.max_presence
+            );
+            return Err(CommandError::new(id.cloned(), ErrorCode::TooLarge, message));
+        }
+        Ok(len)
     }
 
     fn flush_presence(&mut self, room: &str, conn: C, deadline: Duration) {
@@ -717,7 +957,7 @@ impl<C: Copy + Ord> Hub<C> {
     }
 
     /// Removes `conn` from `room`, telling the others. False if it was not a member.
-    fn remove_member(&mut self, conn: C, room: &str, now: Duration) -> bool {
+    fn remove_member(&mut self, conn: C, room: &str) -> bool {
         let Some(state) = self.rooms.get_mut(room) else {
             return false;
         };
@@ -734,7 +974,7 @@ impl<C: Copy + Ord> Hub<C> {
             };
             self.broadcast(room, &event.to_text().into(), None);
         }
-        self.refresh_lifetime(room, now);
+        self.refresh_lifetime(room);
         true
     }
 
@@ -746,7 +986,7 @@ impl<C: Copy + Ord> Hub<C> {
         let rooms = core::mem::take(&mut state.rooms);
         let client = state.client.take();
         for room in rooms {
-            self.remove_member(conn, &room, now);
+            self.remove_member(conn, &room);
         }
         if let Some(client) = client {
             if let Some(state) = self.clients.get_mut(&client) {
@@ -768,21 +1008,16 @@ impl<C: Copy + Ord> Hub<C> {
                 state.history.pop_front();
             }
         }
-        self.refresh_lifetime(room, now);
+        self.refresh_lifetime(room);
     }
 
-    /// Keeps `history_timers` on the room's next deadline: the expiry of its oldest message, or
-    /// the moment an unused room is forgotten.
+    /// Keeps `history_timers` on the room's next deadline: the expiry of its oldest message.
     fn reschedule_history(&mut self, room: &str) {
         let ttl = self.config.history_ttl;
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
-        let expiry = state
-            .history
-            .front()
-            .map(|m| m.at.saturating_add(ttl))
-            .or(state.forget_at);
+        let expiry = state.history.front().map(|m| m.at.saturating_add(ttl));
         if expiry != state.expiry {
             if let Some(old) = state.expiry {
                 self.history_timers.remove(&(old, String::from(room)));
@@ -794,19 +1029,18 @@ impl<C: Copy + Ord> Hub<C> {
         }
     }
 
-    /// A room with neither members nor history is forgotten once it has stayed so for the
-    /// history TTL; anything else keeps it.
-    fn refresh_lifetime(&mut self, room: &str, now: Duration) {
-        let ttl = self.config.history_ttl;
-        let Some(state) = self.rooms.get_mut(room) else {
+    /// A room with neither members nor history is forgotten at once (with its epoch): an
+    /// unused room costs nothing, however many a client creates.
+    fn refresh_lifetime(&mut self, room: &str) {
+        let Some(state) = self.rooms.get(room) else {
             return;
         };
-        if !state.members.is_empty() || !state.history.is_empty() {
-            state.forget_at = None;
-        } else if state.forget_at.is_none() {
-            state.forget_at = Some(now.saturating_add(ttl));
-        }
-        if state.forget_at.is_some_and(|t| t <= now) {
+        if state.members.is_empty() && state.history.is_empty() {
+            if state.seq > 0 {
+                // Its messages are gone: the next room of that name needs a new epoch.
+                let bucket = bucket(room);
+                self.generations[bucket] = self.generations[bucket].wrapping_add(1);
+            }
             if let Some(state) = self.rooms.remove(room) {
                 if let Some(expiry) = state.expiry {
                     self.history_timers.remove(&(expiry, String::from(room)));
@@ -818,8 +1052,38 @@ impl<C: Copy + Ord> Hub<C> {
     }
 }
 
+/// What one entry of `joined.members` costs beyond its client id and presence:
+/// `{"client":"","presence":},`.
+const MEMBER_OVERHEAD: usize = 26;
+
 fn not_joined(id: Option<Id>, room: &str) -> CommandError {
     CommandError::new(id, ErrorCode::NotJoined, format!("not joined to `{room}`"))
+}
+
+/// Buckets of room names for epoch generations: 16 KiB for the whole hub.
+const EPOCH_BUCKETS: usize = 4096;
+
+/// FNV-1a of a room name.
+fn name_hash(room: &str) -> u64 {
+    room.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn bucket(room: &str) -> usize {
+    (splitmix64(name_hash(room)) % EPOCH_BUCKETS as u64) as usize
+}
+
+/// The epoch of a room created now. A room is forgotten as soon as it has neither members nor
+/// history, so nothing of it is kept; its epoch is instead a function of the hub's seed, its
+/// name and its bucket's generation. A room forgotten before any message (seq 0) comes back
+/// with the same epoch, so clients that all dropped at once resume with `recovered: true`; a
+/// room forgotten after messages bumps its bucket's generation, so it comes back with a new
+/// epoch (and so, rarely, do the seq-0 rooms of that bucket, whose clients then resync).
+fn epoch_for(seed: u64, generations: &[u32], room: &str) -> String {
+    let generation = u64::from(generations[bucket(room)]);
+    let epoch = splitmix64(seed ^ splitmix64(name_hash(room) ^ (generation << 32)));
+    format!("{epoch:016x}")
 }
 
 /// SplitMix64: spreads a counter or seed over 64 bits.

@@ -39,8 +39,8 @@ pub mod protocol;
 mod tests;
 
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
-pub use hub::{Hub, HubConfig, HubStats};
+pub use hub::{ConnectionUsage, Hub, HubConfig, HubStats};
 pub use protocol::{
-    ClientMessage, CommandError, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage, Since, decode,
-    validate_room,
+    ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage,
+    Since, decode, decode_limited, validate_room,
 };

@@ -89,6 +89,10 @@ pub enum ServerMessage {
         epoch: String,
         seq: u64,
         members: Vec<Member>,
+        /// True when `members` lists only part of the room: the list is cut at
+        /// [`crate::channel::HubConfig::max_member_list`] bytes. Absent (false) otherwise.
+        #[serde(default, skip_serializing_if = "is_false")]
+        members_truncated: bool,
         recovered: bool,
     },
     Left {
@@ -135,6 +139,23 @@ pub enum ServerMessage {
     },
 }
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl ClientMessage {
+    /// The command's `id` (`hello` and `presence` have none).
+    pub fn id(&self) -> Option<&Id> {
+        match self {
+            ClientMessage::Join { id, .. }
+            | ClientMessage::Leave { id, .. }
+            | ClientMessage::Publish { id, .. }
+            | ClientMessage::Ping { id } => Some(id),
+            ClientMessage::Hello { .. } | ClientMessage::Presence { .. } => None,
+        }
+    }
+}
+
 impl ServerMessage {
     /// The JSON text of this message.
     pub fn to_text(&self) -> String {
@@ -161,10 +182,17 @@ pub enum ErrorCode {
     BadRoom,
     /// `leave`, `publish` or `presence` for a room this connection has not joined.
     NotJoined,
-    /// `publish` data larger than the server's payload limit.
+    /// `publish.data` or a presence larger than the server's limit, or a command longer, deeper
+    /// or with more JSON values than [`DecodeLimits`] allow (refused before it is parsed).
     TooLarge,
     /// The room's namespace is not allowed for this connection.
     Unauthorized,
+    /// `join` of a new room beyond the rooms a connection may be in, or beyond the rooms the
+    /// server holds.
+    TooManyRooms,
+    /// The connection's client id said `hello` on another connection, which took over: this one
+    /// can do nothing more and is closed.
+    TakenOver,
 }
 
 impl ErrorCode {
@@ -179,6 +207,8 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::TakenOver => "taken_over",
         }
     }
 }
@@ -220,12 +250,110 @@ impl CommandError {
 
 const COMMANDS: [&str; 6] = ["hello", "join", "leave", "publish", "presence", "ping"];
 
+/// What [`decode_limited`] accepts before it builds anything: a JSON document costs up to ~20×
+/// its text once parsed, so a frame is judged by its size and shape first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Longest frame, in bytes. The hub sets it to the largest valid command (see
+    /// [`crate::channel::HubConfig::max_command`]).
+    pub max_len: usize,
+    /// Deepest nesting of arrays and objects (the command object itself is depth 1).
+    pub max_depth: usize,
+    /// Most JSON values in the frame (every scalar, array, object and key counts one).
+    pub max_nodes: usize,
+}
+
+impl Default for DecodeLimits {
+    /// The limits of a hub with the default [`crate::channel::HubConfig`].
+    fn default() -> Self {
+        DecodeLimits {
+            max_len: 64 * 1024 + COMMAND_OVERHEAD,
+            max_depth: 64,
+            max_nodes: 16 * 1024,
+        }
+    }
+}
+
+/// Room for everything in a command but `data` and `presence`: type, names, ids, `since`, and
+/// the whitespace a client may put around them.
+pub const COMMAND_OVERHEAD: usize = 16 * 1024;
+
+/// Scans `text` once, without allocating, and refuses it with `too_large` when it breaks
+/// `limits`. Strings are skipped (escapes included); the syntax itself is left to the parser.
+fn check_shape(text: &str, limits: &DecodeLimits) -> Result<(), CommandError> {
+    if text.len() > limits.max_len {
+        let message = alloc::format!(
+            "the command is {} bytes, the limit is {}",
+            text.len(),
+            limits.max_len
+        );
+        return Err(CommandError::new(None, ErrorCode::TooLarge, message));
+    }
+    let (mut depth, mut nodes) = (0usize, 0usize);
+    let (mut in_string, mut escaped, mut in_scalar) = (false, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        let starts_value = match b {
+            b'"' => {
+                in_string = true;
+                in_scalar = false;
+                true
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limits.max_depth {
+                    let message =
+                        alloc::format!("the command nests deeper than {}", limits.max_depth);
+                    return Err(CommandError::new(None, ErrorCode::TooLarge, message));
+                }
+                in_scalar = false;
+                true
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                in_scalar = false;
+                false
+            }
+            b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' => {
+                in_scalar = false;
+                false
+            }
+            _ => !core::mem::replace(&mut in_scalar, true),
+        };
+        if starts_value {
+            nodes += 1;
+            if nodes > limits.max_nodes {
+                let message =
+                    alloc::format!("the command has more than {} JSON values", limits.max_nodes);
+                return Err(CommandError::new(None, ErrorCode::TooLarge, message));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes and validates one text frame from a client, with [`DecodeLimits::default`].
+pub fn decode(text: &str) -> Result<ClientMessage, CommandError> {
+    decode_limited(text, &DecodeLimits::default())
+}
+
 /// Decodes and validates one text frame from a client.
 ///
-/// Checks, in order: JSON syntax (`bad_json`), an object with a string `type` (`bad_json`,
+/// Checks, in order: size, depth and number of values (`too_large`, before anything is
+/// parsed), JSON syntax (`bad_json`), an object with a string `type` (`bad_json`,
 /// `bad_message`), a known `type` (`unknown_type`), the command's fields (`bad_message`), then
 /// names: command id and client id (`bad_message`) and room (`bad_room`).
-pub fn decode(text: &str) -> Result<ClientMessage, CommandError> {
+pub fn decode_limited(text: &str, limits: &DecodeLimits) -> Result<ClientMessage, CommandError> {
+    check_shape(text, limits)?;
     let value: Value = serde_json::from_str(text)
         .map_err(|e| CommandError::new(None, ErrorCode::BadJson, e.to_string()))?;
     let Value::Object(object) = &value else {

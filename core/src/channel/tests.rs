@@ -626,50 +626,46 @@ fn history_expires_after_the_ttl() {
     );
     let got = join_since(&mut hub, 2, &epoch, 1);
     assert_eq!(got[0], message("app/chat", 2, "ada", json!(2)));
-    // With no members and no history left, the room is kept one more TTL, then forgotten.
+    // With no members and no history left, the room is forgotten at once, and a room that had
+    // messages comes back with a new epoch.
     hub.receive(
         2,
         r#"{"type":"leave","id":1,"room":"app/chat"}"#,
         Duration::from_secs(10),
     )
     .unwrap();
-    hub.handle_timeout(Duration::from_secs(14));
     assert_eq!(hub.room_count(), 1);
-    assert_eq!(hub.poll_timeout(), Some(Duration::from_secs(24)));
-    hub.handle_timeout(Duration::from_secs(24));
+    hub.handle_timeout(Duration::from_secs(14));
     assert_eq!(hub.room_count(), 0);
     assert_eq!(hub.poll_timeout(), None);
+    drain(&mut hub);
+    assert_ne!(epoch_of(&mut hub, 2, "app/chat"), epoch);
 }
 
 #[test]
-fn an_unused_room_keeps_its_epoch_for_one_history_ttl() {
+fn an_unused_room_is_forgotten_at_once_and_comes_back_with_its_epoch() {
     let config = HubConfig::default().with_history_ttl(Duration::from_secs(10));
     let mut hub = Hub::new(config, 7);
     hello(&mut hub, 1, "ada", T0);
     let epoch = epoch_of(&mut hub, 1, "app/chat");
-    // Everyone drops before anything was published: nothing was missed, and a quick return
-    // resumes the same epoch.
+    // Everyone drops before anything was published: the room costs nothing from then on, and a
+    // return (however late) resumes the same epoch since nothing was missed.
     hub.disconnect(1, ms(100));
-    assert_eq!(hub.room_count(), 1);
-    assert_eq!(hub.poll_timeout(), Some(ms(10_100)));
-    hello(&mut hub, 2, "ada", ms(5000));
+    assert_eq!(hub.room_count(), 0);
+    hello(&mut hub, 2, "ada", ms(50_000));
     drain(&mut hub);
     let got = join_since(&mut hub, 2, &epoch, 0);
     assert!(
         matches!(&got[..], [ServerMessage::Joined { recovered: true, epoch: e, .. }] if *e == epoch),
         "{got:?}"
     );
-    // A member cancels the countdown.
-    assert_eq!(hub.poll_timeout(), None);
-    hub.handle_timeout(ms(20_000));
+    // Once it had messages and they expired, it comes back with a new epoch.
+    publish(&mut hub, 2, "m1", "app/chat", "1", ms(50_000));
+    hub.disconnect(2, ms(50_000));
     assert_eq!(hub.room_count(), 1);
-    // Unused again for a whole TTL: forgotten, and the next join starts a new epoch.
-    hub.disconnect(2, ms(20_000));
-    hub.handle_timeout(ms(29_999));
-    assert_eq!(hub.room_count(), 1);
-    hub.handle_timeout(ms(30_000));
+    hub.handle_timeout(ms(60_000));
     assert_eq!(hub.room_count(), 0);
-    hello(&mut hub, 3, "ada", ms(30_000));
+    hello(&mut hub, 3, "ada", ms(60_000));
     assert_ne!(epoch_of(&mut hub, 3, "app/chat"), epoch);
 
     // A zero TTL keeps nothing.
@@ -1063,4 +1059,467 @@ fn rooms_beyond_the_presence_limit_stop_broadcasting_presence() {
             .any(|m| matches!(m, ServerMessage::Leave { client, .. } if client == "b")),
         "{out:?}"
     );
+}
+
+fn close_reasons(hub: &mut Hub<u32>) -> Vec<u32> {
+    let mut closes = Vec::new();
+    while let Some((conn, _reason)) = hub.poll_close() {
+        closes.push(conn);
+    }
+    closes
+}
+
+fn codes(out: &[(u32, ServerMessage)], conn: u32) -> Vec<(Option<Id>, ErrorCode)> {
+    to(out, conn)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Error { .. }))
+        .map(error_code)
+        .collect()
+}
+
+#[test]
+fn a_taken_over_connection_is_closed_and_cannot_say_hello_as_someone_else() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "mallory", T0);
+    hello(&mut hub, 2, "bob", T0);
+    join(&mut hub, 2, "app/chat", T0);
+    // A second connection of mallory takes over the first, which the driver must close.
+    hello(&mut hub, 3, "mallory", T0);
+    assert_eq!(close_reasons(&mut hub), vec![1]);
+    drain(&mut hub);
+    // Until it is closed, the old connection can do nothing: no new identity, no command.
+    for text in [
+        r#"{"type":"hello","client":"bob"}"#,
+        r#"{"type":"hello"}"#,
+        r#"{"type":"join","id":4,"room":"app/chat"}"#,
+    ] {
+        assert_eq!(
+            hub.receive(1, text, T0).unwrap_err().code,
+            ErrorCode::TakenOver
+        );
+    }
+    let out = drain(&mut hub);
+    assert_eq!(
+        codes(&out, 1),
+        vec![
+            (None, ErrorCode::TakenOver),
+            (None, ErrorCode::TakenOver),
+            (Some(Id::Number(4)), ErrorCode::TakenOver)
+        ]
+    );
+    // bob was never touched: still a member, still bound to connection 2.
+    assert!(to(&out, 2).is_empty(), "{out:?}");
+    assert_eq!(hub.member_count("app/chat"), 1);
+    assert_eq!(hub.client(2), Some("bob"));
+    assert_eq!(hub.client(1), None);
+    // The driver closes it; bob's connection is unaffected, mallory's new one works.
+    hub.disconnect(1, T0);
+    assert_eq!(hub.client(3), Some("mallory"));
+    assert!(hub.poll_close().is_none());
+}
+
+#[test]
+fn a_connection_keeps_its_first_client_id() {
+    let mut hub = hub();
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    join(&mut hub, 2, "app/chat", T0);
+    drain(&mut hub);
+    for text in [
+        r#"{"type":"hello","client":"bob"}"#,
+        r#"{"type":"hello","client":"ada"}"#,
+        r#"{"type":"hello"}"#,
+    ] {
+        assert_eq!(
+            hub.receive(1, text, T0).unwrap_err().code,
+            ErrorCode::BadMessage
+        );
+    }
+    assert_eq!(hub.client(1), Some("ada"));
+    assert_eq!(hub.client(2), Some("bob"));
+    assert_eq!(hub.member_count("app/chat"), 1);
+    assert!(close_reasons(&mut hub).is_empty());
+    // Nor can a verified identity replace the first one.
+    assert!(hub.authenticate(1, "bob".into(), None, T0).is_err());
+    assert_eq!(hub.client(2), Some("bob"));
+}
+
+#[test]
+fn with_external_identity_only_authenticate_sets_a_client_id() {
+    let config = HubConfig::default().with_external_identity(true);
+    let mut hub = Hub::new(config, 7);
+    hub.connect(1, T0);
+    let e = hub
+        .receive(1, r#"{"type":"hello","client":"bob"}"#, T0)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    assert_eq!(hub.client(1), None);
+    let e = hub
+        .receive(1, r#"{"type":"ping","id":"p"}"#, T0)
+        .unwrap_err();
+    assert_eq!(
+        (e.id, e.code),
+        (Some(Id::Text("p".into())), ErrorCode::HelloRequired)
+    );
+    hub.authenticate(1, "dana".into(), Some(vec!["app".into()]), T0)
+        .unwrap();
+    assert_eq!(hub.client(1), Some("dana"));
+    let e = hub
+        .receive(1, r#"{"type":"join","id":1,"room":"admin/x"}"#, T0)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    // A taken-over connection cannot be given a new identity either.
+    hub.connect(2, T0);
+    hub.authenticate(2, "dana".into(), None, T0).unwrap();
+    assert_eq!(close_reasons(&mut hub), vec![1]);
+    let e = hub.authenticate(1, "eve".into(), None, T0).unwrap_err();
+    assert_eq!(e.code, ErrorCode::TakenOver);
+    assert_eq!(hub.client(1), None);
+}
+
+#[test]
+fn commands_before_hello_keep_their_id() {
+    let mut hub = hub();
+    hub.connect(1, T0);
+    for (text, id) in [
+        (
+            r#"{"type":"join","id":1,"room":"app/a"}"#,
+            Some(Id::Number(1)),
+        ),
+        (
+            r#"{"type":"publish","id":"p","room":"app/a","data":1}"#,
+            Some(Id::Text("p".into())),
+        ),
+        (r#"{"type":"ping","id":3}"#, Some(Id::Number(3))),
+        (
+            r#"{"type":"leave","id":4,"room":"app/a"}"#,
+            Some(Id::Number(4)),
+        ),
+        (r#"{"type":"presence","room":"app/a","presence":1}"#, None),
+    ] {
+        let e = hub.receive(1, text, T0).unwrap_err();
+        assert_eq!((e.id, e.code), (id, ErrorCode::HelloRequired), "{text}");
+    }
+}
+
+#[test]
+fn rooms_are_capped_per_connection_and_in_total_and_empty_rooms_cost_nothing() {
+    let config = HubConfig::default()
+        .with_max_rooms_per_connection(3)
+        .with_max_rooms(5);
+    let mut hub = Hub::new(config, 7);
+    hello(&mut hub, 1, "ada", T0);
+    hello(&mut hub, 2, "bob", T0);
+    for room in ["app/1", "app/2", "app/3"] {
+        join(&mut hub, 1, room, T0);
+    }
+    let e = hub
+        .receive(1, r#"{"type":"join","id":7,"room":"app/4"}"#, T0)
+        .unwrap_err();
+    assert_eq!(
+        (e.id, e.code),
+        (Some(Id::Number(7)), ErrorCode::TooManyRooms)
+    );
+    // Joining a room again is not a new room.
+    join(&mut hub, 1, "app/1", T0);
+    // The total cap: bob fills the hub up to 5 rooms; a sixth is refused to anyone.
+    join(&mut hub, 2, "app/4", T0);
+    join(&mut hub, 2, "app/5", T0);
+    assert_eq!(hub.room_count(), 5);
+    let e = hub
+        .receive(2, r#"{"type":"join","id":8,"room":"app/6"}"#, T0)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::TooManyRooms);
+    // Existing rooms can still be joined.
+    join(&mut hub, 2, "app/1", T0);
+    // Leaving frees rooms without history at once, so churn never accumulates.
+    for round in 0..100u32 {
+        let conn = 10 + round;
+        hello(&mut hub, conn, &format!("c{round}"), T0);
+        hub.disconnect(1, T0);
+        hub.disconnect(2, T0);
+        for n in 0..3 {
+            join(&mut hub, conn, &format!("x/{round}-{n}"), T0);
+        }
+        hub.disconnect(conn, T0);
+        assert_eq!(hub.room_count(), 0);
+    }
+    assert_eq!(hub.stats().members, 0);
+}
+
+#[test]
+fn presence_is_capped_and_the_member_list_is_cut_with_a_flag() {
+    let config = HubConfig::default()
+        .with_presence_window(Duration::ZERO)
+        .with_max_presence(100)
+        .with_max_member_list(1000);
+    let mut hub = Hub::new(config, 7);
+    hello(&mut hub, 1, "ada", T0);
+    let big = "x".repeat(99);
+    let e = hub
+        .receive(
+            1,
+            &format!(r#"{{"type":"join","id":1,"room":"app/p","presence":"{big}"}}"#),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!((e.id, e.code), (Some(Id::Number(1)), ErrorCode::TooLarge));
+    assert_eq!(hub.room_count(), 0);
+    join(&mut hub, 1, "app/p", T0);
+    let e = hub
+        .receive(
+            1,
+            &format!(r#"{{"type":"presence","room":"app/p","presence":"{big}"}}"#),
+            T0,
+        )
+        .unwrap_err();
+    assert_eq!((e.id, e.code), (None, ErrorCode::TooLarge));
+    // Presences of 98 bytes: about 8 fit in 1000 bytes of member list.
+    let fits = "y".repeat(96);
+    for conn in 2..=30u32 {
+        hello(&mut hub, conn, &format!("m{conn}"), T0);
+        hub.receive(
+            conn,
+            &format!(r#"{{"type":"join","id":1,"room":"app/p","presence":"{fits}"}}"#),
+            T0,
+        )
+        .unwrap();
+    }
+    let out = drain(&mut hub);
+    let Some(ServerMessage::Joined {
+        members,
+        members_truncated,
+        ..
+    }) = to(&out, 30).last().cloned()
+    else {
+        panic!("{out:?}");
+    };
+    assert!(members_truncated);
+    assert!(members.iter().any(|m| m.client == "m30"), "{members:?}");
+    let listed: usize = members
+        .iter()
+        .map(|m| m.client.len() + serde_json::to_string(&m.presence).unwrap().len() + 26)
+        .sum();
+    assert!(listed <= 1000 + 130, "{listed}");
+    assert!(members.len() < 29 && members.len() > 5, "{}", members.len());
+    // A small room lists everyone, without the flag on the wire.
+    hello(&mut hub, 40, "solo", T0);
+    hub.receive(40, r#"{"type":"join","id":1,"room":"app/solo"}"#, T0)
+        .unwrap();
+    let (_, text) = hub.poll_delivery().unwrap();
+    assert!(!text.contains("members_truncated"), "{text}");
+}
+
+#[test]
+fn oversized_deep_or_bushy_commands_are_refused_before_parsing() {
+    let config = HubConfig::default()
+        .with_max_payload(1000)
+        .with_max_presence(100);
+    let limits = config.decode_limits();
+    assert_eq!(limits.max_len, 1000 + super::protocol::COMMAND_OVERHEAD);
+    assert_eq!(
+        HubConfig::default().decode_limits(),
+        super::protocol::DecodeLimits::default()
+    );
+    let mut hub = Hub::new(config, 7);
+    hello(&mut hub, 1, "ada", T0);
+    join(&mut hub, 1, "app/a", T0);
+    drain(&mut hub);
+    let long = format!(
+        r#"{{"type":"publish","id":1,"room":"app/a","data":"{}"}}"#,
+        "z".repeat(limits.max_len)
+    );
+    let deep = format!(
+        r#"{{"type":"publish","id":2,"room":"app/a","data":{}{}}}"#,
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    let bushy = format!(
+        r#"{{"type":"publish","id":3,"room":"app/a","data":[{}0]}}"#,
+        "[],".repeat(limits.max_nodes)
+    );
+    for text in [&long, &deep, &bushy] {
+        let e = hub.receive(1, text, T0).unwrap_err();
+        assert_eq!((e.id, e.code), (None, ErrorCode::TooLarge), "{}", e.message);
+    }
+    // Strings full of brackets are not structure.
+    let quoted = format!(
+        r#"{{"type":"publish","id":4,"room":"app/a","data":"{}\"\\"}}"#,
+        "[{".repeat(400)
+    );
+    hub.receive(1, &quoted, T0).unwrap();
+    // Still usable; within the limits a command of just under 64 levels goes through.
+    let nested = format!(
+        r#"{{"type":"publish","id":5,"room":"app/a","data":{}1{}}}"#,
+        "[".repeat(60),
+        "]".repeat(60)
+    );
+    hub.receive(1, &nested, T0).unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Abuse {
+    Hello {
+        conn: u32,
+        client: u8,
+    },
+    Join {
+        conn: u32,
+        room: u8,
+        presence: usize,
+    },
+    Leave {
+        conn: u32,
+        room: u8,
+    },
+    Publish {
+        conn: u32,
+        room: u8,
+        len: usize,
+    },
+    Presence {
+        conn: u32,
+        room: u8,
+        len: usize,
+    },
+    Raw {
+        conn: u32,
+        depth: usize,
+        width: usize,
+    },
+    Disconnect {
+        conn: u32,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn abuse() -> impl Strategy<Value = Abuse> {
+    let conn = 1u32..4;
+    prop_oneof![
+        (conn.clone(), 0u8..4).prop_map(|(conn, client)| Abuse::Hello { conn, client }),
+        (conn.clone(), 0u8..40, 0usize..200).prop_map(|(conn, room, presence)| Abuse::Join {
+            conn,
+            room,
+            presence
+        }),
+        (conn.clone(), 0u8..40).prop_map(|(conn, room)| Abuse::Leave { conn, room }),
+        (conn.clone(), 0u8..40, 0usize..300).prop_map(|(conn, room, len)| Abuse::Publish {
+            conn,
+            room,
+            len
+        }),
+        (conn.clone(), 0u8..40, 0usize..200).prop_map(|(conn, room, len)| Abuse::Presence {
+            conn,
+            room,
+            len
+        }),
+        (conn.clone(), 0usize..100, 0usize..300).prop_map(|(conn, depth, width)| Abuse::Raw {
+            conn,
+            depth,
+            width
+        }),
+        conn.prop_map(|conn| Abuse::Disconnect { conn }),
+        (0u64..200_000).prop_map(|ms| Abuse::Advance { ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever commands clients send, what the hub holds per connection and in all stays under
+    /// the configured caps, every reply is bounded, and nothing is kept once everyone is gone.
+    #[test]
+    fn hub_memory_per_connection_stays_bounded_whatever_clients_send(
+        ops in proptest::collection::vec(abuse(), 1..300)
+    ) {
+        const ROOMS_PER_CONN: usize = 4;
+        const ROOMS: usize = 12;
+        const PRESENCE: usize = 64;
+        const MEMBER_LIST: usize = 256;
+        const PAYLOAD: usize = 128;
+        let config = HubConfig::default()
+            .with_max_rooms_per_connection(ROOMS_PER_CONN)
+            .with_max_rooms(ROOMS)
+            .with_max_presence(PRESENCE)
+            .with_max_member_list(MEMBER_LIST)
+            .with_max_payload(PAYLOAD)
+            .with_history_size(3)
+            .with_history_ttl(Duration::from_secs(60));
+        let mut hub: Hub<u32> = Hub::new(config, 11);
+        let mut now = T0;
+        // The longest any delivery may be: a message, or a member list plus the joiner.
+        let max_delivery = PAYLOAD.max(MEMBER_LIST + PRESENCE + 160) + 512;
+        for op in ops {
+            let (conn, text) = match op {
+                Abuse::Hello { conn, client } => {
+                    (conn, format!(r#"{{"type":"hello","client":"c{client}"}}"#))
+                }
+                Abuse::Join { conn, room, presence } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"join","id":1,"room":"r/{room}","presence":"{}"}}"#,
+                        "p".repeat(presence)
+                    ),
+                ),
+                Abuse::Leave { conn, room } => {
+                    (conn, format!(r#"{{"type":"leave","id":2,"room":"r/{room}"}}"#))
+                }
+                Abuse::Publish { conn, room, len } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"publish","id":"{len}-{room}","room":"r/{room}","data":"{}"}}"#,
+                        "d".repeat(len)
+                    ),
+                ),
+                Abuse::Presence { conn, room, len } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"presence","room":"r/{room}","presence":"{}"}}"#,
+                        "q".repeat(len)
+                    ),
+                ),
+                Abuse::Raw { conn, depth, width } => (
+                    conn,
+                    format!(
+                        r#"{{"type":"publish","id":3,"room":"r/0","data":{}{}{}}}"#,
+                        "[".repeat(depth),
+                        "[],".repeat(width) + "0",
+                        "]".repeat(depth)
+                    ),
+                ),
+                Abuse::Disconnect { conn } => {
+                    hub.disconnect(conn, now);
+                    continue;
+                }
+                Abuse::Advance { ms } => {
+                    now += Duration::from_millis(ms);
+                    hub.handle_timeout(now);
+                    continue;
+                }
+            };
+            let _ = hub.receive(conn, &text, now);
+            while hub.poll_close().is_some() {}
+            while let Some((_, text)) = hub.poll_delivery() {
+                prop_assert!(text.len() <= max_delivery, "{} bytes: {}", text.len(), &text[..200]);
+            }
+            prop_assert!(hub.room_count() <= ROOMS);
+            let mut members = 0;
+            for c in 1..4 {
+                if let Some(usage) = hub.connection_usage(c) {
+                    prop_assert!(usage.rooms <= ROOMS_PER_CONN, "{usage:?}");
+                    prop_assert!(usage.presence_bytes <= ROOMS_PER_CONN * PRESENCE, "{usage:?}");
+                    members += usage.rooms;
+                }
+            }
+            prop_assert_eq!(hub.stats().members, members);
+        }
+        for c in 1..4 {
+            hub.disconnect(c, now);
+        }
+        hub.handle_timeout(now + Duration::from_secs(61));
+        prop_assert_eq!(hub.room_count(), 0);
+        prop_assert_eq!(hub.stats().members, 0);
+    }
 }

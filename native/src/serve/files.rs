@@ -21,8 +21,9 @@ pub fn serve(root: &Path, path: &str) -> Option<HttpResponse> {
     })
 }
 
-/// `root/relative` if every component is a plain name (no `..`, no absolute path, no hidden
-/// file) and the result is a regular file.
+/// `root/relative`, resolved, if every component is a plain name (no `..`, no absolute path, no
+/// hidden file) and the result is a regular file whose real path (symlinks resolved) is inside
+/// the real path of `root`.
 fn resolve(root: &Path, relative: &str) -> Option<PathBuf> {
     let relative = Path::new(relative);
     let plain = relative.components().all(|c| match c {
@@ -32,8 +33,11 @@ fn resolve(root: &Path, relative: &str) -> Option<PathBuf> {
     if !plain || relative.as_os_str().is_empty() {
         return None;
     }
-    let file = root.join(relative);
-    file.is_file().then_some(file)
+    // Symlinks are followed only when where they lead stays inside the directory: a link to
+    // /etc/passwd must not be served.
+    let root = root.canonicalize().ok()?;
+    let file = root.join(relative).canonicalize().ok()?;
+    (file.starts_with(&root) && file != root && file.is_file()).then_some(file)
 }
 
 fn content_type(file: &Path) -> &'static str {
@@ -55,6 +59,9 @@ mod tests {
     #[test]
     fn serves_files_inside_the_directory_only() {
         let dir = std::env::temp_dir().join(format!("duplex-files-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
         std::fs::create_dir_all(dir.join("dist")).unwrap();
         std::fs::write(dir.join("index.js"), "export {}").unwrap();
         std::fs::write(dir.join("dist/x.wasm"), [0, 97, 115, 109]).unwrap();
@@ -67,7 +74,19 @@ mod tests {
         assert_eq!(ok.body, b"export {}");
         let wasm = serve(&dir, "/duplex-ws/dist/x.wasm").unwrap();
         assert_eq!(wasm.content_type, "application/wasm");
+        // Symlinks: one to a file outside the directory is refused, one inside it is served.
+        let outside = std::env::temp_dir().join(format!("duplex-outside-{}", std::process::id()));
+        std::fs::write(&outside, "secret").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("leak.js")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("etc")).unwrap();
+        std::os::unix::fs::symlink(dir.join("index.js"), dir.join("alias.js")).unwrap();
+        assert_eq!(
+            serve(&dir, "/duplex-ws/alias.js").unwrap().body,
+            b"export {}"
+        );
         for bad in [
+            "/duplex-ws/leak.js",
+            "/duplex-ws/etc/passwd",
             "/duplex-ws/../Cargo.toml",
             "/duplex-ws/dist/../../etc/passwd",
             "/duplex-ws//etc/passwd",
@@ -80,5 +99,6 @@ mod tests {
             assert!(serve(&dir, bad).is_none(), "{bad}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&outside).unwrap();
     }
 }

@@ -7,18 +7,14 @@
 //! compression, writes) in parallel. A broadcast is encoded to JSON once by the hub and shared
 //! (`Arc<str>`) by every delivery.
 
-use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duplex_core::channel::Hub;
-use duplex_core::channel::protocol::{self, ClientMessage, CommandError, ErrorCode};
+use duplex_core::channel::protocol::{ClientMessage, CommandError};
 use duplex_core::close::CloseCode;
-use duplex_core::message::Utf8Bytes;
-use tracing::debug;
 
-use super::auth::TokenVerifier;
 use super::metrics::ChannelMetrics;
 use crate::server::{ConnId, WorkerWaker};
 
@@ -29,11 +25,27 @@ pub(crate) struct HubConn {
     pub id: ConnId,
 }
 
-/// What workers tell the hub thread.
+/// What workers tell the hub thread. Workers decode and validate every frame (and check
+/// tokens) themselves, so the hub's work per command is bounded by the protocol's limits
+/// whatever a client sends.
 #[derive(Debug)]
 pub(crate) enum Command {
     Open(HubConn),
-    Text(HubConn, Utf8Bytes),
+    /// A decoded, valid command.
+    Message(HubConn, ClientMessage),
+    /// A command the worker refused; with `close`, the connection is closed with 1008 after the
+    /// error (a refused token).
+    Refused {
+        conn: HubConn,
+        error: CommandError,
+        close: bool,
+    },
+    /// The connection presented a valid token: its client id and the namespaces it may join.
+    Authenticated {
+        conn: HubConn,
+        client: String,
+        namespaces: Option<Vec<String>>,
+    },
     Closed(HubConn),
     /// The worker dropped messages `from..=to` of a room for a slow consumer.
     Dropped {
@@ -63,7 +75,6 @@ pub(crate) struct HubThread {
     pub commands: Receiver<Command>,
     pub inboxes: Vec<Arc<Inbox>>,
     pub wakers: Vec<WorkerWaker>,
-    pub verifier: Option<TokenVerifier>,
     pub metrics: Arc<ChannelMetrics>,
 }
 
@@ -73,8 +84,6 @@ impl HubThread {
         let epoch = Instant::now();
         let mut outboxes: Vec<Vec<(ConnId, Delivery)>> =
             (0..self.inboxes.len()).map(|_| Vec::new()).collect();
-        // Connections that still have to present a valid token in `hello`.
-        let mut unauthenticated: BTreeSet<HubConn> = BTreeSet::new();
         loop {
             let now = epoch.elapsed();
             let first = match self.hub.poll_timeout() {
@@ -92,7 +101,7 @@ impl HubThread {
             let mut command = first;
             let mut handled = 0;
             while let Some(c) = command.take() {
-                self.handle(c, now, &mut unauthenticated, &mut outboxes);
+                self.handle(c, now, &mut outboxes);
                 handled += 1;
                 if handled < BATCH {
                     command = self.commands.try_recv().ok();
@@ -107,43 +116,30 @@ impl HubThread {
         &mut self,
         command: Command,
         now: Duration,
-        unauthenticated: &mut BTreeSet<HubConn>,
         outboxes: &mut [Vec<(ConnId, Delivery)>],
     ) {
         match command {
-            Command::Open(conn) => {
-                self.hub.connect(conn, now);
-                if self.verifier.is_some() {
-                    unauthenticated.insert(conn);
+            Command::Open(conn) => self.hub.connect(conn, now),
+            Command::Message(conn, message) => {
+                let _ = self.hub.receive_message(conn, message, now);
+            }
+            Command::Refused { conn, error, close } => {
+                self.hub.refuse(conn, &error);
+                if close {
+                    // The error goes out first, after whatever the hub had for the connection.
+                    self.collect(outboxes);
+                    outboxes[conn.worker]
+                        .push((conn.id, Delivery::Close(CloseCode::Policy, "unauthorized")));
                 }
             }
-            Command::Text(conn, text) => {
-                if unauthenticated.contains(&conn) {
-                    match self.authenticate(conn, text.as_str(), now) {
-                        Ok(()) => {
-                            unauthenticated.remove(&conn);
-                        }
-                        Err(error) => {
-                            let reply: Arc<str> = error.to_message().to_text().into();
-                            let outbox = &mut outboxes[conn.worker];
-                            outbox.push((conn.id, Delivery::Text(reply)));
-                            if error.code == ErrorCode::Unauthorized {
-                                debug!(?conn, "token refused: {}", error.message);
-                                outbox.push((
-                                    conn.id,
-                                    Delivery::Close(CloseCode::Policy, "unauthorized"),
-                                ));
-                            }
-                        }
-                    }
-                    return;
-                }
-                let _ = self.hub.receive(conn, text.as_str(), now);
+            Command::Authenticated {
+                conn,
+                client,
+                namespaces,
+            } => {
+                let _ = self.hub.authenticate(conn, client, namespaces, now);
             }
-            Command::Closed(conn) => {
-                unauthenticated.remove(&conn);
-                self.hub.disconnect(conn, now);
-            }
+            Command::Closed(conn) => self.hub.disconnect(conn, now),
             Command::Dropped {
                 conn,
                 room,
@@ -153,56 +149,21 @@ impl HubThread {
         }
     }
 
-    /// The first command of a connection when tokens are required: a `hello` whose token
-    /// verifies. Its claims set the client id (`sub`) and the namespaces it may join (`ns`).
-    fn authenticate(
-        &mut self,
-        conn: HubConn,
-        text: &str,
-        now: Duration,
-    ) -> Result<(), CommandError> {
-        let Some(verifier) = &self.verifier else {
-            return Ok(());
-        };
-        let token = match protocol::decode(text)? {
-            ClientMessage::Hello { token: Some(t), .. } => t,
-            ClientMessage::Hello { token: None, .. } => {
-                return Err(CommandError::new(
-                    None,
-                    ErrorCode::Unauthorized,
-                    "this server requires `hello.token` (an HS256 JWT)",
-                ));
-            }
-            _ => {
-                return Err(CommandError::new(
-                    None,
-                    ErrorCode::HelloRequired,
-                    "send `hello` first",
-                ));
-            }
-        };
-        let claims = verifier
-            .verify(&token)
-            .map_err(|e| CommandError::new(None, ErrorCode::Unauthorized, e.to_string()))?;
-        if let Some(namespaces) = &claims.ns {
-            let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
-            self.hub.restrict(conn, &namespaces);
+    /// Moves the hub's deliveries and closes (taken-over connections) into the outboxes, in
+    /// the hub's order.
+    fn collect(&mut self, outboxes: &mut [Vec<(ConnId, Delivery)>]) {
+        while let Some((conn, text)) = self.hub.poll_delivery() {
+            outboxes[conn.worker].push((conn.id, Delivery::Text(text)));
         }
-        let hello = ClientMessage::Hello {
-            client: Some(claims.sub),
-            token: None,
-        };
-        let hello = serde_json::to_string(&hello)
-            .map_err(|e| CommandError::new(None, ErrorCode::BadMessage, e.to_string()))?;
-        self.hub.receive(conn, &hello, now)
+        while let Some((conn, reason)) = self.hub.poll_close() {
+            outboxes[conn.worker].push((conn.id, Delivery::Close(CloseCode::Policy, reason)));
+        }
     }
 
     /// Moves the hub's deliveries into the workers' inboxes and wakes the workers whose inbox
     /// was empty (the others have a wake pending already).
     fn route(&mut self, outboxes: &mut [Vec<(ConnId, Delivery)>]) {
-        while let Some((conn, text)) = self.hub.poll_delivery() {
-            outboxes[conn.worker].push((conn.id, Delivery::Text(text)));
-        }
+        self.collect(outboxes);
         self.metrics.observe(&self.hub);
         for (worker, outbox) in outboxes.iter_mut().enumerate() {
             if outbox.is_empty() {

@@ -3,12 +3,17 @@
 //! event loop answers `/healthz` and `/metrics`.
 //!
 //! ```text
-//!  worker 0 ─┐  commands (open, text, closed, dropped)   ┌─ hub thread: Hub<HubConn>
+//!  worker 0 ─┐  decoded commands (open, command,         ┌─ hub thread: Hub<HubConn>
+//!            │   refused, authenticated, closed, dropped)│
 //!  worker 1 ─┼──────────────── mpsc ───────────────────▶│  rooms, seq, history, presence
 //!  worker N ─┘◀── per-worker inbox + mio Waker ──────────┘  deliveries: Arc<str> shared
 //! ```
 //!
-//! Each worker frames and writes the deliveries of its own connections. A member whose output
+//! Each worker decodes and validates the frames of its own connections (bounded by the
+//! protocol's size, depth and value limits) and checks their tokens, so the single hub thread
+//! only ever gets typed commands and one client's large frames cost its own worker, not
+//! everyone's latency. Each worker frames and writes the deliveries of its own connections. A
+//! member whose output
 //! is above `max_backlog` is a slow consumer: with [`SlowConsumer::Gap`] its room messages are
 //! dropped until its output drains to half the cap, then it gets `gap {room, from_seq, to_seq}`
 //! and recovers from history; with [`SlowConsumer::Close`] it is closed with 1008. Either way a
@@ -19,13 +24,14 @@ mod files;
 mod hub_thread;
 mod metrics;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 
+use duplex_core::channel::protocol::{self, ClientMessage, CommandError, DecodeLimits, ErrorCode};
 use duplex_core::channel::{Hub, HubConfig};
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::{Accept, Request};
@@ -113,12 +119,17 @@ impl ChannelServer {
             .map(|_| Arc::new(Mutex::new(Vec::new())))
             .collect();
         let (commands, receiver) = mpsc::channel();
+        let verifier = config.jwt_secret.as_deref().map(TokenVerifier::hs256);
+        // With tokens, the hub takes client ids from verified tokens only.
+        let hub_config = config
+            .hub
+            .clone()
+            .with_external_identity(verifier.is_some());
         let hub = HubThread {
-            hub: Hub::new(config.hub.clone(), random_seed()),
+            hub: Hub::new(hub_config, random_seed()),
             commands: receiver,
             inboxes: inboxes.clone(),
             wakers,
-            verifier: config.jwt_secret.as_deref().map(TokenVerifier::hs256),
             metrics: Arc::clone(&metrics),
         };
         let hub_thread = std::thread::Builder::new()
@@ -129,6 +140,8 @@ impl ChannelServer {
             origins: config.origins.clone(),
             slow_consumer: config.slow_consumer,
             max_backlog: config.server.max_backlog,
+            limits: config.hub.decode_limits(),
+            verifier,
             metrics,
         };
         let commands = Mutex::new(commands);
@@ -140,7 +153,7 @@ impl ChannelServer {
                 .clone(),
             inbox: Arc::clone(&inboxes[worker]),
             shared: shared.clone(),
-            channel_conns: HashSet::new(),
+            channel_conns: HashMap::new(),
             dropping: HashMap::new(),
             taken: Vec::new(),
         });
@@ -165,7 +178,19 @@ struct Shared {
     origins: OriginPolicy,
     slow_consumer: SlowConsumer,
     max_backlog: usize,
+    limits: DecodeLimits,
+    /// Checks `hello.token` when `--jwt-secret` is set.
+    verifier: Option<TokenVerifier>,
     metrics: Arc<ChannelMetrics>,
+}
+
+/// Where a `duplex.v1` connection of a worker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Tokens are required and none was accepted yet: only `hello {token}` is forwarded.
+    NeedsToken,
+    /// Every valid command goes to the hub (which refuses a second `hello`).
+    Ready,
 }
 
 /// One worker's side of `duplex serve`.
@@ -175,7 +200,7 @@ struct ServeHandler {
     inbox: Arc<Inbox>,
     shared: Shared,
     /// Connections of this worker speaking `duplex.v1` (the others echo).
-    channel_conns: HashSet<ConnId>,
+    channel_conns: HashMap<ConnId, Standing>,
     /// Slow consumers: room → (first, last) seq dropped, reported once the output drains.
     dropping: HashMap<ConnId, BTreeMap<String, (u64, u64)>>,
     /// The inbox's contents, swapped out under the lock and handled without it.
@@ -188,6 +213,65 @@ impl ServeHandler {
             worker: self.worker,
             id,
         }
+    }
+
+    /// Decodes one frame of a `duplex.v1` connection and tells the hub what it is.
+    fn command(&mut self, id: ConnId, text: &str) {
+        let conn = self.conn(id);
+        let message = match protocol::decode_limited(text, &self.shared.limits) {
+            Ok(message) => message,
+            Err(error) => {
+                return self.tell(Command::Refused {
+                    conn,
+                    error,
+                    close: false,
+                });
+            }
+        };
+        let Some(standing) = self.channel_conns.get_mut(&id) else {
+            return;
+        };
+        let (Standing::NeedsToken, Some(verifier)) = (*standing, &self.shared.verifier) else {
+            return self.tell(Command::Message(conn, message));
+        };
+        let refused = |code, message: String, close| Command::Refused {
+            conn,
+            error: CommandError::new(None, code, message),
+            close,
+        };
+        let command = match message {
+            ClientMessage::Hello {
+                token: Some(token), ..
+            } => match verifier.verify(&token) {
+                Ok(claims) => {
+                    *standing = Standing::Ready;
+                    Command::Authenticated {
+                        conn,
+                        client: claims.sub,
+                        namespaces: claims.ns,
+                    }
+                }
+                Err(e) => {
+                    debug!(?conn, "token refused: {e}");
+                    refused(ErrorCode::Unauthorized, e.to_string(), true)
+                }
+            },
+            ClientMessage::Hello { token: None, .. } => refused(
+                ErrorCode::Unauthorized,
+                "this server requires `hello.token` (an HS256 JWT)".into(),
+                true,
+            ),
+            other => Command::Refused {
+                conn,
+                error: CommandError::new(
+                    other.id().cloned(),
+                    ErrorCode::HelloRequired,
+                    "send `hello` with a token first",
+                ),
+                close: false,
+            },
+        };
+        self.tell(command);
     }
 
     fn tell(&self, command: Command) {
@@ -208,14 +292,18 @@ impl ServeHandler {
         };
         let max = self.shared.max_backlog;
         let dropping = self.dropping.contains_key(&id);
-        if !dropping && buffered <= max {
+        // Counted with the delivery itself, so that no kind of output, however large, takes a
+        // member past its cap (room messages) or twice its cap (everything else). A member with
+        // nothing buffered always gets its delivery, so a message above the cap still goes out.
+        let after = buffered.saturating_add(text.len());
+        if !dropping && (after <= max || buffered == 0) {
             if let Err(e) = ctx.send_prepared(id, prepared) {
                 debug!(?id, "delivery not sent: {e}");
             }
             return;
         }
         match self.shared.slow_consumer {
-            SlowConsumer::Close => self.cut_off(ctx, id, buffered),
+            SlowConsumer::Close => self.cut_off(ctx, id, after),
             SlowConsumer::Gap => match room_message(text) {
                 Some((room, seq)) => {
                     self.shared
@@ -233,12 +321,12 @@ impl ServeHandler {
                 }
                 // Replies, acks and presence are small and cannot be recovered from history:
                 // they are kept up to twice the cap, beyond which the member is cut off.
-                None if buffered <= max.saturating_mul(2) => {
+                None if after <= max.saturating_mul(2) => {
                     if let Err(e) = ctx.send_prepared(id, prepared) {
                         debug!(?id, "delivery not sent: {e}");
                     }
                 }
-                None => self.cut_off(ctx, id, buffered),
+                None => self.cut_off(ctx, id, after),
             },
         }
     }
@@ -324,20 +412,25 @@ impl Handler for ServeHandler {
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         if ctx.protocol(id).as_deref() == Some(PROTOCOL) {
-            self.channel_conns.insert(id);
+            let standing = if self.shared.verifier.is_some() {
+                Standing::NeedsToken
+            } else {
+                Standing::Ready
+            };
+            self.channel_conns.insert(id, standing);
             self.tell(Command::Open(self.conn(id)));
         }
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message) {
-        if !self.channel_conns.contains(&id) {
+        if !self.channel_conns.contains_key(&id) {
             if let Err(e) = ctx.send(id, &message) {
                 debug!(?id, "echo not sent: {e}");
             }
             return;
         }
         match message {
-            Message::Text(text) => self.tell(Command::Text(self.conn(id), text)),
+            Message::Text(text) => self.command(id, text.as_str()),
             Message::Binary(_) => {
                 let _ = ctx.close(
                     id,
@@ -350,7 +443,7 @@ impl Handler for ServeHandler {
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _closed: &Closed) {
         self.dropping.remove(&id);
-        if self.channel_conns.remove(&id) {
+        if self.channel_conns.remove(&id).is_some() {
             self.tell(Command::Closed(self.conn(id)));
         }
     }
