@@ -154,8 +154,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// last bytes are written.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            let _ = self.poll_write_out(cx);
+            // Timers first: a ping they queue is written below, before this task sleeps.
             self.poll_timer(cx);
+            let _ = self.poll_write_out(cx);
             if let Some(event) = self.conn.poll_event() {
                 match &event {
                     Event::Error(e) => self.failure = Some(e.clone()),
