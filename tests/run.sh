@@ -68,6 +68,26 @@ step_autobahn_client() {
     bash tests/autobahn.sh client
 }
 
+step_tokio_build() {
+    # Both packages have an example named autobahn_client and cargo puts the last one built at
+    # target/release/examples/autobahn_client: keep the tokio one under its own name, then
+    # rebuild the native one (fresh, so cargo only links it back in place).
+    local examples=${CARGO_TARGET_DIR:-target}/release/examples
+    cargo build --release -p duplex-tokio --example autobahn_server --example autobahn_client
+    cp "$examples/autobahn_client" "$examples/tokio_autobahn_client"
+    if [[ -f native/examples/autobahn_client.rs ]]; then
+        cargo build --release -p duplex --example autobahn_client
+    fi
+}
+
+step_autobahn_tokio_server() {
+    bash tests/autobahn.sh tokio-server
+}
+
+step_autobahn_tokio_client() {
+    bash tests/autobahn.sh tokio-client
+}
+
 step_interop() {
     bash tests/interop.sh
 }
@@ -112,6 +132,11 @@ plan_steps() {
         add_step autobahn-server step_autobahn_server "tests/autobahn.sh server (duplex echo vs kosoku)"
         if [[ -f native/examples/autobahn_client.rs ]]; then
             add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
+        fi
+        if [[ -f tokio/Cargo.toml ]]; then
+            add_step tokio-build step_tokio_build "cargo build --release -p duplex-tokio --example autobahn_server --example autobahn_client"
+            add_step autobahn-tokio-server step_autobahn_tokio_server "tests/autobahn.sh tokio-server (duplex-tokio echo vs kosoku, every case)"
+            add_step autobahn-tokio-client step_autobahn_tokio_client "tests/autobahn.sh tokio-client (duplex-tokio client vs kosoku fuzzingserver, 12.*/13.* left to tokio-server)"
         fi
         if [[ -f wasm/Cargo.toml ]]; then
             add_step wasm step_wasm "tests/wasm.sh (build the duplex-ws package, node --test its suites)"

@@ -23,6 +23,11 @@ use crate::Error;
 /// Default bound on queued output above which [`Sink::poll_ready`] waits (1 MiB).
 pub const DEFAULT_MAX_BUFFERED: usize = 1 << 20;
 
+/// Size of the stack buffer small reads go through.
+const SCRATCH: usize = 8 << 10;
+/// A frame missing at least this much is read straight into the connection's buffer.
+const LARGE_FRAME_REST: usize = 16 << 10;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another holder leaves the state consistent enough to report errors from.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -179,17 +184,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 return Poll::Pending;
             }
             let now = self.now();
-            let mut buf = ReadBuf::new(self.conn.recv_buf());
-            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let n = buf.filled().len();
-                    if n == 0 {
-                        self.read_closed = true;
-                        self.conn.receive_eof(now);
-                    } else {
+            let read = if self.conn.frame_remaining() >= LARGE_FRAME_REST {
+                // The rest of a large frame lands in the connection's buffer, without a copy.
+                let mut buf = ReadBuf::new(self.conn.recv_buf());
+                let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+                let n = buf.filled().len();
+                if let Poll::Ready(Ok(())) = read {
+                    if n > 0 {
                         self.conn.commit(now, n);
                     }
                 }
+                read.map_ok(|()| n)
+            } else {
+                // Small reads go through the stack, so a connection waiting for data holds no
+                // receive buffer (the core drops its own once everything is processed).
+                let mut scratch = [0u8; SCRATCH];
+                let mut buf = ReadBuf::new(&mut scratch);
+                let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+                let n = buf.filled().len();
+                if let Poll::Ready(Ok(())) = read {
+                    if n > 0 {
+                        self.conn.receive(now, &scratch[..n]);
+                    }
+                }
+                read.map_ok(|()| n)
+            };
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    self.conn.receive_eof(now);
+                }
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => self.fail_io(e),
                 Poll::Pending => return Poll::Pending,
             }
