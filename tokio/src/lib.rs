@@ -59,7 +59,7 @@ pub use handshake::{
 };
 pub use stream::{DEFAULT_MAX_BUFFERED, RecvHalf, SendHalf, WebSocketStream};
 #[cfg(feature = "tls")]
-pub use tls::{connect_tls, connect_tls_with};
+pub use tls::{connect_tls, connect_tls_with, default_tls_config};
 
 /// Everything that can go wrong with a connection or a handshake.
 #[derive(Debug, thiserror::Error)]
