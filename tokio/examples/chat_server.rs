@@ -13,7 +13,9 @@ use tokio::sync::broadcast;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
     let listener = TcpListener::bind(&addr).await?;
     eprintln!("chat_server: listening on ws://{}", listener.local_addr()?);
     // A subscriber more than 256 messages behind is closed rather than buffered without end.

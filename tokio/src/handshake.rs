@@ -68,13 +68,18 @@ where
 /// Accepts a WebSocket upgrade on `io`, letting `decide` pick a subprotocol (or add headers)
 /// or refuse the request with an HTTP status. A request that is not an upgrade is answered
 /// with 426 without asking `decide`; a malformed one with the status the core chooses.
-pub async fn accept_with<S, F>(io: S, config: Config, decide: F) -> Result<WebSocketStream<S>, Error>
+pub async fn accept_with<S, F>(
+    io: S,
+    config: Config,
+    decide: F,
+) -> Result<WebSocketStream<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&Request) -> Result<Accept, Reject>,
 {
     let start = Instant::now();
-    let ws = WebSocketStream::from_connection(io, Connection::server(config, Duration::ZERO), start);
+    let ws =
+        WebSocketStream::from_connection(io, Connection::server(config, Duration::ZERO), start);
     let mut decide = Some(decide);
     let mut refused = None;
     let mut failure = None;

@@ -49,7 +49,9 @@ async fn echo_over_tcp_with_compression_and_a_clean_close() {
                 .any(|e| e.name == "permessage-deflate"),
             "{response:?}"
         );
-        let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let big: String = (0..200_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
         let sent = vec![
             Message::text("hello"),
             Message::binary(vec![0u8, 1, 2, 255]),
@@ -67,8 +69,14 @@ async fn echo_over_tcp_with_compression_and_a_clean_close() {
         assert!(ws.next().await.is_none(), "the stream ends after the close");
         let closed = ws.closed().unwrap();
         assert_eq!((closed.code, closed.clean), (CloseCode::Normal, true));
-        assert!(matches!(ws.send(Message::text("late")).await, Err(Error::Closed)));
-        assert_eq!(server.await.unwrap(), vec!["closed: Some(Normal)".to_string()]);
+        assert!(matches!(
+            ws.send(Message::text("late")).await,
+            Err(Error::Closed)
+        ));
+        assert_eq!(
+            server.await.unwrap(),
+            vec!["closed: Some(Normal)".to_string()]
+        );
     })
     .await
     .unwrap();
@@ -83,7 +91,10 @@ async fn sink_send_all_and_close() {
             futures_util::stream::iter((0..100).map(|i| Ok(Message::text(format!("m{i}")))));
         ws.send_all(&mut messages).await.unwrap();
         for i in 0..100 {
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(format!("m{i}")));
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text(format!("m{i}"))
+            );
         }
         SinkExt::close(&mut ws).await.unwrap();
         assert!(ws.next().await.is_none());
@@ -165,13 +176,18 @@ async fn a_plain_http_request_gets_426_and_accept_reports_it() {
             accept(tcp).await.map(|_| ())
         });
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut response = Vec::new();
         tcp.read_to_end(&mut response).await.unwrap();
         let response = String::from_utf8_lossy(&response);
         assert!(response.starts_with("HTTP/1.1 426"), "{response}");
         let result = server.await.unwrap();
-        assert!(matches!(result, Err(Error::Refused { status: 426 })), "{result:?}");
+        assert!(
+            matches!(result, Err(Error::Refused { status: 426 })),
+            "{result:?}"
+        );
     })
     .await
     .unwrap();
@@ -205,8 +221,14 @@ async fn split_halves_in_two_tasks_close_from_the_writer_while_the_reader_reads(
         assert_eq!(got, expected);
         let closed = closed.expect("the reader saw the end");
         assert_eq!((closed.code, closed.clean), (CloseCode::Normal, true));
-        assert!(matches!(tx.send(Message::text("x")).await, Err(Error::Closed)));
-        assert_eq!(server.await.unwrap(), vec!["closed: Some(Normal)".to_string()]);
+        assert!(matches!(
+            tx.send(Message::text("x")).await,
+            Err(Error::Closed)
+        ));
+        assert_eq!(
+            server.await.unwrap(),
+            vec!["closed: Some(Normal)".to_string()]
+        );
     })
     .await
     .unwrap();

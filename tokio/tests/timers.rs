@@ -37,7 +37,9 @@ async fn silent_client(mut io: DuplexStream) -> DuplexStream {
 }
 
 async fn server(io: DuplexStream, config: Config) -> WebSocketStream<DuplexStream> {
-    accept_with(io, config, |_| Ok(Accept::default())).await.unwrap()
+    accept_with(io, config, |_| Ok(Accept::default()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -74,10 +76,17 @@ async fn idle_timeout_fires_without_app_action() {
     let started = Instant::now();
     let end = timeout(Duration::from_secs(600), ws.recv()).await.unwrap();
     assert!(
-        matches!(end, Some(Err(Error::Protocol(duplex_core::Error::IdleTimeout)))),
+        matches!(
+            end,
+            Some(Err(Error::Protocol(duplex_core::Error::IdleTimeout)))
+        ),
         "{end:?}"
     );
-    assert!(started.elapsed() >= Duration::from_secs(45), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -89,7 +98,10 @@ async fn a_close_the_peer_never_answers_ends_after_the_close_timeout() {
     let started = Instant::now();
     let end = timeout(Duration::from_secs(600), ws.recv()).await.unwrap();
     assert!(
-        matches!(end, Some(Err(Error::Protocol(duplex_core::Error::CloseTimeout)))),
+        matches!(
+            end,
+            Some(Err(Error::Protocol(duplex_core::Error::CloseTimeout)))
+        ),
         "{end:?}"
     );
     assert!(started.elapsed() >= Duration::from_secs(3));
@@ -110,13 +122,16 @@ async fn heartbeats_keep_a_responsive_pair_open() {
     let (client, _) = client.unwrap();
     // Both sides only wait for messages for a minute: pings flow both ways and are answered.
     let quiet = Duration::from_secs(60);
-    let (s, c) = tokio::join!(
-        timeout(quiet, server.recv()),
-        timeout(quiet, client.recv())
+    let (s, c) = tokio::join!(timeout(quiet, server.recv()), timeout(quiet, client.recv()));
+    assert!(
+        s.is_err() && c.is_err(),
+        "nothing ended the connection: {s:?} {c:?}"
     );
-    assert!(s.is_err() && c.is_err(), "nothing ended the connection: {s:?} {c:?}");
     assert!(server.closed().is_none() && client.closed().is_none());
-    client.send(duplex_tokio::Message::text("still here")).await.unwrap();
+    client
+        .send(duplex_tokio::Message::text("still here"))
+        .await
+        .unwrap();
     let got = server.recv().await.unwrap().unwrap();
     assert_eq!(got, duplex_tokio::Message::text("still here"));
 }

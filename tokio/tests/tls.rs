@@ -18,7 +18,14 @@ fn certificate() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
@@ -79,7 +86,11 @@ async fn echo_over_tls_and_a_certificate_the_client_does_not_trust_is_refused() 
     let limit = Duration::from_secs(20);
     let (ws, _) = tokio::time::timeout(
         limit,
-        connect_tls_with(url.as_str(), duplex_tokio::default_config(), Arc::new(client_config)),
+        connect_tls_with(
+            url.as_str(),
+            duplex_tokio::default_config(),
+            Arc::new(client_config),
+        ),
     )
     .await
     .unwrap()

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A byte stream that takes and gives at most a scripted number of bytes per call, cycling
 /// through `sizes`, so frames arrive and leave in arbitrary pieces.
+#[derive(Debug)]
 pub struct Chunky<S> {
     pub inner: S,
     pub read_sizes: Vec<usize>,
@@ -66,10 +67,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Chunky<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
