@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side load runs: `duplex echo --threads 1` against echo servers on other WebSocket
-# stacks (tokio-tungstenite, fastwebsockets, Node ws, uWebSockets.js), all driven by
+# stacks (tokio-tungstenite, fastwebsockets, Node ws, uWebSockets.js) and duplex-tokio (the
+# core on a current-thread tokio runtime, heartbeat on), all driven by
 # duplex-load on loopback.
 #
 #   benches/compare.sh                 the full matrix (about 10 minutes with 5 servers)
@@ -23,14 +24,14 @@ cd "$ROOT"
 source "$ROOT/benches/lib.sh"
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:
   --quick               reduced matrix, 2 s per cell
   --duration SECS       measured window per cell (default 5; --quick: 2)
   --warmup SECS         load before each window (default 1; --quick: 0.5)
-  --servers LIST        comma-separated subset of: duplex,tungstenite,fastwebsockets,ws,uws
+  --servers LIST        comma-separated subset of: duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws
   --text                send text messages instead of binary
   --idle-connections N  idle connections for the memory test (default 10000)
   --connect-slots N     concurrent connect cycles for the handshake rate (default 10)
@@ -42,7 +43,7 @@ EOF
 QUICK=0
 DURATION=""
 WARMUP=""
-SERVERS="duplex,tungstenite,fastwebsockets,ws,uws"
+SERVERS="duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws"
 KIND="--binary"
 IDLE_CONNECTIONS=10000
 CONNECT_SLOTS=10
@@ -111,7 +112,7 @@ need taskset "util-linux"
 for s in "${SERVER_LIST[@]}"; do
     case "$s" in
         ws|uws) need node "Node.js for the ws and uWebSockets.js peers"; need npm "npm ci" ;;
-        duplex|tungstenite|fastwebsockets) ;;
+        duplex|duplex-tokio|tungstenite|fastwebsockets) ;;
         *) echo "compare.sh: unknown server $s" >&2; exit 2 ;;
     esac
 done
@@ -147,6 +148,7 @@ fi
 server_command() { # NAME PORT
     case "$1" in
         duplex) echo "$BIN/duplex echo --listen 127.0.0.1:$2 --threads 1" ;;
+        duplex-tokio) echo "$BIN/duplex-tokio-echo $2" ;;
         tungstenite) echo "$BIN/tungstenite-echo --runtime current $2" ;;
         fastwebsockets) echo "$BIN/fastwebsockets-echo $2" ;;
         ws) echo "node $NODE_DIR/ws-echo.mjs $2" ;;
