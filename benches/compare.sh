@@ -33,6 +33,8 @@ Options:
   --warmup SECS         load before each window (default 1; --quick: 0.5)
   --servers LIST        comma-separated subset of: duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws
   --text                send text messages instead of binary
+  --cells LIST          only these echo cells, CONNECTIONS:SIZE:IN_FLIGHT comma-separated
+                        (e.g. 100:20:1,100:1024:1,100:16384:1,100:20:16)
   --idle-connections N  idle connections for the memory test (default 10000)
   --connect-slots N     concurrent connect cycles for the handshake rate (default 10)
   --no-build            use the binaries and node_modules already built
@@ -49,6 +51,7 @@ IDLE_CONNECTIONS=10000
 CONNECT_SLOTS=10
 BUILD=1
 PORT_BASE=19100
+CELLS_ONLY=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -56,6 +59,7 @@ while [[ $# -gt 0 ]]; do
         --warmup) WARMUP="$2"; shift ;;
         --servers) SERVERS="$2"; shift ;;
         --text) KIND="--text" ;;
+        --cells) CELLS_ONLY="$2"; shift ;;
         --idle-connections) IDLE_CONNECTIONS="$2"; shift ;;
         --connect-slots) CONNECT_SLOTS="$2"; shift ;;
         --no-build) BUILD=0 ;;
@@ -79,6 +83,17 @@ else
     SIZES=(20 1024 16384)
     # connections:size:in-flight
     EXTRA_CELLS=("100:20:16")
+fi
+if [[ -n $CELLS_ONLY ]]; then
+    CONNECTIONS=()
+    SIZES=()
+    IFS=',' read -r -a EXTRA_CELLS <<<"$CELLS_ONLY"
+    for cell in "${EXTRA_CELLS[@]}"; do
+        [[ $cell =~ ^[0-9]+:[0-9]+:[0-9]+$ ]] || {
+            echo "compare.sh: --cells wants CONNECTIONS:SIZE:IN_FLIGHT, got $cell" >&2
+            exit 2
+        }
+    done
 fi
 IFS=',' read -r -a SERVER_LIST <<<"$SERVERS"
 
