@@ -354,6 +354,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         self.flush().await
     }
 
+    async fn feed(&self, message: &Message) -> Result<(), Error> {
+        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        let mut inner = self.state();
+        inner.conn.send(message).map_err(|e| inner.send_error(e))
+    }
+
     async fn flush(&self) -> Result<(), Error> {
         poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_flush)).await
     }
@@ -401,6 +407,14 @@ macro_rules! common_methods {
         /// accepted it is in the connection's output, and dropping the future loses nothing.
         pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
             self.shared.send(&message.into()).await
+        }
+
+        /// Queues a message without waiting for it to be written (after waiting, like
+        /// [`Self::send`], while the output is above its bound). It goes out with the next
+        /// `send` or `flush`, or as soon as the receiving side waits for data: an echo loop
+        /// of `recv` and `feed` writes a burst of replies at once instead of one by one.
+        pub async fn feed(&self, message: impl Into<Message>) -> Result<(), Error> {
+            self.shared.feed(&message.into()).await
         }
 
         /// Starts the close handshake with `code` and `reason` and writes the close frame.

@@ -24,13 +24,20 @@ async fn a_dropped_send_loses_nothing_and_ready_waits_above_the_bound() {
     let dropped = timeout(Duration::from_millis(50), client.send(first.clone())).await;
     assert!(dropped.is_err(), "the send could not finish: nobody reads");
     let queued = client.buffered_amount();
-    assert!(queued > 4096, "the accepted message waits in the output: {queued}");
+    assert!(
+        queued > 4096,
+        "the accepted message waits in the output: {queued}"
+    );
 
     // Above the bound, the next send waits before taking its message.
     let second = Message::text("second");
     let waited = timeout(Duration::from_millis(50), client.send(second.clone())).await;
     assert!(waited.is_err(), "send waited for the output to drain");
-    assert_eq!(client.buffered_amount(), queued, "the second message was not queued");
+    assert_eq!(
+        client.buffered_amount(),
+        queued,
+        "the second message was not queued"
+    );
 
     // Once the server reads, the dropped message arrives whole; a new send goes through.
     let reader = tokio::spawn(async move {
@@ -41,7 +48,10 @@ async fn a_dropped_send_loses_nothing_and_ready_waits_above_the_bound() {
     client.flush().await.unwrap();
     assert_eq!(client.buffered_amount(), 0);
     client.send(Message::text("third")).await.unwrap();
-    let (got, next) = timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    let (got, next) = timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, first);
     assert_eq!(next, Message::text("third"));
 }

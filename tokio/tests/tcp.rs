@@ -233,3 +233,40 @@ async fn split_halves_in_two_tasks_close_from_the_writer_while_the_reader_reads(
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn fed_messages_go_out_on_flush_or_when_the_reader_waits() {
+    timeout(LIMIT, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        // An echo server that only feeds: its replies go out when its next recv waits.
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ws = accept(tcp).await.unwrap();
+            let mut echoed = 0;
+            while let Some(Ok(m)) = ws.recv().await {
+                ws.feed(m).await.unwrap();
+                echoed += 1;
+            }
+            echoed
+        });
+        let (ws, _) = connect(url.as_str()).await.unwrap();
+        for i in 0..20 {
+            ws.feed(Message::text(format!("f{i}"))).await.unwrap();
+        }
+        assert!(ws.buffered_amount() > 0, "fed messages wait for a flush");
+        ws.flush().await.unwrap();
+        assert_eq!(ws.buffered_amount(), 0);
+        for i in 0..20 {
+            assert_eq!(
+                ws.recv().await.unwrap().unwrap(),
+                Message::text(format!("f{i}"))
+            );
+        }
+        ws.close(CloseCode::Normal, "").await.unwrap();
+        assert!(ws.recv().await.is_none());
+        assert_eq!(server.await.unwrap(), 20);
+    })
+    .await
+    .unwrap();
+}
