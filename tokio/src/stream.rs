@@ -25,8 +25,6 @@ pub const DEFAULT_MAX_BUFFERED: usize = 1 << 20;
 
 /// Size of the stack buffer small reads go through.
 const SCRATCH: usize = 8 << 10;
-/// A frame missing at least this much is read straight into the connection's buffer.
-const LARGE_FRAME_REST: usize = 16 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another holder leaves the state consistent enough to report errors from.
@@ -82,6 +80,8 @@ struct Inner<S> {
     failure: Option<duplex_core::Error>,
     closed: Option<Closed>,
     max_buffered: usize,
+    /// The receiving side is parked waiting for data (it writes pending output when woken).
+    reader_waiting: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
@@ -184,8 +184,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 return Poll::Pending;
             }
             let now = self.now();
-            let read = if self.conn.frame_remaining() >= LARGE_FRAME_REST {
-                // The rest of a large frame lands in the connection's buffer, without a copy.
+            let read = if self.conn.frame_remaining() > 0 {
+                // The rest of a frame already begun lands in the connection's buffer (which
+                // holds its start anyway) in as few reads as it takes, without a copy.
                 let mut buf = ReadBuf::new(self.conn.recv_buf());
                 let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
                 let n = buf.filled().len();
@@ -223,6 +224,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
     /// The next message; the error the connection failed with, then `None` at the end.
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        let next = self.poll_next_message(cx);
+        self.reader_waiting = next.is_pending();
+        next
+    }
+
+    fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         loop {
             match ready!(self.poll_event(cx)) {
                 Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
@@ -253,12 +260,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.poll_timer(cx);
-        let written = self.poll_write_out(cx);
+        // Below the bound nothing is written here, so messages queued in a row (`feed`,
+        // `send_all`) leave in one write.
+        if self.conn.buffered_amount() >= self.max_buffered && self.poll_write_out(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
         if !self.conn.is_open() {
             return Poll::Ready(Err(self.send_error(SendError::NotOpen)));
-        }
-        if written.is_pending() && self.conn.buffered_amount() >= self.max_buffered {
-            return Poll::Pending;
         }
         Poll::Ready(Ok(()))
     }
@@ -314,6 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 failure: None,
                 closed: None,
                 max_buffered: DEFAULT_MAX_BUFFERED,
+                reader_waiting: false,
             }),
             wakers,
             waker,
@@ -356,8 +366,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
 
     async fn feed(&self, message: &Message) -> Result<(), Error> {
         poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
-        let mut inner = self.state();
-        inner.conn.send(message).map_err(|e| inner.send_error(e))
+        let reader_waiting = {
+            let mut inner = self.state();
+            inner.conn.send(message).map_err(|e| inner.send_error(e))?;
+            inner.reader_waiting
+        };
+        if reader_waiting {
+            // A receiving half parked in another task writes the message out when woken.
+            let waker = lock(&self.wakers.reader).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+        Ok(())
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -270,3 +270,22 @@ async fn fed_messages_go_out_on_flush_or_when_the_reader_waits() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_fed_from_the_sending_half_goes_out_while_the_receiving_half_waits() {
+    timeout(LIMIT, async {
+        let (url, server) = echo_server(1).await;
+        let (ws, _) = connect(url.as_str()).await.unwrap();
+        let (tx, mut rx) = ws.split();
+        let reader = tokio::spawn(async move { rx.next().await.map(Result::unwrap) });
+        // Let the reader park in its read first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.feed(Message::text("fed")).await.unwrap();
+        // No flush: the parked reader writes it.
+        assert_eq!(reader.await.unwrap(), Some(Message::text("fed")));
+        tx.close(CloseCode::Normal, "").await.unwrap();
+        server.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
