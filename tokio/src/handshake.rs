@@ -111,7 +111,11 @@ where
                 })
                 .map_err(Error::Send)?;
             }
-            Event::Open => return Ok(ws),
+            Event::Open => {
+                // The 101 goes out now, not with the first message.
+                ws.flush().await?;
+                return Ok(ws);
+            }
             Event::Error(e) => failure = Some(e),
             _ => {}
         }

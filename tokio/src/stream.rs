@@ -161,7 +161,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         loop {
             // Timers first: a ping they queue is written below, before this task sleeps.
             self.poll_timer(cx);
-            let _ = self.poll_write_out(cx);
             if let Some(event) = self.conn.poll_event() {
                 match &event {
                     Event::Error(e) => self.failure = Some(e.clone()),
@@ -170,6 +169,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 return Poll::Ready(Some(event));
             }
+            // Nothing left to report: write what the events so far queued (echoes, pongs,
+            // pings) in one go before waiting for more data. While a burst of messages is
+            // being reported, output accumulates up to the bound `poll_ready` enforces.
+            let _ = self.poll_write_out(cx);
             if self.conn.is_terminated() || self.broken {
                 ready!(self.poll_write_out(cx));
                 if !self.shutdown && !self.broken {
