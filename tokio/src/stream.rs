@@ -7,6 +7,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
@@ -24,7 +25,7 @@ use crate::Error;
 pub const DEFAULT_MAX_BUFFERED: usize = 1 << 20;
 
 /// Size of the stack buffer small reads go through.
-const SCRATCH: usize = 8 << 10;
+const SCRATCH: usize = 32 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another holder leaves the state consistent enough to report errors from.
@@ -200,15 +201,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 read.map_ok(|()| n)
             } else {
-                // Small reads go through the stack, so a connection waiting for data holds no
-                // receive buffer (the core drops its own once everything is processed).
-                let mut scratch = [0u8; SCRATCH];
-                let mut buf = ReadBuf::new(&mut scratch);
+                // Reads between frames go through the stack, so a connection waiting for data
+                // holds no receive buffer (the core drops its own once everything is
+                // processed). Left uninitialised: zeroing it would cost more than the read.
+                let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+                let mut buf = ReadBuf::uninit(&mut scratch);
                 let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
                 let n = buf.filled().len();
                 if let Poll::Ready(Ok(())) = read {
                     if n > 0 {
-                        self.conn.receive(now, &scratch[..n]);
+                        self.conn.receive(now, buf.filled());
                     }
                 }
                 read.map_ok(|()| n)
