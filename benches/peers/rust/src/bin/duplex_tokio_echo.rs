@@ -15,10 +15,8 @@ async fn serve(stream: TcpStream) {
     let Ok(ws) = accept_with(stream, config, |_| Ok(Accept::default())).await else {
         return;
     };
-    // `feed` queues the echo; it is written when the next `recv` waits for data, so a burst
-    // of messages read at once is answered with one write (as `forward` does on the others).
     while let Some(Ok(message)) = ws.recv().await {
-        if ws.feed(message).await.is_err() {
+        if ws.send(message).await.is_err() {
             return;
         }
     }
