@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side load runs: `duplex echo --threads 1` against echo servers on other WebSocket
-# stacks (tokio-tungstenite, fastwebsockets, Node ws, uWebSockets.js), all driven by
+# stacks (tokio-tungstenite, fastwebsockets, Node ws, uWebSockets.js) and duplex-tokio (the
+# core on a current-thread tokio runtime, heartbeat on), all driven by
 # duplex-load on loopback.
 #
 #   benches/compare.sh                 the full matrix (about 10 minutes with 5 servers)
@@ -23,15 +24,17 @@ cd "$ROOT"
 source "$ROOT/benches/lib.sh"
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:
   --quick               reduced matrix, 2 s per cell
   --duration SECS       measured window per cell (default 5; --quick: 2)
   --warmup SECS         load before each window (default 1; --quick: 0.5)
-  --servers LIST        comma-separated subset of: duplex,tungstenite,fastwebsockets,ws,uws
+  --servers LIST        comma-separated subset of: duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws
   --text                send text messages instead of binary
+  --cells LIST          only these echo cells, CONNECTIONS:SIZE:IN_FLIGHT comma-separated
+                        (e.g. 100:20:1,100:1024:1,100:16384:1,100:20:16)
   --idle-connections N  idle connections for the memory test (default 10000)
   --connect-slots N     concurrent connect cycles for the handshake rate (default 10)
   --no-build            use the binaries and node_modules already built
@@ -42,12 +45,13 @@ EOF
 QUICK=0
 DURATION=""
 WARMUP=""
-SERVERS="duplex,tungstenite,fastwebsockets,ws,uws"
+SERVERS="duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws"
 KIND="--binary"
 IDLE_CONNECTIONS=10000
 CONNECT_SLOTS=10
 BUILD=1
 PORT_BASE=19100
+CELLS_ONLY=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -55,6 +59,7 @@ while [[ $# -gt 0 ]]; do
         --warmup) WARMUP="$2"; shift ;;
         --servers) SERVERS="$2"; shift ;;
         --text) KIND="--text" ;;
+        --cells) CELLS_ONLY="$2"; shift ;;
         --idle-connections) IDLE_CONNECTIONS="$2"; shift ;;
         --connect-slots) CONNECT_SLOTS="$2"; shift ;;
         --no-build) BUILD=0 ;;
@@ -78,6 +83,17 @@ else
     SIZES=(20 1024 16384)
     # connections:size:in-flight
     EXTRA_CELLS=("100:20:16")
+fi
+if [[ -n $CELLS_ONLY ]]; then
+    CONNECTIONS=()
+    SIZES=()
+    IFS=',' read -r -a EXTRA_CELLS <<<"$CELLS_ONLY"
+    for cell in "${EXTRA_CELLS[@]}"; do
+        [[ $cell =~ ^[0-9]+:[0-9]+:[0-9]+$ ]] || {
+            echo "compare.sh: --cells wants CONNECTIONS:SIZE:IN_FLIGHT, got $cell" >&2
+            exit 2
+        }
+    done
 fi
 IFS=',' read -r -a SERVER_LIST <<<"$SERVERS"
 
@@ -111,7 +127,7 @@ need taskset "util-linux"
 for s in "${SERVER_LIST[@]}"; do
     case "$s" in
         ws|uws) need node "Node.js for the ws and uWebSockets.js peers"; need npm "npm ci" ;;
-        duplex|tungstenite|fastwebsockets) ;;
+        duplex|duplex-tokio|tungstenite|fastwebsockets) ;;
         *) echo "compare.sh: unknown server $s" >&2; exit 2 ;;
     esac
 done
@@ -147,6 +163,7 @@ fi
 server_command() { # NAME PORT
     case "$1" in
         duplex) echo "$BIN/duplex echo --listen 127.0.0.1:$2 --threads 1" ;;
+        duplex-tokio) echo "$BIN/duplex-tokio-echo $2" ;;
         tungstenite) echo "$BIN/tungstenite-echo --runtime current $2" ;;
         fastwebsockets) echo "$BIN/fastwebsockets-echo $2" ;;
         ws) echo "node $NODE_DIR/ws-echo.mjs $2" ;;

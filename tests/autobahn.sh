@@ -6,8 +6,13 @@
 #   tests/autobahn.sh wasm-client   the same with the WASM client: DuplexSocket of the
 #                                   duplex-ws package (wasm/js/examples/autobahn-client.mjs,
 #                                   built first by wasm/build.sh or tests/wasm.sh)
+#   tests/autobahn.sh tokio-server  kosoku drives the duplex-tokio echo server
+#                                   (tokio/examples/autobahn_server.rs)
+#   tests/autobahn.sh tokio-client  the duplex-tokio client (tokio/examples/autobahn_client.rs)
+#                                   drives kosoku -m fuzzingserver
+#   (wasm-client and the tokio roles leave out the large compression cases; see below)
 #
-# Reports land in reports/server/, reports/client/ and reports/wasm-client/ (index.json plus one
+# Reports land in reports/MODE/ (index.json plus one
 # JSON and HTML file per case; open index.html in a browser). The verdict
 # comes from tests/autobahn_check.py, not from kosoku's exit code: kosoku
 # exits 1 whenever any case fails, including the tolerated 9.3.1 / 9.4.1.
@@ -20,7 +25,9 @@
 #                        (wasm-client: node wasm/js/examples/autobahn-client.mjs $AUTOBAHN_URL $AUTOBAHN_AGENT)
 #   AUTOBAHN_AGENT       agent name the client reports (default: duplex; wasm-client: duplex-wasm)
 # The native binaries default to ${CARGO_TARGET_DIR:-target}/release/ (duplex and
-# examples/autobahn_client); DUPLEX_BIN and AUTOBAHN_CLIENT_BIN override them.
+# examples/autobahn_client); DUPLEX_BIN and AUTOBAHN_CLIENT_BIN override them. The tokio
+# modes run examples/autobahn_server and examples/tokio_autobahn_client of the same directory
+# (tests/run.sh tokio-build); TOKIO_SERVER_BIN and TOKIO_CLIENT_BIN override them.
 # e.g. the Node `ws` references:
 #   AUTOBAHN_SERVER_CMD='node tests/interop/ws_echo_server.mjs $PORT' tests/autobahn.sh server
 #   AUTOBAHN_CLIENT_CMD='node tests/interop/ws_autobahn_client.mjs $AUTOBAHN_URL $AUTOBAHN_AGENT' \
@@ -50,26 +57,37 @@ DEFAULT_CLIENT_CMD='"$AUTOBAHN_CLIENT_BIN" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
 # shellcheck disable=SC2016
 WASM_CLIENT_CMD='node "$REPO_ROOT/wasm/js/examples/autobahn-client.mjs" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
 AUTOBAHN_CLIENT_BIN="${AUTOBAHN_CLIENT_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/autobahn_client}"
+# duplex-tokio's examples. Its client example has the same name as the native one, and each
+# release build of either puts its own at target/release/examples/autobahn_client: the tokio
+# client is copied aside as tokio_autobahn_client right after it is built (tests/run.sh
+# step_tokio_build, which then restores the native one) and run from there.
+TOKIO_SERVER_BIN="${TOKIO_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/autobahn_server}"
+TOKIO_CLIENT_BIN="${TOKIO_CLIENT_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/tokio_autobahn_client}"
+# shellcheck disable=SC2016
+TOKIO_SERVER_CMD='"$TOKIO_SERVER_BIN" "127.0.0.1:$PORT"'
+# shellcheck disable=SC2016
+TOKIO_CLIENT_CMD='"$TOKIO_CLIENT_BIN" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
 # The commands run in their own bash.
-export DUPLEX_BIN AUTOBAHN_CLIENT_BIN
+export DUPLEX_BIN AUTOBAHN_CLIENT_BIN TOKIO_SERVER_BIN TOKIO_CLIENT_BIN
 
 mode=${1:-}
 case $mode in
-server | client | wasm-client) ;;
+server | client | wasm-client | tokio-server | tokio-client) ;;
 *)
-    echo "usage: tests/autobahn.sh server|client|wasm-client" >&2
+    echo "usage: tests/autobahn.sh server|client|wasm-client|tokio-server|tokio-client" >&2
     exit 2
     ;;
 esac
 
 bash "$REPO_ROOT/tests/setup.sh" python
 
-# The WASM client: the RFC 6455 and 7692 engine in the .wasm is the core the native roles just
-# passed every case with, so this role is about the JavaScript glue (bytes in and out, events,
-# close, compression negotiated and used). Compression cases 12.*/13.* with messages of up to
-# 4 KiB (case numbers 1-8) cover that; the 64-256 KiB ones (9-18) only repeat the codec's
-# work and take three quarters of the role's time.
-if [[ $mode == wasm-client && -z ${AUTOBAHN_CASES:-} ]]; then
+# The WASM client and both tokio roles: the RFC 6455 and 7692 engine inside them is the core the
+# native roles pass every case with, so these roles are about their glue (bytes in and out,
+# events, backpressure, close, compression negotiated and used). Compression cases 12.*/13.*
+# with messages of up to 4 KiB (case numbers 1-8) cover that; the 64-256 KiB ones (9-18) only
+# repeat the codec's work and take three quarters of a role's time. Large messages through the
+# glue are still covered, uncompressed, by 9.* (up to 16 MiB). AUTOBAHN_CASES='*' runs all.
+if [[ $mode =~ ^(wasm-client|tokio-server|tokio-client)$ && -z ${AUTOBAHN_CASES:-} ]]; then
     EXCLUDES=()
     for n in 9 10 11 12 13 14 15 16 17 18; do EXCLUDES+=("12.*.$n" "13.*.$n"); done
     EXPECT_CASES=397
@@ -86,6 +104,8 @@ PORT=$(free_port)
 AUTOBAHN_URL="ws://127.0.0.1:$PORT"
 if [[ $mode == wasm-client ]]; then
     AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex-wasm}
+elif [[ $mode == tokio-client ]]; then
+    AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex-tokio}
 else
     AUTOBAHN_AGENT=${AUTOBAHN_AGENT:-duplex}
 fi
@@ -99,10 +119,16 @@ mkdir -p "$logdir"
 
 run_server_mode() {
     local cmd=${AUTOBAHN_SERVER_CMD:-$DEFAULT_SERVER_CMD}
-    if [[ -z ${AUTOBAHN_SERVER_CMD:-} && ! -x $DUPLEX_BIN ]]; then
-        die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
+    if [[ -z ${AUTOBAHN_SERVER_CMD:-} ]]; then
+        if [[ $mode == tokio-server ]]; then
+            cmd=$TOKIO_SERVER_CMD
+            [[ -x $TOKIO_SERVER_BIN ]] ||
+                die "$TOKIO_SERVER_BIN not built (cargo build --release -p duplex-tokio --example autobahn_server)"
+        elif [[ ! -x $DUPLEX_BIN ]]; then
+            die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
+        fi
     fi
-    local slog="$logdir/autobahn-server-peer.log" klog="$logdir/autobahn-server-kosoku.log"
+    local slog="$logdir/autobahn-$mode-peer.log" klog="$logdir/autobahn-$mode-kosoku.log"
     log "server under test: $cmd (PORT=$PORT)"
     start_server "$slog" "$PORT" 30 "server under test" bash -c "exec $cmd"
     local server_pid=$BG_PID
@@ -137,6 +163,10 @@ run_client_mode() {
             command -v node >/dev/null || die "node not found (Node >= 20)"
             [[ -f $REPO_ROOT/wasm/js/dist/duplex_wasm_bg.wasm ]] ||
                 die "wasm/js/dist not built (bash wasm/build.sh)"
+        elif [[ $mode == tokio-client ]]; then
+            cmd=$TOKIO_CLIENT_CMD
+            [[ -x $TOKIO_CLIENT_BIN ]] ||
+                die "$TOKIO_CLIENT_BIN not built (tests/run.sh tokio-build)"
         elif [[ ! -x $AUTOBAHN_CLIENT_BIN ]]; then
             die "autobahn_client not built (cargo build --release -p duplex --example autobahn_client)"
         fi
@@ -183,6 +213,6 @@ check() {
 }
 
 case $mode in
-server) run_server_mode ;;
-client | wasm-client) run_client_mode ;;
+server | tokio-server) run_server_mode ;;
+client | wasm-client | tokio-client) run_client_mode ;;
 esac

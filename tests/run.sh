@@ -84,6 +84,26 @@ step_autobahn_client() {
     bash tests/autobahn.sh client
 }
 
+step_tokio_build() {
+    # Both packages have an example named autobahn_client and cargo puts the last one built at
+    # target/release/examples/autobahn_client: keep the tokio one under its own name, then
+    # rebuild the native one (fresh, so cargo only links it back in place).
+    local examples=${CARGO_TARGET_DIR:-target}/release/examples
+    cargo build --release -p duplex-tokio --example autobahn_server --example autobahn_client
+    cp "$examples/autobahn_client" "$examples/tokio_autobahn_client"
+    if [[ -f native/examples/autobahn_client.rs ]]; then
+        cargo build --release -p duplex --example autobahn_client
+    fi
+}
+
+step_autobahn_tokio_server() {
+    bash tests/autobahn.sh tokio-server
+}
+
+step_autobahn_tokio_client() {
+    bash tests/autobahn.sh tokio-client
+}
+
 step_interop() {
     bash tests/interop.sh
 }
@@ -199,10 +219,15 @@ plan_steps() {
         if [[ -f native/examples/autobahn_client.rs ]]; then
             add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
         fi
+        if [[ -f tokio/Cargo.toml ]]; then
+            add_step tokio-build step_tokio_build "cargo build --release -p duplex-tokio --example autobahn_server --example autobahn_client"
+            add_step autobahn-tokio-server step_autobahn_tokio_server "tests/autobahn.sh tokio-server (duplex-tokio echo vs kosoku, 397 cases)"
+            add_step autobahn-tokio-client step_autobahn_tokio_client "tests/autobahn.sh tokio-client (duplex-tokio client vs kosoku fuzzingserver, 397 cases)"
+        fi
         if [[ -f wasm/Cargo.toml ]]; then
             add_step wasm step_wasm "tests/wasm.sh (build the duplex-ws package, node --test its suites)"
             add_step bundle step_bundle "tests/bundle.sh (duplex-ws unbuilt, npm pack + install, esbuild and Vite pages in Chromium)"
-            add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver)"
+            add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver, 397 cases)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
@@ -244,7 +269,7 @@ main() {
 
     if [[ ${1:-} == --list ]]; then
         for i in "${!STEP_NAMES[@]}"; do
-            printf '%-16s %s\n' "${STEP_NAMES[$i]}" "${STEP_DESCS[$i]}"
+            printf '%-22s %s\n' "${STEP_NAMES[$i]}" "${STEP_DESCS[$i]}"
         done
         return 0
     fi

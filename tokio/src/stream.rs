@@ -1,0 +1,628 @@
+//! The stream: one [`Connection`] and one socket behind a mutex shared by the two halves.
+//!
+//! Whoever polls drives what it can: the writer flushes output and fires timers, the reader
+//! does the same and also reads. Every socket and timer poll uses one waker that wakes both
+//! halves, so a readiness registered by one task (the socket and `Sleep` keep only the last
+//! waker) never strands the other.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker, ready};
+use std::time::Duration;
+
+use duplex_core::{CloseCode, Closed, Connection, ConnectionState, Event, Message, SendError};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::Error;
+
+/// Default bound on queued output above which [`Sink::poll_ready`] waits (1 MiB).
+pub const DEFAULT_MAX_BUFFERED: usize = 1 << 20;
+
+/// Size of the stack buffer small reads go through.
+const SCRATCH: usize = 32 << 10;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another holder leaves the state consistent enough to report errors from.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The reader's and the writer's wakers; waking the pair wakes both.
+#[derive(Debug, Default)]
+struct Wakers {
+    reader: Mutex<Option<Waker>>,
+    writer: Mutex<Option<Waker>>,
+}
+
+impl Wakers {
+    fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) {
+        let mut slot = lock(slot);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for Wakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        for slot in [&self.reader, &self.writer] {
+            let waker = lock(slot).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+struct Inner<S> {
+    io: S,
+    conn: Connection,
+    /// Connection time zero; the core's `now` is the time elapsed since.
+    start: Instant,
+    sleep: Pin<Box<Sleep>>,
+    /// The deadline `sleep` is set to.
+    armed: Option<Duration>,
+    /// The socket returned EOF or a read error: never read again.
+    read_closed: bool,
+    /// A write failed: output is discarded from now on.
+    broken: bool,
+    /// The socket has output written since its last flush.
+    unflushed: bool,
+    shutdown: bool,
+    io_error: Option<io::Error>,
+    failure: Option<duplex_core::Error>,
+    closed: Option<Closed>,
+    max_buffered: usize,
+    /// The receiving side is parked waiting for data (it writes pending output when woken).
+    reader_waiting: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn io_error_copy(&self) -> Error {
+        match &self.io_error {
+            Some(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+            None => Error::Closed,
+        }
+    }
+
+    /// The socket is gone: no more reads or writes; the core reports the end.
+    fn fail_io(&mut self, error: io::Error) {
+        if self.io_error.is_none() {
+            self.io_error = Some(error);
+        }
+        self.broken = true;
+        self.read_closed = true;
+        let n = self.conn.output().len();
+        self.conn.consume(n);
+        let now = self.now();
+        self.conn.receive_eof(now);
+    }
+
+    /// Writes the pending output and flushes the socket. Ready once all of it is written.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.broken && !self.conn.output().is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, self.conn.output()) {
+                Poll::Ready(Ok(0)) => {
+                    self.fail_io(io::ErrorKind::WriteZero.into());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.conn.consume(n);
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => self.fail_io(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.unflushed && !self.broken {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => self.fail_io(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.broken {
+            let n = self.conn.output().len();
+            self.conn.consume(n);
+        }
+        Poll::Ready(())
+    }
+
+    /// Fires every deadline the core has reached and arms the timer for the next one.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) {
+        while let Some(deadline) = self.conn.poll_timeout() {
+            if self.armed != Some(deadline) {
+                self.sleep.as_mut().reset(self.start + deadline);
+                self.armed = Some(deadline);
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            self.armed = None;
+            let now = self.now().max(deadline);
+            self.conn.handle_timeout(now);
+        }
+        self.armed = None;
+    }
+
+    /// The next core event, reading as needed; `None` once the connection is over and its
+    /// last bytes are written.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            // Timers first: a ping they queue is written below, before this task sleeps.
+            self.poll_timer(cx);
+            if let Some(event) = self.conn.poll_event() {
+                match &event {
+                    Event::Error(e) => self.failure = Some(e.clone()),
+                    Event::Closed(c) => self.closed = Some(c.clone()),
+                    _ => {}
+                }
+                return Poll::Ready(Some(event));
+            }
+            // Nothing left to report: write what the events so far queued (echoes, pongs,
+            // pings) in one go before waiting for more data. While a burst of messages is
+            // being reported, output accumulates up to the bound `poll_ready` enforces.
+            let _ = self.poll_write_out(cx);
+            if self.conn.is_terminated() || self.broken {
+                ready!(self.poll_write_out(cx));
+                if !self.shutdown && !self.broken {
+                    // The peer may already be gone; the connection is over either way.
+                    let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                }
+                self.shutdown = true;
+                return Poll::Ready(None);
+            }
+            if self.read_closed {
+                // Only a timer (armed above) can end the connection now.
+                return Poll::Pending;
+            }
+            let now = self.now();
+            let read = if self.conn.frame_remaining() > 0 {
+                // The rest of a frame already begun lands in the connection's buffer (which
+                // holds its start anyway) in as few reads as it takes, without a copy.
+                let mut buf = ReadBuf::new(self.conn.recv_buf());
+                let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+                let n = buf.filled().len();
+                if let Poll::Ready(Ok(())) = read {
+                    if n > 0 {
+                        self.conn.commit(now, n);
+                    }
+                }
+                read.map_ok(|()| n)
+            } else {
+                // Reads between frames go through the stack, so a connection waiting for data
+                // holds no receive buffer (the core drops its own once everything is
+                // processed). Left uninitialised: zeroing it would cost more than the read.
+                let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+                let mut buf = ReadBuf::uninit(&mut scratch);
+                let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+                let n = buf.filled().len();
+                if let Poll::Ready(Ok(())) = read {
+                    if n > 0 {
+                        self.conn.receive(now, buf.filled());
+                    }
+                }
+                read.map_ok(|()| n)
+            };
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    self.conn.receive_eof(now);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => self.fail_io(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The next message; the error the connection failed with, then `None` at the end.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        let next = self.poll_next_message(cx);
+        self.reader_waiting = next.is_pending();
+        next
+    }
+
+    fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            match ready!(self.poll_event(cx)) {
+                Some(Event::Message(message)) => return Poll::Ready(Some(Ok(message))),
+                Some(_) => {}
+                None => {
+                    // Reported once the close frame and the last output are written, so an
+                    // application that stops at the first error still sent them.
+                    if let Some(e) = self.io_error.take() {
+                        self.failure = None;
+                        return Poll::Ready(Some(Err(Error::Io(e))));
+                    }
+                    if let Some(e) = self.failure.take() {
+                        return Poll::Ready(Some(Err(Error::Protocol(e))));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    fn send_error(&self, error: SendError) -> Error {
+        match error {
+            SendError::NotOpen if self.broken => self.io_error_copy(),
+            SendError::NotOpen => Error::Closed,
+            other => Error::Send(other),
+        }
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_timer(cx);
+        // Below the bound nothing is written here, so messages queued in a row (`feed`,
+        // `send_all`) leave in one write.
+        if self.conn.buffered_amount() >= self.max_buffered && self.poll_write_out(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        if !self.conn.is_open() {
+            return Poll::Ready(Err(self.send_error(SendError::NotOpen)));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_timer(cx);
+        ready!(self.poll_write_out(cx));
+        if self.broken {
+            return Poll::Ready(Err(self.io_error_copy()));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct Shared<S> {
+    inner: Mutex<Inner<S>>,
+    wakers: Arc<Wakers>,
+    waker: Waker,
+}
+
+impl<S> std::fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = lock(&self.inner);
+        f.debug_struct("WebSocketStream")
+            .field("connection", &inner.conn)
+            .field("max_buffered", &inner.max_buffered)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Reader,
+    Writer,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
+    fn new(io: S, conn: Connection, start: Instant) -> Arc<Shared<S>> {
+        let wakers = Arc::new(Wakers::default());
+        let waker = Waker::from(wakers.clone());
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                io,
+                conn,
+                start,
+                sleep: Box::pin(tokio::time::sleep_until(start)),
+                armed: None,
+                read_closed: false,
+                broken: false,
+                unflushed: false,
+                shutdown: false,
+                io_error: None,
+                failure: None,
+                closed: None,
+                max_buffered: DEFAULT_MAX_BUFFERED,
+                reader_waiting: false,
+            }),
+            wakers,
+            waker,
+        })
+    }
+
+    /// Runs `f` on the state with a context whose waker wakes both halves, after recording
+    /// the caller's waker for its side.
+    fn with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        side: Side,
+        f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> T,
+    ) -> T {
+        let slot = match side {
+            Side::Reader => &self.wakers.reader,
+            Side::Writer => &self.wakers.writer,
+        };
+        Wakers::register(slot, cx.waker());
+        let mut shared_cx = Context::from_waker(&self.waker);
+        f(&mut lock(&self.inner), &mut shared_cx)
+    }
+
+    fn state(&self) -> MutexGuard<'_, Inner<S>> {
+        lock(&self.inner)
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), Error> {
+        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        {
+            let mut inner = self.state();
+            if let Err(e) = inner.conn.send(message) {
+                return Err(inner.send_error(e));
+            }
+        }
+        // From here the message is in the connection's output: dropping this future loses
+        // nothing, the next poll of either half writes it.
+        self.flush().await
+    }
+
+    async fn feed(&self, message: &Message) -> Result<(), Error> {
+        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        let reader_waiting = {
+            let mut inner = self.state();
+            inner.conn.send(message).map_err(|e| inner.send_error(e))?;
+            inner.reader_waiting
+        };
+        if reader_waiting {
+            // A receiving half parked in another task writes the message out when woken.
+            let waker = lock(&self.wakers.reader).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_flush)).await
+    }
+
+    async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        {
+            let mut inner = self.state();
+            if let Err(e) = inner.conn.close(code, reason) {
+                return Err(inner.send_error(e));
+            }
+        }
+        self.flush().await
+    }
+
+    async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
+        {
+            let mut inner = self.state();
+            if let Err(e) = inner.conn.send_ping(payload) {
+                return Err(inner.send_error(e));
+            }
+        }
+        self.flush().await
+    }
+
+    fn start_send(&self, message: &Message) -> Result<(), Error> {
+        let mut inner = self.state();
+        inner.conn.send(message).map_err(|e| inner.send_error(e))
+    }
+
+    fn poll_close(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.with(cx, Side::Writer, |inner, cx| {
+            if inner.conn.is_open() {
+                // Only Open is checked, so close cannot fail here.
+                let _ = inner.conn.close(CloseCode::Normal, "");
+            }
+            inner.poll_flush(cx)
+        })
+    }
+}
+
+macro_rules! common_methods {
+    () => {
+        /// Sends a message and writes it out. Waits first while more than the output bound
+        /// ([`Self::set_max_buffered`]) is queued. Cancellation-safe: once the message is
+        /// accepted it is in the connection's output, and dropping the future loses nothing.
+        pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
+            self.shared.send(&message.into()).await
+        }
+
+        /// Queues a message without waiting for it to be written (after waiting, like
+        /// [`Self::send`], while the output is above its bound). It goes out with the next
+        /// `send` or `flush`, or as soon as the receiving side waits for data: an echo loop
+        /// of `recv` and `feed` writes a burst of replies at once instead of one by one.
+        pub async fn feed(&self, message: impl Into<Message>) -> Result<(), Error> {
+            self.shared.feed(&message.into()).await
+        }
+
+        /// Starts the close handshake with `code` and `reason` and writes the close frame.
+        /// The reading side ends (`None`) when the peer answers or the close timeout passes.
+        pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+            self.shared.close(code, reason).await
+        }
+
+        /// Sends a ping (at most 125 bytes); its pong is consumed by the connection.
+        pub async fn ping(&self, payload: impl AsRef<[u8]>) -> Result<(), Error> {
+            self.shared.ping(payload.as_ref()).await
+        }
+
+        /// Writes out everything queued.
+        pub async fn flush(&self) -> Result<(), Error> {
+            self.shared.flush().await
+        }
+
+        /// Bytes queued in the connection and not yet taken by the socket.
+        pub fn buffered_amount(&self) -> usize {
+            self.shared.state().conn.buffered_amount()
+        }
+
+        /// Sets the output bound above which sending waits for the socket to drain.
+        pub fn set_max_buffered(&self, bytes: usize) {
+            self.shared.state().max_buffered = bytes;
+        }
+
+        /// Connecting, open, closing or closed.
+        pub fn state(&self) -> ConnectionState {
+            self.shared.state().conn.state()
+        }
+
+        /// The subprotocol agreed in the handshake.
+        pub fn protocol(&self) -> Option<String> {
+            self.shared.state().conn.protocol().map(str::to_owned)
+        }
+
+        /// How the connection ended, once it has.
+        pub fn closed(&self) -> Option<Closed> {
+            self.shared.state().closed.clone()
+        }
+    };
+}
+
+/// A WebSocket connection over any tokio byte stream: a [`Stream`] of received messages and a
+/// [`Sink`] of messages to send.
+///
+/// Pings are answered, and the heartbeat, idle and close timers of the [`duplex_core::Config`]
+/// run, while the stream is polled (awaiting the next message is enough). The stream yields
+/// `Err` once when the connection fails (after its close frame is written), then `None`; a
+/// clean close ends it with `None`, and [`WebSocketStream::closed`] tells the code.
+pub struct WebSocketStream<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> std::fmt::Debug for WebSocketStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
+    /// Wraps a connection created at `start` (its time zero). Any of its pending output and
+    /// events are driven by the stream.
+    pub fn from_connection(io: S, conn: Connection, start: Instant) -> WebSocketStream<S> {
+        WebSocketStream {
+            shared: Shared::new(io, conn, start),
+        }
+    }
+
+    /// Splits into a sending and a receiving half that can move into different tasks. Closing
+    /// from the sending half ends the receiving half once the peer answers.
+    pub fn split(self) -> (SendHalf<S>, RecvHalf<S>) {
+        (
+            SendHalf {
+                shared: self.shared.clone(),
+            },
+            RecvHalf {
+                shared: self.shared,
+            },
+        )
+    }
+
+    /// The next core event (handshake events included), for the handshake drivers.
+    pub(crate) async fn next_event(&self) -> Option<Event> {
+        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_event)).await
+    }
+
+    pub(crate) fn with_connection<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        f(&mut self.shared.state().conn)
+    }
+
+    /// The next message, `Err` once if the connection failed, then `None`.
+    pub async fn recv(&self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_message)).await
+    }
+
+    common_methods!();
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketStream<S> {
+    type Item = Result<Message, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.shared.with(cx, Side::Reader, Inner::poll_message)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
+    type Error = Error;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.with(cx, Side::Writer, Inner::poll_ready)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.shared.start_send(&item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.with(cx, Side::Writer, Inner::poll_flush)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.poll_close(cx)
+    }
+}
+
+/// The sending half of a split [`WebSocketStream`]: a [`Sink`] of messages.
+pub struct SendHalf<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> std::fmt::Debug for SendHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SendHalf<S> {
+    common_methods!();
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for SendHalf<S> {
+    type Error = Error;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.with(cx, Side::Writer, Inner::poll_ready)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.shared.start_send(&item)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.with(cx, Side::Writer, Inner::poll_flush)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.shared.poll_close(cx)
+    }
+}
+
+/// The receiving half of a split [`WebSocketStream`]: a [`Stream`] of messages. It also answers
+/// pings and runs the timers, so keep polling it.
+pub struct RecvHalf<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> std::fmt::Debug for RecvHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RecvHalf<S> {
+    /// The next message, `Err` once if the connection failed, then `None`.
+    pub async fn recv(&self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_message)).await
+    }
+
+    /// How the connection ended, once it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.shared.state().closed.clone()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for RecvHalf<S> {
+    type Item = Result<Message, Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.shared.with(cx, Side::Reader, Inner::poll_message)
+    }
+}

@@ -1,0 +1,137 @@
+//! The core's timers run on tokio time while the application only awaits the next message.
+//! Time is paused: tokio advances it whenever every task waits, so these take no real time.
+
+use std::time::Duration;
+
+use duplex_core::{ClientRequest, Connection, Event};
+use duplex_tokio::{
+    Accept, CloseCode, Config, Error, WebSocketStream, accept_with, client_handshake,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::{Instant, timeout};
+
+/// A peer that completes the handshake and then never reads or answers anything.
+async fn silent_client(mut io: DuplexStream) -> DuplexStream {
+    let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
+    let mut seed = 1u8;
+    let random = Box::new(move |buf: &mut [u8]| {
+        for b in buf {
+            seed = seed.wrapping_mul(13).wrapping_add(7);
+            *b = seed;
+        }
+    });
+    let mut conn = Connection::client(request, Config::default(), random, Duration::ZERO);
+    io.write_all(conn.output()).await.unwrap();
+    let n = conn.output().len();
+    conn.consume(n);
+    let mut buf = [0u8; 1024];
+    while !conn.is_open() {
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(n > 0, "server closed during the handshake");
+        conn.receive(Duration::ZERO, &buf[..n]);
+        while let Some(event) = conn.poll_event() {
+            assert!(matches!(event, Event::Open), "{event:?}");
+        }
+    }
+    io
+}
+
+async fn server(io: DuplexStream, config: Config) -> WebSocketStream<DuplexStream> {
+    accept_with(io, config, |_| Ok(Accept::default()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_dropped_by_the_heartbeat_without_app_action() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let config = Config::default()
+        .with_ping_interval(Some(Duration::from_secs(10)))
+        .with_max_missed_pongs(2);
+    let (ws, _peer) = tokio::join!(server(a, config), silent_client(b));
+    let started = Instant::now();
+    // The application does nothing but wait for a message.
+    let end = timeout(Duration::from_secs(600), ws.recv())
+        .await
+        .expect("the heartbeat ended the connection");
+    let waited = started.elapsed();
+    match end {
+        Some(Err(Error::Protocol(duplex_core::Error::HeartbeatTimeout { missed: 2 }))) => {}
+        other => panic!("expected a heartbeat timeout, got {other:?}"),
+    }
+    // Pings at 10 s and 20 s went unanswered; the third deadline (30 s) declares it dead.
+    assert!(
+        waited >= Duration::from_secs(20) && waited <= Duration::from_secs(31),
+        "{waited:?}"
+    );
+    assert_eq!(ws.closed().unwrap().code, CloseCode::GoingAway);
+    assert!(ws.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_fires_without_app_action() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let config = Config::default().with_idle_timeout(Some(Duration::from_secs(45)));
+    let (ws, _peer) = tokio::join!(server(a, config), silent_client(b));
+    let started = Instant::now();
+    let end = timeout(Duration::from_secs(600), ws.recv()).await.unwrap();
+    assert!(
+        matches!(
+            end,
+            Some(Err(Error::Protocol(duplex_core::Error::IdleTimeout)))
+        ),
+        "{end:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_the_peer_never_answers_ends_after_the_close_timeout() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let config = Config::default().with_close_timeout(Duration::from_secs(3));
+    let (ws, _peer) = tokio::join!(server(a, config), silent_client(b));
+    ws.close(CloseCode::Normal, "bye").await.unwrap();
+    let started = Instant::now();
+    let end = timeout(Duration::from_secs(600), ws.recv()).await.unwrap();
+    assert!(
+        matches!(
+            end,
+            Some(Err(Error::Protocol(duplex_core::Error::CloseTimeout)))
+        ),
+        "{end:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(!ws.closed().unwrap().clean);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_responsive_pair_open() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let config = Config::default()
+        .with_ping_interval(Some(Duration::from_secs(5)))
+        .with_max_missed_pongs(1);
+    let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
+    let (server, client) = tokio::join!(
+        server(a, config.clone()),
+        client_handshake(b, request, config)
+    );
+    let (client, _) = client.unwrap();
+    // Both sides only wait for messages for a minute: pings flow both ways and are answered.
+    let quiet = Duration::from_secs(60);
+    let (s, c) = tokio::join!(timeout(quiet, server.recv()), timeout(quiet, client.recv()));
+    assert!(
+        s.is_err() && c.is_err(),
+        "nothing ended the connection: {s:?} {c:?}"
+    );
+    assert!(server.closed().is_none() && client.closed().is_none());
+    client
+        .send(duplex_tokio::Message::text("still here"))
+        .await
+        .unwrap();
+    let got = server.recv().await.unwrap().unwrap();
+    assert_eq!(got, duplex_tokio::Message::text("still here"));
+}
