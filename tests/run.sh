@@ -316,7 +316,7 @@ main() {
         rc=$?
         set -e
         took=$((SECONDS - start))
-        timings+=("$(printf '  %-16s %-6s %s' "${STEP_NAMES[$i]}" "$( ((rc == 0)) && echo ok || echo FAILED)" "$(fmt_secs "$took")")")
+        timings+=("$(printf '  %-22s %-6s %s' "${STEP_NAMES[$i]}" "$( ((rc == 0)) && echo ok || echo FAILED)" "$(fmt_secs "$took")")")
         if ((rc != 0)); then
             printf '===== [%d/%d] %s FAILED (exit %d) after %s =====\n' \
                 "$n" "$total" "${STEP_NAMES[$i]}" "$rc" "$(fmt_secs "$took")"
