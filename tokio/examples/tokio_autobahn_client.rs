@@ -2,7 +2,7 @@
 //! tokio client, echoing each message, then asks the server to write its reports.
 //!
 //! ```text
-//! cargo run --release -p duplex-tokio --example autobahn_client -- ws://127.0.0.1:9001 duplex-tokio
+//! cargo run --release -p duplex-tokio --example tokio_autobahn_client -- ws://127.0.0.1:9001 duplex-tokio
 //! ```
 
 use std::process::ExitCode;
