@@ -51,7 +51,7 @@ step_package() {
     # not yet published.
     cargo publish --dry-run --allow-dirty -p duplex-core -p duplex
     # Their documentation as docs.rs builds it, with every intra-doc link resolved.
-    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core -p duplex --all-features
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core -p duplex -p duplex-tokio --all-features
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core
 }
 

@@ -1,6 +1,6 @@
 //! TLS for the server (`wss://`, `https://`) and the client, on rustls.
 //!
-//! rustls is sans-IO like `duplex-core`: a [`Transport`] is either the plain socket or the socket
+//! rustls is sans-IO like `duplex-core`: a `Transport` is either the plain socket or the socket
 //! plus a rustls connection, and it offers the same non-blocking `read`/`write` as the socket
 //! (ciphertext in and out of the socket, plaintext to and from the core). The event loops keep
 //! one code path: they only add "TLS has ciphertext waiting" to what makes them want WRITABLE.
