@@ -22,21 +22,74 @@ use core::time::Duration;
 
 use duplex_core::channel::protocol::{DecodeLimits, ErrorCode, decode_limited};
 use duplex_core::channel::{Hub, HubConfig};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 const MAX_LEN: usize = 2048;
 
-fn shape(value: &Value) -> (usize, usize) {
-    match value {
-        Value::Array(items) => items.iter().fold((1, 1), |(depth, nodes), item| {
-            let (d, n) = shape(item);
-            (depth.max(d + 1), nodes + n)
-        }),
-        Value::Object(map) => map.values().fold((1, 1), |(depth, nodes), item| {
-            let (d, n) = shape(item);
-            (depth.max(d + 1), nodes + n + 1)
-        }),
-        _ => (0, 1),
+/// The nesting and number of JSON values of a text, as the parser sees them: every value counts,
+/// keys included, and so does every entry of a repeated key (which a `Value` would collapse).
+/// Containers nest one level each; a scalar alone is depth 0.
+#[derive(Clone, Copy)]
+struct Shape {
+    depth: usize,
+    nodes: usize,
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl ShapeVisitor {
+    const SCALAR: Shape = Shape { depth: 0, nodes: 1 };
+}
+
+impl<'de> Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Self::SCALAR)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Self::SCALAR)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Self::SCALAR)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Self::SCALAR)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(Self::SCALAR)
+    }
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Self::SCALAR)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape { depth: 1, nodes: 1 };
+        while let Some(item) = seq.next_element::<Shape>()? {
+            shape.depth = shape.depth.max(item.depth + 1);
+            shape.nodes += item.nodes;
+        }
+        Ok(shape)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape { depth: 1, nodes: 1 };
+        while let Some((_, value)) = map.next_entry::<IgnoredAny, Shape>()? {
+            shape.depth = shape.depth.max(value.depth + 1);
+            shape.nodes += value.nodes + 1;
+        }
+        Ok(shape)
     }
 }
 
@@ -59,12 +112,22 @@ pub fn channel_decode(data: &[u8]) {
     };
     let limited = decode_limited(&text, &limits);
     let _ = decode_limited(&text, &DecodeLimits::default());
+    let parsed = serde_json::from_str::<Shape>(&text);
     let within = text.len() <= limits.max_len
-        && serde_json::from_str::<Value>(&text).map_or(true, |value| {
-            let (depth, nodes) = shape(&value);
-            depth <= limits.max_depth && nodes <= limits.max_nodes
+        && parsed.as_ref().map_or(true, |shape| {
+            shape.depth <= limits.max_depth && shape.nodes <= limits.max_nodes
         });
-    if within {
+    if within && parsed.is_err() {
+        // Not JSON: refused either way. The budget scan runs before the parser, so it may
+        // count past a limit before the parser would have found the syntax error.
+        let error = limited.as_ref().expect_err("invalid JSON decoded");
+        assert!(
+            matches!(error.code, ErrorCode::BadJson | ErrorCode::TooLarge) && error.id.is_none(),
+            "{text:?}: {error:?}"
+        );
+        let full = decode_limited(&text, &unlimited).expect_err("invalid JSON decoded");
+        assert_eq!(full.code, ErrorCode::BadJson, "{text:?}");
+    } else if within {
         assert_eq!(limited, decode_limited(&text, &unlimited), "{text:?}");
     } else {
         let error = limited.as_ref().expect_err("over the limits but decoded");
