@@ -98,12 +98,13 @@ fn the_readme_cites_no_ignored_files() {
 
 // ----------------------------------------------------------------------- --config FILE
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use duplex::client::{Client, ClientError, ClientEvent, ClientOptions};
 use duplex_core::message::Message;
+
+mod common;
+use common::DuplexProcess;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -132,44 +133,18 @@ impl Drop for Scratch {
 }
 
 /// A `duplex` server process, killed on drop.
-struct Running {
-    child: Child,
-    /// `host:port` from the line the server prints once it listens.
-    addr: String,
-}
+struct Running(DuplexProcess);
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = duplex_bin()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Some(addr) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http://").or(w.strip_prefix("ws://")))
-            .map(|w| w.trim_end_matches('/').to_owned())
-        else {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{args:?} did not start: {line:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        Running { child, addr }
+        Running(DuplexProcess::start(args))
     }
 
     /// Opens /ws with `origin`, says hello, returns the `welcome`.
     fn welcome(&self, origin: Option<&str>) -> Result<serde_json::Value, ClientError> {
         let mut options = ClientOptions::default().with_subprotocol("duplex.v1");
         options.origin = origin.map(str::to_owned);
-        let mut client = Client::connect(&format!("ws://{}/ws", self.addr), options)?;
+        let mut client = Client::connect(&format!("ws://{}/ws", self.0.addr), options)?;
         client.send_text(r#"{"type":"hello"}"#)?;
         match client.recv_timeout(WAIT)? {
             ClientEvent::Message(Message::Text(text)) => {
@@ -177,13 +152,6 @@ impl Running {
             }
             other => panic!("expected welcome, got {other:?}"),
         }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -237,8 +205,11 @@ fn echo_takes_a_config_file_too() {
     let dir = Scratch::new("echo");
     let file = dir.write("echo.toml", "listen = \"127.0.0.1:0\"\nthreads = 1\n");
     let server = Running::start(&["echo", "--config", &file]);
-    let mut client = Client::connect(&format!("ws://{}/", server.addr), ClientOptions::default())
-        .expect("echo server listening on the file's address");
+    let mut client = Client::connect(
+        &format!("ws://{}/", server.0.addr),
+        ClientOptions::default(),
+    )
+    .expect("echo server listening on the file's address");
     client.send_text("hi").unwrap();
     assert!(matches!(
         client.recv_timeout(WAIT).unwrap(),

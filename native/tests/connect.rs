@@ -2,8 +2,8 @@
 //! The binary runs against `duplex serve` (the binary) and against echo servers in this process
 //! whose replies come late or never stop. Every wait is bounded.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,45 +16,20 @@ use duplex_core::limits::Config;
 use duplex_core::message::Message;
 use serde_json::Value;
 
+mod common;
+use common::DuplexProcess;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 fn duplex_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_duplex"))
 }
 
-/// `duplex serve` on a free port; killed on drop.
-struct ServeProcess {
-    child: Child,
-    ws_url: String,
-}
-
-impl ServeProcess {
-    fn start() -> ServeProcess {
-        let mut child = duplex_bin()
-            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let ws_url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("ws://") && w.contains("/ws"))
-            .unwrap_or_else(|| panic!("no ws URL in {line:?}"))
-            .trim_end_matches([',', ')'])
-            .to_string();
-        ServeProcess { child, ws_url }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `duplex serve` on a free port (killed on drop) and the URL of its `/ws`.
+fn serve_process() -> (DuplexProcess, String) {
+    let server = DuplexProcess::start(&["serve", "--listen", "127.0.0.1:0", "--threads", "2"]);
+    let ws_url = format!("ws://{}/ws", server.addr);
+    (server, ws_url)
 }
 
 /// Runs `duplex connect ARGS` with `input` on stdin (closed right after) and waits for it to
@@ -100,10 +75,10 @@ fn types(lines: &[Value]) -> Vec<&str> {
 
 #[test]
 fn pipe_mode_prints_every_duplex_v1_reply_before_closing() {
-    let server = ServeProcess::start();
+    let (_server, ws_url) = serve_process();
     for run in 0..8 {
         let (out, _) = connect(
-            &["-s", "duplex.v1", &server.ws_url],
+            &["-s", "duplex.v1", &ws_url],
             "{\"type\":\"hello\"}\n{\"type\":\"ping\",\"id\":1}\n",
         );
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -117,7 +92,7 @@ fn pipe_mode_prints_every_duplex_v1_reply_before_closing() {
 
 #[test]
 fn pipe_mode_waits_for_acks_the_own_message_and_errors() {
-    let server = ServeProcess::start();
+    let (_server, ws_url) = serve_process();
     for run in 0..5 {
         let input = [
             r#"{"type":"hello"}"#,
@@ -128,7 +103,7 @@ fn pipe_mode_waits_for_acks_the_own_message_and_errors() {
             r#"{"type":"leave","id":4,"room":"app/pipe"}"#,
         ]
         .join("\n");
-        let (out, elapsed) = connect(&["-s", "duplex.v1", &server.ws_url], &input);
+        let (out, elapsed) = connect(&["-s", "duplex.v1", &ws_url], &input);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "run {run}: {stderr}");
         let lines = json_lines(&out);
@@ -332,23 +307,20 @@ fn max_wait_bounds_the_wait_for_a_peer_that_never_goes_quiet() {
 
 #[test]
 fn a_deduplicated_publish_ends_by_the_quiet_rule_without_a_warning() {
-    let server = ServeProcess::start();
+    let (_server, ws_url) = serve_process();
     let input = [
         r#"{"type":"hello","client":"dup"}"#,
         r#"{"type":"join","id":1,"room":"app/dup"}"#,
         r#"{"type":"publish","id":9,"room":"app/dup","data":1}"#,
     ]
     .join("\n");
-    let (first, _) = connect(&["-s", "duplex.v1", &server.ws_url], &input);
+    let (first, _) = connect(&["-s", "duplex.v1", &ws_url], &input);
     assert_eq!(
         types(&json_lines(&first)),
         ["welcome", "joined", "ack", "message"]
     );
     // The same client id and publish id again: acknowledged with the first seq, not delivered.
-    let (again, _) = connect(
-        &["-s", "duplex.v1", "--wait", "0.3", &server.ws_url],
-        &input,
-    );
+    let (again, _) = connect(&["-s", "duplex.v1", "--wait", "0.3", &ws_url], &input);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert_eq!(again.status.code(), Some(0), "{stderr}");
     let lines = json_lines(&again);

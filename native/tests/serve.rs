@@ -14,7 +14,7 @@ use duplex_core::message::Message;
 use serde_json::{Value, json};
 
 mod common;
-use common::{get, metric_value};
+use common::{DuplexProcess, get, metric_value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -977,52 +977,16 @@ fn client_dir_symlinks_leading_outside_are_not_served() {
     std::fs::remove_file(&outside).unwrap();
 }
 
-/// `duplex serve` as a binary on a free port, killed when dropped.
-struct ServeProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl ServeProcess {
-    fn start(args: &[&str]) -> ServeProcess {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn duplex serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(WAIT)
-            .expect("duplex serve prints its address");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        ServeProcess { child, addr }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `duplex serve ARGS` as a binary on a free port, one worker thread, killed when dropped.
+fn serve_process(args: &[&str]) -> DuplexProcess {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--threads", "1"];
+    all.extend_from_slice(args);
+    DuplexProcess::start(&all)
 }
 
 #[test]
 fn the_binary_refuses_frames_larger_than_any_valid_command_while_they_arrive() {
-    let server = ServeProcess::start(&["--max-payload", "4096", "--max-presence", "1024"]);
+    let server = serve_process(&["--max-payload", "4096", "--max-presence", "1024"]);
     let url = format!("ws://{}/ws", server.addr);
     // 4 KiB + 16 KiB is the largest valid command: a 64 KiB frame is refused with 1009.
     let mut p = Peer::connect(&url);

@@ -1,4 +1,7 @@
-//! Helpers shared by the end-to-end test files (`e2e.rs`, `serve.rs`).
+//! Helpers shared by the end-to-end test files (`e2e.rs`, `serve.rs`, `cli.rs`, `connect.rs`).
+//!
+//! Each test file is its own crate and uses only some of them.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -30,4 +33,52 @@ pub fn metric_value(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// A `duplex` process started by a test (`duplex ARGS`), killed on drop.
+pub struct DuplexProcess {
+    pub child: std::process::Child,
+    /// The address from the line the server prints once it listens.
+    pub addr: SocketAddr,
+}
+
+impl DuplexProcess {
+    /// Starts `duplex ARGS` and waits, at most `WAIT`, for the line announcing its address
+    /// (`... listening on ws://ADDR/` or `http://ADDR/ ...`).
+    pub fn start(args: &[&str]) -> DuplexProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_duplex"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn duplex");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).unwrap_or_default();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://").or(w.strip_prefix("ws://")))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("duplex {args:?} announced no address: {line:?}");
+        };
+        DuplexProcess { child, addr }
+    }
+}
+
+impl Drop for DuplexProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
