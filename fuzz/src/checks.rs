@@ -1224,11 +1224,15 @@ impl Driver {
             Err(SendError::NotOpen)
         } else if reason.len() > MAX_CLOSE_REASON {
             Err(SendError::Close(CloseError::ReasonTooLong))
+        } else if code == CloseCode::NoStatus && reason.is_empty() {
+            // A close frame without a status code, as a browser's `close()` sends.
+            Ok(())
         } else if !code.is_valid_on_wire() {
             Err(SendError::Close(CloseError::InvalidCode(code.as_u16())))
         } else {
             Ok(())
         };
+        let empty = code == CloseCode::NoStatus && reason.is_empty();
         let result = self.conn.close(code, reason);
         if result.is_ok() {
             // Closing abandons a streamed message.
@@ -1236,7 +1240,7 @@ impl Driver {
             assert_eq!(self.conn.state(), ConnectionState::Closing);
             assert!(self.conn.poll_timeout().is_some(), "no close deadline");
         }
-        let growth = Growth::Exactly(self.frame_len(2 + reason.len()));
+        let growth = Growth::Exactly(self.frame_len(if empty { 0 } else { 2 + reason.len() }));
         Self::judge("close", result, expected, growth)
     }
 
