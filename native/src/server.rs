@@ -45,9 +45,11 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// connection's output grow while the loop keeps reading.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
-/// Bytes read from one connection before the worker turns to its other connections: a client
-/// that sends without pause (large frames back to back) gets its turn like everyone else
-/// instead of holding the worker until its socket runs dry. The rest is read on the next pass.
+/// Work on one connection before the worker turns to its other connections: bytes read plus
+/// bytes of messages handed to the application (decompressed), so that a client that sends
+/// without pause (large frames back to back, or small compressed frames that inflate to large
+/// messages) gets its turn like everyone else instead of holding the worker until its socket
+/// runs dry. Messages already received wait in the core; the rest is read on the next pass.
 const READ_BUDGET: usize = 256 * 1024;
 
 /// Size of each worker's read buffer.
@@ -446,6 +448,7 @@ impl Server {
                             drain_deadline: None,
                             next_serial: 0,
                             scratch: vec![0; SCRATCH_SIZE],
+                            budget: READ_BUDGET,
                         }
                         .run()
                     })?;
@@ -491,6 +494,8 @@ struct Worker<H> {
     drain_deadline: Option<Duration>,
     next_serial: u64,
     scratch: Vec<u8>,
+    /// What is left of [`READ_BUDGET`] for the connection being serviced.
+    budget: usize,
 }
 
 impl<H: Handler> Worker<H> {
@@ -666,6 +671,7 @@ impl<H: Handler> Worker<H> {
 
     /// Read, dispatch, write and settle one connection.
     fn service(&mut self, key: usize) {
+        self.budget = READ_BUDGET;
         loop {
             self.read(key);
             self.dispatch(key);
@@ -687,17 +693,13 @@ impl<H: Handler> Worker<H> {
     fn read(&mut self, key: usize) {
         let now = self.now;
         let max_backlog = self.config.max_backlog;
-        let mut budget = READ_BUDGET;
         loop {
             let conn = &mut self.conns[key];
             if !conn.readable || conn.paused || conn.eof {
                 return;
             }
-            if budget == 0 {
-                if !conn.unfinished {
-                    conn.unfinished = true;
-                    self.unfinished.push((key, conn.serial));
-                }
+            if self.budget == 0 {
+                self.later(key);
                 return;
             }
             // Reads land in the worker's scratch buffer and the core copies what arrived, so an
@@ -717,7 +719,7 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
                 Ok(n) => {
-                    budget = budget.saturating_sub(n);
+                    self.budget = self.budget.saturating_sub(n);
                     if lend {
                         conn.core.commit(now, n);
                     } else {
@@ -803,6 +805,7 @@ impl<H: Handler> Worker<H> {
         if conn.write_failed {
             // The peer is gone: whatever is queued can never be delivered.
             conn.core.receive_eof(self.now);
+            self.budget = usize::MAX;
             self.dispatch(key);
             return;
         }
@@ -911,8 +914,24 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Hands the core's events of one connection to the application.
+    /// Services `key` again after the next poll, after everyone else's turn.
+    fn later(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.unfinished {
+            conn.unfinished = true;
+            self.unfinished.push((key, conn.serial));
+        }
+    }
+
     fn dispatch(&mut self, key: usize) {
         loop {
+            if self.budget == 0 {
+                // Events still waiting in the core are taken on the next pass.
+                if self.conns.contains(key) {
+                    self.later(key);
+                }
+                return;
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -940,6 +959,7 @@ impl<H: Handler> Worker<H> {
                 Event::Message(message) => {
                     WorkerMetrics::add(&wm.messages_in, 1);
                     WorkerMetrics::add(&wm.bytes_in, message.len() as u64);
+                    self.budget = self.budget.saturating_sub(message.len());
                     let mut ctx = Ctx {
                         conns: &mut self.conns,
                         dirty: &mut self.dirty,
