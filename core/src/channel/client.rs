@@ -202,6 +202,10 @@ pub enum DisconnectReason {
     WelcomeTimeout,
     /// The application called [`ClientSession::close`].
     Closed,
+    /// The server said `taken_over`: a newer connection said `hello` with this client id. The
+    /// session ends for good (reconnecting would take the newer connection over in turn, and
+    /// two sessions sharing an id would evict each other forever).
+    TakenOver,
 }
 
 /// What the session tells its driver and the application. The `serde` form (see
@@ -263,6 +267,9 @@ pub enum ClientEvent {
         seq: u64,
         /// Every member and its presence.
         members: Vec<Member>,
+        /// True when the server cut `members` to its size limit: the others are learned from
+        /// later join and presence events only.
+        members_truncated: bool,
         /// True when a rejoin replayed everything missed since the last message seen.
         recovered: bool,
     },
@@ -390,6 +397,8 @@ enum Incoming {
         epoch: String,
         seq: u64,
         members: Vec<Member>,
+        #[serde(default)]
+        members_truncated: bool,
         recovered: bool,
     },
     Left {
@@ -915,6 +924,22 @@ impl ClientSession {
         self.event(ClientEvent::Disconnected { reason });
     }
 
+    /// Another connection took this client id over: end for good, as [`ClientSession::close`]
+    /// does, after telling the driver to drop the socket.
+    fn taken_over(&mut self) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.event(ClientEvent::CloseSocket {
+            reason: DisconnectReason::TakenOver,
+        });
+        self.reset_connection(DisconnectReason::TakenOver);
+        self.state = State::Closed;
+        self.out.clear();
+        self.pending.clear();
+        self.event(ClientEvent::Closed);
+    }
+
     fn backoff(&mut self) {
         self.attempt = self.attempt.saturating_add(1);
         let delay = self.backoff_delay(self.attempt);
@@ -963,8 +988,9 @@ impl ClientSession {
                 epoch,
                 seq,
                 members,
+                members_truncated,
                 recovered,
-            } => self.joined(id, room, epoch, seq, members, recovered),
+            } => self.joined(id, room, epoch, seq, members, members_truncated, recovered),
             Incoming::Left { id } => {
                 if let Some(room) = self.leaving.remove(&id) {
                     self.event(ClientEvent::Left { room });
@@ -1103,6 +1129,7 @@ impl ClientSession {
         epoch: String,
         seq: u64,
         members: Vec<Member>,
+        members_truncated: bool,
         recovered: bool,
     ) {
         let Some(state) = self.rooms.get_mut(&room) else {
@@ -1150,6 +1177,7 @@ impl ClientSession {
                 epoch,
                 seq,
                 members,
+                members_truncated,
                 recovered,
             });
         }
@@ -1224,6 +1252,11 @@ impl ClientSession {
     }
 
     fn error(&mut self, id: Option<Id>, code: String, message: String) {
+        if code == protocol::ErrorCode::TakenOver.as_str() {
+            self.event(ClientEvent::ServerError { id, code, message });
+            self.taken_over();
+            return;
+        }
         if let Some(id) = &id {
             let join = self
                 .rooms

@@ -291,6 +291,90 @@ fn close_stops_everything_for_good() {
 }
 
 #[test]
+fn a_takeover_ends_the_session_for_good() {
+    let mut s = in_room("e", 0);
+    s.publish(ROOM, json!(1)).unwrap();
+    sent(&mut s);
+    s.receive(
+        r#"{"type":"error","code":"taken_over","message":"taken over by a newer connection"}"#,
+        ms(1),
+    );
+    assert_eq!(
+        events(&mut s),
+        [
+            ClientEvent::ServerError {
+                id: None,
+                code: "taken_over".into(),
+                message: "taken over by a newer connection".into()
+            },
+            ClientEvent::CloseSocket {
+                reason: DisconnectReason::TakenOver
+            },
+            ClientEvent::Disconnected {
+                reason: DisconnectReason::TakenOver
+            },
+            ClientEvent::Closed
+        ]
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(s.pending_publishes(), 0);
+    // The server's 1008 close that follows brings no reconnect.
+    s.disconnected(ms(2));
+    s.handle_timeout(Duration::from_secs(3600));
+    assert!(events(&mut s).is_empty());
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(s.publish(ROOM, json!(2)), Err(ClientError::Closed));
+
+    // The same when the takeover answers a command (the id is the command's).
+    let mut s = online();
+    s.receive(
+        r#"{"type":"error","id":7,"code":"taken_over","message":"x"}"#,
+        ms(1),
+    );
+    assert_eq!(events(&mut s).last(), Some(&ClientEvent::Closed));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn a_cut_member_list_is_flagged() {
+    let mut s = online();
+    s.join(ROOM, None).unwrap();
+    let join = sent(&mut s).remove(0);
+    s.receive(
+        &format!(
+            r#"{{"type":"joined","id":{},"room":"{ROOM}","epoch":"e","seq":0,"members":[{{"client":"me","presence":null}}],"members_truncated":true,"recovered":false}}"#,
+            join["id"]
+        ),
+        T0,
+    );
+    let got = events(&mut s);
+    assert!(
+        matches!(
+            &got[0],
+            ClientEvent::Joined {
+                members_truncated: true,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    assert!(got[0].to_json().contains(r#""members_truncated":true"#));
+    // Without the field (a full list) it is false.
+    let mut s = online();
+    s.join(ROOM, None).unwrap();
+    let join = sent(&mut s).remove(0);
+    s.receive(&joined_text(&join["id"], "e", 0, false), T0);
+    assert!(matches!(
+        &events(&mut s)[0],
+        ClientEvent::Joined {
+            members_truncated: false,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn offline_publishes_queue_up_to_the_bound_and_go_out_after_the_joins() {
     let mut s = ClientSession::new(ClientConfig::default().with_max_offline_publishes(3), 1);
     assert_eq!(s.publish(ROOM, json!(0)), Err(ClientError::NotJoined));
