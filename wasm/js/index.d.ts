@@ -201,7 +201,12 @@ export interface DuplexClientEventMap {
   /** A connection was welcomed (the first one and every reconnect). */
   open: { clientId: string; heartbeatMs: number };
   /** A connection was lost (`final: false`, a reconnect follows) or close() was called. */
-  close: { reason: 'socket_closed' | 'heartbeat_timeout' | 'welcome_timeout' | 'closed'; final: boolean };
+  /** `final` when nothing reconnects: after `close()` (`closed`) or when another connection took
+   * this client id over (`taken_over`; pending joins and publishes reject with that code). */
+  close: {
+    reason: 'socket_closed' | 'heartbeat_timeout' | 'welcome_timeout' | 'closed' | 'taken_over';
+    final: boolean;
+  };
   /** Attempt `attempt` of a reconnect starts in `delay` ms. */
   reconnecting: { attempt: number; delay: number };
   /** A server error no call answers, a refused rejoin, an unreadable server message. */
@@ -220,8 +225,10 @@ export interface RoomEventMap {
   /** Messages were lost for good (history did not cover the gap, or the server restarted):
    * reload the room's state by other means; messages continue after the current seq. */
   resync: Record<string, never>;
-  /** The server confirmed membership (first join and every rejoin). */
-  joined: { epoch: string; seq: number; recovered: boolean };
+  /** The server confirmed membership (first join and every rejoin). `membersTruncated`: the
+   * server cut the member list to its size limit; the others are learned from later `join` and
+   * `presence` events. */
+  joined: { epoch: string; seq: number; recovered: boolean; membersTruncated: boolean };
 }
 
 /** A room joined through `DuplexClient.join`. */
@@ -230,6 +237,8 @@ export class Room {
   readonly name: string;
   /** Members (this client included) and their presence, as the session keeps them. */
   readonly members: Map<string, Json>;
+  /** True when the last `joined` carried a member list cut to the server's size limit. */
+  readonly membersTruncated: boolean;
   /** The room's epoch and the last seq delivered here, or null before `joined`. */
   readonly position: { epoch: string; seq: number } | null;
   on<K extends keyof RoomEventMap>(type: K, listener: (event: RoomEventMap[K]) => unknown): this;

@@ -391,16 +391,7 @@ enum Incoming {
         client: String,
         heartbeat_ms: u64,
     },
-    Joined {
-        id: Id,
-        room: String,
-        epoch: String,
-        seq: u64,
-        members: Vec<Member>,
-        #[serde(default)]
-        members_truncated: bool,
-        recovered: bool,
-    },
+    Joined(JoinedReply),
     Left {
         id: Id,
     },
@@ -443,6 +434,19 @@ enum Incoming {
         #[serde(default)]
         message: String,
     },
+}
+
+/// A `joined` as the session reads it.
+#[derive(Debug, Deserialize)]
+struct JoinedReply {
+    id: Id,
+    room: String,
+    epoch: String,
+    seq: u64,
+    members: Vec<Member>,
+    #[serde(default)]
+    members_truncated: bool,
+    recovered: bool,
 }
 
 impl Incoming {
@@ -982,15 +986,7 @@ impl ClientSession {
                 client,
                 heartbeat_ms,
             } => self.welcome(client, Duration::from_millis(heartbeat_ms)),
-            Incoming::Joined {
-                id,
-                room,
-                epoch,
-                seq,
-                members,
-                members_truncated,
-                recovered,
-            } => self.joined(id, room, epoch, seq, members, members_truncated, recovered),
+            Incoming::Joined(reply) => self.joined(reply),
             Incoming::Left { id } => {
                 if let Some(room) = self.leaving.remove(&id) {
                     self.event(ClientEvent::Left { room });
@@ -1122,16 +1118,16 @@ impl ClientSession {
         }
     }
 
-    fn joined(
-        &mut self,
-        id: Id,
-        room: String,
-        epoch: String,
-        seq: u64,
-        members: Vec<Member>,
-        members_truncated: bool,
-        recovered: bool,
-    ) {
+    fn joined(&mut self, reply: JoinedReply) {
+        let JoinedReply {
+            id,
+            room,
+            epoch,
+            seq,
+            members,
+            members_truncated,
+            recovered,
+        } = reply;
         let Some(state) = self.rooms.get_mut(&room) else {
             return; // left meanwhile
         };

@@ -73,13 +73,14 @@ class Listeners {
 /**
  * A room joined through a DuplexClient. Events: `message` `{seq, from, data}`, `join`
  * `{client, presence}`, `leave` `{client}`, `presence` `{client, presence}`, `resync` `{}`
- * (history could not cover a gap: reload the room's state), `joined` `{epoch, seq, recovered}`
- * (every confirmation, rejoins included).
+ * (history could not cover a gap: reload the room's state), `joined`
+ * `{epoch, seq, recovered, membersTruncated}` (every confirmation, rejoins included).
  */
 export class Room {
   #name;
   #ops;
   #listeners = new Listeners();
+  #membersTruncated = false;
 
   /** @internal Made by DuplexClient.join. */
   constructor(name, ops) {
@@ -94,6 +95,12 @@ export class Room {
   /** Members and their presence (this client included), as the session keeps them. */
   get members() {
     return this.#ops.members(this.#name);
+  }
+
+  /** True when the server cut the member list of the last `joined` to its size limit: members
+   * beyond it are learned only from later `join` and `presence` events. */
+  get membersTruncated() {
+    return this.#membersTruncated;
   }
 
   /** Where this client's copy of the room stands: `{epoch, seq}`, or null before `joined`. */
@@ -132,13 +139,15 @@ export class Room {
 
   /** @internal */
   emit(type, event) {
+    if (type === 'joined') this.#membersTruncated = event.membersTruncated;
     this.#listeners.emit(type, event, this);
   }
 }
 
 /**
  * The `duplex.v1` channels client. Events: `open` `{clientId, heartbeatMs}` (each welcomed
- * connection), `close` `{reason, final}` (each lost connection; `final` after close()),
+ * connection), `close` `{reason, final}` (each lost connection; `final` after close() or
+ * when another connection took this client id over, reason `taken_over`),
  * `reconnecting` `{attempt, delay}`, `error` (an Error with `code`, for server errors no call
  * answers and refused rejoins).
  */
@@ -163,6 +172,8 @@ export class DuplexClient {
   #pumping = false;
   #again = false;
   #closed = false;
+  /** Why the session ended for good: `closed` (the application) or `taken_over`. */
+  #endReason = 'closed';
 
   /**
    * @param {string | URL} url The server's channels endpoint, e.g. ws://127.0.0.1:9001/ws.
@@ -431,7 +442,9 @@ export class DuplexClient {
         this.#listeners.emit('open', { clientId: event.client, heartbeatMs: event.heartbeat_ms }, this);
         break;
       case 'disconnected':
-        this.#listeners.emit('close', { reason: event.reason, final: false }, this);
+        // A takeover ends the session: `closed` follows and reports it as final.
+        if (event.reason === 'taken_over') this.#endReason = event.reason;
+        else this.#listeners.emit('close', { reason: event.reason, final: false }, this);
         break;
       case 'closed':
         this.#finish();
@@ -441,7 +454,12 @@ export class DuplexClient {
         const pending = this.#joins.get(event.room);
         this.#joins.delete(event.room);
         pending?.resolve(pending.room);
-        room?.emit('joined', { epoch: event.epoch, seq: event.seq, recovered: event.recovered });
+        room?.emit('joined', {
+          epoch: event.epoch,
+          seq: event.seq,
+          recovered: event.recovered,
+          membersTruncated: event.members_truncated,
+        });
         break;
       }
       case 'join_rejected': {
@@ -507,14 +525,18 @@ export class DuplexClient {
     clearTimeout(this.#timer);
     this.#timer = null;
     this.#dropSocket();
-    const closed = () => codeError('closed', 'the client was closed');
+    const reason = this.#endReason;
+    const closed = () =>
+      reason === 'taken_over'
+        ? codeError('taken_over', 'another connection took this client id over')
+        : codeError('closed', 'the client was closed');
     for (const { reject } of this.#joins.values()) reject(closed());
     for (const { reject } of this.#publishes.values()) reject(closed());
     for (const waiting of this.#leaves.values()) for (const resolve of waiting) resolve();
     this.#joins.clear();
     this.#publishes.clear();
     this.#leaves.clear();
-    this.#listeners.emit('close', { reason: 'closed', final: true }, this);
+    this.#listeners.emit('close', { reason, final: true }, this);
   }
 }
 

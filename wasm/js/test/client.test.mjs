@@ -207,6 +207,52 @@ test('refusals: the server rejects a publish with its code; local errors have co
   }
 });
 
+test('takeover: a second client with the same id ends the first for good; a cut member list is flagged', { timeout: 30_000 }, async () => {
+  const server = await startServe();
+  const first = new DuplexClient(server.url, { ...FAST, clientId: 'twin' });
+  const closes = [];
+  first.on('close', (e) => closes.push(e));
+  const crowd = [];
+  let second;
+  try {
+    const room = await first.join('app/takeover');
+    assert.equal(await room.publish('before'), 1);
+    second = new DuplexClient(server.url, { ...FAST, clientId: 'twin' });
+    const taken = second.join('app/takeover');
+    await waitFor(() => closes.length > 0, 5000, 'the first client to be taken over');
+    assert.deepEqual(closes, [{ reason: 'taken_over', final: true }]);
+    await assert.rejects(room.publish('after'), { code: 'closed' });
+    const kept = await taken;
+    // The first client does not come back to take the id over in turn.
+    await sleep(500);
+    assert.equal(first.connected, false);
+    assert.equal(second.connected, true);
+    assert.deepEqual(closes.length, 1);
+    assert.equal(await kept.publish('still mine'), 2);
+
+    // 20 members with 4,000-byte presences exceed the 64 KiB member list of `joined`.
+    const presence = { name: 'p'.repeat(4000) };
+    for (let i = 0; i < 20; i++) {
+      const client = new DuplexClient(server.url, { ...FAST, clientId: `crowd-${i}` });
+      crowd.push(client);
+      await client.join('app/crowd', { presence });
+    }
+    const late = new DuplexClient(server.url, { ...FAST, clientId: 'late' });
+    crowd.push(late);
+    const lateRoom = await late.join('app/crowd');
+    assert.equal(lateRoom.membersTruncated, true);
+    assert.ok(lateRoom.members.size < 21, `members listed: ${lateRoom.members.size}`);
+    assert.ok(lateRoom.members.has('late'), 'the joining client is always listed');
+    const small = await crowd[0].join('app/small');
+    assert.equal(small.membersTruncated, false);
+  } finally {
+    first.close();
+    second?.close();
+    for (const client of crowd) client.close();
+    await server.kill();
+  }
+});
+
 test('offline: publishes queue up to the bound, then reject; close settles everything', { timeout: 20_000 }, async () => {
   const server = await startServe();
   const network = await controlledNetwork();
