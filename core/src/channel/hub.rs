@@ -20,6 +20,9 @@ use super::protocol::{
     self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
 };
 
+/// Why a taken-over connection is closed (its `taken_over` error and close frame reason).
+const TAKEN_OVER: &str = "taken over by a newer connection";
+
 /// Hub limits and timings. Defaults: 100 messages of history for 5 minutes, a 100 ms presence
 /// window, 64 KiB publish payloads, 4 KiB presences, 100 rooms per connection and 100,000 in
 /// all, 64 KiB of members listed in `joined`, a 30 s heartbeat, 256 remembered publish ids per
@@ -608,8 +611,11 @@ impl<C: Copy + Ord> Hub<C> {
                 if let Some(state) = self.conns.get_mut(&old) {
                     state.taken_over = true;
                 }
-                self.closes
-                    .push_back((old, "taken over by a newer connection"));
+                // Said before the close, so that a client tells a takeover (final: do not
+                // reconnect) from a lost connection.
+                let error = CommandError::new(None, ErrorCode::TakenOver, TAKEN_OVER);
+                self.refuse(old, &error);
+                self.closes.push_back((old, TAKEN_OVER));
             }
         }
         if let Some(namespaces) = namespaces {

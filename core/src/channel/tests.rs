@@ -1086,7 +1086,11 @@ fn a_taken_over_connection_is_closed_and_cannot_say_hello_as_someone_else() {
     // A second connection of mallory takes over the first, which the driver must close.
     hello(&mut hub, 3, "mallory", T0);
     assert_eq!(close_reasons(&mut hub), vec![1]);
-    drain(&mut hub);
+    // Told why before the close, so that its client does not reconnect.
+    assert_eq!(
+        codes(&drain(&mut hub), 1),
+        vec![(None, ErrorCode::TakenOver)]
+    );
     // Until it is closed, the old connection can do nothing: no new identity, no command.
     for text in [
         r#"{"type":"hello","client":"bob"}"#,
