@@ -7,7 +7,7 @@
 #   benches/compare.sh                 the full matrix (about 10 minutes with 5 servers)
 #   benches/compare.sh --quick         a reduced matrix (1 and 100 connections × 20 B and 1 KiB, 2 s each)
 #   benches/compare.sh --duration 10 --warmup 2 --servers duplex,uws --text
-#   benches/compare.sh tls             wss:// (see below; about 3 minutes)
+#   benches/compare.sh tls             wss:// (see below; about 2 minutes)
 #
 # Matrix: connections 1, 10, 100, 500 × sizes 20 B, 1 KiB, 16 KiB with one message in flight,
 # plus 100 connections × 20 B with 16 in flight; then 10,000 idle connections (server memory
@@ -23,8 +23,9 @@
 # 1 KiB only, 2 s), then the handshake rate and CPU per handshake (a full TLS 1.3 handshake each:
 # duplex-load does not resume sessions); no idle-memory test.
 #
-# Writes the raw JSON lines to reports/bench/compare-<date>.jsonl (tls: compare-tls-<date>.jsonl) and the markdown tables
-# (also printed) beside them as .md. Every process started here is stopped on exit.
+# Writes the raw JSON lines to reports/bench/compare-<date>.jsonl (tls mode:
+# compare-tls-<date>.jsonl) and the markdown tables (also printed) beside them as .md. Every
+# process started here is stopped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -33,7 +34,7 @@ cd "$ROOT"
 source "$ROOT/benches/lib.sh"
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Usage: benches/compare.sh [tls] [options]
@@ -293,7 +294,11 @@ stop_server() { # NAME
 
 mkdir -p "$ROOT/reports/bench"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="$ROOT/reports/bench/compare$([[ $TLS -eq 1 ]] && echo -tls)-$STAMP.jsonl"
+PREFIX=compare
+if [[ $TLS -eq 1 ]]; then
+    PREFIX=compare-tls
+fi
+OUT="$ROOT/reports/bench/$PREFIX-$STAMP.jsonl"
 : >"$OUT"
 FAILED=0
 python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$TLS" <<'EOF'
