@@ -7,6 +7,11 @@ One table per metric (msg/s, p99 latency, server CPU per round trip, idle memory
 connection, handshakes/s), a column per server in the order they first appear, then one ratio
 column per peer, oriented so that above 1 means the baseline (duplex) is better. Lines with an
 "error" field (a cell that failed) show as "failed". Standard library only.
+
+A run of `benches/compare.sh tls` (its meta line has "tls") also gets the TLS goals: duplex's
+server CPU per round trip over TLS against uWebSockets.js's (goal: at most 1×) and against
+duplex's own plaintext round trip (server "duplex-plain", goal: at most 1.5× at 1 KiB), and the
+protocol each server negotiated. duplex-plain has no ratio columns in the other tables.
 """
 
 import argparse
@@ -73,9 +78,20 @@ def ratio(base, peer, higher_is_better):
     return base / peer if higher_is_better else peer / base
 
 
+# Servers shown in the tables without a ratio column (duplex itself, without TLS).
+NO_RATIO = {"duplex-plain"}
+PLAIN = "duplex-plain"
+# The TLS goals: server CPU per round trip, duplex over TLS / uWebSockets.js over TLS, and
+# duplex over TLS / duplex in plaintext (at 1 KiB).
+GOAL_VS_UWS = 1.0
+GOAL_VS_PLAIN = 1.5
+
+
 def table(title, note, rows, servers, baseline, higher_is_better, unit):
-    """rows: OrderedDict label -> {server: value or None or 'failed'}."""
-    peers = [s for s in servers if s != baseline]
+    """rows: OrderedDict label -> {server: value or None or 'failed'}; none: no table."""
+    if not rows:
+        return ""
+    peers = [s for s in servers if s != baseline and s not in NO_RATIO]
     direction = f"{baseline}/peer" if higher_is_better else f"peer/{baseline}"
     out = [f"### {title}", ""]
     if note:
@@ -123,6 +139,55 @@ def collect(rows, mode, key, label_of):
     return table_rows
 
 
+def tls_goals(rows, baseline):
+    """The goal check of a tls run: one row per echo cell, from CPU per round trip."""
+    cpu = collect(rows, "echo", lambda r: r.get("server_cpu_us_per_op"), echo_label)
+    sizes = {echo_label(r): r["size"] for r in rows if r.get("mode") == "echo"}
+    out = [
+        "### TLS goals (server CPU per round trip)",
+        "",
+        f"{baseline} over TLS / uws over TLS: goal at most {GOAL_VS_UWS:g}×. {baseline} over TLS "
+        f"/ {baseline} in plaintext ({PLAIN}): goal at most {GOAL_VS_PLAIN:g}× at 1 KiB (shown "
+        "for 16 KiB too, without a goal). Below 1 = cheaper.",
+        "",
+        f"| cell | {baseline} TLS (µs) | uws TLS (µs) | {baseline}/uws | goal | "
+        f"{PLAIN} (µs) | TLS/plain | goal |",
+        "|---|---:|---:|---:|---|---:|---:|---|",
+    ]
+
+    def num(v):
+        return None if v in (None, "failed") else v
+
+    def verdict(r, limit):
+        if r is None:
+            return "–"
+        if r <= limit:
+            return "met"
+        return f"missed by {(r / limit - 1) * 100:.0f}%"
+
+    for label, values in cpu.items():
+        base, uws, plain = (num(values.get(k)) for k in (baseline, "uws", PLAIN))
+        vs_uws = base / uws if base and uws else None
+        vs_plain = base / plain if base and plain else None
+        plain_goal = verdict(vs_plain, GOAL_VS_PLAIN) if sizes.get(label) == 1024 else "(none)"
+        out.append(
+            f"| {label} | {fmt_number(base)} | {fmt_number(uws)} | {fmt_ratio(vs_uws)} | "
+            f"{verdict(vs_uws, GOAL_VS_UWS)} | {fmt_number(plain)} | {fmt_ratio(vs_plain)} | "
+            f"{plain_goal} |"
+        )
+    out.append("")
+    negotiated = OrderedDict()
+    for r in rows:
+        if r.get("tls"):
+            negotiated.setdefault(r.get("label", "?"), r["tls"])
+    if negotiated:
+        out.append(
+            "Negotiated: " + "; ".join(f"{k}: {v}" for k, v in negotiated.items()) + "."
+        )
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("jsonl")
@@ -146,6 +211,7 @@ def main():
             f"{meta.get('kernel')}; {meta.get('duration_s')} s per cell after "
             f"{meta.get('warmup_s')} s of warm-up, {meta.get('kind')} messages. Server on CPU 0, "
             "load generator on CPU 1."
+            + (f" wss:// ({meta['tls']}) except {PLAIN}." if meta.get("tls") else "")
         )
         out.append("")
     echo_note = (
@@ -209,6 +275,8 @@ def main():
             servers, base, False, "",
         )
     )
+    if meta and meta.get("tls"):
+        out.append(tls_goals(rows, base))
     others = [r.get("other_cpu_pct") for r in rows if r.get("other_cpu_pct") is not None]
     clients = [r.get("client_cpu_pct") for r in rows
                if r.get("mode") == "echo" and r.get("client_cpu_pct") is not None]
@@ -224,7 +292,7 @@ def main():
     failed = [r for r in rows if "error" in r]
     for r in failed:
         out.append(f"- failed: {r.get('label')} {r.get('mode')} {r.get('cell', '')}: {r['error']}")
-    print("\n".join(out))
+    print("\n".join(part for part in out if part))
 
 
 if __name__ == "__main__":

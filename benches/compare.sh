@@ -7,6 +7,7 @@
 #   benches/compare.sh                 the full matrix (about 10 minutes with 5 servers)
 #   benches/compare.sh --quick         a reduced matrix (1 and 100 connections × 20 B and 1 KiB, 2 s each)
 #   benches/compare.sh --duration 10 --warmup 2 --servers duplex,uws --text
+#   benches/compare.sh tls             wss:// (see below; about 2 minutes)
 #
 # Matrix: connections 1, 10, 100, 500 × sizes 20 B, 1 KiB, 16 KiB with one message in flight,
 # plus 100 connections × 20 B with 16 in flight; then 10,000 idle connections (server memory
@@ -14,8 +15,17 @@
 # the load generator to CPU 1 (taskset). All servers run side by side and every cell is run
 # against each of them in turn, so slow drifts of the machine's load touch them alike.
 #
-# Writes the raw JSON lines to reports/bench/compare-<date>.jsonl and the markdown tables
-# (also printed) beside them as .md. Every process started here is stopped on exit.
+# `tls` mode: the same machinery over wss://. duplex (`duplex echo --tls-cert --tls-key`),
+# uWebSockets.js `SSLApp` (uws) and Node `ws` on an `https` server (ws) share one certificate,
+# made with openssl in a temporary directory (ECDSA P-256, self-signed, IP 127.0.0.1), which
+# duplex-load trusts with --ca; duplex-plain is `duplex echo` without TLS, the plaintext
+# reference. Matrix: connections 10, 100 × sizes 1 KiB, 16 KiB, one message in flight (--quick:
+# 1 KiB only, 2 s), then the handshake rate and CPU per handshake (a full TLS 1.3 handshake each:
+# duplex-load does not resume sessions); no idle-memory test.
+#
+# Writes the raw JSON lines to reports/bench/compare-<date>.jsonl (tls mode:
+# compare-tls-<date>.jsonl) and the markdown tables (also printed) beside them as .md. Every
+# process started here is stopped on exit.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,14 +34,17 @@ cd "$ROOT"
 source "$ROOT/benches/lib.sh"
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
+
+Usage: benches/compare.sh [tls] [options]
 
 Options:
   --quick               reduced matrix, 2 s per cell
   --duration SECS       measured window per cell (default 5; --quick: 2)
   --warmup SECS         load before each window (default 1; --quick: 0.5)
   --servers LIST        comma-separated subset of: duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws
+                        (tls mode: duplex,uws,ws,duplex-plain)
   --text                send text messages instead of binary
   --cells LIST          only these echo cells, CONNECTIONS:SIZE:IN_FLIGHT comma-separated
                         (e.g. 100:20:1,100:1024:1,100:16384:1,100:20:16)
@@ -42,10 +55,19 @@ Options:
 EOF
 }
 
+TLS=0
+if [[ ${1:-} == tls ]]; then
+    TLS=1
+    shift
+fi
 QUICK=0
 DURATION=""
 WARMUP=""
-SERVERS="duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws"
+if [[ $TLS -eq 1 ]]; then
+    SERVERS="duplex,uws,ws,duplex-plain"
+else
+    SERVERS="duplex,duplex-tokio,tungstenite,fastwebsockets,ws,uws"
+fi
 KIND="--binary"
 IDLE_CONNECTIONS=10000
 CONNECT_SLOTS=10
@@ -84,6 +106,11 @@ else
     # connections:size:in-flight
     EXTRA_CELLS=("100:20:16")
 fi
+if [[ $TLS -eq 1 ]]; then
+    CONNECTIONS=(10 100)
+    if [[ $QUICK -eq 1 ]]; then SIZES=(1024); else SIZES=(1024 16384); fi
+    EXTRA_CELLS=()
+fi
 if [[ -n $CELLS_ONLY ]]; then
     CONNECTIONS=()
     SIZES=()
@@ -114,6 +141,9 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    if [[ -n ${CERT_DIR:-} ]]; then
+        rm -rf "$CERT_DIR"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -125,12 +155,15 @@ need cargo "Rust toolchain"
 need python3 "for the tables"
 need taskset "util-linux"
 for s in "${SERVER_LIST[@]}"; do
-    case "$s" in
-        ws|uws) need node "Node.js for the ws and uWebSockets.js peers"; need npm "npm ci" ;;
-        duplex|duplex-tokio|tungstenite|fastwebsockets) ;;
-        *) echo "compare.sh: unknown server $s" >&2; exit 2 ;;
+    case "$TLS:$s" in
+        [01]:ws|[01]:uws) need node "Node.js for the ws and uWebSockets.js peers"; need npm "npm ci" ;;
+        0:duplex|0:duplex-tokio|0:tungstenite|0:fastwebsockets|1:duplex|1:duplex-plain) ;;
+        *) echo "compare.sh: unknown server $s$([[ $TLS -eq 1 ]] && echo " in tls mode")" >&2; exit 2 ;;
     esac
 done
+if [[ $TLS -eq 1 ]]; then
+    need openssl "the test certificate of tls mode"
+fi
 
 CPUS="$(nproc)"
 if [[ "$CPUS" -ge 2 ]]; then
@@ -151,7 +184,7 @@ if [[ $BUILD -eq 1 ]]; then
 fi
 
 # Idle connections need one descriptor each here, and one each in the server.
-if [[ "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt $((IDLE_CONNECTIONS + 200)) ]]; then
+if [[ $TLS -eq 0 && "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt $((IDLE_CONNECTIONS + 200)) ]]; then
     ulimit -n $((IDLE_CONNECTIONS + 200)) 2>/dev/null || {
         echo "compare.sh: ulimit -n is $(ulimit -n); $IDLE_CONNECTIONS idle connections need $((IDLE_CONNECTIONS + 200))" >&2
         exit 1
@@ -161,6 +194,15 @@ fi
 # --- servers ------------------------------------------------------------------------------------
 
 server_command() { # NAME PORT
+    if [[ $TLS -eq 1 ]]; then
+        case "$1" in
+            duplex) echo "$BIN/duplex echo --listen 127.0.0.1:$2 --threads 1 --tls-cert $CERT --tls-key $KEY" ;;
+            duplex-plain) echo "$BIN/duplex echo --listen 127.0.0.1:$2 --threads 1" ;;
+            ws) echo "node $NODE_DIR/ws-echo.mjs $2 $CERT $KEY" ;;
+            uws) echo "node $NODE_DIR/uws-echo.mjs $2 $CERT $KEY" ;;
+        esac
+        return
+    fi
     case "$1" in
         duplex) echo "$BIN/duplex echo --listen 127.0.0.1:$2 --threads 1" ;;
         duplex-tokio) echo "$BIN/duplex-tokio-echo $2" ;;
@@ -189,6 +231,28 @@ next_free_port() { # sets FREE_PORT
 }
 
 LOG_DIR="$(mktemp -d)"
+CERT_DIR=""
+if [[ $TLS -eq 1 ]]; then
+    # One certificate for every server; duplex-load trusts it with --ca.
+    CERT_DIR="$(mktemp -d)"
+    CERT="$CERT_DIR/cert.pem"
+    KEY="$CERT_DIR/key.pem"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$KEY" -out "$CERT" >"$LOG_DIR/openssl.log" 2>&1 || {
+        cat "$LOG_DIR/openssl.log" >&2
+        exit 1
+    }
+fi
+# url_args NAME: the URL duplex-load is given for server NAME, then the --ca option if it needs one.
+url_args() {
+    if [[ $TLS -eq 1 && $1 != duplex-plain ]]; then
+        echo "--url wss://127.0.0.1:${PORT[$1]}/ --ca $CERT"
+    else
+        echo "--url ws://127.0.0.1:${PORT[$1]}/"
+    fi
+}
 start_server() { # NAME
     local name="$1" port pid
     next_free_port
@@ -230,24 +294,33 @@ stop_server() { # NAME
 
 mkdir -p "$ROOT/reports/bench"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="$ROOT/reports/bench/compare-$STAMP.jsonl"
+PREFIX=compare
+if [[ $TLS -eq 1 ]]; then
+    PREFIX=compare-tls
+fi
+OUT="$ROOT/reports/bench/$PREFIX-$STAMP.jsonl"
 : >"$OUT"
 FAILED=0
-python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
+python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$TLS" <<'EOF'
 import json, sys
 sys.path.insert(0, "benches")
 from compare import machine
-out, duration, warmup, kind, commit = sys.argv[1:]
+out, duration, warmup, kind, commit, tls = sys.argv[1:]
+meta = {"mode": "meta", "commit": commit, **machine(), "duration_s": float(duration),
+        "warmup_s": float(warmup), "kind": kind.lstrip("-")}
+if tls == "1":
+    meta["tls"] = "self-signed ECDSA P-256 certificate, full handshakes (no session resumption)"
 with open(out, "a") as f:
-    f.write(json.dumps({"mode": "meta", "commit": commit, **machine(), "duration_s": float(duration),
-                        "warmup_s": float(warmup), "kind": kind.lstrip("-")}) + "\n")
+    f.write(json.dumps(meta) + "\n")
 EOF
 
 # run NAME MODE ARGS...: one duplex-load run against server NAME; its JSON line goes to $OUT.
 run() {
     local name="$1" mode="$2" pid line status
     shift 2
-    local args=(--mode "$mode" --url "ws://127.0.0.1:${PORT[$name]}/" --server-pid "${PID[$name]}"
+    local target
+    read -r -a target <<<"$(url_args "$name")"
+    local args=(--mode "$mode" "${target[@]}" --server-pid "${PID[$name]}"
         --label "$name" --json "$@")
     "${LOAD_CPU[@]}" "$BIN/duplex-load" "${args[@]}" >"$LOG_DIR/load.out" 2>"$LOG_DIR/load.err" &
     pid=$!
@@ -279,14 +352,16 @@ EOF
     fi
 }
 
-echo "== idle memory: $IDLE_CONNECTIONS connections per server, each server freshly started" >&2
-for name in "${SERVER_LIST[@]}"; do
-    start_server "$name"
-    sleep 0.5
-    echo "  $name (port ${PORT[$name]})" >&2
-    run "$name" idle --connections "$IDLE_CONNECTIONS" --duration "$DURATION"
-    stop_server "$name"
-done
+if [[ $TLS -eq 0 ]]; then
+    echo "== idle memory: $IDLE_CONNECTIONS connections per server, each server freshly started" >&2
+    for name in "${SERVER_LIST[@]}"; do
+        start_server "$name"
+        sleep 0.5
+        echo "  $name (port ${PORT[$name]})" >&2
+        run "$name" idle --connections "$IDLE_CONNECTIONS" --duration "$DURATION"
+        stop_server "$name"
+    done
+fi
 
 echo "== echo matrix: ${DURATION} s per cell after ${WARMUP} s of warm-up" >&2
 for name in "${SERVER_LIST[@]}"; do

@@ -5,10 +5,13 @@
 # under concurrency the end-to-end tests do not reach (hundreds of connections, pipelining,
 # reconnect churn, a room of thousands of members).
 #
-#   tests/load.sh [echo] [fanout]          (no argument: both)
+#   tests/load.sh [echo] [tls] [fanout]    (no argument: all three)
 #
 #   echo     `duplex echo --threads 2`: round trips (binary, text pipelined, large) and
 #            handshake churn
+#   tls      the same over wss:// (`duplex echo --tls-cert --tls-key`, a certificate made with
+#            openssl here, trusted with --ca): round trips of 1 KiB and 64 KiB, handshake churn,
+#            and a certificate duplex-load does not trust must fail the run
 #   fanout   `duplex serve --threads 2`: LOAD_FANOUT_MEMBERS members (default 10000) join one
 #            room, one publisher sends LOAD_FANOUT_MESSAGES messages (default 20) one at a time;
 #            prints the fan-out time per broadcast (to the last and the median member)
@@ -63,6 +66,40 @@ check_echo() {
     stop_pid "$BG_PID"
 }
 
+check_tls() {
+    local port slog="$logdir/load-tls-server.log" url dir rc=0
+    command -v openssl >/dev/null || die "tls: openssl is required"
+    dir=$(mktemp -d)
+    # Two self-signed certificates: the server's, and one duplex-load is told to trust instead.
+    for name in server other; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=127.0.0.1 -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+            -addext basicConstraints=critical,CA:FALSE \
+            -keyout "$dir/$name.key" -out "$dir/$name.pem" 2>/dev/null ||
+            die "tls: openssl cannot make a certificate"
+    done
+    port=$(free_port)
+    start_server "$slog" "$port" 30 "duplex echo (TLS)" "$DUPLEX_BIN" echo --listen "127.0.0.1:$port" \
+        --threads 2 --tls-cert "$dir/server.pem" --tls-key "$dir/server.key"
+    url="wss://127.0.0.1:$port/"
+    scenario "wss: 50 connections x 1 KiB binary" "$BG_PID" "$slog" "$url" --ca "$dir/server.pem" \
+        --connections 50 --size 1024 --duration 2 --warmup 0.5
+    scenario "wss: 10 connections x 64 KiB text, 4 in flight" "$BG_PID" "$slog" "$url" \
+        --ca "$dir/server.pem" --connections 10 --size 65536 --text --in-flight 4 --duration 2 --warmup 0.5
+    scenario "wss: handshake churn" "$BG_PID" "$slog" "$url" --ca "$dir/server.pem" \
+        --mode connect --connections 10 --duration 2 --warmup 0
+    log "wss: a certificate not trusted must fail the run"
+    timeout --kill-after=5 "$LOAD_TIMEOUT" "$LOAD_BIN" --url "$url" --ca "$dir/other.pem" \
+        --connections 1 --duration 1 --warmup 0 2>"$dir/untrusted.err" || rc=$?
+    ((rc != 0)) || die "tls: duplex-load accepted a certificate it was not told to trust"
+    grep -qi "UnknownIssuer\|certificate" "$dir/untrusted.err" || {
+        cat "$dir/untrusted.err" >&2
+        die "tls: the refused certificate is not named in duplex-load's error"
+    }
+    stop_pid "$BG_PID"
+    rm -rf "$dir"
+}
+
 check_fanout() {
     local port slog="$logdir/load-serve-server.log" need
     [[ $FANOUT_MEMBERS =~ ^[1-9][0-9]*$ ]] || die "LOAD_FANOUT_MEMBERS must be a positive integer"
@@ -82,11 +119,11 @@ check_fanout() {
 
 main() {
     local checks=("$@") c
-    ((${#checks[@]})) || checks=(echo fanout)
+    ((${#checks[@]})) || checks=(echo tls fanout)
     for c in "${checks[@]}"; do
         case $c in
-        echo | fanout) ;;
-        *) die "unknown check '$c' (expected: echo, fanout)" ;;
+        echo | tls | fanout) ;;
+        *) die "unknown check '$c' (expected: echo, tls, fanout)" ;;
         esac
     done
     for c in "${checks[@]}"; do

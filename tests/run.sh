@@ -227,7 +227,7 @@ plan_steps() {
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
-            add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"
+            add_step load step_load "tests/load.sh (duplex-load verifies every echo under load, ws:// and wss://)"
         fi
     fi
     if [[ -f fuzz/Cargo.toml ]]; then

@@ -5,16 +5,22 @@
 //! into the core), so a connection holds no read buffer of its own between wake-ups. WRITABLE
 //! interest is registered only while output is pending (and while the TCP connect is in
 //! progress).
+//!
+//! Over `wss://` the socket carries a rustls `ClientConnection` (buffered API): ciphertext is
+//! read into rustls, the plaintext it yields goes to the core, and the core's output is written
+//! into rustls, which encrypts it. The upgrade request is handed over at once and sent when the
+//! TLS handshake completes.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use duplex_core::{ClientRequest, Config, Connection, Event, RandomSource};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
 
 /// Why a connection cannot go on; any of these ends a run with a non-zero exit.
 #[derive(Debug)]
@@ -54,6 +60,17 @@ pub struct Target {
     pub config: Arc<Config>,
     /// The origin of the `now` passed to the core.
     pub epoch: Instant,
+    /// wss://: the client configuration and the name the certificate must carry.
+    pub tls: Option<TlsTarget>,
+}
+
+/// What every TLS connection of a run shares.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: ServerName<'static>,
+    /// Protocol version, cipher suite and key exchange of the first handshake completed.
+    pub negotiated: Arc<OnceLock<String>>,
 }
 
 impl Target {
@@ -88,6 +105,8 @@ pub fn seed(index: usize) -> u64 {
 #[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
+    /// wss://: the TLS layer between the socket and the core.
+    tls: Option<Box<rustls::ClientConnection>>,
     pub conn: Connection,
     connected: bool,
     writable_interest: bool,
@@ -104,6 +123,13 @@ impl Client {
         token: Token,
         now: Instant,
     ) -> Result<Client, Failure> {
+        let tls = match &target.tls {
+            Some(t) => Some(Box::new(
+                rustls::ClientConnection::new(Arc::clone(&t.config), t.name.clone())
+                    .map_err(|e| Failure::Protocol(format!("TLS setup: {e}")))?,
+            )),
+            None => None,
+        };
         let mut stream = TcpStream::connect(target.addr)?;
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let conn = Connection::client(
@@ -114,6 +140,7 @@ impl Client {
         );
         Ok(Client {
             stream,
+            tls,
             conn,
             connected: false,
             writable_interest: true,
@@ -137,6 +164,10 @@ impl Client {
     {
         if !self.connected && !self.finish_connect()? {
             return Ok(());
+        }
+        if self.tls.is_some() {
+            self.read_tls(target, buf, &mut on_event)?;
+            return self.flush(registry, token);
         }
         while !self.eof {
             match self.stream.read(buf) {
@@ -169,6 +200,62 @@ impl Client {
         Ok(())
     }
 
+    /// wss://: reads the ciphertext the socket holds into rustls and hands the plaintext it
+    /// yields to the core (events to `on_event`, as [`Client::service`]).
+    fn read_tls<F>(
+        &mut self,
+        target: &Target,
+        buf: &mut [u8],
+        on_event: &mut F,
+    ) -> Result<(), Failure>
+    where
+        F: FnMut(&mut Connection, Event, Instant) -> Result<(), Failure>,
+    {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        while !self.eof {
+            let n = match tls.read_tls(&mut self.stream) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let state = tls
+                .process_new_packets()
+                .map_err(|e| Failure::Protocol(format!("TLS: {e}")))?;
+            if !tls.is_handshaking()
+                && let Some(t) = &target.tls
+                && t.negotiated.get().is_none()
+            {
+                let _ = t.negotiated.set(describe_session(tls));
+            }
+            let mut pending = state.plaintext_bytes_to_read();
+            while pending > 0 {
+                let len = pending.min(buf.len());
+                let read = tls.reader().read(&mut buf[..len])?;
+                if read == 0 {
+                    break;
+                }
+                pending -= read;
+                let t = Instant::now();
+                self.conn.receive(target.since_epoch(t), &buf[..read]);
+                while let Some(event) = self.conn.poll_event() {
+                    on_event(&mut self.conn, event, t)?;
+                }
+            }
+            if n == 0 || state.peer_has_closed() {
+                let t = Instant::now();
+                self.eof = true;
+                self.conn.receive_eof(target.since_epoch(t));
+                while let Some(event) = self.conn.poll_event() {
+                    on_event(&mut self.conn, event, t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True once the non-blocking connect has completed.
     fn finish_connect(&mut self) -> Result<bool, Failure> {
         if let Some(e) = self.stream.take_error()? {
@@ -190,20 +277,25 @@ impl Client {
         if !self.connected {
             return Ok(());
         }
-        loop {
-            let out = self.conn.output();
-            if out.is_empty() {
-                break;
+        let want_writable = if let Some(tls) = self.tls.as_mut() {
+            flush_tls(&mut self.conn, tls, &mut self.stream)?;
+            self.conn.buffered_amount() > 0 || tls.wants_write()
+        } else {
+            loop {
+                let out = self.conn.output();
+                if out.is_empty() {
+                    break;
+                }
+                match self.stream.write(out) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(n) => self.conn.consume(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            match self.stream.write(out) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Ok(n) => self.conn.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let want_writable = self.conn.buffered_amount() > 0;
+            self.conn.buffered_amount() > 0
+        };
         if want_writable != self.writable_interest {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
@@ -220,4 +312,54 @@ impl Client {
     pub fn deregister(&mut self, registry: &Registry) {
         let _ = registry.deregister(&mut self.stream);
     }
+}
+
+/// wss://: moves the core's output into rustls (which encrypts it, or holds it until the
+/// handshake completes) and writes the ciphertext the socket takes, until either side blocks.
+fn flush_tls(
+    conn: &mut Connection,
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+) -> Result<(), Failure> {
+    loop {
+        let mut progress = false;
+        loop {
+            let out = conn.output();
+            if out.is_empty() {
+                break;
+            }
+            let n = tls.writer().write(out)?;
+            if n == 0 {
+                break;
+            }
+            conn.consume(n);
+            progress = true;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(_) => progress = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !progress || conn.output().is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// "TLSv1_3 TLS13_AES_256_GCM_SHA384 X25519": what a completed handshake settled on.
+fn describe_session(tls: &rustls::ClientConnection) -> String {
+    let version = tls
+        .protocol_version()
+        .map_or_else(|| "?".to_string(), |v| format!("{v:?}"));
+    let suite = tls
+        .negotiated_cipher_suite()
+        .map_or_else(|| "?".to_string(), |s| format!("{:?}", s.suite()));
+    let group = tls
+        .negotiated_key_exchange_group()
+        .map_or_else(|| "?".to_string(), |g| format!("{:?}", g.name()));
+    format!("{version} {suite} {group}")
 }

@@ -231,8 +231,7 @@ pub fn worker(
         if now >= window.end {
             break;
         }
-        poll.poll(&mut events, Some(window.end - now))
-            .map_err(|e| format!("poll failed: {e}"))?;
+        pool::wait(&mut poll, &mut events, Some(window.end - now))?;
         for event in events.iter() {
             let i = event.token().0;
             let flow = &mut flows[i];

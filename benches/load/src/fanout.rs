@@ -382,8 +382,7 @@ fn serve_members(
                 join_budget(spec.members).as_secs_f64()
             ));
         }
-        poll.poll(&mut events, Some(TICK))
-            .map_err(|e| format!("poll failed: {e}"))?;
+        pool::wait(&mut poll, &mut events, Some(TICK))?;
         for event in events.iter() {
             let i = event.token().0;
             let member = &mut members[i];
@@ -510,9 +509,7 @@ impl Publisher<'_> {
             if now >= deadline {
                 return Err(what(self));
             }
-            self.poll
-                .poll(&mut self.events, Some(deadline - now))
-                .map_err(|e| format!("poll failed: {e}"))?;
+            pool::wait(&mut self.poll, &mut self.events, Some(deadline - now))?;
             let Publisher {
                 spec,
                 target,

@@ -69,8 +69,7 @@ pub fn worker(target: &Target, indices: &[usize], control: Control) -> Result<Ta
         if now >= window.end {
             break;
         }
-        poll.poll(&mut events, Some((window.end - now).min(SWEEP)))
-            .map_err(|e| format!("poll failed: {e}"))?;
+        pool::wait(&mut poll, &mut events, Some((window.end - now).min(SWEEP)))?;
         for event in events.iter() {
             let i = event.token().0;
             let Some(cycle) = &mut slots[i] else {

@@ -18,6 +18,11 @@
 //!   chat messages one at a time. Reports the time from each publish to the last (and the
 //!   median) member reading it, and fails on any message lost, repeated or out of order.
 //!
+//! `wss://` URLs are loaded over TLS (rustls, the `ring` provider, TLS 1.3 or 1.2): `--ca PEM`
+//! names the certificate to trust (the server's self-signed certificate or its CA); the
+//! certificate must carry the URL's host (e.g. an IP address entry 127.0.0.1). Every connection
+//! makes a full handshake (no session resumption), so `connect` measures the whole TLS cost.
+//!
 //! With `--server-pid` every mode also reports the server's CPU time over the measured window
 //! (per round trip or handshake) and its current and peak RSS. Clients are `duplex-core`
 //! connections on mio, one event loop per `--threads` (default 1).
@@ -32,19 +37,22 @@ mod procfs;
 mod report;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use duplex_core::{ClientRequest, Config};
 
-use crate::client::Target;
+use crate::client::{Target, TlsTarget};
 use crate::echo::EchoSpec;
 use crate::pool::{Control, Tally, Window};
 use crate::report::{Latency, ServerFigures, Summary};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -69,9 +77,13 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
 
-    /// Server URL; only ws:// to 127.0.0.1 (or localhost).
+    /// Server URL: ws:// or wss:// to 127.0.0.1 (or localhost).
     #[arg(long, value_name = "URL")]
     url: String,
+
+    /// wss://: trust this PEM certificate (the server's, or the CA that signed it).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
 
     /// Connections (echo, idle) or concurrent connect cycles (connect).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -141,12 +153,17 @@ impl Mode {
     }
 }
 
-/// Parses the URL and refuses anything but a plain ws:// server on 127.0.0.1.
-fn target(url: &str, size: usize) -> Result<Target, String> {
+/// Parses the URL and refuses anything but a server on 127.0.0.1; wss:// needs `ca`.
+fn target(url: &str, size: usize, ca: Option<&Path>) -> Result<Target, String> {
     let request = ClientRequest::from_url(url).map_err(|e| format!("--url {url}: {e}"))?;
-    if request.secure {
-        return Err("--url: wss:// is not supported; use ws:// to a server on 127.0.0.1".into());
-    }
+    let tls = match (request.secure, ca) {
+        (true, Some(ca)) => Some(tls_target(ca, &request.hostname)?),
+        (true, None) => {
+            return Err("--url: wss:// needs --ca PEM (the server's certificate or its CA)".into());
+        }
+        (false, Some(_)) => return Err("--ca is for wss:// URLs".into()),
+        (false, None) => None,
+    };
     match request.hostname.as_str() {
         "127.0.0.1" | "localhost" => {}
         other => {
@@ -167,6 +184,42 @@ fn target(url: &str, size: usize) -> Result<Target, String> {
         request,
         config: Arc::new(config),
         epoch: Instant::now(),
+        tls,
+    })
+}
+
+/// A client configuration trusting only the certificates of `ca`, ALPN http/1.1, no session
+/// resumption (each connection pays for a full handshake, as a new visitor does).
+fn tls_target(ca: &Path, host: &str) -> Result<TlsTarget, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--ca {}: no PEM certificate in the file",
+            ca.display()
+        ));
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("--ca {}: not a usable certificate: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| format!("--url: {host:?} is not a valid TLS server name"))?;
+    Ok(TlsTarget {
+        config: Arc::new(config),
+        name,
+        negotiated: Arc::new(OnceLock::new()),
     })
 }
 
@@ -230,7 +283,7 @@ fn run(args: &Args) -> Result<Summary, String> {
     check_args(args)?;
     let mode = args.mode;
     let threads = args.threads.min(args.connections);
-    let target = target(&args.url, args.size)?;
+    let target = target(&args.url, args.size, args.ca.as_deref())?;
     let ticks_per_second = procfs::clock_ticks_per_second() as f64;
     let server = args.server_pid;
     let mut figures = match server {
@@ -369,6 +422,10 @@ fn run(args: &Args) -> Result<Summary, String> {
         server: figures,
         client_cpu_percent: percent(client_ticks),
         other_cpu_percent: percent(other_ticks),
+        tls: target
+            .tls
+            .as_ref()
+            .map(|t| t.negotiated.get().cloned().unwrap_or_default()),
     })
 }
 
@@ -381,7 +438,7 @@ fn run_fanout(args: &Args) -> Result<fanout::FanoutSummary, String> {
         threads: args.threads.min(args.members),
         run: format!("{:016x}", client::seed(usize::MAX)),
     };
-    let target = target(&args.url, 64 << 10)?;
+    let target = target(&args.url, 64 << 10, args.ca.as_deref())?;
     if let Some(pid) = args.server_pid {
         read_pid(pid)?;
     }

@@ -155,8 +155,7 @@ pub fn open_all(
             ));
         }
         let wait = (deadline - now).min(Duration::from_millis(100));
-        poll.poll(events, Some(wait))
-            .map_err(|e| format!("poll failed: {e}"))?;
+        self::wait(poll, events, Some(wait))?;
         for event in events.iter() {
             let i = event.token().0;
             let is_open = &mut open[i];
@@ -215,7 +214,7 @@ pub fn close_all(
         if now >= deadline {
             break;
         }
-        if poll.poll(events, Some(deadline - now)).is_err() {
+        if wait(poll, events, Some(deadline - now)).is_err() {
             break;
         }
         for event in events.iter() {
@@ -230,6 +229,18 @@ pub fn close_all(
                 live -= 1;
             }
         }
+    }
+}
+
+/// `Poll::poll`, counting an interruption by a signal (EINTR, which epoll also reports after the
+/// process was stopped and continued) as a wake-up with no events rather than a failure.
+pub fn wait(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> Result<(), String> {
+    match poll.poll(events, timeout) {
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        other => other.map_err(|e| format!("poll failed: {e}")),
     }
 }
 

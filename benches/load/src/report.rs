@@ -66,6 +66,8 @@ pub struct Summary {
     /// CPU used over the window by everything else on the machine (other processes, and the
     /// server too when no pid was given), in percent of one core: interference to be aware of.
     pub other_cpu_percent: f64,
+    /// wss://: what the first completed TLS handshake negotiated (version, suite, group).
+    pub tls: Option<String>,
 }
 
 impl Summary {
@@ -175,6 +177,9 @@ impl Summary {
                 s.hwm_bytes as f64 / 1048576.0
             );
         }
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(out, "  TLS: {tls}");
+        }
         let _ = writeln!(
             out,
             "  load generator: {:.0}% of a core; everything else on the machine: {:.0}%",
@@ -258,6 +263,7 @@ impl Summary {
         );
         field("client_cpu_pct", number(self.client_cpu_percent));
         field("other_cpu_pct", number(self.other_cpu_percent));
+        field("tls", self.tls.as_deref().map_or("null".into(), quote));
         o.push('}');
         o
     }

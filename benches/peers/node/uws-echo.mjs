@@ -1,6 +1,7 @@
-// uws-echo.mjs PORT: an echo server on uWebSockets.js (the @trufflesuite/uws-js-unofficial
-// build), for side-by-side runs with duplex. Listens on 127.0.0.1, echoes text and binary with
-// their type, compression disabled, messages up to 64 MiB, no idle timeout.
+// uws-echo.mjs PORT [CERT KEY]: an echo server on uWebSockets.js (the
+// @trufflesuite/uws-js-unofficial build), for side-by-side runs with duplex. Listens on
+// 127.0.0.1, echoes text and binary with their type, compression disabled, messages up to
+// 64 MiB, no idle timeout. With CERT and KEY (PEM files) it is an `SSLApp`: wss:// only.
 //
 // The package silently falls back to a JavaScript implementation when it has no binary for this
 // Node; this script loads the native addon itself and refuses to run without it.
@@ -17,13 +18,14 @@ try {
 }
 
 const port = Number(process.argv[2]);
-if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-  console.error("usage: node uws-echo.mjs PORT");
+const [cert, key] = process.argv.slice(3);
+if (!Number.isInteger(port) || port <= 0 || port > 65535 || (cert === undefined) !== (key === undefined)) {
+  console.error("usage: node uws-echo.mjs PORT [CERT KEY]");
   process.exit(2);
 }
+const scheme = cert ? "wss" : "ws";
 
-uWS
-  .App()
+(cert ? uWS.SSLApp({ cert_file_name: cert, key_file_name: key }) : uWS.App())
   .ws("/*", {
     compression: uWS.DISABLED,
     maxPayloadLength: 64 * 1024 * 1024,
@@ -38,6 +40,6 @@ uWS
       console.error(`uws-echo: cannot listen on 127.0.0.1:${port}`);
       process.exit(1);
     }
-    console.log(`uws-echo listening on ws://127.0.0.1:${port}/`);
+    console.log(`uws-echo listening on ${scheme}://127.0.0.1:${port}/`);
   });
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(0));
