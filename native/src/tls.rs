@@ -381,6 +381,11 @@ const MAX_ENCRYPT: usize = TLS_BUFFER_LIMIT;
 /// Size of one read from a TLS socket: a whole record (16 KiB + header and tag) fits.
 const TLS_READ_SIZE: usize = 17 * 1024;
 
+thread_local! {
+    /// Each thread's buffer for reads from TLS sockets (see [`TLS_READ_SIZE`]).
+    static READ_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; TLS_READ_SIZE]);
+}
+
 /// The server side of a TLS connection on rustls' unbuffered API: the buffers are ours, so
 /// each one is freed as soon as it is empty and an idle connection holds none (the buffered
 /// API keeps a 4 KiB read buffer per connection for its lifetime).
@@ -578,20 +583,20 @@ impl ServerTls {
             if self.peer_closed || self.eof {
                 return Ok(0);
             }
-            let start = self.incoming.len();
-            self.incoming.resize(start + TLS_READ_SIZE, 0);
-            let result = self.sock.read(&mut self.incoming[start..]);
-            self.incoming
-                .truncate(start + *result.as_ref().unwrap_or(&0));
+            // Read into the thread's scratch buffer and keep only what arrived: a read that
+            // finds nothing (every other read on a busy connection) then costs no allocation
+            // and no zeroing of a record-sized buffer.
+            let result = READ_SCRATCH.with_borrow_mut(|chunk| {
+                let result = self.sock.read(chunk);
+                if let Ok(n) = result {
+                    self.incoming.extend_from_slice(&chunk[..n]);
+                }
+                result
+            });
             match result {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
-                Err(e) => {
-                    if self.incoming.is_empty() {
-                        self.incoming = Vec::new();
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
             if let Err(e) = self.run(Goal::Read) {
                 return Err(self.fail(e));
