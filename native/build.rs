@@ -4,7 +4,7 @@
 //!
 //! Writes `$OUT_DIR/embedded_client.rs`: `EMBEDDED_CLIENT`, a table of (path inside the package,
 //! bytes). The table is empty, and the demo page falls back to its small built-in client, when
-//! `dist/` holds no `.wasm` (a checkout where the WASM was never built, or the crate built from
+//! `dist/` holds no `.wasm` (at any depth) (a checkout where the WASM was never built, or the crate built from
 //! its `.crate`, which has no `wasm/`), or when `DUPLEX_EMBED_CLIENT=0`. Which files: those a
 //! browser loads (`.js`, `.mjs`, `.wasm`) outside `node_modules/`, `test/`, `examples/` and
 //! hidden entries, whatever their names, so a change to the package's layout needs no change
@@ -46,11 +46,17 @@ fn main() {
     fs::write(&dest, out).expect("write embedded_client.rs");
 }
 
-fn has_wasm(dist: &Path) -> bool {
-    fs::read_dir(dist).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+/// A `.wasm` anywhere under `dir`.
+fn has_wasm(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                has_wasm(&path)
+            } else {
+                path.extension().is_some_and(|x| x == "wasm")
+            }
+        })
     })
 }
 

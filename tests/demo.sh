@@ -55,18 +55,24 @@ page=$(curl -fsS --max-time 5 "$url/")
 meta='<meta name="duplex-client" content="/duplex-ws/browser.js" data-source="embedded">'
 [[ $page == *"$meta"* ]] ||
     die "GET / does not name the embedded client ($meta): was the binary built with wasm/js/dist? $(grep -o '<meta name="duplex-client"[^>]*>' <<<"$page")"
-for path in /duplex-ws/browser.js /duplex-ws/dist/duplex_wasm.js /duplex-ws/dist/duplex_wasm_bg.wasm; do
-    code=$(status_of "$url$path")
-    [[ $code == 200 ]] || die "GET $path answered $code without --client-dir, expected 200 (embedded)"
-done
-type=$(curl -fsS -o /dev/null -w '%{content_type}' --max-time 5 "$url/duplex-ws/dist/duplex_wasm_bg.wasm")
-[[ $type == application/wasm ]] || die "the .wasm is served as '$type', expected application/wasm"
-wasm_bytes=$(curl -fsS --max-time 5 "$url/duplex-ws/dist/duplex_wasm_bg.wasm" | wc -c)
-cmp -s <(curl -fsS --max-time 5 "$url/duplex-ws/dist/duplex_wasm_bg.wasm") "$REPO_ROOT/wasm/js/dist/duplex_wasm_bg.wasm" ||
-    die "the embedded .wasm differs from wasm/js/dist (rebuild: cargo build --release -p duplex)"
+code=$(status_of "$url/duplex-ws/browser.js")
+[[ $code == 200 ]] || die "GET /duplex-ws/browser.js answered $code without --client-dir, expected 200 (embedded)"
+# Every file of dist/ that a page may load, byte for byte as built (whatever the build names them).
+served=()
+while IFS= read -r file; do
+    rel=${file#"$REPO_ROOT/wasm/js/"}
+    cmp -s <(curl -fsS --max-time 5 "$url/duplex-ws/$rel") "$file" ||
+        die "GET /duplex-ws/$rel is not wasm/js/$rel (rebuild: cargo build --release -p duplex)"
+    if [[ $rel == *.wasm ]]; then
+        type=$(curl -fsS -o /dev/null -w '%{content_type}' --max-time 5 "$url/duplex-ws/$rel")
+        [[ $type == application/wasm ]] || die "$rel is served as '$type', expected application/wasm"
+    fi
+    served+=("$rel ($(wc -c <"$file") bytes)")
+done < <(find "$REPO_ROOT/wasm/js/dist" -type f \( -name '*.js' -o -name '*.wasm' \) | sort)
+((${#served[@]})) || die "wasm/js/dist holds no .js or .wasm"
 code=$(status_of "$url/dashboard")
 [[ $code == 404 ]] || die "GET /dashboard answered $code without --dashboard, expected 404"
-log "embedded client served (.wasm $wasm_bytes bytes, as in wasm/js/dist); /dashboard is 404 without --dashboard"
+log "embedded client served as built: ${served[*]}; /dashboard is 404 without --dashboard"
 
 # --- 3. the page at two widths, WASM client then built-in fallback ----------------------------
 for impl in wasm builtin; do
