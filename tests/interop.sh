@@ -12,7 +12,8 @@
 #            three servers: the default (chromium-deflate), --deflate-context-takeover
 #            --deflate-threshold 0 (chromium-deflate-takeover), --deflate off (chromium-plain);
 #            then chromium-demo and chromium-demo-wasm.
-#   chromium-demo  the demo chat page of `duplex serve --threads 2` with its built-in client,
+#   chromium-demo  the demo chat page of `duplex serve --threads 2` with the client it offers
+#            (the WASM client when embedded in the binary, else the page's built-in one),
 #            two users (ann, ben) in two browser contexts: members, typing indicator, messages
 #            shown exactly once, window.duplex, leaving (tests/browser/demo_page.mjs).
 #   chromium-demo-wasm  the same page running the WASM client (`--client-dir wasm/js`, which
@@ -179,8 +180,16 @@ chromium_demo() {
     port=$(free_port)
     start_server "$slog" "$port" 30 "duplex serve" \
         "$DUPLEX_BIN" serve --listen "127.0.0.1:$port" --threads 2
+    # The page runs the WASM client when the binary embeds it (built with wasm/js/dist), the
+    # built-in one otherwise: the page's <meta name="duplex-client"> says which it must be.
+    local page impl=builtin
+    page=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/")
+    if [[ $page == *'<meta name="duplex-client" content="/duplex-ws/'* ]]; then
+        impl=wasm
+    fi
+    log "interop($name): the server offers the $impl client"
     CLIENT_TIMEOUT=$CHROMIUM_TIMEOUT run_client_against "$BG_PID" "$slog" "$name" \
-        node "$BROWSER_DIR/demo_page.mjs" "http://127.0.0.1:$port/" --name "$name"
+        node "$BROWSER_DIR/demo_page.mjs" "http://127.0.0.1:$port/" --name "$name" --impl "$impl"
     stop_pid "$BG_PID"
 }
 

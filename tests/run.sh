@@ -102,6 +102,10 @@ step_interop() {
     bash tests/interop.sh
 }
 
+step_demo() {
+    bash tests/demo.sh
+}
+
 step_tls() {
     bash tests/tls.sh
 }
@@ -224,6 +228,9 @@ plan_steps() {
             add_step autobahn-wasm-client step_autobahn_wasm_client "tests/autobahn.sh wasm-client (DuplexSocket vs kosoku fuzzingserver, 397 cases)"
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
+        if [[ -f wasm/Cargo.toml ]]; then
+            add_step demo step_demo "tests/demo.sh (demo page with the embedded WASM client at desktop and phone widths, /dashboard under traffic, headless Chromium)"
+        fi
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then

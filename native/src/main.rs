@@ -25,7 +25,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The real-time server: `/ws` speaks duplex.v1 (rooms, presence, acks, history), `/echo`
-    /// echoes, `/` serves a demo chat page, plus `/healthz` and `/metrics`.
+    /// echoes, `/` serves a demo chat page, plus `/healthz`, `/metrics` and (--dashboard)
+    /// `/dashboard`.
     Serve(ServeArgs),
     /// Echo every message back to its sender with the same type, on any path.
     Echo(ServerArgs),
@@ -190,9 +191,16 @@ struct ServeArgs {
     jwt_secret: Option<String>,
 
     /// The duplex-ws package directory (wasm/js, built by wasm/build.sh), served under
-    /// /duplex-ws/; the demo page at / then runs the WASM client.
+    /// /duplex-ws/ instead of the copy embedded at build time; the demo page at / runs the WASM
+    /// client from there.
     #[arg(long, value_name = "DIR")]
     client_dir: Option<std::path::PathBuf>,
+
+    /// Serve /dashboard: a live view of /metrics (connections, messages/s, rooms, slow-consumer
+    /// drops, broker). Like /metrics it has no authentication: enable it only where /metrics
+    /// may be seen.
+    #[arg(long)]
+    dashboard: bool,
 }
 
 impl ServeArgs {
@@ -258,6 +266,7 @@ impl ServeArgs {
                 }
                 dir => dir.clone(),
             },
+            dashboard: self.dashboard,
         })
     }
 }

@@ -977,6 +977,63 @@ fn client_dir_symlinks_leading_outside_are_not_served() {
     std::fs::remove_file(&outside).unwrap();
 }
 
+#[test]
+fn the_dashboard_is_served_only_when_enabled() {
+    let server = TestServer::start(config());
+    let page = get(server.addr, "/dashboard");
+    assert!(page.starts_with("HTTP/1.1 404"), "{page}");
+    let mut cfg = config();
+    cfg.dashboard = true;
+    let server = TestServer::start(cfg);
+    let page = get(server.addr, "/dashboard");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<title>Duplex dashboard</title>"), "{page}");
+    // It draws from /metrics, which names the broker.
+    let metrics = get(server.addr, "/metrics");
+    assert!(
+        metrics.contains("\nduplex_broker_up{kind=\"in-process\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_demo_page_names_the_client_it_may_import() {
+    // With --client-dir: that directory's entry (here the package's main entry only).
+    let dir = std::env::temp_dir().join(format!("duplex-serve-meta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.js"), "export {}").unwrap();
+    let mut cfg = config();
+    cfg.client_dir = Some(dir.clone());
+    let server = TestServer::start(cfg);
+    let page = get(server.addr, "/");
+    assert!(
+        page.contains(
+            r#"<meta name="duplex-client" content="/duplex-ws/index.js" data-source="directory">"#
+        ),
+        "{page}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Without: the embedded package's browser entry when the binary has one, else nothing to
+    // import (the page then runs its built-in client and asks for no /duplex-ws/ file).
+    let server = TestServer::start(config());
+    let page = get(server.addr, "/");
+    let entry = get(server.addr, "/duplex-ws/browser.js");
+    if entry.starts_with("HTTP/1.1 200") {
+        assert!(
+            page.contains(
+                r#"<meta name="duplex-client" content="/duplex-ws/browser.js" data-source="embedded">"#
+            ),
+            "{page}"
+        );
+    } else {
+        assert!(entry.starts_with("HTTP/1.1 404"), "{entry}");
+        assert!(
+            page.contains(r#"<meta name="duplex-client" content="">"#),
+            "{page}"
+        );
+    }
+}
+
 /// `duplex serve ARGS` as a binary on a free port, one worker thread, killed when dropped.
 fn serve_process(args: &[&str]) -> DuplexProcess {
     let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--threads", "1"];

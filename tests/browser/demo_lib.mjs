@@ -86,10 +86,13 @@ export class Demo {
       const s = await user.page.evaluate(() => ({
         status: document.getElementById('status')?.textContent,
         members: [...document.querySelectorAll('#members li')].map((li) => `${li.textContent}=${li.dataset.client}`),
+        transport: document.getElementById('transport')?.textContent,
         typing: document.getElementById('typing')?.textContent,
         log: [...document.querySelectorAll('#log li')].map((li) => li.textContent),
       }));
-      return `${user.name}: status '${s.status}', members [${s.members.join(', ')}], typing '${s.typing}', log ${JSON.stringify(s.log)}`;
+      // The last entries only: a long chat would drown the failure.
+      const log = s.log.length > 12 ? [`(${s.log.length - 12} earlier entries)`, ...s.log.slice(-12)] : s.log;
+      return `${user.name}: status '${s.status}', transport '${s.transport}', members [${s.members.join(', ')}], typing '${s.typing}', log ${JSON.stringify(log)}`;
     } catch (e) {
       return `${user.name}: cannot read the page (${e.message.split('\n')[0]})`;
     }
@@ -124,11 +127,10 @@ export class Demo {
     // A failed load is reported with its URL below; the console's copy of it has none.
     page.on('console', (m) => m.type() === 'error' && !m.text().startsWith('Failed to load resource') &&
       !this.expectedConsole?.test(m.text()) && user.errors.push(`console: ${m.text()}`));
-    // The page links no icon, so Chromium asks for /favicon.ico, which `duplex serve` does not
-    // serve; the page probes /duplex-ws/index.js, which it serves only with --client-dir (the
-    // tests check which client runs; a refused module import shows as an aborted request):
-    // those are not the page's failures; any other is.
-    const probe = (url) => ['/favicon.ico', '/duplex-ws/index.js'].includes(new URL(url).pathname);
+    // The page links an empty icon (no /favicon.ico request) and imports the WASM client only
+    // when the server names it: any failed request is the page's failure (a 404 for
+    // /duplex-ws/index.js was one).
+    const probe = (url) => new URL(url).pathname === '/favicon.ico';
     page.on('response', (r) => r.status() >= 400 && !probe(r.url()) &&
       user.errors.push(`GET ${r.url()}: ${r.status()}`));
     page.on('requestfailed', (r) => !probe(r.url()) &&
@@ -197,13 +199,18 @@ export class Demo {
     return state.room;
   }
 
-  /** #members lists exactly `expected` (users), each by name with its client id. */
+  /**
+   * #members lists exactly `expected` (users), each by name (.name) with its client id, the
+   * viewer's own entry (and only it) marked "(you)".
+   */
   membersAre(viewer, expected, what, timeoutMs) {
-    const want = expected.map((u) => ({ id: u.id, name: u.name }));
+    const want = expected.map((u) => ({ id: u.id, name: u.name, you: u === viewer }));
     return this.waitFor(viewer, `${viewer.name}: ${what}`, (want) => {
       const lis = [...document.querySelectorAll('#members li[data-client]')];
       return lis.length === want.length &&
-        want.every((w) => lis.some((li) => li.dataset.client === w.id && li.textContent === w.name));
+        want.every((w) => lis.some((li) => li.dataset.client === w.id &&
+          li.querySelector('.name')?.textContent === w.name &&
+          (li.querySelector('.you')?.textContent === '(you)') === w.you));
     }, want, timeoutMs);
   }
 

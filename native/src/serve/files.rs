@@ -1,15 +1,72 @@
-//! `/duplex-ws/...`: the files of the `duplex-ws` npm package (the WASM client), served from a
-//! directory given with `--client-dir`, so that the demo page can load the client from the same
-//! origin. Only plain files strictly inside the directory are served.
+//! `/duplex-ws/...`: the files of the `duplex-ws` npm package (the WASM client), so that the
+//! demo page loads the client from the same origin. They come from the directory given with
+//! `--client-dir` when there is one (only plain files strictly inside it are served), otherwise
+//! from the copy embedded at build time (`build.rs`: the built `wasm/js`, when `dist/` was
+//! there), otherwise there are none and the page runs its built-in client.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::server::HttpResponse;
+
+include!(concat!(env!("OUT_DIR"), "/embedded_client.rs"));
 
 /// The URL prefix of the package's files.
 pub const PREFIX: &str = "/duplex-ws/";
 
-/// The response for `path` (which starts with [`PREFIX`]), or `None` for 404.
+/// Where the package's files come from.
+#[derive(Debug, Clone)]
+pub enum ClientFiles {
+    /// `--client-dir`.
+    Dir(Arc<Path>),
+    /// Embedded in the binary at build time ([`EMBEDDED_CLIENT`], possibly empty).
+    Embedded,
+}
+
+impl ClientFiles {
+    pub fn new(dir: Option<&Path>) -> ClientFiles {
+        dir.map_or(ClientFiles::Embedded, |d| ClientFiles::Dir(Arc::from(d)))
+    }
+
+    /// The module the page imports: the browser entry when the package has one, else the
+    /// package's main entry; `None` when there is no package (the page's built-in client).
+    pub fn entry(&self) -> Option<&'static str> {
+        ["browser.js", "index.js"]
+            .into_iter()
+            .find(|name| match self {
+                ClientFiles::Dir(dir) => dir.join(name).is_file(),
+                ClientFiles::Embedded => EMBEDDED_CLIENT.iter().any(|(path, _)| path == name),
+            })
+    }
+
+    /// "directory" or "embedded" (for the page's transport line), `None` without a package.
+    pub fn source(&self) -> Option<&'static str> {
+        self.entry()?;
+        Some(match self {
+            ClientFiles::Dir(_) => "directory",
+            ClientFiles::Embedded => "embedded",
+        })
+    }
+
+    /// The response for `path` (which starts with [`PREFIX`]), or `None` for 404.
+    pub fn serve(&self, path: &str) -> Option<HttpResponse> {
+        match self {
+            ClientFiles::Dir(root) => serve(root, path),
+            ClientFiles::Embedded => {
+                let relative = path.strip_prefix(PREFIX)?;
+                let (name, body) = EMBEDDED_CLIENT.iter().find(|(name, _)| *name == relative)?;
+                Some(HttpResponse {
+                    status: 200,
+                    content_type: content_type(Path::new(name)),
+                    body: body.to_vec(),
+                })
+            }
+        }
+    }
+}
+
+/// The response for `path` (which starts with [`PREFIX`]) from the directory `root`, or `None`
+/// for 404.
 pub fn serve(root: &Path, path: &str) -> Option<HttpResponse> {
     let relative = path.strip_prefix(PREFIX)?;
     let file = resolve(root, relative)?;
@@ -100,5 +157,33 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_file(&outside).unwrap();
+    }
+
+    #[test]
+    fn the_embedded_package_is_served_whole_or_not_at_all() {
+        let files = ClientFiles::Embedded;
+        if EMBEDDED_CLIENT.is_empty() {
+            assert_eq!(files.entry(), None);
+            assert!(files.serve("/duplex-ws/index.js").is_none());
+            return;
+        }
+        // Built with wasm/js/dist: the entry, the glue and the .wasm are all there.
+        assert_eq!(files.entry(), Some("browser.js"));
+        let wasm = EMBEDDED_CLIENT
+            .iter()
+            .find(|(name, _)| name.starts_with("dist/") && name.ends_with(".wasm"))
+            .expect("a .wasm under dist/");
+        let served = files.serve(&format!("{PREFIX}{}", wasm.0)).unwrap();
+        assert_eq!(served.content_type, "application/wasm");
+        assert_eq!(&served.body[..4], b"\0asm");
+        let entry = files.serve("/duplex-ws/browser.js").unwrap();
+        assert_eq!(entry.content_type, "text/javascript; charset=utf-8");
+        for bad in [
+            "/duplex-ws/test/x.test.mjs",
+            "/duplex-ws/package.json",
+            "/duplex-ws/",
+        ] {
+            assert!(files.serve(bad).is_none(), "{bad}");
+        }
     }
 }

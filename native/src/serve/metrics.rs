@@ -2,6 +2,7 @@
 //! batch, and the slow-consumer counters the workers add to.
 
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use duplex_core::channel::Hub;
@@ -19,6 +20,25 @@ pub struct ChannelMetrics {
     pub gaps: AtomicU64,
     pub dropped_messages: AtomicU64,
     pub slow_consumer_closes: AtomicU64,
+    broker: Mutex<BrokerState>,
+}
+
+/// The broker the hub shares rooms through, for `duplex_broker_up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerState {
+    /// `in-process`: the one hub of this process, nothing to reach.
+    pub kind: &'static str,
+    /// Reachable.
+    pub up: bool,
+}
+
+impl Default for BrokerState {
+    fn default() -> BrokerState {
+        BrokerState {
+            kind: "in-process",
+            up: true,
+        }
+    }
 }
 
 impl ChannelMetrics {
@@ -33,6 +53,15 @@ impl ChannelMetrics {
         self.presence_updates
             .store(stats.presence_updates, Ordering::Relaxed);
         self.gaps.store(stats.gaps, Ordering::Relaxed);
+    }
+
+    /// Records the broker's kind and whether it is reachable (default: `in-process`, up).
+    pub fn set_broker(&self, state: BrokerState) {
+        *self.broker.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    pub fn broker(&self) -> BrokerState {
+        *self.broker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Appends the Prometheus text of these figures.
@@ -100,5 +129,40 @@ impl ChannelMetrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let broker = self.broker();
+        let _ = write!(
+            out,
+            "# HELP duplex_broker_up Whether the broker rooms are shared through is reachable \
+             (`in-process`: the hub of this process).\n# TYPE duplex_broker_up gauge\n\
+             duplex_broker_up{{kind=\"{}\"}} {}\n",
+            broker.kind,
+            u8::from(broker.up)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_is_in_process_unless_set() {
+        let metrics = ChannelMetrics::default();
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(
+            out.contains("\nduplex_broker_up{kind=\"in-process\"} 1\n"),
+            "{out}"
+        );
+        metrics.set_broker(BrokerState {
+            kind: "redis",
+            up: false,
+        });
+        out.clear();
+        metrics.render(&mut out);
+        assert!(
+            out.contains("\nduplex_broker_up{kind=\"redis\"} 0\n"),
+            "{out}"
+        );
     }
 }

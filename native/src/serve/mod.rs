@@ -1,6 +1,7 @@
 //! `duplex serve`: the real-time server. `/ws` speaks `duplex.v1` (rooms, presence, acks,
-//! history; see `docs/PROTOCOL.md`), `/echo` echoes, `/` serves a demo chat page, and the
-//! event loop answers `/healthz` and `/metrics`.
+//! history; see `docs/PROTOCOL.md`), `/echo` echoes, `/` serves a demo chat page
+//! (on the WASM client under `/duplex-ws/` when there is one, see `files`), `/dashboard` a live
+//! view of `/metrics` when enabled, and the event loop answers `/healthz` and `/metrics`.
 //!
 //! ```text
 //!  worker 0 ─┐  decoded commands (open, command,         ┌─ hub thread: Hub<HubConn>
@@ -40,7 +41,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 
 pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
-pub use metrics::ChannelMetrics;
+pub use metrics::{BrokerState, ChannelMetrics};
 
 use self::hub_thread::{Command, Delivery, HubConn, HubThread, Inbox};
 use crate::server::{
@@ -51,6 +52,21 @@ use crate::server::{
 pub const PROTOCOL: &str = "duplex.v1";
 
 const DEMO_PAGE: &str = include_str!("page.html");
+const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
+/// The element of the demo page that tells it which client module to import.
+const CLIENT_META: &str = r#"<meta name="duplex-client" content="">"#;
+
+/// The demo page, telling it where the WASM client is (`entry`, from `source`), if anywhere.
+fn demo_page(client: &files::ClientFiles) -> Vec<u8> {
+    let meta = match (client.entry(), client.source()) {
+        (Some(entry), Some(source)) => format!(
+            r#"<meta name="duplex-client" content="{}{entry}" data-source="{source}">"#,
+            files::PREFIX
+        ),
+        _ => CLIENT_META.to_string(),
+    };
+    DEMO_PAGE.replacen(CLIENT_META, &meta, 1).into_bytes()
+}
 
 /// What happens to a member whose unsent output exceeds `max_backlog`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,9 +87,11 @@ pub struct ServeConfig {
     pub origins: OriginPolicy,
     /// Require `hello.token`, an HS256 JWT signed with this secret.
     pub jwt_secret: Option<Vec<u8>>,
-    /// The `duplex-ws` package directory (`wasm/js`), served under `/duplex-ws/`; the demo page
-    /// then uses the WASM client instead of its built-in one.
+    /// The `duplex-ws` package directory (`wasm/js`), served under `/duplex-ws/` instead of the
+    /// copy embedded at build time (if any); the demo page runs the WASM client from there.
     pub client_dir: Option<std::path::PathBuf>,
+    /// Serve `/dashboard`, a live view of `/metrics` (unauthenticated, like `/metrics`).
+    pub dashboard: bool,
 }
 
 /// A bound `duplex serve`, ready to [`ChannelServer::run`].
@@ -135,8 +153,11 @@ impl ChannelServer {
         let hub_thread = std::thread::Builder::new()
             .name("duplex-hub".into())
             .spawn(move || hub.run())?;
+        let client = files::ClientFiles::new(config.client_dir.as_deref());
         let shared = Shared {
-            client_dir: config.client_dir.as_deref().map(Arc::from),
+            page: Arc::from(demo_page(&client)),
+            client,
+            dashboard: config.dashboard,
             origins: config.origins.clone(),
             slow_consumer: config.slow_consumer,
             max_backlog: config.server.max_backlog,
@@ -174,7 +195,12 @@ fn random_seed() -> u64 {
 
 #[derive(Debug, Clone)]
 struct Shared {
-    client_dir: Option<Arc<std::path::Path>>,
+    /// Where `/duplex-ws/` comes from.
+    client: files::ClientFiles,
+    /// The demo page, pointing at the client of `client`.
+    page: Arc<[u8]>,
+    /// `/dashboard` is served.
+    dashboard: bool,
     origins: OriginPolicy,
     slow_consumer: SlowConsumer,
     max_backlog: usize,
@@ -401,11 +427,14 @@ impl Handler for ServeHandler {
             "/" | "/index.html" => Some(HttpResponse {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
-                body: DEMO_PAGE.as_bytes().to_vec(),
+                body: self.shared.page.to_vec(),
             }),
-            path if path.starts_with(files::PREFIX) => {
-                files::serve(self.shared.client_dir.as_deref()?, path)
-            }
+            "/dashboard" if self.shared.dashboard => Some(HttpResponse {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: DASHBOARD_PAGE.as_bytes().to_vec(),
+            }),
+            path if path.starts_with(files::PREFIX) => self.shared.client.serve(path),
             _ => None,
         }
     }
