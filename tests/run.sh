@@ -122,6 +122,10 @@ step_deploy() {
     bash tests/deploy.sh
 }
 
+step_cluster() {
+    bash tests/cluster.sh
+}
+
 step_load() {
     bash tests/load.sh
 }
@@ -225,6 +229,7 @@ plan_steps() {
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
+        add_step cluster step_cluster "tests/cluster.sh (duplex serve --broker: three nodes over a real redis-server; order, recovery, dedup, Redis killed and back)"
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load)"

@@ -1,0 +1,431 @@
+//! Several `duplex serve --broker redis://` processes over one real Redis (Debian's
+//! `redis-server`, started by each test on a free port and stopped after it).
+//!
+//! These tests need `redis-server`: they are ignored by a plain `cargo test` and run by
+//! `tests/run.sh cluster` (`cargo test -p duplex --test cluster -- --ignored`), where a missing
+//! `redis-server` fails them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use duplex::client::{Client, ClientError, ClientEvent, ClientOptions};
+use duplex_core::message::Message;
+use serde_json::{Value, json};
+
+mod common;
+use common::{DuplexProcess, get};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of this test: no persistence, 127.0.0.1 only, killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, empty) on the same port and waits until it answers.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; tests/setup.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.command("PING\r\n").as_deref() != Some("+PONG\r\n") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One inline command; its raw answer.
+    fn command(&self, line: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(line.as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(redis: &Redis) -> DuplexProcess {
+    DuplexProcess::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--broker",
+        &redis.url(),
+    ])
+}
+
+struct Peer {
+    ws: Client,
+}
+
+impl Peer {
+    /// Connects to `node` and says `hello` as `client`.
+    fn hello(node: SocketAddr, client: &str) -> Peer {
+        let url = format!("ws://{node}/ws");
+        let ws = Client::connect(&url, ClientOptions::default().with_subprotocol("duplex.v1"))
+            .expect("connect");
+        let mut peer = Peer { ws };
+        peer.send(json!({"type": "hello", "client": client}));
+        peer.until("welcome");
+        peer
+    }
+
+    fn send(&mut self, value: Value) {
+        self.ws.send_text(&value.to_string()).expect("send");
+    }
+
+    fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.ws.recv_timeout(left) {
+                Ok(ClientEvent::Message(Message::Text(text))) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("JSON"));
+                }
+                Ok(ClientEvent::Message(other)) => panic!("binary message: {other:?}"),
+                Ok(ClientEvent::Ping(_) | ClientEvent::Pong(_)) => {}
+                Ok(ClientEvent::Closed(c)) => panic!("closed: {c:?}"),
+                Err(ClientError::Timeout) => return None,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Value {
+        self.recv_within(WAIT).expect("a message within the wait")
+    }
+
+    /// Skips messages until one of type `kind`.
+    fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.recv();
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// Joins `room` (with `since` if given); the messages replayed before `joined`, and it.
+    fn join(&mut self, room: &str, id: u64, since: Option<Value>) -> (Vec<Value>, Value) {
+        let mut join = json!({"type": "join", "id": id, "room": room});
+        if let Some(since) = since {
+            join["since"] = since;
+        }
+        self.send(join);
+        let mut replayed = Vec::new();
+        loop {
+            let message = self.recv();
+            match message["type"].as_str() {
+                Some("message") => replayed.push(message),
+                Some("joined") => {
+                    assert_eq!(message["id"], id);
+                    return (replayed, message);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes and waits for the answer (`ack` or `error`) to this publish id; room messages
+    /// that arrive meanwhile are returned too.
+    fn publish(&mut self, room: &str, id: u64, data: Value) -> (Value, Vec<Value>) {
+        self.send(json!({"type": "publish", "id": id, "room": room, "data": data}));
+        let mut messages = Vec::new();
+        loop {
+            let message = self.recv();
+            match message["type"].as_str() {
+                Some("ack" | "error") if message["id"] == id => return (message, messages),
+                Some("message") => messages.push(message),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next `count` room messages, skipping presence events.
+    fn messages(&mut self, count: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let message = self.recv();
+            if message["type"] == "message" {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    /// No room message arrives within `wait`.
+    fn no_message(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.recv_within(left) {
+                Some(m) if m["type"] == "message" => panic!("unexpected message: {m}"),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+/// `(seq, from, data)` of room messages.
+fn triples(messages: &[Value]) -> Vec<(u64, String, Value)> {
+    messages
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["from"].as_str().unwrap().to_string(),
+                m["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn healthz(node: &DuplexProcess) -> String {
+    get(node.addr, "/healthz")
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn members_on_three_nodes_see_one_gapless_order_per_room() {
+    let redis = Redis::start();
+    let nodes = [node(&redis), node(&redis), node(&redis)];
+    let names = ["ada", "bob", "cy"];
+    let mut peers: Vec<Peer> = nodes
+        .iter()
+        .zip(names)
+        .map(|(n, name)| Peer::hello(n.addr, name))
+        .collect();
+    for peer in &mut peers {
+        let (_, joined) = peer.join("app/order", 1, None);
+        assert_eq!(joined["seq"], 0);
+    }
+    // A second room on two of the nodes: its own sequence, unaffected.
+    let (_, other) = peers[0].join("app/other", 2, None);
+    assert_eq!(other["seq"], 0);
+    const EACH: u64 = 30;
+    // Interleaved publishes from the three nodes, without waiting for acks.
+    for i in 0..EACH {
+        for (p, peer) in peers.iter_mut().enumerate() {
+            peer.send(json!({"type": "publish", "id": 100 + i, "room": "app/order", "data": {"p": p, "i": i}}));
+        }
+    }
+    let mut seen = Vec::new();
+    for peer in &mut peers {
+        let mut messages = Vec::new();
+        let mut acks = 0;
+        while messages.len() < (3 * EACH) as usize || acks < EACH {
+            let m = peer.recv();
+            match m["type"].as_str() {
+                Some("message") => messages.push(m),
+                Some("ack") => acks += 1,
+                Some("error") => panic!("publish refused: {m}"),
+                _ => {}
+            }
+        }
+        let order = triples(&messages);
+        let seqs: Vec<u64> = order.iter().map(|t| t.0).collect();
+        assert_eq!(
+            seqs,
+            (1..=3 * EACH).collect::<Vec<_>>(),
+            "gapless, in order"
+        );
+        // Each publisher's messages in the order it sent them.
+        for p in 0..3 {
+            let mine: Vec<u64> = order
+                .iter()
+                .filter(|t| t.2["p"] == p)
+                .map(|t| t.2["i"].as_u64().unwrap())
+                .collect();
+            assert_eq!(mine, (0..EACH).collect::<Vec<_>>());
+        }
+        seen.push(order);
+    }
+    assert_eq!(seen[0], seen[1], "the same order on node 1 and node 2");
+    assert_eq!(seen[0], seen[2], "the same order on node 1 and node 3");
+    // The other room starts at 1.
+    let (ack, _) = peers[0].publish("app/other", 900, json!("x"));
+    assert_eq!(ack["seq"], 1);
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_client_recovers_on_another_node_and_history_survives_a_node_restart() {
+    let redis = Redis::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let mut publisher = Peer::hello(b.addr, "pub");
+    publisher.join("app/rec", 1, None);
+    let mut reader = Peer::hello(a.addr, "reader");
+    let (_, joined) = reader.join("app/rec", 1, None);
+    let epoch = joined["epoch"].as_str().unwrap().to_string();
+    for i in 1..=3 {
+        publisher.publish("app/rec", 10 + i, json!(i));
+    }
+    assert_eq!(reader.messages(3).len(), 3);
+    drop(reader);
+    // Missed while away from node A.
+    for i in 4..=8 {
+        let (ack, _) = publisher.publish("app/rec", 10 + i, json!(i));
+        assert_eq!(ack["seq"], i);
+    }
+    // Back on node B, from seq 3: exactly 4..=8, then live.
+    let mut reader = Peer::hello(b.addr, "reader");
+    let (replayed, joined) = reader.join("app/rec", 2, Some(json!({"epoch": epoch, "seq": 3})));
+    assert_eq!(joined["recovered"], true);
+    assert_eq!(joined["epoch"], epoch.as_str());
+    let seqs: Vec<u64> = triples(&replayed).iter().map(|t| t.0).collect();
+    assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
+    publisher.publish("app/rec", 19, json!(9));
+    assert_eq!(reader.messages(1)[0]["seq"], 9);
+    drop(reader);
+
+    // Node A restarts: the room's epoch and history are in Redis, not in the node.
+    drop(a);
+    let a = node(&redis);
+    let mut reader = Peer::hello(a.addr, "reader");
+    let (replayed, joined) = reader.join("app/rec", 3, Some(json!({"epoch": epoch, "seq": 6})));
+    assert_eq!(joined["recovered"], true, "{joined}");
+    assert_eq!(joined["seq"], 9);
+    let seqs: Vec<u64> = triples(&replayed).iter().map(|t| t.0).collect();
+    assert_eq!(seqs, vec![7, 8, 9]);
+    drop(reader);
+    // Another epoch cannot be recovered.
+    let mut stranger = Peer::hello(a.addr, "stranger");
+    let (replayed, joined) = stranger.join(
+        "app/rec",
+        1,
+        Some(json!({"epoch": "0123456789abcdef", "seq": 2})),
+    );
+    assert_eq!(joined["recovered"], false);
+    assert!(replayed.is_empty());
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_publish_retried_through_another_node_gets_its_first_seq_and_is_delivered_once() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let mut watcher = Peer::hello(c.addr, "watcher");
+    watcher.join("app/dedup", 1, None);
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.join("app/dedup", 1, None);
+    ada.publish("app/dedup", 1, json!("first"));
+    let (ack, _) = ada.publish("app/dedup", 2, json!("retried"));
+    assert_eq!(ack["seq"], 2);
+    drop(ada);
+    // The client did not see the ack and retries on node B with the same publish id.
+    let mut ada = Peer::hello(b.addr, "ada");
+    ada.join("app/dedup", 1, None);
+    let (ack, _) = ada.publish("app/dedup", 2, json!("retried"));
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["seq"], 2, "the original seq");
+    let (ack, _) = ada.publish("app/dedup", 3, json!("new"));
+    assert_eq!(ack["seq"], 3);
+    let got = triples(&watcher.messages(3));
+    assert_eq!(
+        got,
+        vec![
+            (1, "ada".into(), json!("first")),
+            (2, "ada".into(), json!("retried")),
+            (3, "ada".into(), json!("new")),
+        ]
+    );
+    watcher.no_message(Duration::from_millis(300));
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn without_redis_publishes_get_unavailable_and_nodes_resubscribe_when_it_returns() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut member = Peer::hello(b.addr, "member");
+    member.join("app/down", 1, None);
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.join("app/down", 1, None);
+    let (ack, _) = ada.publish("app/down", 1, json!("before"));
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(member.messages(1)[0]["data"], "before");
+    wait_for("broker up", || healthz(&a).contains("broker: redis up"));
+
+    redis.kill();
+    let started = Instant::now();
+    let (answer, _) = ada.publish("app/down", 2, json!("lost"));
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in bounded time"
+    );
+    // The nodes stay up, say so, and keep their clients.
+    wait_for("healthz to report the broker down", || {
+        healthz(&a).contains("broker: redis down") && healthz(&b).contains("broker: redis down")
+    });
+    assert!(healthz(&b).starts_with("HTTP/1.1 200"));
+
+    redis.restart();
+    wait_for("both nodes back up", || {
+        healthz(&a).contains("broker: redis up") && healthz(&b).contains("broker: redis up")
+    });
+    // Redis came back empty: members are told to resync (a `gap`, then `recovered: false`
+    // on rejoin with `since`); new publishes flow again across nodes, with the retried id.
+    let gap = member.until("gap");
+    assert_eq!(gap["room"], "app/down");
+    let (ack, _) = ada.publish("app/down", 2, json!("after"));
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let got = member.messages(1);
+    assert_eq!(got[0]["data"], "after");
+    assert_eq!(got[0]["seq"], ack["seq"]);
+}
