@@ -609,3 +609,74 @@ fn a_paused_redis_gets_unavailable_in_bounded_time_then_serves_again() {
     assert_eq!(got[0]["seq"], ack["seq"]);
     bob.no_message(Duration::from_millis(300));
 }
+
+fn clients(joined: &Value) -> Vec<String> {
+    let mut clients: Vec<String> = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["client"].as_str().unwrap().to_string())
+        .collect();
+    clients.sort();
+    clients
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn presence_spans_nodes_and_a_killed_node_s_members_leave_within_12_s() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.send(json!({"type": "join", "id": 1, "room": "app/p", "presence": {"name": "Ada"}}));
+    ada.until("joined");
+    let mut bob = Peer::hello(b.addr, "bob");
+    bob.send(json!({"type": "join", "id": 1, "room": "app/p", "presence": {"name": "Bob"}}));
+    let joined = bob.until("joined");
+    assert_eq!(clients(&joined), vec!["ada", "bob"]);
+    let ada_entry = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["client"] == "ada")
+        .unwrap()
+        .clone();
+    assert_eq!(ada_entry["presence"], json!({"name": "Ada"}));
+    let join = ada.until("join");
+    assert_eq!(
+        (join["client"].clone(), join["presence"].clone()),
+        (json!("bob"), json!({"name": "Bob"}))
+    );
+    // Presence updates cross nodes after the debounce window, coalesced (last wins).
+    for typing in [1, 2, 3] {
+        bob.send(json!({"type": "presence", "room": "app/p", "presence": {"name": "Bob", "typing": typing}}));
+    }
+    let update = ada.until("presence");
+    assert_eq!(update["presence"]["typing"], 3);
+    bob.send(json!({"type": "leave", "id": 2, "room": "app/p"}));
+    let leave = ada.until("leave");
+    assert_eq!(leave["client"], "bob");
+
+    // A node killed with its members: they leave everywhere within the bound.
+    let c = node(&redis);
+    let mut cy = Peer::hello(c.addr, "cy");
+    cy.join("app/p", 1, None);
+    assert_eq!(ada.until("join")["client"], "cy");
+    drop(c); // SIGKILL
+    let killed = Instant::now();
+    let leave = ada
+        .recv_within(Duration::from_secs(15))
+        .expect("leave of cy");
+    assert_eq!(
+        (leave["type"].clone(), leave["client"].clone()),
+        (json!("leave"), json!("cy"))
+    );
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(13), "{took:?}");
+    eprintln!("a SIGKILLed node's member left after {took:?}");
+    // A node started again does not bring its old members back.
+    let c = node(&redis);
+    let mut dee = Peer::hello(c.addr, "dee");
+    let (_, joined) = dee.join("app/p", 1, None);
+    assert_eq!(clients(&joined), vec!["ada", "dee"]);
+    drop(cy);
+}

@@ -52,6 +52,43 @@ pub enum BrokerRequest {
     Position { room: String },
     /// No member of `room` is left on this node: stop receiving its messages.
     Unsubscribe { room: String },
+    /// `client` became a member of `room` here (or is announced again after a resubscribe):
+    /// record it for other nodes' `joined.members` and send them a `join` event.
+    MemberJoined {
+        room: String,
+        client: String,
+        /// Compact JSON.
+        presence: String,
+    },
+    /// `client` left `room` here: forget it and send other nodes a `leave` event.
+    MemberLeft { room: String, client: String },
+    /// `client`'s presence in `room` changed (after the presence window): record it and send
+    /// other nodes a `presence` event.
+    MemberPresence {
+        room: String,
+        client: String,
+        /// Compact JSON.
+        presence: String,
+    },
+}
+
+/// A presence change of a member on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberChange {
+    /// `presence` is compact JSON.
+    Joined {
+        client: String,
+        presence: String,
+    },
+    Left {
+        client: String,
+    },
+    /// `presence` is compact JSON.
+    Presence {
+        client: String,
+        presence: String,
+    },
 }
 
 /// A message as the broker stores and fans it out.
@@ -83,6 +120,8 @@ pub struct RoomState {
     /// The stored messages after `since.seq`, oldest first (empty without `since`, or when
     /// `since.epoch` is not the room's epoch).
     pub history: Vec<BrokerMessage>,
+    /// The room's members on every node, as `(client, presence as compact JSON)`.
+    pub members: Vec<(String, String)>,
 }
 
 /// The broker could not be reached or did not answer in time; the message says why.
@@ -117,4 +156,6 @@ pub enum BrokerEvent {
     },
     /// The broker lost its subscriptions and has them back: messages may have been missed.
     Resubscribed,
+    /// A member of `room` on another node joined, left or changed its presence.
+    Member { room: String, change: MemberChange },
 }

@@ -16,7 +16,9 @@ use core::time::Duration;
 
 use serde_json::Value;
 
-use super::broker::{BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, RoomState, Sequenced};
+use super::broker::{
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+};
 use super::protocol::{
     self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
 };
@@ -514,8 +516,43 @@ impl<C: Copy + Ord> Hub<C> {
                         self.broker_out
                             .push_back(BrokerRequest::Position { room: room.clone() });
                     }
+                    // Announced again: other nodes may have taken this node for dead.
+                    for member in state.members.values() {
+                        self.broker_out.push_back(BrokerRequest::MemberJoined {
+                            room: room.clone(),
+                            client: member.client.clone(),
+                            presence: serde_json::to_string(&member.presence).unwrap_or_default(),
+                        });
+                    }
                 }
             }
+            BrokerEvent::Member { room, change } => self.remote_member(&room, change),
+        }
+    }
+
+    /// A presence event of a member on another node, for the members here.
+    fn remote_member(&mut self, room: &str, change: MemberChange) {
+        let parse = |presence: &str| serde_json::from_str(presence).unwrap_or(Value::Null);
+        let event = match change {
+            MemberChange::Joined { client, presence } => ServerMessage::Join {
+                room: room.into(),
+                client,
+                presence: parse(&presence),
+            },
+            MemberChange::Left { client } => ServerMessage::Leave {
+                room: room.into(),
+                client,
+            },
+            MemberChange::Presence { client, presence } => ServerMessage::Presence {
+                room: room.into(),
+                client,
+                presence: parse(&presence),
+            },
+        };
+        let is_presence = matches!(event, ServerMessage::Presence { .. });
+        let sent = self.broadcast_presence(room, &event.to_text().into(), None);
+        if is_presence {
+            self.stats.presence_updates += sent;
         }
     }
 
@@ -671,6 +708,7 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
         }
+        let remote = read.members.clone();
         let _ = self.admit(
             conn,
             join.client,
@@ -679,6 +717,7 @@ impl<C: Copy + Ord> Hub<C> {
             join.presence,
             join.presence_len,
             (recovered, after),
+            remote,
             now,
         );
     }
@@ -1086,6 +1125,7 @@ impl<C: Copy + Ord> Hub<C> {
             presence,
             presence_len,
             (recovered, after),
+            Vec::new(),
             now,
         )
     }
@@ -1102,6 +1142,7 @@ impl<C: Copy + Ord> Hub<C> {
         presence: Option<Value>,
         presence_len: Option<usize>,
         (recovered, after): (bool, u64),
+        remote: Vec<(String, String)>,
         now: Duration,
     ) -> Result<(), CommandError> {
         let Some(state) = self.rooms.get_mut(&room) else {
@@ -1123,6 +1164,13 @@ impl<C: Copy + Ord> Hub<C> {
                 for &member in state.members.keys() {
                     self.out.push_back((member, event.clone()));
                 }
+            }
+            if self.config.external_broker {
+                self.broker_out.push_back(BrokerRequest::MemberJoined {
+                    room: room.clone(),
+                    client: client.clone(),
+                    presence: serde_json::to_string(&initial).unwrap_or_default(),
+                });
             }
             let member = RoomMember {
                 client,
@@ -1157,6 +1205,20 @@ impl<C: Copy + Ord> Hub<C> {
                     client: m.client.clone(),
                     presence: m.presence.clone(),
                 });
+            }
+            // Members on other nodes, as the broker read them.
+            for (client, presence) in remote {
+                if state.members.values().any(|m| m.client == client) {
+                    continue;
+                }
+                let cost = client.len() + presence.len() + MEMBER_OVERHEAD;
+                if cost > budget {
+                    members_truncated = true;
+                    continue;
+                }
+                budget -= cost;
+                let presence = serde_json::from_str(&presence).unwrap_or(Value::Null);
+                members.push(Member { client, presence });
             }
         }
         let joined = ServerMessage::Joined {
@@ -1282,6 +1344,13 @@ impl<C: Copy + Ord> Hub<C> {
         member.presence = presence.clone();
         member.presence_len = presence_len;
         if window.is_zero() {
+            if self.config.external_broker {
+                self.broker_out.push_back(BrokerRequest::MemberPresence {
+                    room: room.into(),
+                    client: member.client.clone(),
+                    presence: serde_json::to_string(&presence).unwrap_or_default(),
+                });
+            }
             let event = ServerMessage::Presence {
                 room: room.into(),
                 client: member.client.clone(),
@@ -1327,6 +1396,13 @@ impl<C: Copy + Ord> Hub<C> {
         let Some((presence, _)) = member.pending.take() else {
             return;
         };
+        if self.config.external_broker {
+            self.broker_out.push_back(BrokerRequest::MemberPresence {
+                room: room.into(),
+                client: member.client.clone(),
+                presence: serde_json::to_string(&presence).unwrap_or_default(),
+            });
+        }
         let event = ServerMessage::Presence {
             room: room.into(),
             client: member.client.clone(),
@@ -1347,6 +1423,12 @@ impl<C: Copy + Ord> Hub<C> {
             return false;
         };
         self.stats.members = self.stats.members.saturating_sub(1);
+        if self.config.external_broker {
+            self.broker_out.push_back(BrokerRequest::MemberLeft {
+                room: room.into(),
+                client: member.client.clone(),
+            });
+        }
         if tracked {
             let event = ServerMessage::Leave {
                 room: room.into(),

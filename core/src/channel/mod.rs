@@ -39,7 +39,9 @@ pub mod protocol;
 #[cfg(test)]
 mod tests;
 
-pub use broker::{BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, RoomState, Sequenced};
+pub use broker::{
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+};
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
 pub use hub::{ConnectionUsage, Hub, HubConfig, HubStats, message_text};
 pub use protocol::{

@@ -1529,7 +1529,7 @@ proptest! {
 mod external_broker {
     use super::*;
     use crate::channel::broker::{
-        BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, RoomState, Sequenced,
+        BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
     };
     use crate::channel::protocol::Since;
 
@@ -1537,8 +1537,18 @@ mod external_broker {
         Hub::new(HubConfig::default().with_external_broker(true), 7)
     }
 
+    /// The requests for the broker but the presence ones.
     fn requests(hub: &mut Hub<u32>) -> Vec<BrokerRequest> {
-        core::iter::from_fn(|| hub.poll_broker()).collect()
+        core::iter::from_fn(|| hub.poll_broker())
+            .filter(|r| {
+                !matches!(
+                    r,
+                    BrokerRequest::MemberJoined { .. }
+                        | BrokerRequest::MemberLeft { .. }
+                        | BrokerRequest::MemberPresence { .. }
+                )
+            })
+            .collect()
     }
 
     fn join_token(hub: &mut Hub<u32>) -> (u64, Option<Since>) {
@@ -1561,6 +1571,7 @@ mod external_broker {
             epoch: epoch.into(),
             seq,
             history,
+            members: Vec::new(),
         };
         hub.handle_broker(
             BrokerEvent::Joined {
@@ -1664,7 +1675,7 @@ mod external_broker {
         answer_join(&mut hub, token, "e1", 0, &[]);
         drain(&mut hub);
         publish(&mut hub, 1, "p1", "app/chat", "1", T0);
-        let Some(BrokerRequest::Publish { token, .. }) = hub.poll_broker() else {
+        let [BrokerRequest::Publish { token, .. }] = requests(&mut hub)[..] else {
             panic!("no publish request");
         };
         let result = Err(BrokerError("down".into()));
@@ -1792,5 +1803,66 @@ mod external_broker {
             }]
         );
         assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn members_on_other_nodes_are_listed_and_their_events_delivered() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        drain(&mut hub);
+        hub.receive(
+            1,
+            r#"{"type":"join","id":1,"room":"app/chat","presence":{"n":1}}"#,
+            T0,
+        )
+        .unwrap();
+        let (token, _) = join_token(&mut hub);
+        let state = RoomState {
+            epoch: "e1".into(),
+            seq: 0,
+            history: Vec::new(),
+            members: vec![("bob".into(), r#"{"n":2}"#.into())],
+        };
+        let result = Ok(state);
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        match &to(&drain(&mut hub), 1)[..] {
+            [ServerMessage::Joined { members, .. }] => {
+                let clients: Vec<&str> = members.iter().map(|m| m.client.as_str()).collect();
+                assert_eq!(clients, vec!["ada", "bob"]);
+                assert_eq!(members[1].presence, json!({"n": 2}));
+            }
+            other => panic!("expected joined, got {other:?}"),
+        }
+        assert_eq!(
+            core::iter::from_fn(|| hub.poll_broker()).collect::<Vec<_>>(),
+            vec![BrokerRequest::MemberJoined {
+                room: "app/chat".into(),
+                client: "ada".into(),
+                presence: r#"{"n":1}"#.into()
+            }]
+        );
+        let change = MemberChange::Left {
+            client: "bob".into(),
+        };
+        let room = "app/chat".into();
+        hub.handle_broker(BrokerEvent::Member { room, change }, T0);
+        let leave = ServerMessage::Leave {
+            room: "app/chat".into(),
+            client: "bob".into(),
+        };
+        assert_eq!(to(&drain(&mut hub), 1), vec![leave]);
+        hub.disconnect(1, T0);
+        assert_eq!(
+            core::iter::from_fn(|| hub.poll_broker()).collect::<Vec<_>>(),
+            vec![
+                BrokerRequest::MemberLeft {
+                    room: "app/chat".into(),
+                    client: "ada".into()
+                },
+                BrokerRequest::Unsubscribe {
+                    room: "app/chat".into()
+                }
+            ]
+        );
     }
 }

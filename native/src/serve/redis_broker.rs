@@ -27,7 +27,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use duplex_core::channel::{
-    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, HubConfig, RoomState, Sequenced,
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, HubConfig, MemberChange, RoomState,
+    Sequenced,
 };
 use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use tracing::{debug, info, warn};
@@ -79,6 +80,9 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
 local out = {e, s}
+local members = redis.call('HVALS', KEYS[3])
+table.insert(out, #members)
+for _, m in ipairs(members) do table.insert(out, m) end
 local since = tonumber(ARGV[3])
 if ARGV[2] == e and since < s then
   local t = redis.call('TIME')
@@ -97,6 +101,60 @@ if ARGV[2] == e and since < s then
 end
 return out
 "#;
+
+/// A member joined (`J`), changed its presence (`P`) or left (`L`) on this node: recorded in the
+/// room's presence hash (field `node/client`, value `client presence`) and sent to the other
+/// nodes on the room's channel as `! node kind client [presence]`.
+const MEMBER_SCRIPT: &str = r#"
+local field = ARGV[1] .. '/' .. ARGV[2]
+if ARGV[3] == 'L' then
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' L ' .. ARGV[2])
+else
+  redis.call('HSET', KEYS[1], field, ARGV[2] .. ' ' .. ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('SADD', 'dx:node:' .. ARGV[1] .. ':rooms', ARGV[6])
+  redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
+end
+return 1
+"#;
+
+/// The node's heartbeat (`dx:nodes`, score = Redis time in ms), and the reaper: every node
+/// whose heartbeat is older than ARGV[2] ms has its members removed from the rooms it held,
+/// each with a `leave` to the remaining nodes. Atomic, so one node reaps each dead one.
+const HEARTBEAT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', 'dx:nodes', now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', 'dx:nodes', '-inf', now - tonumber(ARGV[2]))
+local reaped = 0
+for _, node in ipairs(dead) do
+  local rooms_key = 'dx:node:' .. node .. ':rooms'
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local p = 'dx:{' .. room .. '}:p'
+    local fields = redis.call('HKEYS', p)
+    for _, f in ipairs(fields) do
+      if string.sub(f, 1, #node + 1) == node .. '/' then
+        redis.call('HDEL', p, f)
+        local client = string.sub(f, #node + 2)
+        redis.call('PUBLISH', 'dx:{' .. room .. '}:c', '! ' .. node .. ' L ' .. client)
+        reaped = reaped + 1
+      end
+    end
+  end
+  redis.call('DEL', rooms_key)
+  redis.call('ZREM', 'dx:nodes', node)
+end
+return reaped
+"#;
+
+/// A node whose heartbeat is older than this is dead: its members get `leave` everywhere.
+/// With heartbeats every [`PING_EVERY`] (2 s), a killed node's members leave within 12 s.
+const NODE_DEAD_MS: u64 = 10_000;
+
+fn presence_key(room: &str) -> String {
+    format!("dx:{{{room}}}:p")
+}
 
 fn meta_key(room: &str) -> String {
     format!("dx:{{{room}}}:m")
@@ -219,7 +277,12 @@ impl RedisBroker {
             .map_err(|e| std::io::Error::other(format!("--broker: {e}")))?;
         let subscriber = Arc::new(Subscriber::default());
         let (requests, receiver) = mpsc::channel();
+        // A new id per process: a restarted node's old members are reaped, never taken over.
+        let node = new_epoch();
         let commands = CommandThread {
+            node: node.clone(),
+            member: redis::Script::new(MEMBER_SCRIPT),
+            heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
             client,
             connection: None,
             failed_at: None,
@@ -240,6 +303,7 @@ impl RedisBroker {
             _ => unreachable!("BrokerUrl::parse accepts TCP addresses only"),
         };
         let reader = SubscriberThread {
+            node,
             addr,
             db: url.info.redis_settings().db(),
             password: url.info.redis_settings().password().map(String::from),
@@ -380,6 +444,10 @@ impl Subscriber {
 }
 
 struct CommandThread {
+    /// This node's id in presence fields and heartbeats.
+    node: String,
+    member: redis::Script,
+    heartbeat: redis::Script,
     client: redis::Client,
     connection: Option<redis::Connection>,
     /// When connecting last failed.
@@ -399,8 +467,19 @@ impl CommandThread {
         // Positions to read after a resubscribe that failed (Redis is back for pub/sub but the
         // command connection is not yet): retried until read.
         let mut positions: BTreeSet<String> = BTreeSet::new();
+        let mut last_heartbeat: Option<Instant> = None;
         loop {
             self.subscriber.keepalive();
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= PING_EVERY) {
+                // Also checks the command connection (and reopens it after a failure), so that
+                // /healthz tells the truth before the next publish.
+                last_heartbeat = Some(Instant::now());
+                let (node, script) = (self.node.clone(), self.heartbeat.clone());
+                match self.call(|c| script.arg(&node).arg(NODE_DEAD_MS).invoke::<u64>(c)) {
+                    Ok(0) | Err(_) => {}
+                    Ok(reaped) => info!(reaped, "members of dead nodes removed"),
+                }
+            }
             for room in std::mem::take(&mut positions) {
                 match self.run_read(&room, None) {
                     Ok(state) => {
@@ -425,12 +504,7 @@ impl CommandThread {
             };
             let request = match self.requests.recv_timeout(wait) {
                 Ok(request) => request,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Idle: check the command connection (and reopen it after a failure), so
-                    // that /healthz tells the truth before the next publish.
-                    let _ = self.call(|c| redis::cmd("PING").query::<()>(c));
-                    continue;
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             self.status.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -469,6 +543,26 @@ impl CommandThread {
                 },
                 BrokerRequest::Unsubscribe { room } => {
                     self.subscriber.unsubscribe(&room);
+                    continue;
+                }
+                BrokerRequest::MemberJoined {
+                    room,
+                    client,
+                    presence,
+                } => {
+                    self.run_member(&room, &client, "J", &presence);
+                    continue;
+                }
+                BrokerRequest::MemberPresence {
+                    room,
+                    client,
+                    presence,
+                } => {
+                    self.run_member(&room, &client, "P", &presence);
+                    continue;
+                }
+                BrokerRequest::MemberLeft { room, client } => {
+                    self.run_member(&room, &client, "L", "");
                     continue;
                 }
                 _ => continue,
@@ -583,6 +677,27 @@ impl CommandThread {
         })
     }
 
+    /// Records a presence change and sends it to the other nodes. A failure loses the event
+    /// (presence is not acked); the next resubscribe announces every member again.
+    fn run_member(&mut self, room: &str, client: &str, kind: &str, presence: &str) {
+        let (node, script) = (self.node.clone(), self.member.clone());
+        let result = self.call(|c| {
+            script
+                .key(presence_key(room))
+                .arg(&node)
+                .arg(client)
+                .arg(kind)
+                .arg(presence)
+                .arg(channel(room))
+                .arg(room)
+                .arg(META_TTL_SECS)
+                .invoke::<i64>(c)
+        });
+        if let Err(BrokerError(e)) = result {
+            debug!(room, client, "presence change not recorded: {e}");
+        }
+    }
+
     fn run_read(
         &mut self,
         room: &str,
@@ -595,6 +710,7 @@ impl CommandThread {
             script
                 .key(meta_key(room))
                 .key(history_key(room))
+                .key(presence_key(room))
                 .arg(new_epoch())
                 .arg(since_epoch)
                 .arg(since_seq)
@@ -610,6 +726,13 @@ fn parse_read(values: Vec<Value>) -> Option<RoomState> {
     let mut values = values.into_iter();
     let epoch: String = redis::from_redis_value(values.next()?).ok()?;
     let seq: u64 = redis::from_redis_value(values.next()?).ok()?;
+    let count: usize = redis::from_redis_value(values.next()?).ok()?;
+    let mut members = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let member: String = redis::from_redis_value(values.next()?).ok()?;
+        let (client, presence) = member.split_once(' ')?;
+        members.push((client.to_string(), presence.to_string()));
+    }
     let mut history = Vec::new();
     while let Some(seq) = values.next() {
         let seq: String = redis::from_redis_value(seq).ok()?;
@@ -623,6 +746,7 @@ fn parse_read(values: Vec<Value>) -> Option<RoomState> {
         epoch,
         seq,
         history,
+        members,
     })
 }
 
@@ -634,6 +758,8 @@ fn new_epoch() -> String {
 }
 
 struct SubscriberThread {
+    /// This node's id: its own presence events are not handed back to it.
+    node: String,
     addr: String,
     db: i64,
     password: Option<String>,
@@ -764,6 +890,13 @@ impl SubscriberThread {
                     ) else {
                         continue;
                     };
+                    if let Some(rest) = payload.strip_prefix("! ") {
+                        if rest.starts_with(&self.node)
+                            && rest.as_bytes().get(self.node.len()) == Some(&b' ')
+                        {
+                            continue; // this node's own presence event
+                        }
+                    }
                     if let Some(event) = parse_message(&channel, &payload) {
                         if self.hub.send(Command::Broker(event)).is_err() {
                             return Ok(());
@@ -802,9 +935,27 @@ impl SubscriberThread {
     }
 }
 
-/// A room message from its channel and its `epoch seq client data` payload.
+/// A room message from its channel and its `epoch seq client data` payload, or a presence event
+/// from a `! node kind client [presence]` one.
 fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
     let room = channel_room(channel)?;
+    if let Some(rest) = payload.strip_prefix("! ") {
+        let mut parts = rest.splitn(4, ' ');
+        let _node = parts.next()?;
+        let kind = parts.next()?;
+        let client = parts.next()?.to_string();
+        let presence = parts.next().unwrap_or("null").to_string();
+        let change = match kind {
+            "J" => MemberChange::Joined { client, presence },
+            "P" => MemberChange::Presence { client, presence },
+            "L" => MemberChange::Left { client },
+            _ => return None,
+        };
+        return Some(BrokerEvent::Member {
+            room: room.into(),
+            change,
+        });
+    }
     let mut parts = payload.splitn(4, ' ');
     let epoch = parts.next()?;
     let seq = parts.next()?.parse().ok()?;
