@@ -80,7 +80,11 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
 local out = {e, s}
-local members = redis.call('HVALS', KEYS[3])
+-- Members are listed while the room tracks presence (at most --presence-limit of them).
+local members = {}
+if redis.call('HLEN', KEYS[3]) <= tonumber(ARGV[6]) then
+  members = redis.call('HVALS', KEYS[3])
+end
 table.insert(out, #members)
 for _, m in ipairs(members) do table.insert(out, m) end
 local since = tonumber(ARGV[3])
@@ -293,6 +297,7 @@ impl RedisBroker {
             publish: redis::Script::new(PUBLISH_SCRIPT),
             read: redis::Script::new(READ_SCRIPT),
             history_size: hub_config.history_size,
+            presence_limit: hub_config.presence_limit,
             history_ttl_ms: u64::try_from(hub_config.history_ttl.as_millis()).unwrap_or(u64::MAX),
         };
         std::thread::Builder::new()
@@ -460,6 +465,7 @@ struct CommandThread {
     read: redis::Script,
     history_size: usize,
     history_ttl_ms: u64,
+    presence_limit: usize,
 }
 
 impl CommandThread {
@@ -705,6 +711,7 @@ impl CommandThread {
     ) -> Result<RoomState, BrokerError> {
         let (since_epoch, since_seq) = since.unwrap_or(("", 0));
         let ttl = self.history_ttl_ms.max(1);
+        let presence_limit = self.presence_limit;
         let script = self.read.clone();
         let values: Vec<Value> = self.call(|c| {
             script
@@ -716,6 +723,7 @@ impl CommandThread {
                 .arg(since_seq)
                 .arg(ttl)
                 .arg(META_TTL_SECS)
+                .arg(presence_limit)
                 .invoke(c)
         })?;
         parse_read(values).ok_or_else(|| BrokerError("unexpected answer from Redis".into()))
