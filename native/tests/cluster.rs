@@ -680,3 +680,58 @@ fn presence_spans_nodes_and_a_killed_node_s_members_leave_within_12_s() {
     assert_eq!(clients(&joined), vec!["ada", "dee"]);
     drop(cy);
 }
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_second_connection_with_the_same_client_id_on_another_node_takes_over() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut bob = Peer::hello(b.addr, "bob");
+    bob.join("app/t", 1, None);
+    let mut old = Peer::hello(a.addr, "ada");
+    old.join("app/t", 1, None);
+    let mut new = Peer::hello(b.addr, "ada");
+    // The old connection is closed as within one node, and gets no more room traffic.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the old connection was not closed"
+        );
+        match old.ws.recv_timeout(Duration::from_millis(200)) {
+            Ok(ClientEvent::Closed(c)) => {
+                assert_eq!(c.code.as_u16(), 1008);
+                assert!(c.reason.contains("taken over"), "{}", c.reason);
+                break;
+            }
+            Ok(ClientEvent::Message(Message::Text(text))) => {
+                let m: Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_ne!(m["type"], "message", "{m}");
+            }
+            Ok(_) | Err(ClientError::Timeout) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    new.join("app/t", 2, None);
+    let (ack, _) = bob.publish("app/t", 1, json!("hello new"));
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(new.messages(1)[0]["data"], "hello new");
+    // And back: the client id moves to node A again.
+    let mut again = Peer::hello(a.addr, "ada");
+    again.join("app/t", 3, None);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the second connection was not closed"
+        );
+        match new.ws.recv_timeout(Duration::from_millis(200)) {
+            Ok(ClientEvent::Closed(c)) => {
+                assert_eq!(c.code.as_u16(), 1008);
+                break;
+            }
+            Ok(_) | Err(ClientError::Timeout) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}

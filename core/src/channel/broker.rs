@@ -62,6 +62,10 @@ pub enum BrokerRequest {
     },
     /// `client` left `room` here: forget it and send other nodes a `leave` event.
     MemberLeft { room: String, client: String },
+    /// A connection here said `hello` as `client`: claim the client id for this node, and tell
+    /// the node that held it before to close its connection (with a later
+    /// [`BrokerEvent::TakeOver`] there). Answered with [`BrokerEvent::Claimed`].
+    Claim { client: String },
     /// `client`'s presence in `room` changed (after the presence window): record it and send
     /// other nodes a `presence` event.
     MemberPresence {
@@ -158,4 +162,10 @@ pub enum BrokerEvent {
     Resubscribed,
     /// A member of `room` on another node joined, left or changed its presence.
     Member { room: String, change: MemberChange },
+    /// The answer to [`BrokerRequest::Claim`]: the claim's serial (claims of one client id are
+    /// numbered in the order the broker took them).
+    Claimed { client: String, serial: u64 },
+    /// Another node claimed `client` with this serial: a connection here with an older claim
+    /// is taken over.
+    TakeOver { client: String, serial: u64 },
 }

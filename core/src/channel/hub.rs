@@ -202,6 +202,10 @@ struct Client<C> {
     /// Recent publish ids and the seq each was acked with, oldest first.
     recent: VecDeque<(Id, u64)>,
     detached_at: Duration,
+    /// With an external broker: the serial of the current connection's claim (0 while the
+    /// answer is awaited), and the highest serial another node claimed the id with.
+    claim: u64,
+    superseded: u64,
 }
 
 #[derive(Debug)]
@@ -527,7 +531,38 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
             BrokerEvent::Member { room, change } => self.remote_member(&room, change),
+            BrokerEvent::Claimed { client, serial } => {
+                if let Some(state) = self.clients.get_mut(&client) {
+                    state.claim = serial;
+                    if state.superseded > serial {
+                        self.take_over_remotely(&client, now);
+                    }
+                }
+            }
+            BrokerEvent::TakeOver { client, serial } => {
+                if let Some(state) = self.clients.get_mut(&client) {
+                    state.superseded = state.superseded.max(serial);
+                    // While this node's own claim is unanswered, its serial decides later.
+                    if state.claim != 0 && state.claim < serial {
+                        self.take_over_remotely(&client, now);
+                    }
+                }
+            }
         }
+    }
+
+    /// A connection on another node said `hello` with `client` after the one here: the one
+    /// here keeps nothing and is closed, as for a takeover within the node.
+    fn take_over_remotely(&mut self, client: &str, now: Duration) {
+        let Some(old) = self.clients.get(client).and_then(|c| c.conn) else {
+            return;
+        };
+        self.detach(old, now);
+        if let Some(state) = self.conns.get_mut(&old) {
+            state.taken_over = true;
+        }
+        self.closes
+            .push_back((old, "taken over by a newer connection"));
     }
 
     /// A presence event of a member on another node, for the members here.
@@ -994,7 +1029,15 @@ impl<C: Copy + Ord> Hub<C> {
                 conn: None,
                 recent: VecDeque::new(),
                 detached_at: now,
+                claim: 0,
+                superseded: 0,
             });
+        if self.config.external_broker {
+            state.claim = 0;
+            self.broker_out.push_back(BrokerRequest::Claim {
+                client: client.clone(),
+            });
+        }
         if state.conn.is_none() {
             let key = (state.detached_at + self.config.client_ttl, client.clone());
             self.client_timers.remove(&key);

@@ -1537,7 +1537,7 @@ mod external_broker {
         Hub::new(HubConfig::default().with_external_broker(true), 7)
     }
 
-    /// The requests for the broker but the presence ones.
+    /// The requests for the broker but the presence and client-id ones.
     fn requests(hub: &mut Hub<u32>) -> Vec<BrokerRequest> {
         core::iter::from_fn(|| hub.poll_broker())
             .filter(|r| {
@@ -1546,6 +1546,7 @@ mod external_broker {
                     BrokerRequest::MemberJoined { .. }
                         | BrokerRequest::MemberLeft { .. }
                         | BrokerRequest::MemberPresence { .. }
+                        | BrokerRequest::Claim { .. }
                 )
             })
             .collect()
@@ -1864,5 +1865,39 @@ mod external_broker {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_claim_by_another_node_takes_over_only_an_older_claim() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        assert!(core::iter::from_fn(|| hub.poll_broker()).any(|r| r
+            == BrokerRequest::Claim {
+                client: "ada".into()
+            }));
+        // Another node's claim is heard before this node's own answer: the serials decide.
+        let take_over = |serial| BrokerEvent::TakeOver {
+            client: "ada".into(),
+            serial,
+        };
+        hub.handle_broker(take_over(4), T0);
+        assert_eq!(hub.poll_close(), None);
+        let claimed = |serial| BrokerEvent::Claimed {
+            client: "ada".into(),
+            serial,
+        };
+        hub.handle_broker(claimed(5), T0);
+        assert_eq!(hub.poll_close(), None, "this node's claim is the newer one");
+        hub.handle_broker(take_over(6), T0);
+        assert_eq!(
+            hub.poll_close(),
+            Some((1, "taken over by a newer connection"))
+        );
+        hub.receive(1, r#"{"type":"ping","id":1}"#, T0).unwrap_err();
+        // A later connection here claims again, and an older claim elsewhere does not matter.
+        hello(&mut hub, 2, "ada", T0);
+        hub.handle_broker(take_over(3), T0);
+        hub.handle_broker(claimed(7), T0);
+        assert_eq!(hub.poll_close(), None);
     }
 }

@@ -152,9 +152,27 @@ end
 return reaped
 "#;
 
+/// Claims a client id for node ARGV[1]; the node that held it before is told on its node
+/// channel (`client serial`) to close its connection if its claim is older.
+const CLAIM_SCRIPT: &str = r#"
+local serial = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local previous = redis.call('HGET', KEYS[1], 'node')
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if previous and previous ~= ARGV[1] then
+  redis.call('PUBLISH', 'dx:node:' .. previous, ARGV[3] .. ' ' .. serial)
+end
+return serial
+"#;
+
 /// A node whose heartbeat is older than this is dead: its members get `leave` everywhere.
 /// With heartbeats every [`PING_EVERY`] (2 s), a killed node's members leave within 12 s.
 const NODE_DEAD_MS: u64 = 10_000;
+
+/// The channel on which a node hears that another node took one of its client ids over.
+fn node_channel(node: &str) -> String {
+    format!("dx:node:{node}")
+}
 
 fn presence_key(room: &str) -> String {
     format!("dx:{{{room}}}:p")
@@ -286,6 +304,7 @@ impl RedisBroker {
         let commands = CommandThread {
             node: node.clone(),
             member: redis::Script::new(MEMBER_SCRIPT),
+            claim: redis::Script::new(CLAIM_SCRIPT),
             heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
             client,
             connection: None,
@@ -372,6 +391,22 @@ impl Subscriber {
         if state.confirmed.contains(room) {
             return Ok(());
         }
+        // A connection being (re)opened gets the time it takes, within the bound.
+        let deadline = Instant::now() + TIMEOUT;
+        while state.writer.is_none() && !state.stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if state.confirmed.contains(room) {
+            return Ok(());
+        }
         let Some(writer) = state.writer.as_mut() else {
             return Err(BrokerError("the Redis pub/sub connection is down".into()));
         };
@@ -452,6 +487,7 @@ struct CommandThread {
     /// This node's id in presence fields and heartbeats.
     node: String,
     member: redis::Script,
+    claim: redis::Script,
     heartbeat: redis::Script,
     client: redis::Client,
     connection: Option<redis::Connection>,
@@ -566,6 +602,24 @@ impl CommandThread {
                 } => {
                     self.run_member(&room, &client, "P", &presence);
                     continue;
+                }
+                BrokerRequest::Claim { client } => {
+                    let (node, script) = (self.node.clone(), self.claim.clone());
+                    let claimed = self.call(|c| {
+                        script
+                            .key(format!("dx:cid:{client}"))
+                            .arg(&node)
+                            .arg(META_TTL_SECS)
+                            .arg(&client)
+                            .invoke::<u64>(c)
+                    });
+                    match claimed {
+                        Ok(serial) => BrokerEvent::Claimed { client, serial },
+                        Err(BrokerError(e)) => {
+                            debug!(client, "client id not claimed: {e}");
+                            continue;
+                        }
+                    }
                 }
                 BrokerRequest::MemberLeft { room, client } => {
                     self.run_member(&room, &client, "L", "");
@@ -849,15 +903,15 @@ impl SubscriberThread {
             if state.stopped {
                 return Ok(());
             }
-            let mut command = Vec::new();
-            if !state.wanted.is_empty() {
-                let channels: Vec<String> = state.wanted.iter().map(|r| channel(r)).collect();
-                command.extend(redis::cmd("SUBSCRIBE").arg(channels).get_packed_command());
-            }
+            let mut channels: Vec<String> = state.wanted.iter().map(|r| channel(r)).collect();
+            channels.push(node_channel(&self.node));
+            let command = redis::cmd("SUBSCRIBE").arg(channels).get_packed_command();
+            let mut command = command;
             // Answered after every subscription above is confirmed.
             command.extend(redis::cmd("PING").arg("ready").get_packed_command());
             writer.write_all(&command).map_err(|e| e.to_string())?;
             state.writer = Some(writer);
+            self.subscriber.changed.notify_all();
             state.last_heard = Some(Instant::now());
             state.last_ping = Some(Instant::now());
         }
@@ -898,6 +952,20 @@ impl SubscriberThread {
                     ) else {
                         continue;
                     };
+                    if channel == node_channel(&self.node) {
+                        let Some((client, serial)) = payload.split_once(' ') else {
+                            continue;
+                        };
+                        let Ok(serial) = serial.parse() else {
+                            continue;
+                        };
+                        let client = client.to_string();
+                        let event = BrokerEvent::TakeOver { client, serial };
+                        if self.hub.send(Command::Broker(event)).is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     if let Some(rest) = payload.strip_prefix("! ") {
                         if rest.starts_with(&self.node)
                             && rest.as_bytes().get(self.node.len()) == Some(&b' ')
