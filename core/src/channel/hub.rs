@@ -611,7 +611,7 @@ impl<C: Copy + Ord> Hub<C> {
         *self.joins_per_room.entry(room.clone()).or_default() += 1;
         // Held (and buffering live messages) from now on, so that nothing published between
         // the broker's read and its answer reaching the hub is lost.
-        self.rooms.entry(room.clone()).or_insert_with(|| Room {
+        let state = self.rooms.entry(room.clone()).or_insert_with(|| Room {
             epoch: String::new(),
             seq: 0,
             known: false,
@@ -619,6 +619,11 @@ impl<C: Copy + Ord> Hub<C> {
             expiry: None,
             members: BTreeMap::new(),
         });
+        // A member rejoining (to recover a gap) gets no live message until the answer: they
+        // are buffered and come after the replay, none twice.
+        if let Some(member) = state.members.get_mut(&conn) {
+            member.after = u64::MAX;
+        }
         self.broker_out.push_back(BrokerRequest::Join {
             token,
             room: room.clone(),
@@ -686,6 +691,13 @@ impl<C: Copy + Ord> Hub<C> {
                 .is_some_and(|s| !s.taken_over && s.client.as_ref() == Some(&join.client))
         });
         let (Some(conn), Ok(read)) = (conn, result.as_ref()) else {
+            // A member whose rejoin failed is live again from where the room is.
+            if let (Some(c), Some(state)) = (join.conn, self.rooms.get_mut(&join.room)) {
+                let seq = state.seq;
+                if let Some(member) = state.members.get_mut(&c) {
+                    member.after = member.after.min(seq);
+                }
+            }
             if let (Some(conn), Err(BrokerError(reason))) = (join.conn, &result) {
                 let error = CommandError::new(
                     Some(join.id),
@@ -1192,7 +1204,7 @@ impl<C: Copy + Ord> Hub<C> {
             return Ok(());
         };
         if let Some(member) = state.members.get_mut(&conn) {
-            member.after = member.after.max(after);
+            member.after = after;
         }
         let rejoin = state.members.contains_key(&conn);
         if !rejoin {

@@ -1900,4 +1900,27 @@ mod external_broker {
         hub.handle_broker(claimed(7), T0);
         assert_eq!(hub.poll_close(), None);
     }
+
+    #[test]
+    fn a_member_rejoining_to_fill_a_gap_gets_each_message_once() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 3, &[]);
+        live(&mut hub, "e1", 6); // 4 and 5 were lost: gap, then 6
+        drain(&mut hub);
+        hub.receive(
+            1,
+            r#"{"type":"join","id":2,"room":"app/chat","since":{"epoch":"e1","seq":3}}"#,
+            T0,
+        )
+        .unwrap();
+        let (token, _) = join_token(&mut hub);
+        live(&mut hub, "e1", 7); // while the rejoin is read
+        assert!(drain(&mut hub).is_empty());
+        answer_join(&mut hub, token, "e1", 6, &[4, 5, 6]);
+        live(&mut hub, "e1", 8);
+        assert_eq!(seqs(&to(&drain(&mut hub), 1)), vec![4, 5, 6, 7, 8]);
+    }
 }
