@@ -41,6 +41,9 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed connection, commands fail at once for this long instead of each waiting for
 /// a connection of its own.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Publishes queued behind one another go to Redis in one pipeline (one round trip) of at most
+/// this many script calls.
+const MAX_BATCH: usize = 256;
 /// A room's epoch and seq are kept this long after the room was last used.
 const META_TTL_SECS: u64 = 86_400;
 /// A publish id is recognised this long after it was sequenced, from any node.
@@ -483,6 +486,9 @@ impl Subscriber {
     }
 }
 
+/// A publish request's fields: token, room, client, publish id, data.
+type Publish = (u64, String, String, duplex_core::channel::Id, String);
+
 struct CommandThread {
     /// This node's id in presence fields and heartbeats.
     node: String,
@@ -510,6 +516,8 @@ impl CommandThread {
         // command connection is not yet): retried until read.
         let mut positions: BTreeSet<String> = BTreeSet::new();
         let mut last_heartbeat: Option<Instant> = None;
+        // A request taken from the queue while collecting a batch of publishes.
+        let mut carried: Option<BrokerRequest> = None;
         loop {
             self.subscriber.keepalive();
             if last_heartbeat.is_none_or(|t| t.elapsed() >= PING_EVERY) {
@@ -544,12 +552,17 @@ impl CommandThread {
             } else {
                 RETRY_AFTER
             };
-            let request = match self.requests.recv_timeout(wait) {
-                Ok(request) => request,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            let request = match carried.take() {
+                Some(request) => request,
+                None => match self.requests.recv_timeout(wait) {
+                    Ok(request) => {
+                        self.status.backlog.fetch_sub(1, Ordering::Relaxed);
+                        request
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
             };
-            self.status.backlog.fetch_sub(1, Ordering::Relaxed);
             let event = match request {
                 BrokerRequest::Publish {
                     token,
@@ -557,10 +570,38 @@ impl CommandThread {
                     client,
                     id,
                     data,
-                } => BrokerEvent::Published {
-                    token,
-                    result: self.run_publish(&room, &client, &id, &data),
-                },
+                } => {
+                    // The publishes queued behind this one go in the same round trip.
+                    let mut batch = vec![(token, room, client, id, data)];
+                    while batch.len() < MAX_BATCH {
+                        match self.requests.try_recv() {
+                            Ok(BrokerRequest::Publish {
+                                token,
+                                room,
+                                client,
+                                id,
+                                data,
+                            }) => {
+                                self.status.backlog.fetch_sub(1, Ordering::Relaxed);
+                                batch.push((token, room, client, id, data));
+                            }
+                            Ok(other) => {
+                                self.status.backlog.fetch_sub(1, Ordering::Relaxed);
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let results = self.run_publishes(&batch);
+                    for ((token, ..), result) in batch.into_iter().zip(results) {
+                        let event = BrokerEvent::Published { token, result };
+                        if self.hub.send(Command::Broker(event)).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 BrokerRequest::Join { token, room, since } => {
                     let result = self.subscriber.subscribe(&room).and_then(|()| {
                         let since = since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
@@ -700,41 +741,67 @@ impl CommandThread {
         result
     }
 
-    fn run_publish(
-        &mut self,
-        room: &str,
-        client: &str,
-        id: &duplex_core::channel::Id,
-        data: &str,
-    ) -> Result<Sequenced, BrokerError> {
-        let id = serde_json::to_string(id).unwrap_or_default();
-        let dedup = format!("dx:{{{room}}}:dd:{client}:{id}");
+    /// One publish script call per publish, all in one pipeline. Each answer is its own; a
+    /// failure of the round trip fails them all (some may have been sequenced: their retry
+    /// with the same id is acked with the original seq).
+    fn run_publishes(&mut self, batch: &[Publish]) -> Vec<Result<Sequenced, BrokerError>> {
         let (size, ttl) = (self.history_size, self.history_ttl_ms.max(1));
         let script = self.publish.clone();
-        let (duplicate, answer): (i64, String) = self.call(|c| {
-            script
-                .key(meta_key(room))
-                .key(history_key(room))
-                .key(&dedup)
-                .arg(new_epoch())
-                .arg(client)
-                .arg(data)
-                .arg(size)
-                .arg(ttl)
-                .arg(META_TTL_SECS)
-                .arg(channel(room))
-                .arg(DEDUP_TTL_SECS)
-                .invoke(c)
-        })?;
-        let (seq, epoch) = answer
-            .split_once(' ')
-            .and_then(|(seq, epoch)| Some((seq.parse().ok()?, epoch.to_string())))
-            .ok_or_else(|| BrokerError(format!("unexpected answer from Redis: {answer:?}")))?;
-        Ok(Sequenced {
-            seq,
-            epoch,
-            duplicate: duplicate == 1,
-        })
+        let pipeline = || {
+            let mut pipe = redis::pipe();
+            for (_, room, client, id, data) in batch {
+                let id = serde_json::to_string(id).unwrap_or_default();
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(3)
+                    .arg(meta_key(room))
+                    .arg(history_key(room))
+                    .arg(format!("dx:{{{room}}}:dd:{client}:{id}"))
+                    .arg(new_epoch())
+                    .arg(client)
+                    .arg(data)
+                    .arg(size)
+                    .arg(ttl)
+                    .arg(META_TTL_SECS)
+                    .arg(channel(room))
+                    .arg(DEDUP_TTL_SECS);
+            }
+            pipe
+        };
+        let answers: Result<Vec<(i64, String)>, BrokerError> = self.call(|c| {
+            match pipeline().query(c) {
+                // Not loaded yet (a new Redis, or SCRIPT FLUSH): nothing ran; load and resend.
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    script.load(c)?;
+                    pipeline().query(c)
+                }
+                other => other,
+            }
+        });
+        let answers = match answers {
+            Ok(answers) if answers.len() == batch.len() => answers,
+            Ok(_) => {
+                let e = BrokerError("unexpected answer from Redis".into());
+                return batch.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+        };
+        answers
+            .into_iter()
+            .map(|(duplicate, answer)| {
+                let (seq, epoch) = answer
+                    .split_once(' ')
+                    .and_then(|(seq, epoch)| Some((seq.parse().ok()?, epoch.to_string())))
+                    .ok_or_else(|| {
+                        BrokerError(format!("unexpected answer from Redis: {answer:?}"))
+                    })?;
+                Ok(Sequenced {
+                    seq,
+                    epoch,
+                    duplicate: duplicate == 1,
+                })
+            })
+            .collect()
     }
 
     /// Records a presence change and sends it to the other nodes. A failure loses the event
