@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the conformance and interop steps need, idempotently.
 #
-#   tests/setup.sh [python] [node] [browser] [bundle]   (no argument: the first three)
+#   tests/setup.sh [python] [node] [browser] [bundle] [redis]   (no argument: the first three
+#   and redis)
 #
 # - python:  a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
 #   runner) and websockets, pinned below.
@@ -14,6 +15,9 @@
 #   otherwise a SKIP line, and the Chromium interop cases skip too.
 # - bundle:  `npm ci` in tests/bundle/ (esbuild and Vite, the bundlers
 #   tests/bundle.sh builds a page importing duplex-ws with).
+# - redis:   Debian's redis-server (the multi-node tests start their own on a free
+#   port), installed with apt-get when missing and we are root; without root and
+#   without it: a failure, since tests/cluster.sh cannot run.
 #
 # Each part is skipped when its stamp file matches the pins (or, for
 # Chromium, when the binary is there), so a second run costs nothing.
@@ -99,6 +103,17 @@ setup_browser() {
     npm_ci "$BROWSER_DIR" playwright-core
 }
 
+setup_redis() {
+    command -v redis-server >/dev/null && return 0
+    if can_apt_install; then
+        log "redis-server missing: installing Debian's redis-server"
+        apt_install redis-server
+        command -v redis-server >/dev/null || die "redis-server installed, but not on PATH"
+    else
+        die "redis-server not found and not root: install it (apt-get install redis-server)"
+    fi
+}
+
 setup_bundle() {
     ensure_node
     npm_ci "$REPO_ROOT/tests/bundle" vite
@@ -106,7 +121,7 @@ setup_bundle() {
 
 main() {
     local parts=("$@")
-    ((${#parts[@]})) || parts=(python node browser)
+    ((${#parts[@]})) || parts=(python node browser redis)
     local part
     for part in "${parts[@]}"; do
         case $part in
@@ -114,7 +129,8 @@ main() {
         node) setup_node ;;
         browser) setup_browser ;;
         bundle) setup_bundle ;;
-        *) die "unknown part '$part' (expected: python, node, browser, bundle)" ;;
+        redis) setup_redis ;;
+        *) die "unknown part '$part' (expected: python, node, browser, bundle, redis)" ;;
         esac
     done
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use duplex::connect::{self, ConnectArgs};
-use duplex::serve::{ChannelServer, OriginPolicy, ServeConfig, SlowConsumer};
+use duplex::serve::{BrokerUrl, ChannelServer, OriginPolicy, ServeConfig, SlowConsumer};
 use duplex::server::{Echo, Server, ServerConfig, ShutdownHandle};
 use duplex::tls::TlsAcceptor;
 use duplex_core::channel::HubConfig;
@@ -201,6 +201,11 @@ struct ServeArgs {
     /// may be seen.
     #[arg(long)]
     dashboard: bool,
+    /// Serve one set of rooms from several nodes: seq numbers, history, room epochs and
+    /// publish ids live in this Redis (redis://HOST:PORT[/DB]) and every node subscribes to
+    /// the rooms its members are in. Without it everything is in this process.
+    #[arg(long, env = "DUPLEX_BROKER", value_name = "URL")]
+    broker: Option<String>,
 }
 
 impl ServeArgs {
@@ -247,7 +252,12 @@ impl ServeArgs {
             .with_max_payload(self.max_payload)
             .with_presence_limit(self.presence_limit)
             .with_heartbeat(heartbeat);
+        let broker = match &self.broker {
+            Some(url) => Some(BrokerUrl::parse(url)?),
+            None => None,
+        };
         Ok(ServeConfig {
+            broker,
             server,
             hub,
             slow_consumer: if self.slow_consumer == "close" {

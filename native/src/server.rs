@@ -165,6 +165,11 @@ pub trait Handler {
         let _ = (ctx, id);
     }
 
+    /// Appends lines to the `/healthz` page (after `ok`), e.g. the state of a dependency.
+    fn render_health(&self, out: &mut String) {
+        let _ = out;
+    }
+
     /// Appends application metrics (Prometheus text format) to the `/metrics` page.
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
@@ -1011,11 +1016,15 @@ impl<H: Handler> Worker<H> {
                 .http_requests_total
                 .fetch_add(1, Ordering::Relaxed);
             match request.path() {
-                "/healthz" => conn.core.respond(
-                    200,
-                    &[("Content-Type", "text/plain; charset=utf-8")],
-                    b"ok\n",
-                ),
+                "/healthz" => {
+                    let mut page = String::from("ok\n");
+                    self.handler.render_health(&mut page);
+                    conn.core.respond(
+                        200,
+                        &[("Content-Type", "text/plain; charset=utf-8")],
+                        page.as_bytes(),
+                    )
+                }
                 "/metrics" => {
                     let mut page = self.metrics.render();
                     self.handler.render_metrics(&mut page);

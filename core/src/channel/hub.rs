@@ -16,6 +16,9 @@ use core::time::Duration;
 
 use serde_json::Value;
 
+use super::broker::{
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+};
 use super::protocol::{
     self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
 };
@@ -68,6 +71,9 @@ pub struct HubConfig {
     /// Identities come from the driver only ([`Hub::authenticate`], e.g. after checking a
     /// token): a `hello` command is refused with `unauthorized`.
     pub external_identity: bool,
+    /// Seq numbers, history and publish ids live in a broker the driver runs (shared by several
+    /// nodes) instead of this hub: see [`super::broker`].
+    pub external_broker: bool,
 }
 
 impl Default for HubConfig {
@@ -88,6 +94,7 @@ impl Default for HubConfig {
             max_nodes: 16 * 1024,
             max_depth: 64,
             external_identity: false,
+            external_broker: false,
         }
     }
 }
@@ -132,6 +139,11 @@ impl HubConfig {
     /// Sets [`HubConfig::external_identity`].
     pub fn with_external_identity(mut self, external: bool) -> Self {
         self.external_identity = external;
+        self
+    }
+    /// Sets [`HubConfig::external_broker`].
+    pub fn with_external_broker(mut self, external: bool) -> Self {
+        self.external_broker = external;
         self
     }
     /// Sets [`HubConfig::presence_limit`].
@@ -193,6 +205,10 @@ struct Client<C> {
     /// Recent publish ids and the seq each was acked with, oldest first.
     recent: VecDeque<(Id, u64)>,
     detached_at: Duration,
+    /// With an external broker: the serial of the current connection's claim (0 while the
+    /// answer is awaited), and the highest serial another node claimed the id with.
+    claim: u64,
+    superseded: u64,
 }
 
 #[derive(Debug)]
@@ -210,12 +226,19 @@ struct RoomMember {
     presence_len: usize,
     /// A coalesced presence update not yet broadcast, and when it will be.
     pending: Option<(Value, Duration)>,
+    /// Live messages up to this seq reached the member otherwise (replayed on join, or sent
+    /// before it joined): with an external broker, a message can arrive after the join read it.
+    after: u64,
 }
 
 #[derive(Debug)]
 struct Room<C> {
     epoch: String,
+    /// The last seq sequenced (in-process) or received from the broker.
     seq: u64,
+    /// False while the first join's answer from an external broker is awaited: `epoch` and
+    /// `seq` are not known yet, and live messages are only buffered in `history`.
+    known: bool,
     history: VecDeque<Stored>,
     /// The deadline under which this room sits in `history_timers`.
     expiry: Option<Duration>,
@@ -275,6 +298,26 @@ pub struct Hub<C> {
     closes: VecDeque<(C, &'static str)>,
     /// Counters and the member gauge of [`HubStats`].
     stats: HubStats,
+    /// With an external broker: requests to send, answers awaited.
+    broker_out: VecDeque<BrokerRequest>,
+    next_token: u64,
+    pending_publishes: BTreeMap<u64, (C, Id, String)>,
+    pending_joins: BTreeMap<u64, PendingJoin<C>>,
+    /// Joins awaiting an answer per room: the room stays subscribed meanwhile.
+    joins_per_room: BTreeMap<String, usize>,
+}
+
+/// A `join` waiting for the external broker's answer.
+#[derive(Debug)]
+struct PendingJoin<C> {
+    /// `None` once the connection is gone.
+    conn: Option<C>,
+    client: String,
+    id: Id,
+    room: String,
+    presence: Option<Value>,
+    presence_len: Option<usize>,
+    since: Option<Since>,
 }
 
 impl<C: Copy + Ord> Hub<C> {
@@ -295,6 +338,11 @@ impl<C: Copy + Ord> Hub<C> {
             out: VecDeque::new(),
             closes: VecDeque::new(),
             stats: HubStats::default(),
+            broker_out: VecDeque::new(),
+            next_token: 0,
+            pending_publishes: BTreeMap::new(),
+            pending_joins: BTreeMap::new(),
+            joins_per_room: BTreeMap::new(),
         }
     }
 
@@ -430,6 +478,12 @@ impl<C: Copy + Ord> Hub<C> {
         self.detach(conn, now);
         self.conns.remove(&conn);
         self.out.retain(|(to, _)| *to != conn);
+        self.pending_publishes.retain(|_, p| p.0 != conn);
+        for join in self.pending_joins.values_mut() {
+            if join.conn == Some(conn) {
+                join.conn = None;
+            }
+        }
     }
 
     /// The driver dropped messages `from_seq..=to_seq` of `room` for `conn` (slow consumer):
@@ -444,6 +498,380 @@ impl<C: Copy + Ord> Hub<C> {
             self.send(conn, gap.to_text().into());
             self.stats.gaps += 1;
         }
+    }
+
+    /// The next request for the external broker (see [`super::broker`]); never any with the
+    /// in-process default.
+    pub fn poll_broker(&mut self) -> Option<BrokerRequest> {
+        self.broker_out.pop_front()
+    }
+
+    /// An answer or a fan-out from the external broker.
+    pub fn handle_broker(&mut self, event: BrokerEvent, now: Duration) {
+        match event {
+            BrokerEvent::Published { token, result } => self.published(token, result),
+            BrokerEvent::Joined { token, result } => self.joined(token, result, now),
+            BrokerEvent::Message {
+                room,
+                epoch,
+                message,
+            } => self.live(&room, &epoch, message, now),
+            BrokerEvent::Position { room, epoch, seq } => self.position(&room, &epoch, seq),
+            BrokerEvent::Resubscribed => {
+                for (room, state) in &self.rooms {
+                    if state.known {
+                        self.broker_out
+                            .push_back(BrokerRequest::Position { room: room.clone() });
+                    }
+                    // Announced again: other nodes may have taken this node for dead.
+                    for member in state.members.values() {
+                        self.broker_out.push_back(BrokerRequest::MemberJoined {
+                            room: room.clone(),
+                            client: member.client.clone(),
+                            presence: serde_json::to_string(&member.presence).unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+            BrokerEvent::Member { room, change } => self.remote_member(&room, change),
+            BrokerEvent::Claimed { client, serial } => {
+                if let Some(state) = self.clients.get_mut(&client) {
+                    state.claim = serial;
+                    if state.superseded > serial {
+                        self.take_over_remotely(&client, now);
+                    }
+                }
+            }
+            BrokerEvent::TakeOver { client, serial } => {
+                if let Some(state) = self.clients.get_mut(&client) {
+                    state.superseded = state.superseded.max(serial);
+                    // While this node's own claim is unanswered, its serial decides later.
+                    if state.claim != 0 && state.claim < serial {
+                        self.take_over_remotely(&client, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A connection on another node said `hello` with `client` after the one here: the one
+    /// here keeps nothing and is closed, as for a takeover within the node.
+    fn take_over_remotely(&mut self, client: &str, now: Duration) {
+        let Some(old) = self.clients.get(client).and_then(|c| c.conn) else {
+            return;
+        };
+        self.take_over(old, now);
+    }
+
+    /// `old` lost its client id to a newer connection: it keeps nothing (no rooms, no id, no
+    /// way to say `hello` again), is told why and is closed.
+    fn take_over(&mut self, old: C, now: Duration) {
+        self.detach(old, now);
+        if let Some(state) = self.conns.get_mut(&old) {
+            state.taken_over = true;
+        }
+        // Said before the close, so that a client tells a takeover (final: do not reconnect)
+        // from a lost connection.
+        let error = CommandError::new(None, ErrorCode::TakenOver, TAKEN_OVER);
+        self.refuse(old, &error);
+        self.closes.push_back((old, TAKEN_OVER));
+    }
+
+    /// A presence event of a member on another node, for the members here.
+    fn remote_member(&mut self, room: &str, change: MemberChange) {
+        let parse = |presence: &str| serde_json::from_str(presence).unwrap_or(Value::Null);
+        let event = match change {
+            MemberChange::Joined { client, presence } => ServerMessage::Join {
+                room: room.into(),
+                client,
+                presence: parse(&presence),
+            },
+            MemberChange::Left { client } => ServerMessage::Leave {
+                room: room.into(),
+                client,
+            },
+            MemberChange::Presence { client, presence } => ServerMessage::Presence {
+                room: room.into(),
+                client,
+                presence: parse(&presence),
+            },
+        };
+        let is_presence = matches!(event, ServerMessage::Presence { .. });
+        let sent = self.broadcast_presence(room, &event.to_text().into(), None);
+        if is_presence {
+            self.stats.presence_updates += sent;
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request_join(
+        &mut self,
+        conn: C,
+        client: String,
+        id: Id,
+        room: String,
+        presence: Option<Value>,
+        presence_len: Option<usize>,
+        since: Option<Since>,
+    ) {
+        let token = self.token();
+        *self.joins_per_room.entry(room.clone()).or_default() += 1;
+        // Held (and buffering live messages) from now on, so that nothing published between
+        // the broker's read and its answer reaching the hub is lost.
+        let state = self.rooms.entry(room.clone()).or_insert_with(|| Room {
+            epoch: String::new(),
+            seq: 0,
+            known: false,
+            history: VecDeque::new(),
+            expiry: None,
+            members: BTreeMap::new(),
+        });
+        // A member rejoining (to recover a gap) gets no live message until the answer: they
+        // are buffered and come after the replay, none twice.
+        if let Some(member) = state.members.get_mut(&conn) {
+            member.after = u64::MAX;
+        }
+        self.broker_out.push_back(BrokerRequest::Join {
+            token,
+            room: room.clone(),
+            since: since.clone(),
+        });
+        self.pending_joins.insert(
+            token,
+            PendingJoin {
+                conn: Some(conn),
+                client,
+                id,
+                room,
+                presence,
+                presence_len,
+                since,
+            },
+        );
+    }
+
+    fn published(&mut self, token: u64, result: Result<Sequenced, BrokerError>) {
+        let Some((conn, id, client)) = self.pending_publishes.remove(&token) else {
+            return;
+        };
+        match result {
+            Ok(sequenced) => {
+                if !sequenced.duplicate {
+                    self.stats.publishes += 1;
+                }
+                if let Some(state) = self.clients.get_mut(&client) {
+                    state.recent.push_back((id.clone(), sequenced.seq));
+                    while state.recent.len() > self.config.dedup_window {
+                        state.recent.pop_front();
+                    }
+                }
+                let ack = ServerMessage::Ack {
+                    id,
+                    seq: sequenced.seq,
+                };
+                self.send(conn, ack.to_text().into());
+            }
+            Err(BrokerError(reason)) => {
+                let error = CommandError::new(
+                    Some(id),
+                    ErrorCode::Unavailable,
+                    format!("not published: {reason}"),
+                );
+                self.refuse(conn, &error);
+            }
+        }
+    }
+
+    fn joined(&mut self, token: u64, result: Result<RoomState, BrokerError>, now: Duration) {
+        let Some(join) = self.pending_joins.remove(&token) else {
+            return;
+        };
+        if let Some(count) = self.joins_per_room.get_mut(&join.room) {
+            *count -= 1;
+            if *count == 0 {
+                self.joins_per_room.remove(&join.room);
+            }
+        }
+        let conn = join.conn.filter(|c| {
+            self.conns
+                .get(c)
+                .is_some_and(|s| !s.taken_over && s.client.as_ref() == Some(&join.client))
+        });
+        let (Some(conn), Ok(read)) = (conn, result.as_ref()) else {
+            // A member whose rejoin failed is live again from where the room is.
+            if let (Some(c), Some(state)) = (join.conn, self.rooms.get_mut(&join.room)) {
+                let seq = state.seq;
+                if let Some(member) = state.members.get_mut(&c) {
+                    member.after = member.after.min(seq);
+                }
+            }
+            if let (Some(conn), Err(BrokerError(reason))) = (join.conn, &result) {
+                let error = CommandError::new(
+                    Some(join.id),
+                    ErrorCode::Unavailable,
+                    format!("not joined: {reason}"),
+                );
+                self.refuse(conn, &error);
+            }
+            self.refresh_lifetime(&join.room);
+            return;
+        };
+        if self
+            .rooms
+            .get(&join.room)
+            .is_some_and(|r| r.known && r.epoch != read.epoch)
+        {
+            // The broker's copy of the room was lost meanwhile: it restarted with a new epoch.
+            self.restart_epoch(&join.room, &read.epoch, read.seq);
+        }
+        let Some(state) = self.rooms.get_mut(&join.room) else {
+            return;
+        };
+        if !state.known {
+            // The first answer for this room: take the broker's view, keeping the live
+            // messages newer than its read.
+            state.history.retain(|m| m.seq > read.seq);
+            state.epoch = read.epoch.clone();
+            state.seq = state
+                .history
+                .back()
+                .map_or(read.seq, |m| m.seq.max(read.seq));
+            state.known = true;
+        }
+        // The members here may still be owed messages up to `read.seq` by the fan-out; this
+        // one got everything up to `after` from the read (or joined after it).
+        let after = state.seq.max(read.seq);
+        let mut recovered = false;
+        if let Some(since) = &join.since {
+            let covered = since.epoch == read.epoch
+                && since.seq <= read.seq
+                && (since.seq == read.seq
+                    || read.history.first().is_some_and(|m| m.seq == since.seq + 1));
+            if covered {
+                recovered = true;
+                for m in &read.history {
+                    let text = message_text(&join.room, m.seq, &m.from, &m.data);
+                    self.out.push_back((conn, text.into()));
+                    self.stats.replayed += 1;
+                }
+                // Live messages that reached this node after the broker's read.
+                let floor = since.seq.max(read.seq);
+                for m in state.history.iter().filter(|m| m.seq > floor) {
+                    self.out.push_back((conn, m.text.clone()));
+                    self.stats.replayed += 1;
+                }
+            }
+        }
+        let remote = read.members.clone();
+        let _ = self.admit(
+            conn,
+            join.client,
+            join.id,
+            join.room,
+            join.presence,
+            join.presence_len,
+            (recovered, after),
+            remote,
+            now,
+        );
+    }
+
+    /// A message from the broker's fan-out: delivered in seq order to the members here that
+    /// did not get it otherwise, and kept for the joins still waiting for their answer.
+    fn live(&mut self, room: &str, epoch: &str, message: BrokerMessage, now: Duration) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return; // unsubscribed meanwhile
+        };
+        if state.known && state.epoch != epoch {
+            self.restart_epoch(room, epoch, message.seq);
+            return;
+        }
+        if state.known && message.seq <= state.seq {
+            return; // read by a join already, or a duplicate
+        }
+        if !state.known && state.history.back().is_some_and(|m| m.seq >= message.seq) {
+            return;
+        }
+        let hole =
+            (state.known && message.seq > state.seq + 1).then(|| (state.seq + 1, message.seq - 1));
+        let text: Arc<str> = message_text(room, message.seq, &message.from, &message.data).into();
+        if state.known {
+            state.seq = message.seq;
+        }
+        state.history.push_back(Stored {
+            seq: message.seq,
+            at: now,
+            text: text.clone(),
+        });
+        while state.history.len() > self.config.history_size.max(1) {
+            state.history.pop_front();
+        }
+        let members: Vec<C> = state
+            .members
+            .iter()
+            .filter(|(_, m)| m.after < message.seq)
+            .map(|(&c, _)| c)
+            .collect();
+        if let Some((from_seq, to_seq)) = hole {
+            // Missed while the broker's fan-out was cut: members recover them from history.
+            for &member in &members {
+                self.dropped(member, room, from_seq, to_seq);
+            }
+        }
+        for &member in &members {
+            self.out.push_back((member, text.clone()));
+        }
+        self.stats.deliveries += members.len() as u64;
+        self.reschedule_history(room);
+    }
+
+    /// The broker's position of `room` after a resubscribe: a hole is reported to members.
+    fn position(&mut self, room: &str, epoch: &str, seq: u64) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if !state.known {
+            return;
+        }
+        if state.epoch != epoch {
+            self.restart_epoch(room, epoch, seq);
+            return;
+        }
+        if seq > state.seq {
+            let from_seq = state.seq + 1;
+            state.seq = seq;
+            let members: Vec<C> = state.members.keys().copied().collect();
+            for member in members {
+                self.dropped(member, room, from_seq, seq);
+            }
+        }
+    }
+
+    /// The broker's copy of `room` was lost (it came back empty, with a new epoch): members are
+    /// told of a gap, rejoin with `since` and get `recovered: false`.
+    fn restart_epoch(&mut self, room: &str, epoch: &str, seq: u64) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let from_seq = state.seq + 1;
+        state.epoch = epoch.into();
+        state.seq = seq;
+        state.history.clear();
+        let members: Vec<C> = state.members.keys().copied().collect();
+        for member in &members {
+            if let Some(m) = state.members.get_mut(member) {
+                m.after = seq;
+            }
+        }
+        for member in members {
+            self.dropped(member, room, from_seq, from_seq.max(seq));
+        }
+        self.reschedule_history(room);
     }
 
     /// The next text to send, in order.
@@ -607,15 +1035,7 @@ impl<C: Copy + Ord> Hub<C> {
         // again) and is closed.
         if let Some(old) = self.clients.get(&client).and_then(|c| c.conn) {
             if old != conn {
-                self.detach(old, now);
-                if let Some(state) = self.conns.get_mut(&old) {
-                    state.taken_over = true;
-                }
-                // Said before the close, so that a client tells a takeover (final: do not
-                // reconnect) from a lost connection.
-                let error = CommandError::new(None, ErrorCode::TakenOver, TAKEN_OVER);
-                self.refuse(old, &error);
-                self.closes.push_back((old, TAKEN_OVER));
+                self.take_over(old, now);
             }
         }
         if let Some(namespaces) = namespaces {
@@ -628,7 +1048,15 @@ impl<C: Copy + Ord> Hub<C> {
                 conn: None,
                 recent: VecDeque::new(),
                 detached_at: now,
+                claim: 0,
+                superseded: 0,
             });
+        if self.config.external_broker {
+            state.claim = 0;
+            self.broker_out.push_back(BrokerRequest::Claim {
+                client: client.clone(),
+            });
+        }
         if state.conn.is_none() {
             let key = (state.detached_at + self.config.client_ttl, client.clone());
             self.client_timers.remove(&key);
@@ -713,6 +1141,10 @@ impl<C: Copy + Ord> Hub<C> {
                 ));
             }
         }
+        if self.config.external_broker {
+            self.request_join(conn, client, id, room, presence, presence_len, since);
+            return Ok(());
+        }
         let state = match self.rooms.entry(room.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -720,6 +1152,7 @@ impl<C: Copy + Ord> Hub<C> {
                 entry.insert(Room {
                     epoch,
                     seq: 0,
+                    known: true,
                     history: VecDeque::new(),
                     expiry: None,
                     members: BTreeMap::new(),
@@ -745,7 +1178,41 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
         }
+        let after = state.seq;
+        self.admit(
+            conn,
+            client,
+            id,
+            room,
+            presence,
+            presence_len,
+            (recovered, after),
+            Vec::new(),
+            now,
+        )
+    }
 
+    /// Makes `conn` a member of `room` (which exists) after any replay, telling the others, and
+    /// answers `joined`.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        conn: C,
+        client: String,
+        id: Id,
+        room: String,
+        presence: Option<Value>,
+        presence_len: Option<usize>,
+        (recovered, after): (bool, u64),
+        remote: Vec<(String, String)>,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        let Some(state) = self.rooms.get_mut(&room) else {
+            return Ok(());
+        };
+        if let Some(member) = state.members.get_mut(&conn) {
+            member.after = after;
+        }
         let rejoin = state.members.contains_key(&conn);
         if !rejoin {
             let initial = presence.clone().unwrap_or(Value::Null);
@@ -760,11 +1227,19 @@ impl<C: Copy + Ord> Hub<C> {
                     self.out.push_back((member, event.clone()));
                 }
             }
+            if self.config.external_broker {
+                self.broker_out.push_back(BrokerRequest::MemberJoined {
+                    room: room.clone(),
+                    client: client.clone(),
+                    presence: serde_json::to_string(&initial).unwrap_or_default(),
+                });
+            }
             let member = RoomMember {
                 client,
                 presence: initial,
                 presence_len: presence_len.unwrap_or(4),
                 pending: None,
+                after,
             };
             state.members.insert(conn, member);
             self.stats.members += 1;
@@ -793,12 +1268,26 @@ impl<C: Copy + Ord> Hub<C> {
                     presence: m.presence.clone(),
                 });
             }
+            // Members on other nodes, as the broker read them.
+            for (client, presence) in remote {
+                if state.members.values().any(|m| m.client == client) {
+                    continue;
+                }
+                let cost = client.len() + presence.len() + MEMBER_OVERHEAD;
+                if cost > budget {
+                    members_truncated = true;
+                    continue;
+                }
+                budget -= cost;
+                let presence = serde_json::from_str(&presence).unwrap_or(Value::Null);
+                members.push(Member { client, presence });
+            }
         }
         let joined = ServerMessage::Joined {
             id,
             room: room.clone(),
             epoch: state.epoch.clone(),
-            seq: state.seq,
+            seq: after,
             members,
             members_truncated,
             recovered,
@@ -856,16 +1345,25 @@ impl<C: Copy + Ord> Hub<C> {
             );
             return Err(CommandError::new(Some(id), ErrorCode::TooLarge, message));
         }
+        if self.config.external_broker {
+            let token = self.token();
+            self.pending_publishes
+                .insert(token, (conn, id.clone(), client.clone()));
+            self.broker_out.push_back(BrokerRequest::Publish {
+                token,
+                room,
+                client,
+                id,
+                data,
+            });
+            return Ok(());
+        }
         let Some(state) = self.rooms.get_mut(&room) else {
             return Ok(());
         };
         state.seq += 1;
         let seq = state.seq;
-        // Room and client names are validated to need no JSON escaping.
-        let text: Arc<str> = format!(
-            r#"{{"type":"message","room":"{room}","seq":{seq},"from":"{client}","data":{data}}}"#
-        )
-        .into();
+        let text: Arc<str> = message_text(&room, seq, &client, &data).into();
         if self.config.history_size > 0 {
             state.history.push_back(Stored {
                 seq,
@@ -908,6 +1406,13 @@ impl<C: Copy + Ord> Hub<C> {
         member.presence = presence.clone();
         member.presence_len = presence_len;
         if window.is_zero() {
+            if self.config.external_broker {
+                self.broker_out.push_back(BrokerRequest::MemberPresence {
+                    room: room.into(),
+                    client: member.client.clone(),
+                    presence: serde_json::to_string(&presence).unwrap_or_default(),
+                });
+            }
             let event = ServerMessage::Presence {
                 room: room.into(),
                 client: member.client.clone(),
@@ -953,6 +1458,13 @@ impl<C: Copy + Ord> Hub<C> {
         let Some((presence, _)) = member.pending.take() else {
             return;
         };
+        if self.config.external_broker {
+            self.broker_out.push_back(BrokerRequest::MemberPresence {
+                room: room.into(),
+                client: member.client.clone(),
+                presence: serde_json::to_string(&presence).unwrap_or_default(),
+            });
+        }
         let event = ServerMessage::Presence {
             room: room.into(),
             client: member.client.clone(),
@@ -973,6 +1485,12 @@ impl<C: Copy + Ord> Hub<C> {
             return false;
         };
         self.stats.members = self.stats.members.saturating_sub(1);
+        if self.config.external_broker {
+            self.broker_out.push_back(BrokerRequest::MemberLeft {
+                room: room.into(),
+                client: member.client.clone(),
+            });
+        }
         if tracked {
             let event = ServerMessage::Leave {
                 room: room.into(),
@@ -1041,6 +1559,21 @@ impl<C: Copy + Ord> Hub<C> {
         let Some(state) = self.rooms.get(room) else {
             return;
         };
+        if self.config.external_broker {
+            // History lives in the broker: the room is held while it has members here.
+            if state.members.is_empty() && !self.joins_per_room.contains_key(room) {
+                if let Some(state) = self.rooms.remove(room) {
+                    if let Some(expiry) = state.expiry {
+                        self.history_timers.remove(&(expiry, String::from(room)));
+                    }
+                }
+                self.broker_out
+                    .push_back(BrokerRequest::Unsubscribe { room: room.into() });
+            } else {
+                self.reschedule_history(room);
+            }
+            return;
+        }
         if state.members.is_empty() && state.history.is_empty() {
             if state.seq > 0 {
                 // Its messages are gone: the next room of that name needs a new epoch.
@@ -1056,6 +1589,12 @@ impl<C: Copy + Ord> Hub<C> {
         }
         self.reschedule_history(room);
     }
+}
+
+/// The `message` delivery of a publish. Room and client names are validated to need no JSON
+/// escaping, and `data` is compact JSON.
+pub fn message_text(room: &str, seq: u64, from: &str, data: &str) -> String {
+    format!(r#"{{"type":"message","room":"{room}","seq":{seq},"from":"{from}","data":{data}}}"#)
 }
 
 /// What one entry of `joined.members` costs beyond its client id and presence:

@@ -193,6 +193,9 @@ pub enum ErrorCode {
     /// The connection's client id said `hello` on another connection, which took over: this one
     /// can do nothing more and is closed.
     TakenOver,
+    /// The shared broker behind the server (Redis, with `--broker`) cannot be reached: the
+    /// command (a `publish`, a `join`) was not carried out; retry it, with the same publish id.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -209,6 +212,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::TakenOver => "taken_over",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -1527,3 +1527,404 @@ proptest! {
         prop_assert_eq!(hub.stats().members, 0);
     }
 }
+
+// --- with an external broker (several nodes): the hub asks, the broker answers -------------
+
+mod external_broker {
+    use super::*;
+    use crate::channel::broker::{
+        BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+    };
+    use crate::channel::protocol::Since;
+
+    fn broker_hub() -> Hub<u32> {
+        Hub::new(HubConfig::default().with_external_broker(true), 7)
+    }
+
+    /// The requests for the broker but the presence and client-id ones.
+    fn requests(hub: &mut Hub<u32>) -> Vec<BrokerRequest> {
+        core::iter::from_fn(|| hub.poll_broker())
+            .filter(|r| {
+                !matches!(
+                    r,
+                    BrokerRequest::MemberJoined { .. }
+                        | BrokerRequest::MemberLeft { .. }
+                        | BrokerRequest::MemberPresence { .. }
+                        | BrokerRequest::Claim { .. }
+                )
+            })
+            .collect()
+    }
+
+    fn join_token(hub: &mut Hub<u32>) -> (u64, Option<Since>) {
+        match requests(hub).as_slice() {
+            [BrokerRequest::Join { token, since, .. }] => (*token, since.clone()),
+            other => panic!("expected one join request, got {other:?}"),
+        }
+    }
+
+    fn answer_join(hub: &mut Hub<u32>, token: u64, epoch: &str, seq: u64, history: &[u64]) {
+        let history = history
+            .iter()
+            .map(|&seq| BrokerMessage {
+                seq,
+                from: "bob".into(),
+                data: format!("{seq}"),
+            })
+            .collect();
+        let state = RoomState {
+            epoch: epoch.into(),
+            seq,
+            history,
+            members: Vec::new(),
+        };
+        hub.handle_broker(
+            BrokerEvent::Joined {
+                token,
+                result: Ok(state),
+            },
+            T0,
+        );
+    }
+
+    fn live(hub: &mut Hub<u32>, epoch: &str, seq: u64) {
+        let event = BrokerEvent::Message {
+            room: "app/chat".into(),
+            epoch: epoch.into(),
+            message: BrokerMessage {
+                seq,
+                from: "bob".into(),
+                data: format!("{seq}"),
+            },
+        };
+        hub.handle_broker(event, T0);
+    }
+
+    fn seqs(messages: &[ServerMessage]) -> Vec<u64> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publishes_are_sequenced_by_the_broker_and_delivered_from_its_fan_out() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        drain(&mut hub);
+        join(&mut hub, 1, "app/chat", T0);
+        assert!(
+            drain(&mut hub).is_empty(),
+            "nothing before the broker answers"
+        );
+        let (token, since) = join_token(&mut hub);
+        assert_eq!(since, None);
+        answer_join(&mut hub, token, "e1", 5, &[]);
+        let out = drain(&mut hub);
+        assert!(
+            matches!(&out[..], [(1, ServerMessage::Joined { epoch, seq: 5, .. })] if epoch == "e1")
+        );
+
+        publish(&mut hub, 1, "p1", "app/chat", r#""hi""#, T0);
+        assert!(
+            drain(&mut hub).is_empty(),
+            "no ack before the broker's answer"
+        );
+        let token = match requests(&mut hub).as_slice() {
+            [
+                BrokerRequest::Publish {
+                    token,
+                    client,
+                    id,
+                    data,
+                    ..
+                },
+            ] => {
+                assert_eq!((client.as_str(), data.as_str()), ("ada", r#""hi""#));
+                assert_eq!(*id, Id::Text("p1".into()));
+                *token
+            }
+            other => panic!("expected a publish request, got {other:?}"),
+        };
+        let sequenced = Sequenced {
+            seq: 6,
+            epoch: "e1".into(),
+            duplicate: false,
+        };
+        hub.handle_broker(
+            BrokerEvent::Published {
+                token,
+                result: Ok(sequenced),
+            },
+            T0,
+        );
+        assert_eq!(to(&drain(&mut hub), 1), vec![ack("p1", 6)]);
+        // The message itself comes from the broker's fan-out, like other nodes' messages.
+        live(&mut hub, "e1", 6);
+        assert_eq!(
+            to(&drain(&mut hub), 1),
+            vec![message("app/chat", 6, "bob", json!(6))]
+        );
+        assert_eq!(hub.stats().publishes, 1);
+    }
+
+    #[test]
+    fn a_broker_failure_answers_unavailable_and_acks_nothing() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 0, &[]);
+        drain(&mut hub);
+        publish(&mut hub, 1, "p1", "app/chat", "1", T0);
+        let [BrokerRequest::Publish { token, .. }] = requests(&mut hub)[..] else {
+            panic!("no publish request");
+        };
+        let result = Err(BrokerError("down".into()));
+        hub.handle_broker(BrokerEvent::Published { token, result }, T0);
+        let out = to(&drain(&mut hub), 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            error_code(&out[0]),
+            (Some(Id::Text("p1".into())), ErrorCode::Unavailable)
+        );
+        // A join the broker could not serve is refused the same way, and holds nothing.
+        join(&mut hub, 1, "app/other", T0);
+        let (token, _) = join_token(&mut hub);
+        let result = Err(BrokerError("down".into()));
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        let out = to(&drain(&mut hub), 1);
+        assert_eq!(error_code(&out[0]).1, ErrorCode::Unavailable);
+        assert_eq!(
+            requests(&mut hub),
+            vec![BrokerRequest::Unsubscribe {
+                room: "app/other".into()
+            }]
+        );
+        assert_eq!(hub.member_count("app/other"), 0);
+    }
+
+    #[test]
+    fn a_join_with_since_merges_history_and_live_messages_without_loss_or_repeat() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        drain(&mut hub);
+        hub.receive(
+            1,
+            r#"{"type":"join","id":1,"room":"app/chat","since":{"epoch":"e1","seq":3}}"#,
+            T0,
+        )
+        .unwrap();
+        let (token, since) = join_token(&mut hub);
+        assert_eq!(since.map(|s| s.seq), Some(3));
+        // Published after the broker's read but fanned out before its answer reached the hub.
+        live(&mut hub, "e1", 6);
+        answer_join(&mut hub, token, "e1", 5, &[4, 5]);
+        let out = to(&drain(&mut hub), 1);
+        assert_eq!(seqs(&out), vec![4, 5, 6]);
+        assert!(matches!(
+            out.last(),
+            Some(ServerMessage::Joined {
+                seq: 6,
+                recovered: true,
+                ..
+            })
+        ));
+        // A late copy of something read is dropped; a hole is reported before what follows.
+        live(&mut hub, "e1", 5);
+        live(&mut hub, "e1", 6);
+        assert!(drain(&mut hub).is_empty());
+        live(&mut hub, "e1", 8);
+        assert_eq!(
+            to(&drain(&mut hub), 1),
+            vec![
+                ServerMessage::Gap {
+                    room: "app/chat".into(),
+                    from_seq: 7,
+                    to_seq: 7
+                },
+                message("app/chat", 8, "bob", json!(8)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_member_is_not_sent_what_it_read_while_older_members_still_get_it() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        hello(&mut hub, 2, "cy", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 2, &[]);
+        join(&mut hub, 2, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        // The second join read seq 4 before the fan-out of 3 and 4 reached this node.
+        answer_join(&mut hub, token, "e1", 4, &[]);
+        drain(&mut hub);
+        live(&mut hub, "e1", 3);
+        live(&mut hub, "e1", 4);
+        live(&mut hub, "e1", 5);
+        let out = drain(&mut hub);
+        assert_eq!(seqs(&to(&out, 1)), vec![3, 4, 5]);
+        assert_eq!(seqs(&to(&out, 2)), vec![5]);
+    }
+
+    #[test]
+    fn the_last_member_leaving_unsubscribes_and_a_resubscribe_checks_positions() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 2, &[]);
+        drain(&mut hub);
+        hub.handle_broker(BrokerEvent::Resubscribed, T0);
+        assert_eq!(
+            requests(&mut hub),
+            vec![BrokerRequest::Position {
+                room: "app/chat".into()
+            }]
+        );
+        // Two messages were published while the fan-out was cut.
+        let position = BrokerEvent::Position {
+            room: "app/chat".into(),
+            epoch: "e1".into(),
+            seq: 4,
+        };
+        hub.handle_broker(position, T0);
+        let gap = ServerMessage::Gap {
+            room: "app/chat".into(),
+            from_seq: 3,
+            to_seq: 4,
+        };
+        assert_eq!(to(&drain(&mut hub), 1), vec![gap]);
+        hub.disconnect(1, T0);
+        assert_eq!(
+            requests(&mut hub),
+            vec![BrokerRequest::Unsubscribe {
+                room: "app/chat".into()
+            }]
+        );
+        assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn members_on_other_nodes_are_listed_and_their_events_delivered() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        drain(&mut hub);
+        hub.receive(
+            1,
+            r#"{"type":"join","id":1,"room":"app/chat","presence":{"n":1}}"#,
+            T0,
+        )
+        .unwrap();
+        let (token, _) = join_token(&mut hub);
+        let state = RoomState {
+            epoch: "e1".into(),
+            seq: 0,
+            history: Vec::new(),
+            members: vec![("bob".into(), r#"{"n":2}"#.into())],
+        };
+        let result = Ok(state);
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        match &to(&drain(&mut hub), 1)[..] {
+            [ServerMessage::Joined { members, .. }] => {
+                let clients: Vec<&str> = members.iter().map(|m| m.client.as_str()).collect();
+                assert_eq!(clients, vec!["ada", "bob"]);
+                assert_eq!(members[1].presence, json!({"n": 2}));
+            }
+            other => panic!("expected joined, got {other:?}"),
+        }
+        assert_eq!(
+            core::iter::from_fn(|| hub.poll_broker()).collect::<Vec<_>>(),
+            vec![BrokerRequest::MemberJoined {
+                room: "app/chat".into(),
+                client: "ada".into(),
+                presence: r#"{"n":1}"#.into()
+            }]
+        );
+        let change = MemberChange::Left {
+            client: "bob".into(),
+        };
+        let room = "app/chat".into();
+        hub.handle_broker(BrokerEvent::Member { room, change }, T0);
+        let leave = ServerMessage::Leave {
+            room: "app/chat".into(),
+            client: "bob".into(),
+        };
+        assert_eq!(to(&drain(&mut hub), 1), vec![leave]);
+        hub.disconnect(1, T0);
+        assert_eq!(
+            core::iter::from_fn(|| hub.poll_broker()).collect::<Vec<_>>(),
+            vec![
+                BrokerRequest::MemberLeft {
+                    room: "app/chat".into(),
+                    client: "ada".into()
+                },
+                BrokerRequest::Unsubscribe {
+                    room: "app/chat".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_claim_by_another_node_takes_over_only_an_older_claim() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        assert!(core::iter::from_fn(|| hub.poll_broker()).any(|r| r
+            == BrokerRequest::Claim {
+                client: "ada".into()
+            }));
+        // Another node's claim is heard before this node's own answer: the serials decide.
+        let take_over = |serial| BrokerEvent::TakeOver {
+            client: "ada".into(),
+            serial,
+        };
+        hub.handle_broker(take_over(4), T0);
+        assert_eq!(hub.poll_close(), None);
+        let claimed = |serial| BrokerEvent::Claimed {
+            client: "ada".into(),
+            serial,
+        };
+        hub.handle_broker(claimed(5), T0);
+        assert_eq!(hub.poll_close(), None, "this node's claim is the newer one");
+        hub.handle_broker(take_over(6), T0);
+        assert_eq!(
+            hub.poll_close(),
+            Some((1, "taken over by a newer connection"))
+        );
+        hub.receive(1, r#"{"type":"ping","id":1}"#, T0).unwrap_err();
+        // A later connection here claims again, and an older claim elsewhere does not matter.
+        hello(&mut hub, 2, "ada", T0);
+        hub.handle_broker(take_over(3), T0);
+        hub.handle_broker(claimed(7), T0);
+        assert_eq!(hub.poll_close(), None);
+    }
+
+    #[test]
+    fn a_member_rejoining_to_fill_a_gap_gets_each_message_once() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 3, &[]);
+        live(&mut hub, "e1", 6); // 4 and 5 were lost: gap, then 6
+        drain(&mut hub);
+        hub.receive(
+            1,
+            r#"{"type":"join","id":2,"room":"app/chat","since":{"epoch":"e1","seq":3}}"#,
+            T0,
+        )
+        .unwrap();
+        let (token, _) = join_token(&mut hub);
+        live(&mut hub, "e1", 7); // while the rejoin is read
+        assert!(drain(&mut hub).is_empty());
+        answer_join(&mut hub, token, "e1", 6, &[4, 5, 6]);
+        live(&mut hub, "e1", 8);
+        assert_eq!(seqs(&to(&drain(&mut hub), 1)), vec![4, 5, 6, 7, 8]);
+    }
+}

@@ -11,11 +11,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duplex_core::channel::Hub;
 use duplex_core::channel::protocol::{ClientMessage, CommandError};
+use duplex_core::channel::{BrokerEvent, Hub};
 use duplex_core::close::CloseCode;
 
 use super::metrics::ChannelMetrics;
+use super::redis_broker::RedisBroker;
 use crate::server::{ConnId, WorkerWaker};
 
 /// A connection as the hub knows it: its worker and its id there.
@@ -54,6 +55,11 @@ pub(crate) enum Command {
         from: u64,
         to: u64,
     },
+    /// An answer or a room message from the broker (`--broker`).
+    Broker(BrokerEvent),
+    /// The server stopped: the broker's threads hold senders too, so the hub thread cannot
+    /// wait for every sender to be dropped.
+    Stop,
 }
 
 /// What the hub thread hands a worker for one of its connections.
@@ -76,6 +82,8 @@ pub(crate) struct HubThread {
     pub inboxes: Vec<Arc<Inbox>>,
     pub wakers: Vec<WorkerWaker>,
     pub metrics: Arc<ChannelMetrics>,
+    /// The shared broker; `None` with the in-process default.
+    pub broker: Option<RedisBroker>,
 }
 
 impl HubThread {
@@ -101,6 +109,9 @@ impl HubThread {
             let mut command = first;
             let mut handled = 0;
             while let Some(c) = command.take() {
+                if matches!(c, Command::Stop) {
+                    return;
+                }
                 self.handle(c, now, &mut outboxes);
                 handled += 1;
                 if handled < BATCH {
@@ -108,6 +119,11 @@ impl HubThread {
                 }
             }
             self.hub.handle_timeout(now);
+            if let Some(broker) = &self.broker {
+                while let Some(request) = self.hub.poll_broker() {
+                    broker.request(request);
+                }
+            }
             self.route(&mut outboxes);
         }
     }
@@ -146,6 +162,8 @@ impl HubThread {
                 from,
                 to,
             } => self.hub.dropped(conn, &room, from, to),
+            Command::Broker(event) => self.hub.handle_broker(event, now),
+            Command::Stop => {}
         }
     }
 

@@ -24,6 +24,7 @@ mod auth;
 mod files;
 mod hub_thread;
 mod metrics;
+pub mod redis_broker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -42,6 +43,7 @@ use tracing::{debug, warn};
 
 pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
 pub use metrics::{BrokerState, ChannelMetrics};
+pub use redis_broker::{BrokerStatus, BrokerUrl};
 
 use self::hub_thread::{Command, Delivery, HubConn, HubThread, Inbox};
 use crate::server::{
@@ -92,6 +94,8 @@ pub struct ServeConfig {
     pub client_dir: Option<std::path::PathBuf>,
     /// Serve `/dashboard`, a live view of `/metrics` (unauthenticated, like `/metrics`).
     pub dashboard: bool,
+    /// Share rooms with other nodes through this Redis (`--broker`); `None`: in-process.
+    pub broker: Option<BrokerUrl>,
 }
 
 /// A bound `duplex serve`, ready to [`ChannelServer::run`].
@@ -142,13 +146,28 @@ impl ChannelServer {
         let hub_config = config
             .hub
             .clone()
-            .with_external_identity(verifier.is_some());
+            .with_external_identity(verifier.is_some())
+            .with_external_broker(config.broker.is_some());
+        let broker_status = config
+            .broker
+            .as_ref()
+            .map(|_| Arc::new(BrokerStatus::default()));
+        let broker = match (&config.broker, &broker_status) {
+            (Some(url), Some(status)) => Some(redis_broker::RedisBroker::start(
+                url,
+                &hub_config,
+                commands.clone(),
+                Arc::clone(status),
+            )?),
+            _ => None,
+        };
         let hub = HubThread {
             hub: Hub::new(hub_config, random_seed()),
             commands: receiver,
             inboxes: inboxes.clone(),
             wakers,
             metrics: Arc::clone(&metrics),
+            broker,
         };
         let hub_thread = std::thread::Builder::new()
             .name("duplex-hub".into())
@@ -164,6 +183,7 @@ impl ChannelServer {
             limits: config.hub.decode_limits(),
             verifier,
             metrics,
+            broker: broker_status,
         };
         let commands = Mutex::new(commands);
         let result = server.run(|worker| ServeHandler {
@@ -178,7 +198,11 @@ impl ChannelServer {
             dropping: HashMap::new(),
             taken: Vec::new(),
         });
-        // The workers' senders are gone; dropping the last one ends the hub thread.
+        // The workers' senders are gone (the broker's threads may still hold some).
+        let _ = commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send(Command::Stop);
         drop(commands);
         if hub_thread.join().is_err() {
             return Err(io::Error::other("the hub thread panicked"));
@@ -208,6 +232,8 @@ struct Shared {
     /// Checks `hello.token` when `--jwt-secret` is set.
     verifier: Option<TokenVerifier>,
     metrics: Arc<ChannelMetrics>,
+    /// The state of `--broker`, for /healthz and /metrics.
+    broker: Option<Arc<BrokerStatus>>,
 }
 
 /// Where a `duplex.v1` connection of a worker stands.
@@ -523,8 +549,25 @@ impl Handler for ServeHandler {
         }
     }
 
+    fn render_health(&self, out: &mut String) {
+        if let Some(broker) = &self.shared.broker {
+            out.push_str("broker: redis ");
+            out.push_str(broker.state());
+            out.push('\n');
+        }
+    }
+
     fn render_metrics(&self, out: &mut String) {
+        if let Some(broker) = &self.shared.broker {
+            self.shared.metrics.set_broker(BrokerState {
+                kind: "redis",
+                up: broker.state() == "up",
+            });
+        }
         self.shared.metrics.render(out);
+        if let Some(broker) = &self.shared.broker {
+            broker.render(out);
+        }
     }
 }
 

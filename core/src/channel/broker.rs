@@ -1,0 +1,171 @@
+//! The broker seam of the [`Hub`](super::Hub): what several server processes ("nodes") must
+//! share to serve one set of rooms.
+//!
+//! By default a hub is its own broker: it sequences publishes, keeps history and deduplicates
+//! publish ids in memory, and nothing here is used. A hub made with
+//! [`HubConfig::with_external_broker`](super::HubConfig::with_external_broker) instead asks a
+//! broker the driver runs (Redis, in `duplex serve --broker`) for everything shared, and stays
+//! sans-IO: it queues [`BrokerRequest`]s ([`Hub::poll_broker`](super::Hub::poll_broker)) and
+//! takes the answers and the broker's fan-out back as [`BrokerEvent`]s
+//! ([`Hub::handle_broker`](super::Hub::handle_broker)).
+//!
+//! What the driver's broker must guarantee:
+//! - [`BrokerRequest::Publish`] gives the publish the room's next seq atomically, unless the
+//!   `(client, id)` pair was sequenced before, in which case it answers the original seq
+//!   (`duplicate`) and fans nothing out; it stores the message in the room's history and fans it
+//!   out to every node subscribed to the room, as [`BrokerEvent::Message`]s in seq order.
+//! - [`BrokerRequest::Join`] subscribes this node to the room first and reads the room's epoch,
+//!   seq and history after that, so every message is either in the answer or arrives later as a
+//!   [`BrokerEvent::Message`] (the hub drops the ones it sees twice).
+//! - After losing its subscriptions (a reconnect), it resubscribes and sends
+//!   [`BrokerEvent::Resubscribed`]; the hub then asks each room's [`BrokerRequest::Position`] and
+//!   tells members of a hole with `gap`, so that they recover from history.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::protocol::{Id, Since};
+
+/// Something the hub needs from the broker. Requests carrying a `token` are answered with an
+/// event carrying the same token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerRequest {
+    /// Sequence, store and fan out a publish of `client` (deduplicated on `(client, id)`).
+    /// Answered with [`BrokerEvent::Published`].
+    Publish {
+        token: u64,
+        room: String,
+        client: String,
+        id: Id,
+        /// `publish.data` as compact JSON.
+        data: String,
+    },
+    /// Subscribe to `room` (if not yet), then read its epoch, seq and, when `since` has the
+    /// room's epoch, the history after `since.seq`. Answered with [`BrokerEvent::Joined`].
+    Join {
+        token: u64,
+        room: String,
+        since: Option<Since>,
+    },
+    /// Read the epoch and seq of `room`. Answered with [`BrokerEvent::Position`].
+    Position { room: String },
+    /// No member of `room` is left on this node: stop receiving its messages.
+    Unsubscribe { room: String },
+    /// `client` became a member of `room` here (or is announced again after a resubscribe):
+    /// record it for other nodes' `joined.members` and send them a `join` event.
+    MemberJoined {
+        room: String,
+        client: String,
+        /// Compact JSON.
+        presence: String,
+    },
+    /// `client` left `room` here: forget it and send other nodes a `leave` event.
+    MemberLeft { room: String, client: String },
+    /// A connection here said `hello` as `client`: claim the client id for this node, and tell
+    /// the node that held it before to close its connection (with a later
+    /// [`BrokerEvent::TakeOver`] there). Answered with [`BrokerEvent::Claimed`].
+    Claim { client: String },
+    /// `client`'s presence in `room` changed (after the presence window): record it and send
+    /// other nodes a `presence` event.
+    MemberPresence {
+        room: String,
+        client: String,
+        /// Compact JSON.
+        presence: String,
+    },
+}
+
+/// A presence change of a member on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberChange {
+    /// `presence` is compact JSON.
+    Joined {
+        client: String,
+        presence: String,
+    },
+    Left {
+        client: String,
+    },
+    /// `presence` is compact JSON.
+    Presence {
+        client: String,
+        presence: String,
+    },
+}
+
+/// A message as the broker stores and fans it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMessage {
+    pub seq: u64,
+    /// The publisher's client id.
+    pub from: String,
+    /// `publish.data` as compact JSON.
+    pub data: String,
+}
+
+/// The answer to [`BrokerRequest::Publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequenced {
+    pub seq: u64,
+    pub epoch: String,
+    /// The `(client, id)` pair had been sequenced before: `seq` is the original one and
+    /// nothing was fanned out again.
+    pub duplicate: bool,
+}
+
+/// The answer to [`BrokerRequest::Join`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomState {
+    pub epoch: String,
+    /// The room's last seq when it was read.
+    pub seq: u64,
+    /// The stored messages after `since.seq`, oldest first (empty without `since`, or when
+    /// `since.epoch` is not the room's epoch).
+    pub history: Vec<BrokerMessage>,
+    /// The room's members on every node, as `(client, presence as compact JSON)`.
+    pub members: Vec<(String, String)>,
+}
+
+/// The broker could not be reached or did not answer in time; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerError(pub String);
+
+/// What the broker tells the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerEvent {
+    /// The answer to [`BrokerRequest::Publish`].
+    Published {
+        token: u64,
+        result: Result<Sequenced, BrokerError>,
+    },
+    /// The answer to [`BrokerRequest::Join`].
+    Joined {
+        token: u64,
+        result: Result<RoomState, BrokerError>,
+    },
+    /// A message of a room this node is subscribed to, from whichever node published it.
+    Message {
+        room: String,
+        epoch: String,
+        message: BrokerMessage,
+    },
+    /// The answer to [`BrokerRequest::Position`].
+    Position {
+        room: String,
+        epoch: String,
+        seq: u64,
+    },
+    /// The broker lost its subscriptions and has them back: messages may have been missed.
+    Resubscribed,
+    /// A member of `room` on another node joined, left or changed its presence.
+    Member { room: String, change: MemberChange },
+    /// The answer to [`BrokerRequest::Claim`]: the claim's serial (claims of one client id are
+    /// numbered in the order the broker took them).
+    Claimed { client: String, serial: u64 },
+    /// Another node claimed `client` with this serial: a connection here with an older claim
+    /// is taken over.
+    TakeOver { client: String, serial: u64 },
+}

@@ -1,0 +1,1136 @@
+//! `duplex serve --broker redis://HOST:PORT[/DB]`: the hub's broker (see
+//! `duplex_core::channel::broker`) on Redis, so that several nodes serve one set of rooms.
+//!
+//! Two threads per node, neither of them the hub's:
+//! - the command thread runs the hub's requests in order on one connection: one Lua script call
+//!   per publish (dedup check on `(client, publish id)`, the room's next seq, history append
+//!   with trim and expiry, PUBLISH to the room's channel) and one per join (epoch, seq and
+//!   history after `since`, read after the node's subscription to the room is confirmed);
+//! - the subscriber thread holds the pub/sub connection, subscribed to the rooms that have
+//!   members on this node only, and hands their messages to the hub in the order Redis sent
+//!   them (the room's seq order). It reconnects by itself and resubscribes; the hub then checks
+//!   each room's position and tells members of a hole.
+//!
+//! Keys, with the room in a hash tag (`{app/chat}`) so that a room's keys share a Cluster slot:
+//! `dx:{R}:m` (hash: `e` epoch, `s` seq; expires a day after its last use), `dx:{R}:h` (stream,
+//! entry id `seq-0`, fields `t` ms, `f` client, `d` data; trimmed to `--history-size`, expires
+//! `--history-ttl` after the last publish, older entries skipped on read),
+//! `dx:{R}:dd:{client}:{id}` (the seq and epoch a publish id got, for 5 minutes). Channel:
+//! `dx:{R}:c`, payload `epoch seq client data`.
+
+use std::collections::BTreeSet;
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use duplex_core::channel::{
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, HubConfig, MemberChange, RoomState,
+    Sequenced,
+};
+use redis::{ConnectionAddr, IntoConnectionInfo, Value};
+use tracing::{debug, info, warn};
+
+use super::hub_thread::Command;
+
+/// How long a node waits for Redis to connect, answer a command or confirm a subscription
+/// before the command gets `unavailable`.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed connection, commands fail at once for this long instead of each waiting for
+/// a connection of its own.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Publishes queued behind one another go to Redis in one pipeline (one round trip) of at most
+/// this many script calls.
+const MAX_BATCH: usize = 256;
+/// A room's epoch and seq are kept this long after the room was last used.
+const META_TTL_SECS: u64 = 86_400;
+/// A publish id is recognised this long after it was sequenced, from any node.
+const DEDUP_TTL_SECS: u64 = 300;
+/// The subscriber pings Redis this often, and reconnects when no answer came in twice that.
+const PING_EVERY: Duration = Duration::from_secs(2);
+
+const PUBLISH_SCRIPT: &str = r#"
+local d = redis.call('GET', KEYS[3])
+if d then return {1, d} end
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e)
+end
+local s = redis.call('HINCRBY', KEYS[1], 's', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if s == 1 then redis.call('DEL', KEYS[2]) end
+local size = tonumber(ARGV[4])
+if size > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, s .. '-0', 't', now, 'f', ARGV[2], 'd', ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PUBLISH', ARGV[7], e .. ' ' .. s .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+redis.call('SET', KEYS[3], s .. ' ' .. e, 'EX', ARGV[8])
+return {0, s .. ' ' .. e}
+"#;
+
+const READ_SCRIPT: &str = r#"
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+local out = {e, s}
+-- Members are listed while the room tracks presence (at most --presence-limit of them).
+local members = {}
+if redis.call('HLEN', KEYS[3]) <= tonumber(ARGV[6]) then
+  members = redis.call('HVALS', KEYS[3])
+end
+table.insert(out, #members)
+for _, m in ipairs(members) do table.insert(out, m) end
+local since = tonumber(ARGV[3])
+if ARGV[2] == e and since < s then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local oldest = now - tonumber(ARGV[4])
+  local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+  for _, en in ipairs(entries) do
+    local f = en[2]
+    if tonumber(f[2]) > oldest then
+      local id = en[1]
+      table.insert(out, string.sub(id, 1, string.find(id, '-') - 1))
+      table.insert(out, f[4])
+      table.insert(out, f[6])
+    end
+  end
+end
+return out
+"#;
+
+/// A member joined (`J`), changed its presence (`P`) or left (`L`) on this node: recorded in the
+/// room's presence hash (field `node/client`, value `client presence`) and sent to the other
+/// nodes on the room's channel as `! node kind client [presence]`.
+const MEMBER_SCRIPT: &str = r#"
+local field = ARGV[1] .. '/' .. ARGV[2]
+if ARGV[3] == 'L' then
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' L ' .. ARGV[2])
+else
+  redis.call('HSET', KEYS[1], field, ARGV[2] .. ' ' .. ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('SADD', 'dx:node:' .. ARGV[1] .. ':rooms', ARGV[6])
+  redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
+end
+return 1
+"#;
+
+/// The node's heartbeat (`dx:nodes`, score = Redis time in ms), and the reaper: every node
+/// whose heartbeat is older than ARGV[2] ms has its members removed from the rooms it held,
+/// each with a `leave` to the remaining nodes. Atomic, so one node reaps each dead one.
+const HEARTBEAT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', 'dx:nodes', now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', 'dx:nodes', '-inf', now - tonumber(ARGV[2]))
+local reaped = 0
+for _, node in ipairs(dead) do
+  local rooms_key = 'dx:node:' .. node .. ':rooms'
+  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+    local p = 'dx:{' .. room .. '}:p'
+    local fields = redis.call('HKEYS', p)
+    for _, f in ipairs(fields) do
+      if string.sub(f, 1, #node + 1) == node .. '/' then
+        redis.call('HDEL', p, f)
+        local client = string.sub(f, #node + 2)
+        redis.call('PUBLISH', 'dx:{' .. room .. '}:c', '! ' .. node .. ' L ' .. client)
+        reaped = reaped + 1
+      end
+    end
+  end
+  redis.call('DEL', rooms_key)
+  redis.call('ZREM', 'dx:nodes', node)
+end
+return reaped
+"#;
+
+/// Claims a client id for node ARGV[1]; the node that held it before is told on its node
+/// channel (`client serial`) to close its connection if its claim is older.
+const CLAIM_SCRIPT: &str = r#"
+local serial = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local previous = redis.call('HGET', KEYS[1], 'node')
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if previous and previous ~= ARGV[1] then
+  redis.call('PUBLISH', 'dx:node:' .. previous, ARGV[3] .. ' ' .. serial)
+end
+return serial
+"#;
+
+/// A node whose heartbeat is older than this is dead: its members get `leave` everywhere.
+/// With heartbeats every [`PING_EVERY`] (2 s), a killed node's members leave within 12 s.
+const NODE_DEAD_MS: u64 = 10_000;
+
+/// The channel on which a node hears that another node took one of its client ids over.
+fn node_channel(node: &str) -> String {
+    format!("dx:node:{node}")
+}
+
+fn presence_key(room: &str) -> String {
+    format!("dx:{{{room}}}:p")
+}
+
+fn meta_key(room: &str) -> String {
+    format!("dx:{{{room}}}:m")
+}
+fn history_key(room: &str) -> String {
+    format!("dx:{{{room}}}:h")
+}
+fn channel(room: &str) -> String {
+    format!("dx:{{{room}}}:c")
+}
+/// The room of a channel name.
+fn channel_room(channel: &str) -> Option<&str> {
+    channel.strip_prefix("dx:{")?.strip_suffix("}:c")
+}
+
+/// The broker's state, for `/healthz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct BrokerStatus {
+    /// The command connection answered its last command.
+    pub commands_up: AtomicBool,
+    /// The pub/sub connection is subscribed.
+    pub subscriber_up: AtomicBool,
+    /// Script calls and subscription changes sent.
+    pub round_trips: AtomicU64,
+    /// Microseconds spent waiting for script answers, in all.
+    pub round_trip_micros: AtomicU64,
+    /// Commands that failed (each answered `unavailable`).
+    pub errors: AtomicU64,
+    /// Connections (re)opened after a failure, both kinds.
+    pub reconnects: AtomicU64,
+    /// Requests queued for the command thread.
+    pub backlog: AtomicU64,
+}
+
+impl BrokerStatus {
+    /// `up` when both connections are, `down` otherwise.
+    pub fn state(&self) -> &'static str {
+        if self.commands_up.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed) {
+            "up"
+        } else {
+            "down"
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "# HELP duplex_broker_round_trips_total Redis script calls and subscription changes.\n\
+             # TYPE duplex_broker_round_trips_total counter\nduplex_broker_round_trips_total {}\n\
+             # HELP duplex_broker_round_trip_seconds_total Time spent waiting for Redis.\n\
+             # TYPE duplex_broker_round_trip_seconds_total counter\n\
+             duplex_broker_round_trip_seconds_total {:.6}\n\
+             # HELP duplex_broker_errors_total Broker commands that failed (answered unavailable).\n\
+             # TYPE duplex_broker_errors_total counter\nduplex_broker_errors_total {}\n\
+             # HELP duplex_broker_reconnects_total Redis connections reopened after a failure.\n\
+             # TYPE duplex_broker_reconnects_total counter\nduplex_broker_reconnects_total {}\n\
+             # HELP duplex_broker_backlog Requests waiting for the Redis command connection.\n\
+             # TYPE duplex_broker_backlog gauge\nduplex_broker_backlog {}\n",
+            self.round_trips.load(Ordering::Relaxed),
+            self.round_trip_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.errors.load(Ordering::Relaxed),
+            self.reconnects.load(Ordering::Relaxed),
+            self.backlog.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// A checked `redis://HOST:PORT[/DB]` address.
+#[derive(Debug, Clone)]
+pub struct BrokerUrl {
+    url: String,
+    info: redis::ConnectionInfo,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
+        if !url.starts_with("redis://") {
+            return Err(format!(
+                "--broker {url:?}: only redis://HOST:PORT[/DB] is supported"
+            ));
+        }
+        let info = url
+            .into_connection_info()
+            .map_err(|e| format!("--broker {url:?}: {e}"))?;
+        if !matches!(info.addr(), ConnectionAddr::Tcp(..)) {
+            return Err(format!("--broker {url:?}: a TCP address is required"));
+        }
+        Ok(BrokerUrl {
+            url: url.into(),
+            info,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+/// The running broker of one node: hand it the hub's requests.
+#[derive(Debug)]
+pub(crate) struct RedisBroker {
+    requests: Sender<BrokerRequest>,
+    subscriber: Arc<Subscriber>,
+    status: Arc<BrokerStatus>,
+}
+
+impl RedisBroker {
+    /// Starts the command and subscriber threads; the hub's events go to `hub`.
+    pub fn start(
+        url: &BrokerUrl,
+        hub_config: &HubConfig,
+        hub: Sender<Command>,
+        status: Arc<BrokerStatus>,
+    ) -> std::io::Result<RedisBroker> {
+        let client = redis::Client::open(url.info.clone())
+            .map_err(|e| std::io::Error::other(format!("--broker: {e}")))?;
+        let subscriber = Arc::new(Subscriber::default());
+        let (requests, receiver) = mpsc::channel();
+        // A new id per process: a restarted node's old members are reaped, never taken over.
+        let node = new_epoch();
+        let commands = CommandThread {
+            node: node.clone(),
+            member: redis::Script::new(MEMBER_SCRIPT),
+            claim: redis::Script::new(CLAIM_SCRIPT),
+            heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
+            client,
+            connection: None,
+            failed_at: None,
+            requests: receiver,
+            hub: hub.clone(),
+            subscriber: Arc::clone(&subscriber),
+            status: Arc::clone(&status),
+            publish: redis::Script::new(PUBLISH_SCRIPT),
+            read: redis::Script::new(READ_SCRIPT),
+            history_size: hub_config.history_size,
+            presence_limit: hub_config.presence_limit,
+            history_ttl_ms: u64::try_from(hub_config.history_ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        std::thread::Builder::new()
+            .name("duplex-redis-cmd".into())
+            .spawn(move || commands.run())?;
+        let addr = match url.info.addr() {
+            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+            _ => unreachable!("BrokerUrl::parse accepts TCP addresses only"),
+        };
+        let reader = SubscriberThread {
+            node,
+            addr,
+            db: url.info.redis_settings().db(),
+            password: url.info.redis_settings().password().map(String::from),
+            subscriber: Arc::clone(&subscriber),
+            hub,
+            status: Arc::clone(&status),
+        };
+        std::thread::Builder::new()
+            .name("duplex-redis-sub".into())
+            .spawn(move || reader.run())?;
+        Ok(RedisBroker {
+            requests,
+            subscriber,
+            status,
+        })
+    }
+
+    pub fn request(&self, request: BrokerRequest) {
+        self.status.backlog.fetch_add(1, Ordering::Relaxed);
+        let _ = self.requests.send(request);
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.subscriber.stop();
+    }
+}
+
+/// The pub/sub connection's shared state: the command thread subscribes (and waits for the
+/// confirmation), the subscriber thread reads.
+#[derive(Debug, Default)]
+struct Subscriber {
+    state: Mutex<SubState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SubState {
+    /// The write half of the current connection, once it is subscribed to `wanted`.
+    writer: Option<TcpStream>,
+    /// Rooms with members on this node.
+    wanted: BTreeSet<String>,
+    /// Rooms whose subscription Redis confirmed on the current connection.
+    confirmed: BTreeSet<String>,
+    /// When the current connection last sent something, and when it was last pinged.
+    last_heard: Option<Instant>,
+    last_ping: Option<Instant>,
+    stopped: bool,
+}
+
+impl Subscriber {
+    fn lock(&self) -> MutexGuard<'_, SubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to `room` and waits until Redis confirmed it.
+    fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
+        let mut state = self.lock();
+        state.wanted.insert(room.into());
+        if state.confirmed.contains(room) {
+            return Ok(());
+        }
+        // A connection being (re)opened gets the time it takes, within the bound.
+        let deadline = Instant::now() + TIMEOUT;
+        while state.writer.is_none() && !state.stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if state.confirmed.contains(room) {
+            return Ok(());
+        }
+        let Some(writer) = state.writer.as_mut() else {
+            return Err(BrokerError("the Redis pub/sub connection is down".into()));
+        };
+        let command = redis::cmd("SUBSCRIBE")
+            .arg(channel(room))
+            .get_packed_command();
+        if let Err(e) = writer.write_all(&command) {
+            let _ = writer.shutdown(Shutdown::Both);
+            return Err(BrokerError(format!("Redis pub/sub: {e}")));
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while !state.confirmed.contains(room) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || state.writer.is_none() {
+                return Err(BrokerError("Redis did not confirm the subscription".into()));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&self, room: &str) {
+        let mut state = self.lock();
+        state.wanted.remove(room);
+        state.confirmed.remove(room);
+        if let Some(writer) = state.writer.as_mut() {
+            let command = redis::cmd("UNSUBSCRIBE")
+                .arg(channel(room))
+                .get_packed_command();
+            if writer.write_all(&command).is_err() {
+                let _ = writer.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Pings the pub/sub connection every [`PING_EVERY`], and cuts it when Redis stayed silent
+    /// for three of them (paused, or the connection silently dead): the subscriber thread then
+    /// reconnects.
+    fn keepalive(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let silent = state
+            .last_heard
+            .is_some_and(|t| now.duration_since(t) > PING_EVERY * 3);
+        let due = state
+            .last_ping
+            .is_none_or(|t| now.duration_since(t) >= PING_EVERY);
+        let Some(writer) = state.writer.as_mut() else {
+            return;
+        };
+        if silent {
+            let _ = writer.shutdown(Shutdown::Both);
+        } else if due {
+            if writer
+                .write_all(&redis::cmd("PING").get_packed_command())
+                .is_err()
+            {
+                let _ = writer.shutdown(Shutdown::Both);
+            }
+            state.last_ping = Some(now);
+        }
+    }
+
+    fn stop(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        if let Some(writer) = state.writer.take() {
+            let _ = writer.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// A publish request's fields: token, room, client, publish id, data.
+type Publish = (u64, String, String, duplex_core::channel::Id, String);
+
+struct CommandThread {
+    /// This node's id in presence fields and heartbeats.
+    node: String,
+    member: redis::Script,
+    claim: redis::Script,
+    heartbeat: redis::Script,
+    client: redis::Client,
+    connection: Option<redis::Connection>,
+    /// When connecting last failed.
+    failed_at: Option<Instant>,
+    requests: Receiver<BrokerRequest>,
+    hub: Sender<Command>,
+    subscriber: Arc<Subscriber>,
+    status: Arc<BrokerStatus>,
+    publish: redis::Script,
+    read: redis::Script,
+    history_size: usize,
+    history_ttl_ms: u64,
+    presence_limit: usize,
+}
+
+impl CommandThread {
+    fn run(mut self) {
+        // Positions to read after a resubscribe that failed (Redis is back for pub/sub but the
+        // command connection is not yet): retried until read.
+        let mut positions: BTreeSet<String> = BTreeSet::new();
+        let mut last_heartbeat: Option<Instant> = None;
+        // A request taken from the queue while collecting a batch of publishes.
+        let mut carried: Option<BrokerRequest> = None;
+        loop {
+            self.subscriber.keepalive();
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= PING_EVERY) {
+                // Also checks the command connection (and reopens it after a failure), so that
+                // /healthz tells the truth before the next publish.
+                last_heartbeat = Some(Instant::now());
+                let (node, script) = (self.node.clone(), self.heartbeat.clone());
+                match self.call(|c| script.arg(&node).arg(NODE_DEAD_MS).invoke::<u64>(c)) {
+                    Ok(0) | Err(_) => {}
+                    Ok(reaped) => info!(reaped, "members of dead nodes removed"),
+                }
+            }
+            for room in std::mem::take(&mut positions) {
+                match self.run_read(&room, None) {
+                    Ok(state) => {
+                        let event = BrokerEvent::Position {
+                            room,
+                            epoch: state.epoch,
+                            seq: state.seq,
+                        };
+                        if self.hub.send(Command::Broker(event)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        positions.insert(room);
+                    }
+                }
+            }
+            let wait = if positions.is_empty() {
+                PING_EVERY
+            } else {
+                RETRY_AFTER
+            };
+            let request = match carried.take() {
+                Some(request) => request,
+                None => match self.requests.recv_timeout(wait) {
+                    Ok(request) => {
+                        self.status.backlog.fetch_sub(1, Ordering::Relaxed);
+                        request
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            let event = match request {
+                BrokerRequest::Publish {
+                    token,
+                    room,
+                    client,
+                    id,
+                    data,
+                } => {
+                    // The publishes queued behind this one go in the same round trip.
+                    let mut batch = vec![(token, room, client, id, data)];
+                    while batch.len() < MAX_BATCH {
+                        match self.requests.try_recv() {
+                            Ok(BrokerRequest::Publish {
+                                token,
+                                room,
+                                client,
+                                id,
+                                data,
+                            }) => {
+                                self.status.backlog.fetch_sub(1, Ordering::Relaxed);
+                                batch.push((token, room, client, id, data));
+                            }
+                            Ok(other) => {
+                                self.status.backlog.fetch_sub(1, Ordering::Relaxed);
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let results = self.run_publishes(&batch);
+                    for ((token, ..), result) in batch.into_iter().zip(results) {
+                        let event = BrokerEvent::Published { token, result };
+                        if self.hub.send(Command::Broker(event)).is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                BrokerRequest::Join { token, room, since } => {
+                    let result = self.subscriber.subscribe(&room).and_then(|()| {
+                        let since = since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
+                        self.run_read(&room, since)
+                    });
+                    if let Err(BrokerError(e)) = &result {
+                        debug!(room, "join not read from Redis: {e}");
+                        self.status.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    BrokerEvent::Joined { token, result }
+                }
+                BrokerRequest::Position { room } => match self.run_read(&room, None) {
+                    Ok(state) => BrokerEvent::Position {
+                        room,
+                        epoch: state.epoch,
+                        seq: state.seq,
+                    },
+                    Err(_) => {
+                        positions.insert(room);
+                        continue;
+                    }
+                },
+                BrokerRequest::Unsubscribe { room } => {
+                    self.subscriber.unsubscribe(&room);
+                    continue;
+                }
+                BrokerRequest::MemberJoined {
+                    room,
+                    client,
+                    presence,
+                } => {
+                    self.run_member(&room, &client, "J", &presence);
+                    continue;
+                }
+                BrokerRequest::MemberPresence {
+                    room,
+                    client,
+                    presence,
+                } => {
+                    self.run_member(&room, &client, "P", &presence);
+                    continue;
+                }
+                BrokerRequest::Claim { client } => {
+                    let (node, script) = (self.node.clone(), self.claim.clone());
+                    let claimed = self.call(|c| {
+                        script
+                            .key(format!("dx:cid:{client}"))
+                            .arg(&node)
+                            .arg(META_TTL_SECS)
+                            .arg(&client)
+                            .invoke::<u64>(c)
+                    });
+                    match claimed {
+                        Ok(serial) => BrokerEvent::Claimed { client, serial },
+                        Err(BrokerError(e)) => {
+                            debug!(client, "client id not claimed: {e}");
+                            continue;
+                        }
+                    }
+                }
+                BrokerRequest::MemberLeft { room, client } => {
+                    self.run_member(&room, &client, "L", "");
+                    continue;
+                }
+                _ => continue,
+            };
+            if self.hub.send(Command::Broker(event)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The command connection, (re)opened if needed; `None` fails fast for a while after a
+    /// failed connection.
+    fn connection(&mut self) -> Result<&mut redis::Connection, BrokerError> {
+        if self.connection.is_none() {
+            if self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+                return Err(BrokerError("Redis is unreachable".into()));
+            }
+            let opened = self
+                .client
+                .get_connection_with_timeout(TIMEOUT)
+                .and_then(|c| {
+                    c.set_read_timeout(Some(TIMEOUT))?;
+                    c.set_write_timeout(Some(TIMEOUT))?;
+                    Ok(c)
+                });
+            match opened {
+                Ok(c) => {
+                    if self.failed_at.take().is_some() {
+                        info!("Redis command connection restored");
+                        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.connection = Some(c);
+                }
+                Err(e) => {
+                    if self.failed_at.is_none() {
+                        warn!("Redis command connection failed: {e}");
+                    }
+                    self.failed_at = Some(Instant::now());
+                    self.status.commands_up.store(false, Ordering::Relaxed);
+                    return Err(BrokerError(format!("Redis is unreachable: {e}")));
+                }
+            }
+        }
+        self.connection
+            .as_mut()
+            .ok_or_else(|| BrokerError("Redis is unreachable".into()))
+    }
+
+    /// Runs `f` on the command connection, timing it; a failure drops the connection (its
+    /// answer could still arrive and be taken for the next one's).
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, BrokerError> {
+        let started = Instant::now();
+        let result = match self.connection() {
+            Ok(connection) => f(connection).map_err(|e| BrokerError(format!("Redis: {e}"))),
+            Err(e) => Err(e),
+        };
+        self.status.round_trips.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.status
+            .round_trip_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        match &result {
+            Ok(_) => self.status.commands_up.store(true, Ordering::Relaxed),
+            Err(_) => {
+                self.status.errors.fetch_add(1, Ordering::Relaxed);
+                if self.connection.take().is_some() {
+                    self.status.commands_up.store(false, Ordering::Relaxed);
+                    self.failed_at = Some(Instant::now());
+                }
+            }
+        }
+        result
+    }
+
+    /// One publish script call per publish, all in one pipeline. Each answer is its own; a
+    /// failure of the round trip fails them all (some may have been sequenced: their retry
+    /// with the same id is acked with the original seq).
+    fn run_publishes(&mut self, batch: &[Publish]) -> Vec<Result<Sequenced, BrokerError>> {
+        let (size, ttl) = (self.history_size, self.history_ttl_ms.max(1));
+        let script = self.publish.clone();
+        let pipeline = || {
+            let mut pipe = redis::pipe();
+            for (_, room, client, id, data) in batch {
+                let id = serde_json::to_string(id).unwrap_or_default();
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(3)
+                    .arg(meta_key(room))
+                    .arg(history_key(room))
+                    .arg(format!("dx:{{{room}}}:dd:{client}:{id}"))
+                    .arg(new_epoch())
+                    .arg(client)
+                    .arg(data)
+                    .arg(size)
+                    .arg(ttl)
+                    .arg(META_TTL_SECS)
+                    .arg(channel(room))
+                    .arg(DEDUP_TTL_SECS);
+            }
+            pipe
+        };
+        let answers: Result<Vec<(i64, String)>, BrokerError> = self.call(|c| {
+            match pipeline().query(c) {
+                // Not loaded yet (a new Redis, or SCRIPT FLUSH): nothing ran; load and resend.
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    script.load(c)?;
+                    pipeline().query(c)
+                }
+                other => other,
+            }
+        });
+        let answers = match answers {
+            Ok(answers) if answers.len() == batch.len() => answers,
+            Ok(_) => {
+                let e = BrokerError("unexpected answer from Redis".into());
+                return batch.iter().map(|_| Err(e.clone())).collect();
+            }
+            Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+        };
+        answers
+            .into_iter()
+            .map(|(duplicate, answer)| {
+                let (seq, epoch) = answer
+                    .split_once(' ')
+                    .and_then(|(seq, epoch)| Some((seq.parse().ok()?, epoch.to_string())))
+                    .ok_or_else(|| {
+                        BrokerError(format!("unexpected answer from Redis: {answer:?}"))
+                    })?;
+                Ok(Sequenced {
+                    seq,
+                    epoch,
+                    duplicate: duplicate == 1,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a presence change and sends it to the other nodes. A failure loses the event
+    /// (presence is not acked); the next resubscribe announces every member again.
+    fn run_member(&mut self, room: &str, client: &str, kind: &str, presence: &str) {
+        let (node, script) = (self.node.clone(), self.member.clone());
+        let result = self.call(|c| {
+            script
+                .key(presence_key(room))
+                .arg(&node)
+                .arg(client)
+                .arg(kind)
+                .arg(presence)
+                .arg(channel(room))
+                .arg(room)
+                .arg(META_TTL_SECS)
+                .invoke::<i64>(c)
+        });
+        if let Err(BrokerError(e)) = result {
+            debug!(room, client, "presence change not recorded: {e}");
+        }
+    }
+
+    fn run_read(
+        &mut self,
+        room: &str,
+        since: Option<(&str, u64)>,
+    ) -> Result<RoomState, BrokerError> {
+        let (since_epoch, since_seq) = since.unwrap_or(("", 0));
+        let ttl = self.history_ttl_ms.max(1);
+        let presence_limit = self.presence_limit;
+        let script = self.read.clone();
+        let values: Vec<Value> = self.call(|c| {
+            script
+                .key(meta_key(room))
+                .key(history_key(room))
+                .key(presence_key(room))
+                .arg(new_epoch())
+                .arg(since_epoch)
+                .arg(since_seq)
+                .arg(ttl)
+                .arg(META_TTL_SECS)
+                .arg(presence_limit)
+                .invoke(c)
+        })?;
+        parse_read(values).ok_or_else(|| BrokerError("unexpected answer from Redis".into()))
+    }
+}
+
+fn parse_read(values: Vec<Value>) -> Option<RoomState> {
+    let mut values = values.into_iter();
+    let epoch: String = redis::from_redis_value(values.next()?).ok()?;
+    let seq: u64 = redis::from_redis_value(values.next()?).ok()?;
+    let count: usize = redis::from_redis_value(values.next()?).ok()?;
+    let mut members = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let member: String = redis::from_redis_value(values.next()?).ok()?;
+        let (client, presence) = member.split_once(' ')?;
+        members.push((client.to_string(), presence.to_string()));
+    }
+    let mut history = Vec::new();
+    while let Some(seq) = values.next() {
+        let seq: String = redis::from_redis_value(seq).ok()?;
+        history.push(BrokerMessage {
+            seq: seq.parse().ok()?,
+            from: redis::from_redis_value(values.next()?).ok()?,
+            data: redis::from_redis_value(values.next()?).ok()?,
+        });
+    }
+    Some(RoomState {
+        epoch,
+        seq,
+        history,
+        members,
+    })
+}
+
+/// A fresh room epoch: 16 random hex digits.
+fn new_epoch() -> String {
+    let mut bytes = [0u8; 8];
+    crate::random_source()(&mut bytes);
+    format!("{:016x}", u64::from_le_bytes(bytes))
+}
+
+struct SubscriberThread {
+    /// This node's id: its own presence events are not handed back to it.
+    node: String,
+    addr: String,
+    db: i64,
+    password: Option<String>,
+    subscriber: Arc<Subscriber>,
+    hub: Sender<Command>,
+    status: Arc<BrokerStatus>,
+}
+
+impl SubscriberThread {
+    fn run(self) {
+        let mut backoff = Duration::from_millis(50);
+        let mut connected_before = false;
+        loop {
+            if self.subscriber.lock().stopped {
+                return;
+            }
+            match self.session(connected_before) {
+                Ok(()) => return, // stopped
+                Err(e) => {
+                    if self.status.subscriber_up.swap(false, Ordering::Relaxed) {
+                        warn!("Redis pub/sub connection lost: {e}");
+                        connected_before = true;
+                        backoff = Duration::from_millis(50);
+                    } else {
+                        debug!("Redis pub/sub connection failed: {e}");
+                    }
+                }
+            }
+            {
+                let mut state = self.subscriber.lock();
+                state.writer = None;
+                state.confirmed.clear();
+                self.subscriber.changed.notify_all();
+                if state.stopped {
+                    return;
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One connection: subscribes to every wanted room, then reads until the connection fails
+    /// (an error) or the broker is stopped (`Ok`).
+    fn session(&self, reconnect: bool) -> Result<(), String> {
+        let addr = self
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?;
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        // Setup answers are awaited with a timeout; afterwards the reader blocks, and the
+        // keepalive cuts a connection that went silent.
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let mut parser = redis::Parser::new();
+        let mut setup = Vec::new();
+        if let Some(password) = &self.password {
+            setup.extend(redis::cmd("AUTH").arg(password).get_packed_command());
+        }
+        if self.db != 0 {
+            setup.extend(redis::cmd("SELECT").arg(self.db).get_packed_command());
+        }
+        let setup_answers = usize::from(self.password.is_some()) + usize::from(self.db != 0);
+        writer.write_all(&setup).map_err(|e| e.to_string())?;
+        for _ in 0..setup_answers {
+            match parser.parse_value(&mut reader).map_err(|e| e.to_string())? {
+                Value::ServerError(e) => return Err(format!("{e:?}")),
+                _ => continue,
+            }
+        }
+        {
+            let mut state = self.subscriber.lock();
+            if state.stopped {
+                return Ok(());
+            }
+            let mut channels: Vec<String> = state.wanted.iter().map(|r| channel(r)).collect();
+            channels.push(node_channel(&self.node));
+            let command = redis::cmd("SUBSCRIBE").arg(channels).get_packed_command();
+            let mut command = command;
+            // Answered after every subscription above is confirmed.
+            command.extend(redis::cmd("PING").arg("ready").get_packed_command());
+            writer.write_all(&command).map_err(|e| e.to_string())?;
+            state.writer = Some(writer);
+            self.subscriber.changed.notify_all();
+            state.last_heard = Some(Instant::now());
+            state.last_ping = Some(Instant::now());
+        }
+        reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| e.to_string())?;
+        let mut ready = false;
+        loop {
+            let value = match parser.parse_value(&mut reader) {
+                Ok(value) => value,
+                Err(e) => {
+                    if self.subscriber.lock().stopped {
+                        return Ok(());
+                    }
+                    return Err(e.to_string());
+                }
+            };
+            self.subscriber.lock().last_heard = Some(Instant::now());
+            let items = match value {
+                Value::Array(items) => items,
+                // `PING ready` before any subscription is answered outside pub/sub mode.
+                Value::BulkString(_) | Value::SimpleString(_) if !ready => {
+                    vec![Value::SimpleString("pong".into())]
+                }
+                _ => continue,
+            };
+            let mut items = items.into_iter();
+            let kind: String = match items.next().map(redis::from_redis_value) {
+                Some(Ok(kind)) => kind,
+                _ => continue,
+            };
+            match kind.as_str() {
+                "message" => {
+                    let (Some(Ok(channel)), Some(Ok(payload))) = (
+                        items.next().map(redis::from_redis_value::<String>),
+                        items.next().map(redis::from_redis_value::<String>),
+                    ) else {
+                        continue;
+                    };
+                    if channel == node_channel(&self.node) {
+                        let Some((client, serial)) = payload.split_once(' ') else {
+                            continue;
+                        };
+                        let Ok(serial) = serial.parse() else {
+                            continue;
+                        };
+                        let client = client.to_string();
+                        let event = BrokerEvent::TakeOver { client, serial };
+                        if self.hub.send(Command::Broker(event)).is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    if let Some(rest) = payload.strip_prefix("! ") {
+                        if rest.starts_with(&self.node)
+                            && rest.as_bytes().get(self.node.len()) == Some(&b' ')
+                        {
+                            continue; // this node's own presence event
+                        }
+                    }
+                    if let Some(event) = parse_message(&channel, &payload) {
+                        if self.hub.send(Command::Broker(event)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                "subscribe" => {
+                    if let Some(Ok(channel)) = items.next().map(redis::from_redis_value::<String>) {
+                        if let Some(room) = channel_room(&channel) {
+                            let mut state = self.subscriber.lock();
+                            if state.wanted.contains(room) {
+                                state.confirmed.insert(room.into());
+                            }
+                            self.subscriber.changed.notify_all();
+                        }
+                    }
+                }
+                "pong" if !ready => {
+                    ready = true;
+                    self.status.subscriber_up.store(true, Ordering::Relaxed);
+                    if reconnect {
+                        info!("Redis pub/sub connection restored and resubscribed");
+                        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                        if self
+                            .hub
+                            .send(Command::Broker(BrokerEvent::Resubscribed))
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A room message from its channel and its `epoch seq client data` payload, or a presence event
+/// from a `! node kind client [presence]` one.
+fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
+    let room = channel_room(channel)?;
+    if let Some(rest) = payload.strip_prefix("! ") {
+        let mut parts = rest.splitn(4, ' ');
+        let _node = parts.next()?;
+        let kind = parts.next()?;
+        let client = parts.next()?.to_string();
+        let presence = parts.next().unwrap_or("null").to_string();
+        let change = match kind {
+            "J" => MemberChange::Joined { client, presence },
+            "P" => MemberChange::Presence { client, presence },
+            "L" => MemberChange::Left { client },
+            _ => return None,
+        };
+        return Some(BrokerEvent::Member {
+            room: room.into(),
+            change,
+        });
+    }
+    let mut parts = payload.splitn(4, ' ');
+    let epoch = parts.next()?;
+    let seq = parts.next()?.parse().ok()?;
+    let from = parts.next()?;
+    let data = parts.next()?;
+    Some(BrokerEvent::Message {
+        room: room.into(),
+        epoch: epoch.into(),
+        message: BrokerMessage {
+            seq,
+            from: from.into(),
+            data: data.into(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip() {
+        assert_eq!(channel_room(&channel("app/chat")), Some("app/chat"));
+        let event = parse_message(&channel("app/a"), r#"e1 7 ada {"text":"a b"}"#).unwrap();
+        assert_eq!(
+            event,
+            BrokerEvent::Message {
+                room: "app/a".into(),
+                epoch: "e1".into(),
+                message: BrokerMessage {
+                    seq: 7,
+                    from: "ada".into(),
+                    data: r#"{"text":"a b"}"#.into(),
+                },
+            }
+        );
+    }
+}

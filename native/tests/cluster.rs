@@ -1,0 +1,809 @@
+//! Several `duplex serve --broker redis://` processes over one real Redis (Debian's
+//! `redis-server`, started by each test on a free port and stopped after it).
+//!
+//! These tests need `redis-server`: they are ignored by a plain `cargo test` and run by
+//! `tests/run.sh cluster` (`cargo test -p duplex --test cluster -- --ignored`), where a missing
+//! `redis-server` fails them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use duplex::client::{Client, ClientError, ClientEvent, ClientOptions};
+use duplex_core::message::Message;
+use serde_json::{Value, json};
+
+mod common;
+use common::{DuplexProcess, get};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of this test: no persistence, 127.0.0.1 only, killed on drop.
+struct Redis {
+    port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut redis = Redis {
+            port,
+            extra,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, empty) on the same port and waits until it answers.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; tests/setup.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.command("PING\r\n").as_deref() != Some("+PONG\r\n") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One inline command; its raw answer.
+    fn command(&self, line: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(line.as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(redis: &Redis) -> DuplexProcess {
+    DuplexProcess::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--broker",
+        &redis.url(),
+    ])
+}
+
+struct Peer {
+    ws: Client,
+}
+
+impl Peer {
+    /// Connects to `node` and says `hello` as `client`.
+    fn hello(node: SocketAddr, client: &str) -> Peer {
+        let url = format!("ws://{node}/ws");
+        let ws = Client::connect(&url, ClientOptions::default().with_subprotocol("duplex.v1"))
+            .expect("connect");
+        let mut peer = Peer { ws };
+        peer.send(json!({"type": "hello", "client": client}));
+        peer.until("welcome");
+        peer
+    }
+
+    fn send(&mut self, value: Value) {
+        self.ws.send_text(&value.to_string()).expect("send");
+    }
+
+    fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.ws.recv_timeout(left) {
+                Ok(ClientEvent::Message(Message::Text(text))) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("JSON"));
+                }
+                Ok(ClientEvent::Message(other)) => panic!("binary message: {other:?}"),
+                Ok(ClientEvent::Ping(_) | ClientEvent::Pong(_)) => {}
+                Ok(ClientEvent::Closed(c)) => panic!("closed: {c:?}"),
+                Err(ClientError::Timeout) => return None,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Value {
+        self.recv_within(WAIT).expect("a message within the wait")
+    }
+
+    /// Skips messages until one of type `kind`.
+    fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.recv();
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// Joins `room` (with `since` if given); the messages replayed before `joined`, and it.
+    fn join(&mut self, room: &str, id: u64, since: Option<Value>) -> (Vec<Value>, Value) {
+        let mut join = json!({"type": "join", "id": id, "room": room});
+        if let Some(since) = since {
+            join["since"] = since;
+        }
+        self.send(join);
+        let mut replayed = Vec::new();
+        loop {
+            let message = self.recv();
+            match message["type"].as_str() {
+                Some("message") => replayed.push(message),
+                Some("joined") => {
+                    assert_eq!(message["id"], id);
+                    return (replayed, message);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes and waits for the answer (`ack` or `error`) to this publish id; room messages
+    /// that arrive meanwhile are returned too.
+    fn publish(&mut self, room: &str, id: u64, data: Value) -> (Value, Vec<Value>) {
+        self.send(json!({"type": "publish", "id": id, "room": room, "data": data}));
+        let mut messages = Vec::new();
+        loop {
+            let message = self.recv();
+            match message["type"].as_str() {
+                Some("ack" | "error") if message["id"] == id => return (message, messages),
+                Some("message") => messages.push(message),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next `count` room messages, skipping presence events.
+    fn messages(&mut self, count: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let message = self.recv();
+            if message["type"] == "message" {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    /// No room message arrives within `wait`.
+    fn no_message(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.recv_within(left) {
+                Some(m) if m["type"] == "message" => panic!("unexpected message: {m}"),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+}
+
+/// `(seq, from, data)` of room messages.
+fn triples(messages: &[Value]) -> Vec<(u64, String, Value)> {
+    messages
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["from"].as_str().unwrap().to_string(),
+                m["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn healthz(node: &DuplexProcess) -> String {
+    get(node.addr, "/healthz")
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn members_on_three_nodes_see_one_gapless_order_per_room() {
+    let redis = Redis::start();
+    let nodes = [node(&redis), node(&redis), node(&redis)];
+    let names = ["ada", "bob", "cy"];
+    let mut peers: Vec<Peer> = nodes
+        .iter()
+        .zip(names)
+        .map(|(n, name)| Peer::hello(n.addr, name))
+        .collect();
+    for peer in &mut peers {
+        let (_, joined) = peer.join("app/order", 1, None);
+        assert_eq!(joined["seq"], 0);
+    }
+    // A second room on two of the nodes: its own sequence, unaffected.
+    let (_, other) = peers[0].join("app/other", 2, None);
+    assert_eq!(other["seq"], 0);
+    const EACH: u64 = 30;
+    // Interleaved publishes from the three nodes, without waiting for acks.
+    for i in 0..EACH {
+        for (p, peer) in peers.iter_mut().enumerate() {
+            peer.send(json!({"type": "publish", "id": 100 + i, "room": "app/order", "data": {"p": p, "i": i}}));
+        }
+    }
+    let mut seen = Vec::new();
+    for peer in &mut peers {
+        let mut messages = Vec::new();
+        let mut acks = 0;
+        while messages.len() < (3 * EACH) as usize || acks < EACH {
+            let m = peer.recv();
+            match m["type"].as_str() {
+                Some("message") => messages.push(m),
+                Some("ack") => acks += 1,
+                Some("error") => panic!("publish refused: {m}"),
+                _ => {}
+            }
+        }
+        let order = triples(&messages);
+        let seqs: Vec<u64> = order.iter().map(|t| t.0).collect();
+        assert_eq!(
+            seqs,
+            (1..=3 * EACH).collect::<Vec<_>>(),
+            "gapless, in order"
+        );
+        // Each publisher's messages in the order it sent them.
+        for p in 0..3 {
+            let mine: Vec<u64> = order
+                .iter()
+                .filter(|t| t.2["p"] == p)
+                .map(|t| t.2["i"].as_u64().unwrap())
+                .collect();
+            assert_eq!(mine, (0..EACH).collect::<Vec<_>>());
+        }
+        seen.push(order);
+    }
+    assert_eq!(seen[0], seen[1], "the same order on node 1 and node 2");
+    assert_eq!(seen[0], seen[2], "the same order on node 1 and node 3");
+    // The other room starts at 1.
+    let (ack, _) = peers[0].publish("app/other", 900, json!("x"));
+    assert_eq!(ack["seq"], 1);
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_client_recovers_on_another_node_and_history_survives_a_node_restart() {
+    let redis = Redis::start();
+    let a = node(&redis);
+    let b = node(&redis);
+    let mut publisher = Peer::hello(b.addr, "pub");
+    publisher.join("app/rec", 1, None);
+    let mut reader = Peer::hello(a.addr, "reader");
+    let (_, joined) = reader.join("app/rec", 1, None);
+    let epoch = joined["epoch"].as_str().unwrap().to_string();
+    for i in 1..=3 {
+        publisher.publish("app/rec", 10 + i, json!(i));
+    }
+    assert_eq!(reader.messages(3).len(), 3);
+    drop(reader);
+    // Missed while away from node A.
+    for i in 4..=8 {
+        let (ack, _) = publisher.publish("app/rec", 10 + i, json!(i));
+        assert_eq!(ack["seq"], i);
+    }
+    // Back on node B, from seq 3: exactly 4..=8, then live.
+    let mut reader = Peer::hello(b.addr, "reader");
+    let (replayed, joined) = reader.join("app/rec", 2, Some(json!({"epoch": epoch, "seq": 3})));
+    assert_eq!(joined["recovered"], true);
+    assert_eq!(joined["epoch"], epoch.as_str());
+    let seqs: Vec<u64> = triples(&replayed).iter().map(|t| t.0).collect();
+    assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
+    publisher.publish("app/rec", 19, json!(9));
+    assert_eq!(reader.messages(1)[0]["seq"], 9);
+    drop(reader);
+
+    // Node A restarts: the room's epoch and history are in Redis, not in the node.
+    drop(a);
+    let a = node(&redis);
+    let mut reader = Peer::hello(a.addr, "reader");
+    let (replayed, joined) = reader.join("app/rec", 3, Some(json!({"epoch": epoch, "seq": 6})));
+    assert_eq!(joined["recovered"], true, "{joined}");
+    assert_eq!(joined["seq"], 9);
+    let seqs: Vec<u64> = triples(&replayed).iter().map(|t| t.0).collect();
+    assert_eq!(seqs, vec![7, 8, 9]);
+    drop(reader);
+    // Another epoch cannot be recovered.
+    let mut stranger = Peer::hello(a.addr, "stranger");
+    let (replayed, joined) = stranger.join(
+        "app/rec",
+        1,
+        Some(json!({"epoch": "0123456789abcdef", "seq": 2})),
+    );
+    assert_eq!(joined["recovered"], false);
+    assert!(replayed.is_empty());
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_publish_retried_through_another_node_gets_its_first_seq_and_is_delivered_once() {
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis), node(&redis), node(&redis));
+    let mut watcher = Peer::hello(c.addr, "watcher");
+    watcher.join("app/dedup", 1, None);
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.join("app/dedup", 1, None);
+    ada.publish("app/dedup", 1, json!("first"));
+    let (ack, _) = ada.publish("app/dedup", 2, json!("retried"));
+    assert_eq!(ack["seq"], 2);
+    drop(ada);
+    // The client did not see the ack and retries on node B with the same publish id.
+    let mut ada = Peer::hello(b.addr, "ada");
+    ada.join("app/dedup", 1, None);
+    let (ack, _) = ada.publish("app/dedup", 2, json!("retried"));
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["seq"], 2, "the original seq");
+    let (ack, _) = ada.publish("app/dedup", 3, json!("new"));
+    assert_eq!(ack["seq"], 3);
+    let got = triples(&watcher.messages(3));
+    assert_eq!(
+        got,
+        vec![
+            (1, "ada".into(), json!("first")),
+            (2, "ada".into(), json!("retried")),
+            (3, "ada".into(), json!("new")),
+        ]
+    );
+    watcher.no_message(Duration::from_millis(300));
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn without_redis_publishes_get_unavailable_and_nodes_resubscribe_when_it_returns() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut member = Peer::hello(b.addr, "member");
+    member.join("app/down", 1, None);
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.join("app/down", 1, None);
+    let (ack, _) = ada.publish("app/down", 1, json!("before"));
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(member.messages(1)[0]["data"], "before");
+    wait_for("broker up", || healthz(&a).contains("broker: redis up"));
+
+    redis.kill();
+    let started = Instant::now();
+    let (answer, _) = ada.publish("app/down", 2, json!("lost"));
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in bounded time"
+    );
+    // The nodes stay up, say so, and keep their clients.
+    wait_for("healthz to report the broker down", || {
+        healthz(&a).contains("broker: redis down") && healthz(&b).contains("broker: redis down")
+    });
+    assert!(healthz(&b).starts_with("HTTP/1.1 200"));
+
+    redis.restart();
+    wait_for("both nodes back up", || {
+        healthz(&a).contains("broker: redis up") && healthz(&b).contains("broker: redis up")
+    });
+    // Redis came back empty: members are told to resync (a `gap`, then `recovered: false`
+    // on rejoin with `since`); new publishes flow again across nodes, with the retried id.
+    let gap = member.until("gap");
+    assert_eq!(gap["room"], "app/down");
+    let (ack, _) = ada.publish("app/down", 2, json!("after"));
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let got = member.messages(1);
+    assert_eq!(got[0]["data"], "after");
+    assert_eq!(got[0]["seq"], ack["seq"]);
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_join_with_since_during_a_burst_from_another_node_loses_and_repeats_nothing() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut publisher = Peer::hello(a.addr, "pub");
+    let mut reader = Peer::hello(b.addr, "reader");
+    const BURST: u64 = 80;
+    for round in 0..5u64 {
+        let room = format!("app/race{round}");
+        publisher.join(&room, 1, None);
+        let (_, joined) = reader.join(&room, 1, None);
+        let epoch = joined["epoch"].clone();
+        // Node B has no member left in the room: it unsubscribes, and must subscribe again
+        // (before reading history) for the join below.
+        reader.send(json!({"type": "leave", "id": 2, "room": room}));
+        reader.until("left");
+        for i in 1..=BURST {
+            // Publish ids are unique per client, across rooms.
+            let id = round * 1000 + i;
+            publisher.send(json!({"type": "publish", "id": id, "room": room, "data": i}));
+        }
+        // Joined from seq 0 while the burst is being sequenced: every message exactly once,
+        // replayed or live.
+        let (replayed, joined) = reader.join(&room, 3, Some(json!({"epoch": epoch, "seq": 0})));
+        assert_eq!(joined["recovered"], true, "{joined}");
+        let mut seqs: Vec<u64> = triples(&replayed).iter().map(|t| t.0).collect();
+        let replayed_seqs = seqs.clone();
+        while seqs.last() != Some(&BURST) {
+            match reader.recv_within(Duration::from_secs(3)) {
+                Some(m) if m["type"] == "message" => seqs.push(m["seq"].as_u64().unwrap()),
+                Some(_) => {}
+                None => panic!(
+                    "round {round}: replayed {replayed_seqs:?}, then {seqs:?}, joined {joined}; redis seq {:?} numsub {:?} pub {:?}",
+                    redis.command(&format!("HGET dx:{{{room}}}:m s\r\n")),
+                    redis.command(&format!("PUBSUB NUMSUB dx:{{{room}}}:c\r\n")),
+                    publisher.recv_within(Duration::from_millis(500)),
+                ),
+            }
+        }
+        assert_eq!(seqs, (1..=BURST).collect::<Vec<_>>(), "round {round}");
+        eprintln!(
+            "round {round}: {} replayed, {} live",
+            replayed_seqs.len(),
+            seqs.len() - replayed_seqs.len()
+        );
+        reader.no_message(Duration::from_millis(100));
+        let mut acks = 0;
+        while acks < BURST {
+            if publisher.recv()["type"] == "ack" {
+                acks += 1;
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn nodes_subscribe_only_to_rooms_with_local_members_and_survive_a_killed_pubsub_connection() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let channels = || redis.command("PUBSUB CHANNELS *\r\n").unwrap_or_default();
+    let numsub = |room: &str| {
+        let answer = redis
+            .command(&format!("PUBSUB NUMSUB dx:{{{room}}}:c\r\n"))
+            .unwrap_or_default();
+        answer
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim_start_matches(':')
+            .to_string()
+    };
+    let mut ada = Peer::hello(a.addr, "ada");
+    let mut bob = Peer::hello(b.addr, "bob");
+    ada.join("app/only-a", 1, None);
+    ada.join("app/shared", 2, None);
+    let (_, joined) = bob.join("app/shared", 1, None);
+    let epoch = joined["epoch"].clone();
+    assert_eq!(numsub("app/only-a"), "1", "{}", channels());
+    assert_eq!(numsub("app/shared"), "2", "{}", channels());
+    // A room whose members are all on node A costs node B nothing.
+    for i in 0..20 {
+        ada.publish("app/only-a", 100 + i, json!(i));
+    }
+    bob.no_message(Duration::from_millis(200));
+    ada.send(json!({"type": "leave", "id": 9, "room": "app/only-a"}));
+    ada.until("left");
+    wait_for("node A to unsubscribe", || numsub("app/only-a") == "0");
+
+    // The pub/sub connections are cut: the nodes reconnect and resubscribe by themselves, and
+    // a member told of the hole recovers it from history.
+    let killed = redis
+        .command("CLIENT KILL TYPE pubsub\r\n")
+        .unwrap_or_default();
+    assert!(killed.starts_with(":2"), "{killed}");
+    let (ack, _) = ada.publish("app/shared", 1, json!("while cut"));
+    assert_eq!(ack["type"], "ack");
+    wait_for("both nodes to resubscribe", || numsub("app/shared") == "2");
+    let mut next = bob.recv();
+    while next["type"] != "gap" && next["type"] != "message" {
+        next = bob.recv();
+    }
+    if next["type"] == "gap" {
+        // Missed while cut: recovered from Redis's history on rejoin.
+        let (replayed, joined) = bob.join("app/shared", 2, Some(json!({"epoch": epoch, "seq": 0})));
+        assert_eq!(joined["recovered"], true);
+        assert_eq!(
+            triples(&replayed),
+            vec![(1, "ada".into(), json!("while cut"))]
+        );
+    } else {
+        // Published before the connection was really gone: delivered live.
+        assert_eq!(next["seq"], 1);
+    }
+    let (ack, _) = ada.publish("app/shared", 2, json!("after"));
+    assert_eq!(ack["seq"], 2);
+    assert_eq!(bob.messages(1)[0]["data"], "after");
+    let metrics = get(b.addr, "/metrics");
+    assert!(
+        metrics.contains("\nduplex_broker_up{kind=\"redis\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("duplex_broker_reconnects_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("duplex_broker_round_trips_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_paused_redis_gets_unavailable_in_bounded_time_then_serves_again() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    let (a, b) = (node(&redis), node(&redis));
+    let mut ada = Peer::hello(a.addr, "ada");
+    let mut bob = Peer::hello(b.addr, "bob");
+    ada.join("app/pause", 1, None);
+    bob.join("app/pause", 1, None);
+    let port = redis.port;
+    let pause = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"DEBUG SLEEP 4\r\n").unwrap();
+        let mut buf = [0u8; 16];
+        let _ = stream.read(&mut buf);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (answer, _) = ada.publish("app/pause", 1, json!("paused"));
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(healthz(&a).starts_with("HTTP/1.1 200"));
+    pause.join().unwrap();
+    // The retry with the same id after the pause: acked once, delivered once (the first try
+    // may or may not have been sequenced before the pause began).
+    wait_for("node A up again", || {
+        healthz(&a).contains("broker: redis up")
+    });
+    let (ack, _) = ada.publish("app/pause", 1, json!("paused"));
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let got = bob.messages(1);
+    assert_eq!(got[0]["seq"], ack["seq"]);
+    bob.no_message(Duration::from_millis(300));
+}
+
+fn clients(joined: &Value) -> Vec<String> {
+    let mut clients: Vec<String> = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["client"].as_str().unwrap().to_string())
+        .collect();
+    clients.sort();
+    clients
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn presence_spans_nodes_and_a_killed_node_s_members_leave_within_12_s() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.send(json!({"type": "join", "id": 1, "room": "app/p", "presence": {"name": "Ada"}}));
+    ada.until("joined");
+    let mut bob = Peer::hello(b.addr, "bob");
+    bob.send(json!({"type": "join", "id": 1, "room": "app/p", "presence": {"name": "Bob"}}));
+    let joined = bob.until("joined");
+    assert_eq!(clients(&joined), vec!["ada", "bob"]);
+    let ada_entry = joined["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["client"] == "ada")
+        .unwrap()
+        .clone();
+    assert_eq!(ada_entry["presence"], json!({"name": "Ada"}));
+    let join = ada.until("join");
+    assert_eq!(
+        (join["client"].clone(), join["presence"].clone()),
+        (json!("bob"), json!({"name": "Bob"}))
+    );
+    // Presence updates cross nodes after the debounce window, coalesced (last wins).
+    for typing in [1, 2, 3] {
+        bob.send(json!({"type": "presence", "room": "app/p", "presence": {"name": "Bob", "typing": typing}}));
+    }
+    let update = ada.until("presence");
+    assert_eq!(update["presence"]["typing"], 3);
+    bob.send(json!({"type": "leave", "id": 2, "room": "app/p"}));
+    let leave = ada.until("leave");
+    assert_eq!(leave["client"], "bob");
+
+    // A node killed with its members: they leave everywhere within the bound.
+    let c = node(&redis);
+    let mut cy = Peer::hello(c.addr, "cy");
+    cy.join("app/p", 1, None);
+    assert_eq!(ada.until("join")["client"], "cy");
+    drop(c); // SIGKILL
+    let killed = Instant::now();
+    let leave = ada
+        .recv_within(Duration::from_secs(15))
+        .expect("leave of cy");
+    assert_eq!(
+        (leave["type"].clone(), leave["client"].clone()),
+        (json!("leave"), json!("cy"))
+    );
+    let took = killed.elapsed();
+    assert!(took <= Duration::from_secs(13), "{took:?}");
+    eprintln!("a SIGKILLed node's member left after {took:?}");
+    // A node started again does not bring its old members back.
+    let c = node(&redis);
+    let mut dee = Peer::hello(c.addr, "dee");
+    let (_, joined) = dee.join("app/p", 1, None);
+    assert_eq!(clients(&joined), vec!["ada", "dee"]);
+    drop(cy);
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_second_connection_with_the_same_client_id_on_another_node_takes_over() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut bob = Peer::hello(b.addr, "bob");
+    bob.join("app/t", 1, None);
+    let mut old = Peer::hello(a.addr, "ada");
+    old.join("app/t", 1, None);
+    let mut new = Peer::hello(b.addr, "ada");
+    // The old connection is closed as within one node, and gets no more room traffic.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the old connection was not closed"
+        );
+        match old.ws.recv_timeout(Duration::from_millis(200)) {
+            Ok(ClientEvent::Closed(c)) => {
+                assert_eq!(c.code.as_u16(), 1008);
+                assert!(c.reason.contains("taken over"), "{}", c.reason);
+                break;
+            }
+            Ok(ClientEvent::Message(Message::Text(text))) => {
+                let m: Value = serde_json::from_str(text.as_str()).unwrap();
+                assert_ne!(m["type"], "message", "{m}");
+            }
+            Ok(_) | Err(ClientError::Timeout) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    new.join("app/t", 2, None);
+    let (ack, _) = bob.publish("app/t", 1, json!("hello new"));
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(new.messages(1)[0]["data"], "hello new");
+    // And back: the client id moves to node A again.
+    let mut again = Peer::hello(a.addr, "ada");
+    again.join("app/t", 3, None);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the second connection was not closed"
+        );
+        match new.ws.recv_timeout(Duration::from_millis(200)) {
+            Ok(ClientEvent::Closed(c)) => {
+                assert_eq!(c.code.as_u16(), 1008);
+                break;
+            }
+            Ok(_) | Err(ClientError::Timeout) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// Publish → delivery latency across nodes at 1,000 publishes/s (a figure, printed; the
+/// latency assertion is a loose bound), and Redis round trips per publish from `/metrics`:
+/// one script call per publish, publishes queued behind one another pipelined.
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn cross_node_latency_at_1000_publishes_per_second_and_at_most_one_round_trip_per_publish() {
+    use common::metric_value;
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut member = Peer::hello(b.addr, "member");
+    member.join("app/lat", 1, None);
+    let mut publisher = Peer::hello(a.addr, "pub");
+    publisher.join("app/lat", 1, None);
+    const COUNT: u64 = 1000;
+    let before = metric_value(&get(a.addr, "/metrics"), "duplex_broker_round_trips_total");
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        for i in 0..COUNT {
+            // Paced at one publish per millisecond from the start, whatever the sends cost.
+            let due = started + Duration::from_millis(i);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let at = started.elapsed().as_micros() as u64;
+            publisher.send(json!({"type": "publish", "id": i + 1, "room": "app/lat", "data": at}));
+        }
+        let mut acks = 0;
+        while acks < COUNT {
+            match publisher.recv()["type"].as_str() {
+                Some("ack") => acks += 1,
+                Some("error") => panic!("publish refused"),
+                _ => {}
+            }
+        }
+    });
+    let mut latencies = Vec::new();
+    let mut last = 0;
+    while latencies.len() < COUNT as usize {
+        let m = member.recv();
+        if m["type"] != "message" {
+            continue;
+        }
+        let seq = m["seq"].as_u64().unwrap();
+        assert_eq!(seq, last + 1);
+        last = seq;
+        let sent = m["data"].as_u64().unwrap();
+        latencies.push(started.elapsed().as_micros() as u64 - sent);
+    }
+    sender.join().unwrap();
+    let elapsed = started.elapsed();
+    let after = metric_value(&get(a.addr, "/metrics"), "duplex_broker_round_trips_total");
+    latencies.sort_unstable();
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+    let (p50, p99) = (p(0.5), p(0.99));
+    // Heartbeats add one round trip every 2 s.
+    let heartbeats = elapsed.as_secs() / 2 + 2;
+    let trips = after - before;
+    eprintln!(
+        "cross-node publish -> delivery: p50 {p50:.2} ms, p99 {p99:.2} ms over {COUNT} publishes \
+         in {elapsed:?}; {trips} Redis round trips on the publishing node"
+    );
+    assert!(
+        (1..=COUNT + heartbeats).contains(&trips),
+        "{trips} round trips"
+    );
+    // A liveness bound, not the goal (p50 <= 1 ms): tests run unoptimised on a shared machine.
+    assert!(p99 < 5000.0, "p99 {p99} ms");
+}

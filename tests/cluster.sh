@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Several `duplex serve --broker redis://` nodes over a real Redis (Debian's redis-server; each
+# test starts its own on a free port): one order per room across nodes, recovery on another
+# node and after a node restart, publish-id dedup across nodes, Redis killed and restarted.
+# The tests are in native/tests/cluster.rs, ignored by a plain `cargo test` because they need
+# redis-server; here a missing redis-server fails the step.
+set -euo pipefail
+# shellcheck source=tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+bash "$REPO_ROOT/tests/setup.sh" redis
+command -v redis-server >/dev/null || die "redis-server not found (tests/setup.sh redis installs it)"
+log "$(redis-server --version)"
+cd "$REPO_ROOT"
+timeout 300 cargo test -p duplex --test cluster -- --ignored --test-threads 2
