@@ -9,9 +9,11 @@
 # 3. bundled: esbuild (`--bundle --platform=browser --loader:.wasm=file`) and Vite
 #    (`vite build --base ./`, no configuration file), pinned in tests/bundle/package.json, each
 #    build the page of tests/bundle/page/ from that installed package; the bundles must hold no
-#    Node module, and tests/bundle/check.mjs opens each page in headless Chromium, where it
-#    joins a room of the `duplex serve`, publishes, and must get its message back with the
-#    .wasm loaded from the bundle; the same page from the Vite dev server too.
+#    Node module, and their one .wasm must be the package's browser build
+#    (dist/duplex_browser_bg.wasm: the channel session without the RFC 6455 engine);
+#    tests/bundle/check.mjs opens each page in headless Chromium, where it joins a room of the
+#    `duplex serve`, publishes, and must get its message back with the .wasm loaded from the
+#    bundle; the same page from the Vite dev server too.
 #
 #   tests/bundle.sh
 #
@@ -39,7 +41,7 @@ if [[ -z $given_bin ]]; then
     cargo build --release -p duplex
 fi
 [[ -x $DUPLEX_BIN ]] || die "$DUPLEX_BIN not found"
-if [[ ! -f $PKG_DIR/dist/duplex_wasm_bg.wasm ]]; then
+if [[ ! -f $PKG_DIR/dist/duplex_wasm_bg.wasm || ! -f $PKG_DIR/dist/duplex_browser_bg.wasm ]]; then
     bash "$REPO_ROOT/wasm/build.sh"
 fi
 bash "$REPO_ROOT/tests/setup.sh" browser bundle
@@ -74,7 +76,8 @@ tarball="$TMP/$tarball"
 [[ -f $tarball ]] || die "npm pack did not produce $tarball"
 listing=$(tar -tzf "$tarball")
 for file in package.json index.js index.d.ts browser.js browser.d.ts src/init.js src/client.js \
-    src/socket.js dist/duplex_wasm.js dist/duplex_wasm.d.ts dist/duplex_wasm_bg.wasm README.md; do
+    src/socket.js dist/duplex_wasm.js dist/duplex_wasm.d.ts dist/duplex_wasm_bg.wasm \
+    dist/duplex_browser.js dist/duplex_browser.d.ts dist/duplex_browser_bg.wasm README.md; do
     grep -qx "package/$file" <<<"$listing" || die "packed: $file is not in $(basename "$tarball")"
 done
 if grep -q '^package/test/' <<<"$listing"; then
@@ -121,11 +124,13 @@ log "bundled: vite $("$BUNDLE_DIR/node_modules/.bin/vite" --version)"
 for bundler in esbuild vite; do
     mapfile -t wasm_files < <(find "$OUT/$bundler" -name '*.wasm')
     ((${#wasm_files[@]} == 1)) || die "bundled: $bundler: expected one .wasm in its output, found ${#wasm_files[@]}"
-    cmp -s "${wasm_files[0]}" "$PKG_DIR/dist/duplex_wasm_bg.wasm" ||
-        die "bundled: $bundler: ${wasm_files[0]} is not the package's .wasm"
-    # A browser bundle must not need Node: no node: module, nothing a bundler stubbed out.
-    if grep -rlE 'node:(net|tls|fs)|__vite-browser-external|DuplexSocket' --include='*.js' "$OUT/$bundler"; then
-        die "bundled: $bundler: the bundle refers to Node modules or DuplexSocket (files above)"
+    # The browser build (the channel session alone), not the full one of the Node entry.
+    cmp -s "${wasm_files[0]}" "$PKG_DIR/dist/duplex_browser_bg.wasm" ||
+        die "bundled: $bundler: ${wasm_files[0]} is not the package's browser build (dist/duplex_browser_bg.wasm)"
+    # A browser bundle must not need Node: no node: module, nothing a bundler stubbed out, and
+    # none of the RFC 6455 engine's glue.
+    if grep -rlE 'node:(net|tls|fs)|__vite-browser-external|DuplexSocket|WsConnection' --include='*.js' "$OUT/$bundler"; then
+        die "bundled: $bundler: the bundle refers to Node modules, DuplexSocket or WsConnection (files above)"
     fi
     js_bytes=$(find "$OUT/$bundler" -name '*.js' -exec cat {} + | wc -c)
     js_gz=$(find "$OUT/$bundler" -name '*.js' -exec cat {} + | gzip -9 | wc -c)

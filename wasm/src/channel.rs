@@ -152,29 +152,14 @@ impl ChannelSession {
 
     /// Members of `room` as a JSON array of `[client, presence]` pairs, in client id order.
     pub fn members(&self, room: &str) -> String {
-        let mut out = String::from("[");
-        for (i, (client, presence)) in self.inner.members(room).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('[');
-            out.push_str(&json_string(client));
-            out.push(',');
-            out.push_str(&presence.to_string());
-            out.push(']');
-        }
-        out.push(']');
-        out
+        let members: Vec<(&str, &serde_json::Value)> = self.inner.members(room).collect();
+        // Cannot fail: no map here has a key that is not a string.
+        serde_json::to_string(&members).unwrap_or_default()
     }
 
     /// Where the application's copy of `room` stands, as `{"epoch":…,"seq":…}` JSON.
     pub fn position(&self, room: &str) -> Option<String> {
-        let since = self.inner.position(room)?;
-        Some(format!(
-            r#"{{"epoch":{},"seq":{}}}"#,
-            json_string(&since.epoch),
-            since.seq
-        ))
+        serde_json::to_string(&self.inner.position(room)?).ok()
     }
 
     /// Publishes not yet acknowledged or refused.
@@ -196,25 +181,11 @@ fn error(error: ClientError) -> JsError {
 }
 
 fn duration(ms: f64) -> Duration {
-    if ms.is_finite() && ms > 0.0 {
-        Duration::from_secs_f64(ms / 1000.0)
+    if ms > 0.0 {
+        // Beyond what a Duration holds (or infinite): the end of time, without a panic.
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
     } else {
+        // Negative, zero or NaN.
         Duration::ZERO
     }
-}
-
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

@@ -6,15 +6,20 @@
 //! `.wasm` and its wasm-bindgen glue.
 //!
 //! Exports:
-//! - [`WsConnection`] + [`WsOptions`] + [`EventKind`]: the client role of a duplex-core
-//!   connection, which `DuplexSocket` (a WHATWG `WebSocket` over Node `net`/`tls`) drives.
+//! - [`WsConnection`] + [`WsOptions`] + [`EventKind`] (feature `socket`, on by default): the
+//!   client role of a duplex-core connection, which `DuplexSocket` (a WHATWG `WebSocket` over
+//!   Node `net`/`tls`) drives.
 //! - [`ChannelSession`]: the core's `duplex.v1` `ClientSession`, which `DuplexClient` drives
 //!   over the browser's `WebSocket` or a `DuplexSocket`.
+//!
+//! Without the `socket` feature the crate holds only [`ChannelSession`]: the browser build of
+//! `wasm/build.sh`, for pages where the browser's own `WebSocket` does the framing.
 //!
 //! The same driving loop in Rust, against an in-memory duplex-core server (JavaScript does
 //! exactly this with a socket in between):
 //!
 //! ```
+//! # #[cfg(feature = "socket")] {
 //! use core::time::Duration;
 //! use duplex_core::{Accept, Config, Connection, Event};
 //! use duplex_wasm::{EventKind, WsConnection, WsOptions};
@@ -42,11 +47,22 @@
 //! assert_eq!(client.poll_event(), EventKind::Text);
 //! assert_eq!(client.event_text(), "hello");
 //! assert_eq!(client.poll_event(), EventKind::None);
+//! # }
 //! ```
 
+/// The browser build (without `socket`) allocates through lol_alloc's free list: a session holds
+/// few, small allocations, and dlmalloc would be a sixth of its `.wasm`. The full build keeps
+/// dlmalloc, whose speed the deflate engine wants.
+#[cfg(all(target_arch = "wasm32", not(feature = "socket")))]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
 mod channel;
+#[cfg(feature = "socket")]
 mod connection;
 mod random;
 
 pub use channel::ChannelSession;
+#[cfg(feature = "socket")]
 pub use connection::{EventKind, WsConnection, WsOptions};

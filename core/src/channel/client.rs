@@ -85,7 +85,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::protocol::{self, ClientMessage, Id, Member, Since};
@@ -381,11 +381,11 @@ fn millis<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S:
 }
 
 /// Server → client, as the session reads it: error codes stay strings so that codes from newer
-/// servers still arrive. Read through [`Incoming::parse`]: the wire's `type` field becomes the
-/// enum's external tag, which serde decodes without buffering the message (an internally
-/// tagged derive would, and would double this module's share of a `.wasm`).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// servers still arrive. Read by hand from the parsed JSON value by [`Incoming::parse`] rather
+/// than by a serde derive: the derive's visitors, and the float formatting of serde's type
+/// errors, would be most of the code of a browser's `.wasm` (`wasm/build.sh`). Unknown fields
+/// are ignored, as a derive would.
+#[derive(Debug)]
 enum Incoming {
     Welcome {
         client: String,
@@ -403,19 +403,16 @@ enum Incoming {
         room: String,
         seq: u64,
         from: String,
-        #[serde(default)]
         data: Value,
     },
     Presence {
         room: String,
         client: String,
-        #[serde(default)]
         presence: Value,
     },
     Join {
         room: String,
         client: String,
-        #[serde(default)]
         presence: Value,
     },
     Leave {
@@ -428,38 +425,237 @@ enum Incoming {
         to_seq: u64,
     },
     Error {
-        #[serde(default)]
         id: Option<Id>,
         code: String,
-        #[serde(default)]
         message: String,
     },
 }
 
 /// A `joined` as the session reads it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 struct JoinedReply {
     id: Id,
     room: String,
     epoch: String,
     seq: u64,
     members: Vec<Member>,
-    #[serde(default)]
     members_truncated: bool,
     recovered: bool,
 }
 
 impl Incoming {
     fn parse(text: &str) -> Result<Incoming, String> {
-        let mut value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let kind = match value.as_object_mut().map(|o| o.remove("type")) {
-            Some(Some(Value::String(kind))) => kind,
-            Some(_) => return Err("no string `type`".into()),
-            None => return Err("not a JSON object".into()),
+        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let Value::Object(mut fields) = value else {
+            return Err("not a JSON object".into());
         };
-        let mut tagged = serde_json::Map::new();
-        tagged.insert(kind, value);
-        serde_json::from_value(Value::Object(tagged)).map_err(|e| e.to_string())
+        let kind = match fields.remove("type") {
+            Some(Value::String(kind)) => kind,
+            _ => return Err("no string `type`".into()),
+        };
+        let mut f = Fields(fields);
+        Ok(match kind.as_str() {
+            "welcome" => Incoming::Welcome {
+                client: f.string("client")?,
+                heartbeat_ms: f.u64("heartbeat_ms")?,
+            },
+            "joined" => Incoming::Joined(JoinedReply {
+                id: f.id("id")?,
+                room: f.string("room")?,
+                epoch: f.string("epoch")?,
+                seq: f.u64("seq")?,
+                members: f.members("members")?,
+                // Absent when the list is whole.
+                members_truncated: match f.value("members_truncated") {
+                    Value::Null => false,
+                    Value::Bool(cut) => cut,
+                    _ => return Err(wrong("members_truncated", "a boolean")),
+                },
+                recovered: f.bool("recovered")?,
+            }),
+            "left" => Incoming::Left { id: f.id("id")? },
+            "ack" => Incoming::Ack {
+                id: f.id("id")?,
+                seq: f.u64("seq")?,
+            },
+            "message" => Incoming::Message {
+                room: f.string("room")?,
+                seq: f.u64("seq")?,
+                from: f.string("from")?,
+                data: f.value("data"),
+            },
+            "presence" => Incoming::Presence {
+                room: f.string("room")?,
+                client: f.string("client")?,
+                presence: f.value("presence"),
+            },
+            "join" => Incoming::Join {
+                room: f.string("room")?,
+                client: f.string("client")?,
+                presence: f.value("presence"),
+            },
+            "leave" => Incoming::Leave {
+                room: f.string("room")?,
+                client: f.string("client")?,
+            },
+            "pong" => Incoming::Pong {},
+            "gap" => Incoming::Gap {
+                room: f.string("room")?,
+                to_seq: f.u64("to_seq")?,
+            },
+            "error" => Incoming::Error {
+                id: match f.value("id") {
+                    Value::Null => None,
+                    id => Some(to_id(id).ok_or("`id` is not an id")?),
+                },
+                code: f.string("code")?,
+                message: match f.value("message") {
+                    Value::Null => String::new(),
+                    Value::String(message) => message,
+                    _ => return Err("`message` is not a string".into()),
+                },
+            },
+            _ => return Err(format!("unknown type `{}`", truncate(&kind, 32))),
+        })
+    }
+}
+
+/// The fields of one server message, taken out as they are read.
+struct Fields(serde_json::Map<String, Value>);
+
+impl Fields {
+    /// The field, `null` when absent.
+    fn value(&mut self, name: &str) -> Value {
+        self.0.remove(name).unwrap_or(Value::Null)
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, String> {
+        match self.value(name) {
+            Value::String(text) => Ok(text),
+            _ => Err(wrong(name, "a string")),
+        }
+    }
+
+    fn u64(&mut self, name: &str) -> Result<u64, String> {
+        self.value(name)
+            .as_u64()
+            .ok_or_else(|| wrong(name, "an unsigned integer"))
+    }
+
+    fn bool(&mut self, name: &str) -> Result<bool, String> {
+        self.value(name)
+            .as_bool()
+            .ok_or_else(|| wrong(name, "a boolean"))
+    }
+
+    fn id(&mut self, name: &str) -> Result<Id, String> {
+        to_id(self.value(name)).ok_or_else(|| wrong(name, "an id"))
+    }
+
+    fn members(&mut self, name: &str) -> Result<Vec<Member>, String> {
+        let Value::Array(members) = self.value(name) else {
+            return Err(wrong(name, "an array"));
+        };
+        members
+            .into_iter()
+            .map(|member| {
+                let Value::Object(fields) = member else {
+                    return Err(wrong(name, "an array of objects"));
+                };
+                let mut f = Fields(fields);
+                Ok(Member {
+                    client: f.string("client")?,
+                    presence: match f.0.remove("presence") {
+                        Some(presence) => presence,
+                        None => return Err(wrong("presence", "a JSON value")),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// An [`Id`]: a non-negative integer or a string.
+fn to_id(value: Value) -> Option<Id> {
+    match value {
+        Value::String(text) => Some(Id::Text(text)),
+        value => value.as_u64().map(Id::Number),
+    }
+}
+
+fn wrong(name: &str, what: &str) -> String {
+    format!("`{name}` is missing or not {what}")
+}
+
+/// A map kept as a vector sorted by key: a session holds a few rooms and leaves in flight, and a
+/// `BTreeMap` per key type would add several KiB of code to a browser's `.wasm` for them.
+/// Iterates in key order, as a `BTreeMap` would.
+#[derive(Debug)]
+struct SortedMap<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for SortedMap<K, V> {
+    fn default() -> Self {
+        SortedMap(Vec::new())
+    }
+}
+
+impl<K: Ord, V> SortedMap<K, V> {
+    fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
+    where
+        K: core::borrow::Borrow<Q>,
+    {
+        self.0.binary_search_by(|(k, _)| k.borrow().cmp(key))
+    }
+
+    fn contains_key<Q: Ord + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: core::borrow::Borrow<Q>,
+    {
+        self.find(key).is_ok()
+    }
+
+    fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: core::borrow::Borrow<Q>,
+    {
+        self.find(key).ok().map(|at| &self.0[at].1)
+    }
+
+    fn get_mut<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: core::borrow::Borrow<Q>,
+    {
+        self.find(key).ok().map(|at| &mut self.0[at].1)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        match self.find(&key) {
+            Ok(at) => self.0[at].1 = value,
+            Err(at) => self.0.insert(at, (key, value)),
+        }
+    }
+
+    fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: core::borrow::Borrow<Q>,
+    {
+        self.find(key).ok().map(|at| self.0.remove(at).1)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.0.iter_mut().map(|(_, v)| v)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.0.iter().map(|(k, v)| (k, v))
     }
 }
 
@@ -533,8 +729,8 @@ pub struct ClientSession {
     now: Duration,
     client: Option<String>,
     token: Option<String>,
-    rooms: BTreeMap<String, Room>,
-    leaving: BTreeMap<Id, String>,
+    rooms: SortedMap<String, Room>,
+    leaving: SortedMap<Id, String>,
     pending: VecDeque<Pending>,
     out: VecDeque<String>,
     events: VecDeque<ClientEvent>,
@@ -560,8 +756,8 @@ impl ClientSession {
             state: State::Connecting,
             attempt: 0,
             now: Duration::ZERO,
-            rooms: BTreeMap::new(),
-            leaving: BTreeMap::new(),
+            rooms: SortedMap::default(),
+            leaving: SortedMap::default(),
             pending: VecDeque::new(),
             out: VecDeque::new(),
             events,
@@ -922,7 +1118,7 @@ impl ClientSession {
             state.joining = None;
         }
         // A leave in flight is done: membership does not outlive the connection.
-        for (_, room) in core::mem::take(&mut self.leaving) {
+        for (_, room) in core::mem::take(&mut self.leaving).0 {
             self.event(ClientEvent::Left { room });
         }
         self.event(ClientEvent::Disconnected { reason });
@@ -1138,10 +1334,14 @@ impl ClientSession {
             return;
         };
         state.joined = true;
-        state.members = members
-            .iter()
-            .map(|m| (m.client.clone(), m.presence.clone()))
-            .collect();
+        // Inserted one by one rather than collected: the same map (a later duplicate wins)
+        // without the sort and bulk build `collect` brings into a browser's `.wasm`.
+        state.members = BTreeMap::new();
+        for member in &members {
+            state
+                .members
+                .insert(member.client.clone(), member.presence.clone());
+        }
         // Did the replay (if any) bring the application's copy up to `seq`?
         let mut resync = false;
         let mut hole = false;
@@ -1327,5 +1527,7 @@ fn truncate(text: &str, max: usize) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    // `get` rather than indexing: the same slice without the panic path's formatting code,
+    // which would be most of what a browser's `.wasm` spends on `core::fmt`.
+    text.get(..end).unwrap_or(text)
 }

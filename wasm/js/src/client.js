@@ -10,7 +10,7 @@
 
 // No import of socket.js or Node modules here: this file is part of the browser entry. The Node
 // entry (index.js) sets DuplexSocket as the default socket class.
-import { loaded } from './init.js';
+import { loaded } from './glue.js';
 
 /** The subprotocol of the channels server (`duplex serve`, path `/ws`). */
 export const SUBPROTOCOL = 'duplex.v1';
