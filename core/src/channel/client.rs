@@ -727,6 +727,8 @@ struct Room {
     hold: Option<Duration>,
     /// A join refused with `unavailable`, resent (same id) at `hold`.
     held_join: Option<Joining>,
+    /// The retried publish in flight: the room's later publishes wait for its answer.
+    probe: Option<Id>,
     /// `unavailable` answers to this room's joins on this connection, and when the first came.
     join_tries: (u32, Duration),
 }
@@ -1034,7 +1036,11 @@ impl ClientSession {
             return Err(ClientError::QueueFull);
         }
         // Behind a held (retried) publish of the room: sent with it, in order.
-        let open = open && self.rooms.get(room).is_some_and(|r| r.hold.is_none());
+        let open = open
+            && self
+                .rooms
+                .get(room)
+                .is_some_and(|r| r.hold.is_none() && r.probe.is_none());
         let id = self.new_id();
         let text = encode(&ClientMessage::Publish {
             id: id.clone(),
@@ -1158,6 +1164,7 @@ impl ClientSession {
             // The rejoin and the resends after the next `welcome` retry what was held.
             state.hold = None;
             state.held_join = None;
+            state.probe = None;
             state.join_tries = (0, Duration::ZERO);
         }
         // A leave in flight is done: membership does not outlive the connection.
@@ -1234,6 +1241,7 @@ impl ClientSession {
             Incoming::Ack { id, seq } => {
                 if let Some(at) = self.pending.iter().position(|p| p.id == id) {
                     if let Some(publish) = self.pending.remove(at) {
+                        self.end_probe(&publish.room, &id);
                         self.event(ClientEvent::Ack {
                             id,
                             room: publish.room,
@@ -1532,6 +1540,7 @@ impl ClientSession {
                     return;
                 }
                 if let Some(publish) = self.pending.remove(at) {
+                    self.end_probe(&publish.room, id);
                     self.event(ClientEvent::PublishRejected {
                         id: id.clone(),
                         room: publish.room,
@@ -1601,11 +1610,43 @@ impl ClientSession {
             return false;
         };
         state.hold.get_or_insert(now.saturating_add(delay));
+        state.probe = None;
         true
     }
 
-    /// Sends again, in order, what rooms held past their `hold`: the join (same id), then every
-    /// unacked publish of the room (same ids: the server delivers each once).
+    /// The answer to `room`'s retried publish `id` came: the publishes held behind it go out.
+    fn end_probe(&mut self, room: &str, id: &Id) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if state.probe.as_ref() == Some(id) {
+            state.probe = None;
+            if state.hold.is_none() {
+                self.send_publishes(room, false);
+            }
+        }
+    }
+
+    /// Sends `room`'s unacked publishes in order, or with `probe` only the first, which the
+    /// others then wait for.
+    fn send_publishes(&mut self, room: &str, probe: bool) {
+        let held: Vec<(Id, String)> = self
+            .pending
+            .iter()
+            .filter(|p| p.room == room)
+            .take(if probe { 1 } else { usize::MAX })
+            .map(|p| (p.id.clone(), p.text.clone()))
+            .collect();
+        for (id, text) in held {
+            if let Some(state) = self.rooms.get_mut(room).filter(|_| probe) {
+                state.probe = Some(id);
+            }
+            self.send_text(text);
+        }
+    }
+
+    /// Sends again what rooms held past their `hold`: the join (same id), then the room's first
+    /// unacked publish (same id: the server delivers it once), the others once it is answered.
     fn release_holds(&mut self) {
         let now = self.now;
         let due: Vec<String> = self
@@ -1633,15 +1674,7 @@ impl ClientSession {
                 state.joining = Some(joining);
                 self.send(&join);
             }
-            let texts: Vec<String> = self
-                .pending
-                .iter()
-                .filter(|p| p.room == room)
-                .map(|p| p.text.clone())
-                .collect();
-            for text in texts {
-                self.send_text(text);
-            }
+            self.send_publishes(&room, true);
         }
     }
 }

@@ -1160,16 +1160,37 @@ fn later_publishes_of_the_room_wait_behind_a_retried_one_and_go_out_in_order() {
     let out = sent(&mut s);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(id_of(&out[0]["id"]), x);
+    // The retry sends `a` alone: nothing of the room may be sequenced before it.
     let resent: Vec<Value> = run_until(&mut s, ms(10_000))
         .into_iter()
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(resent.len(), 3, "{resent:?}");
-    assert_eq!(resent[..2], ab[..]);
-    assert_eq!(id_of(&resent[2]["id"]), c);
-    assert_eq!(resent[2]["data"], "c");
-    assert_eq!(events(&mut s), []);
-    assert_eq!(s.pending_publishes(), 4);
+    assert_eq!(resent, ab[..1]);
+    // Still down: `a` waits again, alone.
+    s.receive(&unavailable_text(&a), ms(10_001));
+    let resent: Vec<Value> = run_until(&mut s, ms(20_000))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(resent, ab[..1]);
+    assert!(sent(&mut s).is_empty());
+    // Its ack releases `b` (same id) and `c`, in order.
+    s.receive(
+        &format!(r#"{{"type":"ack","id":{},"seq":1}}"#, json!(a)),
+        ms(20_001),
+    );
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0], ab[1]);
+    assert_eq!(id_of(&out[0]["id"]), b);
+    assert_eq!(id_of(&out[1]["id"]), c);
+    assert_eq!(out[1]["data"], "c");
+    assert!(matches!(&events(&mut s)[..], [ClientEvent::Ack { id, .. }] if *id == a));
+    assert_eq!(s.pending_publishes(), 3);
+    assert_eq!(s.poll_timeout(), None);
+    // A publish while nothing is held goes out at once again.
+    s.publish(ROOM, json!("d")).unwrap();
+    assert_eq!(sent(&mut s).len(), 1);
 }
 
 #[test]
