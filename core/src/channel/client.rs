@@ -41,6 +41,22 @@
 //! delay in `[0, min(max_backoff, initial_backoff × multiplier^(n-1))]`; a `welcome` resets the
 //! count.
 //!
+//! # `unavailable`
+//!
+//! A node of several (`duplex serve --broker`) answers `error {code: "unavailable"}` to a
+//! `publish` or `join` while it cannot reach its broker. The session retries either itself, on
+//! the same connection: after a delay drawn as for the n-th reconnect (full jitter below
+//! `min(max_backoff, initial_backoff × multiplier^(n-1))`), with the same id (the server
+//! deduplicates publishes by client and id, so a retry is never delivered twice). A refused
+//! publish holds its room's later publishes: the retry goes out alone and the others follow its
+//! answer, in order, so none is sequenced before it; a refused join holds the room's publishes
+//! likewise. After [`ClientConfig::unavailable_retries`] retries, or
+//! [`ClientConfig::unavailable_timeout`] after the first `unavailable`, the next one is final:
+//! [`ClientEvent::PublishRejected`] or [`ClientEvent::JoinRejected`] with code `unavailable`.
+//! A reconnect resends whatever is held at once; [`ClientSession::close`] drops it. The driver
+//! needs nothing more than [`ClientSession::poll_timeout`] and
+//! [`ClientSession::handle_timeout`].
+//!
 //! # Example
 //!
 //! A session and a [`Hub`](super::Hub) talking in memory:
