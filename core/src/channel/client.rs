@@ -1004,9 +1004,9 @@ impl ClientSession {
     /// [`ClientEvent::Left`] follows (at once when offline).
     pub fn leave(&mut self, room: &str) -> Result<Id, ClientError> {
         self.usable()?;
-        if self.rooms.remove(room).is_none() {
+        let Some(state) = self.rooms.remove(room) else {
             return Err(ClientError::NotJoined);
-        }
+        };
         let id = self.new_id();
         if self.is_open() {
             self.send(&ClientMessage::Leave {
@@ -1014,6 +1014,10 @@ impl ClientSession {
                 room: room.into(),
             });
             self.leaving.insert(id.clone(), room.into());
+            if state.hold.is_some() || state.probe.is_some() {
+                // Held publishes go out after all, to be answered `not_joined`.
+                self.send_publishes(room, false);
+            }
         } else {
             self.event(ClientEvent::Left { room: room.into() });
         }

@@ -1326,6 +1326,20 @@ fn nothing_is_retried_after_close_or_across_a_reconnect_twice() {
     assert!(sent(&mut s).is_empty());
     assert_eq!(events(&mut s), []);
 
+    // Leaving the room sends its held publishes, to be answered `not_joined`.
+    let mut s = in_room("e", 0);
+    let a = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&a), T0);
+    let b = s.publish(ROOM, json!("b")).unwrap();
+    assert!(sent(&mut s).is_empty());
+    s.leave(ROOM).unwrap();
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0]["type"], "leave");
+    assert_eq!(id_of(&out[1]["id"]), a);
+    assert_eq!(id_of(&out[2]["id"]), b);
+
     // A reconnect resends the held publish once, after the rejoin; the hold is gone.
     let mut s = in_room("e", 0);
     let id = s.publish(ROOM, json!("a")).unwrap();
