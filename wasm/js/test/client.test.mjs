@@ -508,8 +508,14 @@ test('unavailable: a publish is retried with the same id and in order, bounded; 
     const second = room.publish({ n: 2 });
     assert.deepEqual(await Promise.all([first, second]), [1, 2]);
     // Both went out, both were refused; publish 1 was retried alone (same id) until acked, and
-    // publish 2 only after it.
-    assert.deepEqual(publishes.map(([, n]) => n), [1, 2, 1, 1, 2]);
+    // publish 2 only after it. (How often publish 1 went out depends on when the stale refusal
+    // of publish 2 arrived.)
+    const ns = publishes.map(([, n]) => n);
+    assert.deepEqual(ns.slice(0, 2), [1, 2], JSON.stringify(ns));
+    const retries = ns.slice(2);
+    assert.ok(retries.filter((n) => n === 1).length >= 2, JSON.stringify(ns));
+    assert.deepEqual(retries.filter((n) => n === 2), [2], JSON.stringify(ns));
+    assert.ok(retries.lastIndexOf(1) < retries.indexOf(2), JSON.stringify(ns));
     assert.equal(new Set(publishes.filter(([, n]) => n === 1).map(([id]) => id)).size, 1);
     assert.equal(new Set(publishes.filter(([, n]) => n === 2).map(([id]) => id)).size, 1);
     // Bounded: 10 retries (the default), then the publish rejects with `unavailable`.
