@@ -1650,18 +1650,22 @@ impl ClientSession {
     /// Sends `room`'s unacked publishes in order, or with `probe` only the first, which the
     /// others then wait for.
     fn send_publishes(&mut self, room: &str, probe: bool) {
-        let held: Vec<(Id, String)> = self
-            .pending
-            .iter()
-            .filter(|p| p.room == room)
-            .take(if probe { 1 } else { usize::MAX })
-            .map(|p| (p.id.clone(), p.text.clone()))
-            .collect();
-        for (id, text) in held {
-            if let Some(state) = self.rooms.get_mut(room).filter(|_| probe) {
-                state.probe = Some(id);
+        // By index rather than collected: no new `Vec` type in a browser's `.wasm`.
+        for at in 0..self.pending.len() {
+            let Some(publish) = self.pending.get(at).filter(|p| p.room == room) else {
+                continue;
+            };
+            let text = publish.text.clone();
+            if probe {
+                let id = publish.id.clone();
+                if let Some(state) = self.rooms.get_mut(room) {
+                    state.probe = Some(id);
+                }
             }
             self.send_text(text);
+            if probe {
+                return;
+            }
         }
     }
 
@@ -1669,16 +1673,14 @@ impl ClientSession {
     /// unacked publish (same id: the server delivers it once), the others once it is answered.
     fn release_holds(&mut self) {
         let now = self.now;
-        let due: Vec<String> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.hold.is_some_and(|at| now >= at))
-            .map(|(room, _)| room.clone())
-            .collect();
-        for room in due {
-            let Some(state) = self.rooms.get_mut(&room) else {
+        for at in 0..self.rooms.0.len() {
+            let Some((room, state)) = self.rooms.0.get_mut(at) else {
                 continue;
             };
+            if state.hold.is_none_or(|hold| now < hold) {
+                continue;
+            }
+            let room = room.clone();
             state.hold = None;
             if let Some(joining) = state.held_join.take() {
                 let join = ClientMessage::Join {
