@@ -243,8 +243,11 @@ export class Room {
   readonly position: { epoch: string; seq: number } | null;
   on<K extends keyof RoomEventMap>(type: K, listener: (event: RoomEventMap[K]) => unknown): this;
   off<K extends keyof RoomEventMap>(type: K, listener: (event: RoomEventMap[K]) => unknown): this;
-  /** Resolves with the message's seq once acknowledged; survives reconnects. Rejects with a
-   * DuplexError: the server's refusal, `queue_full` when offline and full, `closed`. */
+  /** Resolves with the message's seq once acknowledged; survives reconnects. A refusal with
+   * `unavailable` (a node without its broker) is retried with the same id after a jittered
+   * backoff delay, ahead of the room's later publishes, up to 10 times within 60 s. Rejects with a
+   * DuplexError: the server's refusal, `unavailable` past those retries, `queue_full` when
+   * offline and full, `closed`. */
   publish(data: Json): Promise<number>;
   /** Sets this client's presence (sent now when online, and with every rejoin). */
   setPresence(presence: Json): void;
@@ -266,7 +269,8 @@ export class DuplexClient {
   readonly pendingPublishes: number;
   on<K extends keyof DuplexClientEventMap>(type: K, listener: (event: DuplexClientEventMap[K]) => unknown): this;
   off<K extends keyof DuplexClientEventMap>(type: K, listener: (event: DuplexClientEventMap[K]) => unknown): this;
-  /** Resolves once the server confirmed membership; rejects with a DuplexError. */
+  /** Resolves once the server confirmed membership; rejects with a DuplexError (a refusal with
+   * `unavailable` only after the retries a publish gets). */
   join(room: string, options?: { presence?: Json }): Promise<Room>;
   /** Skips the rest of the current backoff delay. */
   reconnectNow(): void;

@@ -41,6 +41,22 @@
 //! delay in `[0, min(max_backoff, initial_backoff × multiplier^(n-1))]`; a `welcome` resets the
 //! count.
 //!
+//! # `unavailable`
+//!
+//! A node of several (`duplex serve --broker`) answers `error {code: "unavailable"}` to a
+//! `publish` or `join` while it cannot reach its broker. The session retries either itself, on
+//! the same connection: after a delay drawn as for the n-th reconnect (full jitter below
+//! `min(max_backoff, initial_backoff × multiplier^(n-1))`), with the same id (the server
+//! deduplicates publishes by client and id, so a retry is never delivered twice). A refused
+//! publish holds its room's later publishes: the retry goes out alone and the others follow its
+//! answer, in order, so none is sequenced before it; a refused join holds the room's publishes
+//! likewise. After [`ClientConfig::unavailable_retries`] retries, or
+//! [`ClientConfig::unavailable_timeout`] after the first `unavailable`, the next one is final:
+//! [`ClientEvent::PublishRejected`] or [`ClientEvent::JoinRejected`] with code `unavailable`.
+//! A reconnect resends whatever is held at once; [`ClientSession::close`] drops it. The driver
+//! needs nothing more than [`ClientSession::poll_timeout`] and
+//! [`ClientSession::handle_timeout`].
+//!
 //! # Example
 //!
 //! A session and a [`Hub`](super::Hub) talking in memory:
@@ -91,8 +107,8 @@ use serde_json::Value;
 use super::protocol::{self, ClientMessage, Id, Member, Since};
 
 /// Session settings. Defaults: backoff from 500 ms doubling up to 30 s, up to 1,000 publishes held
-/// while offline, 10 s for the server's `welcome`, no client id (the server assigns one) and no
-/// token.
+/// while offline, 10 s for the server's `welcome`, a publish or join refused with `unavailable`
+/// retried up to 10 times within 60 s, no client id (the server assigns one) and no token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     /// The client id for the first `hello`; later `hello`s use the id from `welcome`.
@@ -110,6 +126,13 @@ pub struct ClientConfig {
     pub max_offline_publishes: usize,
     /// How long to wait for `welcome` after the socket opened before giving the socket up.
     pub welcome_timeout: Duration,
+    /// How many times a publish or join the server refused with `unavailable` (its broker cannot
+    /// be reached) is retried, each after a backoff delay drawn as for reconnects (the n-th retry
+    /// waits up to `min(max_backoff, initial_backoff × multiplier^(n-1))`). One more
+    /// `unavailable` ends it: [`ClientEvent::PublishRejected`] or [`ClientEvent::JoinRejected`].
+    pub unavailable_retries: u32,
+    /// No retry once this long has passed since the first `unavailable` of that publish or join.
+    pub unavailable_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -122,6 +145,8 @@ impl Default for ClientConfig {
             backoff_multiplier: 2.0,
             max_offline_publishes: 1000,
             welcome_timeout: Duration::from_secs(10),
+            unavailable_retries: 10,
+            unavailable_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -152,6 +177,13 @@ impl ClientConfig {
     /// Sets [`ClientConfig::welcome_timeout`].
     pub fn with_welcome_timeout(mut self, timeout: Duration) -> Self {
         self.welcome_timeout = timeout;
+        self
+    }
+    /// Sets [`ClientConfig::unavailable_retries`] and [`ClientConfig::unavailable_timeout`]
+    /// (0 retries: an `unavailable` is final at once).
+    pub fn with_unavailable_retries(mut self, retries: u32, timeout: Duration) -> Self {
+        self.unavailable_retries = retries;
+        self.unavailable_timeout = timeout;
         self
     }
 }
@@ -273,7 +305,8 @@ pub enum ClientEvent {
         /// True when a rejoin replayed everything missed since the last message seen.
         recovered: bool,
     },
-    /// The server refused to join `room`; it is no longer among the session's rooms.
+    /// The server refused to join `room`; it is no longer among the session's rooms. A join
+    /// refused with `unavailable` is retried first (see [`ClientConfig::unavailable_retries`]).
     JoinRejected {
         /// The id of the refused `join`.
         id: Id,
@@ -336,6 +369,7 @@ pub enum ClientEvent {
         seq: u64,
     },
     /// The server refused the publish `id` (`not_joined`, `too_large`, …); it is not retried.
+    /// `unavailable` comes only after the retries of [`ClientConfig::unavailable_retries`].
     PublishRejected {
         /// The id [`ClientSession::publish`] returned.
         id: Id,
@@ -704,6 +738,15 @@ struct Room {
     /// Epoch of the last `joined`, and the last seq delivered; `None` before the first `joined`.
     position: Option<(String, u64)>,
     members: BTreeMap<String, Value>,
+    /// After an `unavailable`: when the held join and the room's publishes go out again. Until
+    /// then no publish of the room is sent, so none overtakes the refused one.
+    hold: Option<Duration>,
+    /// A join refused with `unavailable`, resent (same id) at `hold`.
+    held_join: Option<Joining>,
+    /// The retried publish in flight: the room's later publishes wait for its answer.
+    probe: Option<Id>,
+    /// `unavailable` answers to this room's joins on this connection, and when the first came.
+    join_tries: (u32, Duration),
 }
 
 #[derive(Debug)]
@@ -712,6 +755,8 @@ struct Pending {
     room: String,
     /// The encoded `publish`, resent as is.
     text: String,
+    /// `unavailable` answers so far, and when the first came.
+    tries: (u32, Duration),
 }
 
 /// The client side of `duplex.v1`: connection lifecycle with backoff, rooms, presence, acked
@@ -841,12 +886,18 @@ impl ClientSession {
     }
 
     /// When [`ClientSession::handle_timeout`] has work: a reconnect, the `welcome` deadline, a
-    /// `ping` to send or its reply's deadline.
+    /// `ping` to send or its reply's deadline, a retry after `unavailable`.
     pub fn poll_timeout(&self) -> Option<Duration> {
         match self.state {
             State::Backoff { until } => Some(until),
             State::Handshaking { deadline } => Some(deadline),
-            State::Open(heartbeat) => heartbeat.deadline(),
+            State::Open(heartbeat) => {
+                let hold = self.rooms.0.iter().filter_map(|(_, r)| r.hold).min();
+                match (heartbeat.deadline(), hold) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             State::Connecting | State::Closed => None,
         }
     }
@@ -877,6 +928,9 @@ impl ClientSession {
                 }
             }
             _ => {}
+        }
+        if self.is_open() {
+            self.release_holds();
         }
     }
 
@@ -950,9 +1004,9 @@ impl ClientSession {
     /// [`ClientEvent::Left`] follows (at once when offline).
     pub fn leave(&mut self, room: &str) -> Result<Id, ClientError> {
         self.usable()?;
-        if self.rooms.remove(room).is_none() {
+        let Some(state) = self.rooms.remove(room) else {
             return Err(ClientError::NotJoined);
-        }
+        };
         let id = self.new_id();
         if self.is_open() {
             self.send(&ClientMessage::Leave {
@@ -960,6 +1014,10 @@ impl ClientSession {
                 room: room.into(),
             });
             self.leaving.insert(id.clone(), room.into());
+            if state.hold.is_some() || state.probe.is_some() {
+                // Held publishes go out after all, to be answered `not_joined`.
+                self.send_publishes(room, false);
+            }
         } else {
             self.event(ClientEvent::Left { room: room.into() });
         }
@@ -997,6 +1055,12 @@ impl ClientSession {
         if !open && self.pending.len() >= self.config.max_offline_publishes {
             return Err(ClientError::QueueFull);
         }
+        // Behind a held (retried) publish of the room: sent with it, in order.
+        let open = open
+            && self
+                .rooms
+                .get(room)
+                .is_some_and(|r| r.hold.is_none() && r.probe.is_none());
         let id = self.new_id();
         let text = encode(&ClientMessage::Publish {
             id: id.clone(),
@@ -1010,6 +1074,7 @@ impl ClientSession {
             id: id.clone(),
             room: room.into(),
             text,
+            tries: (0, Duration::ZERO),
         });
         Ok(id)
     }
@@ -1116,6 +1181,11 @@ impl ClientSession {
         for state in self.rooms.values_mut() {
             state.joined = false;
             state.joining = None;
+            // The rejoin and the resends after the next `welcome` retry what was held.
+            state.hold = None;
+            state.held_join = None;
+            state.probe = None;
+            state.join_tries = (0, Duration::ZERO);
         }
         // A leave in flight is done: membership does not outlive the connection.
         for (_, room) in core::mem::take(&mut self.leaving).0 {
@@ -1191,6 +1261,7 @@ impl ClientSession {
             Incoming::Ack { id, seq } => {
                 if let Some(at) = self.pending.iter().position(|p| p.id == id) {
                     if let Some(publish) = self.pending.remove(at) {
+                        self.end_probe(&publish.room, &id);
                         self.event(ClientEvent::Ack {
                             id,
                             room: publish.room,
@@ -1334,6 +1405,7 @@ impl ClientSession {
             return;
         };
         state.joined = true;
+        state.join_tries = (0, Duration::ZERO);
         // Inserted one by one rather than collected: the same map (a later duplicate wins)
         // without the sort and bulk build `collect` brings into a browser's `.wasm`.
         state.members = BTreeMap::new();
@@ -1427,6 +1499,9 @@ impl ClientSession {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
+        if state.held_join.is_some() {
+            return; // a refill waits for its retry
+        }
         let Some((epoch, seq)) = &state.position else {
             return;
         };
@@ -1453,6 +1528,7 @@ impl ClientSession {
             self.taken_over();
             return;
         }
+        let unavailable = code == protocol::ErrorCode::Unavailable.as_str();
         if let Some(id) = &id {
             let join = self
                 .rooms
@@ -1460,6 +1536,9 @@ impl ClientSession {
                 .find(|(_, r)| r.joining.as_ref().is_some_and(|j| j.id == *id))
                 .map(|(room, _)| room.clone());
             if let Some(room) = join {
+                if unavailable && self.hold_join(&room) {
+                    return;
+                }
                 self.rooms.remove(&room);
                 self.event(ClientEvent::JoinRejected {
                     id: id.clone(),
@@ -1470,7 +1549,18 @@ impl ClientSession {
                 return;
             }
             if let Some(at) = self.pending.iter().position(|p| p.id == *id) {
+                // `not_joined` behind a join held for a retry: retried with it.
+                let retry = unavailable
+                    || (code == protocol::ErrorCode::NotJoined.as_str()
+                        && self
+                            .rooms
+                            .get(&self.pending[at].room)
+                            .is_some_and(|r| r.held_join.is_some()));
+                if retry && self.hold_publish(at) {
+                    return;
+                }
                 if let Some(publish) = self.pending.remove(at) {
+                    self.end_probe(&publish.room, id);
                     self.event(ClientEvent::PublishRejected {
                         id: id.clone(),
                         room: publish.room,
@@ -1487,6 +1577,127 @@ impl ClientSession {
             }
         }
         self.event(ClientEvent::ServerError { id, code, message });
+    }
+}
+
+impl ClientSession {
+    /// Counts one more `unavailable` (`tries`): the delay before the retry, or `None` once
+    /// [`ClientConfig::unavailable_retries`] or [`ClientConfig::unavailable_timeout`] is spent.
+    fn retry_delay(&mut self, tries: &mut (u32, Duration)) -> Option<Duration> {
+        if tries.0 == 0 {
+            tries.1 = self.now;
+        }
+        tries.0 = tries.0.saturating_add(1);
+        let spent = self.now.saturating_sub(tries.1) >= self.config.unavailable_timeout;
+        if tries.0 > self.config.unavailable_retries || spent {
+            return None;
+        }
+        Some(self.backoff_delay(tries.0))
+    }
+
+    /// Holds `room`'s join, refused with `unavailable`, for a retry; false past the bound.
+    fn hold_join(&mut self, room: &str) -> bool {
+        let Some(mut tries) = self.rooms.get(room).map(|r| r.join_tries) else {
+            return false;
+        };
+        let delay = self.retry_delay(&mut tries);
+        let now = self.now;
+        let Some(state) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        state.join_tries = tries;
+        let Some(delay) = delay else {
+            return false;
+        };
+        state.held_join = state.joining.take();
+        state.hold.get_or_insert(now.saturating_add(delay));
+        true
+    }
+
+    /// Holds the publish at `at`, refused with `unavailable`, and its room's later publishes
+    /// for a retry; false past the bound (or when the room was left).
+    fn hold_publish(&mut self, at: usize) -> bool {
+        let Some(mut tries) = self.pending.get(at).map(|p| p.tries) else {
+            return false;
+        };
+        let delay = self.retry_delay(&mut tries);
+        let now = self.now;
+        let Some(publish) = self.pending.get_mut(at) else {
+            return false;
+        };
+        publish.tries = tries;
+        let (Some(delay), Some(state)) = (delay, self.rooms.get_mut(&publish.room)) else {
+            return false;
+        };
+        state.hold.get_or_insert(now.saturating_add(delay));
+        state.probe = None;
+        true
+    }
+
+    /// The answer to `room`'s retried publish `id` came: the publishes held behind it go out.
+    fn end_probe(&mut self, room: &str, id: &Id) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if state.probe.as_ref() == Some(id) {
+            state.probe = None;
+            if state.hold.is_none() {
+                self.send_publishes(room, false);
+            }
+        }
+    }
+
+    /// Sends `room`'s unacked publishes in order, or with `probe` only the first, which the
+    /// others then wait for.
+    fn send_publishes(&mut self, room: &str, probe: bool) {
+        // By index rather than collected: no new `Vec` type in a browser's `.wasm`.
+        for at in 0..self.pending.len() {
+            let Some(publish) = self.pending.get(at).filter(|p| p.room == room) else {
+                continue;
+            };
+            let text = publish.text.clone();
+            if probe {
+                let id = publish.id.clone();
+                if let Some(state) = self.rooms.get_mut(room) {
+                    state.probe = Some(id);
+                }
+            }
+            self.send_text(text);
+            if probe {
+                return;
+            }
+        }
+    }
+
+    /// Sends again what rooms held past their `hold`: the join (same id), then the room's first
+    /// unacked publish (same id: the server delivers it once), the others once it is answered.
+    fn release_holds(&mut self) {
+        let now = self.now;
+        for at in 0..self.rooms.0.len() {
+            let Some((room, state)) = self.rooms.0.get_mut(at) else {
+                continue;
+            };
+            if state.hold.is_none_or(|hold| now < hold) {
+                continue;
+            }
+            let room = room.clone();
+            state.hold = None;
+            if let Some(joining) = state.held_join.take() {
+                let join = ClientMessage::Join {
+                    id: joining.id.clone(),
+                    room: room.clone(),
+                    presence: if joining.refill {
+                        None
+                    } else {
+                        state.presence.clone()
+                    },
+                    since: joining.since.clone(),
+                };
+                state.joining = Some(joining);
+                self.send(&join);
+            }
+            self.send_publishes(&room, true);
+        }
     }
 }
 

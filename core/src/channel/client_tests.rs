@@ -1075,3 +1075,279 @@ proptest! {
         prop_assert!(s.poll_timeout().is_some());
     }
 }
+
+fn unavailable_text(id: &Id) -> String {
+    format!(
+        r#"{{"type":"error","id":{},"code":"unavailable","message":"broker down"}}"#,
+        serde_json::to_string(id).unwrap()
+    )
+}
+
+/// Fires every deadline up to `until`; returns what was sent and when.
+fn run_until(s: &mut ClientSession, until: Duration) -> Vec<(Duration, Value)> {
+    let mut out = Vec::new();
+    while let Some(at) = s.poll_timeout().filter(|at| *at <= until) {
+        s.handle_timeout(at);
+        for text in sent(s) {
+            out.push((at, text));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_unavailable_publish_is_retried_with_the_same_id_after_a_jittered_delay() {
+    for seed in 0..50 {
+        let mut s = ClientSession::new(ClientConfig::default(), seed);
+        s.connected(T0);
+        welcome(&mut s, 0, T0);
+        s.join(ROOM, None).unwrap();
+        let join = sent(&mut s).remove(0);
+        s.receive(&joined_text(&join["id"], "e", 0, false), T0);
+        events(&mut s);
+        let id = s.publish(ROOM, json!("a")).unwrap();
+        let first = sent(&mut s).remove(0);
+        s.receive(&unavailable_text(&id), ms(2000));
+        assert_eq!(events(&mut s), [], "no rejection while retrying");
+        assert_eq!(s.pending_publishes(), 1);
+        let at = s.poll_timeout().unwrap();
+        // The first retry waits within [0, initial_backoff].
+        assert!(at >= ms(2000) && at <= ms(2500), "{at:?}");
+        assert_eq!(run_until(&mut s, ms(2000) + ms(500)), [(at, first.clone())]);
+        // The second retry's bound doubles.
+        s.receive(&unavailable_text(&id), ms(3000));
+        let at = s.poll_timeout().unwrap();
+        assert!(at >= ms(3000) && at <= ms(4000), "{at:?}");
+        assert_eq!(run_until(&mut s, ms(4000)), [(at, first)]);
+        s.receive(
+            &format!(r#"{{"type":"ack","id":{},"seq":1}}"#, json!(id)),
+            ms(4100),
+        );
+        assert_eq!(
+            events(&mut s),
+            [ClientEvent::Ack {
+                id,
+                room: ROOM.into(),
+                seq: 1
+            }]
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn later_publishes_of_the_room_wait_behind_a_retried_one_and_go_out_in_order() {
+    let mut s = in_room("e", 0);
+    s.join("app/other", None).unwrap();
+    let other = sent(&mut s).remove(0);
+    s.receive(
+        &format!(
+            r#"{{"type":"joined","id":{},"room":"app/other","epoch":"e","seq":0,"members":[],"recovered":false}}"#,
+            other["id"]
+        ),
+        T0,
+    );
+    events(&mut s);
+    let a = s.publish(ROOM, json!("a")).unwrap();
+    let b = s.publish(ROOM, json!("b")).unwrap();
+    let ab = sent(&mut s);
+    // `a` refused; `b` was in flight (and is refused too).
+    s.receive(&unavailable_text(&a), ms(10));
+    s.receive(&unavailable_text(&b), ms(10));
+    // Published while held: not sent; another room is not held.
+    let c = s.publish(ROOM, json!("c")).unwrap();
+    let x = s.publish("app/other", json!("x")).unwrap();
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(id_of(&out[0]["id"]), x);
+    // The retry sends `a` alone: nothing of the room may be sequenced before it.
+    let resent: Vec<Value> = run_until(&mut s, ms(10_000))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(resent, ab[..1]);
+    // Still down: `a` waits again, alone.
+    s.receive(&unavailable_text(&a), ms(10_001));
+    let resent: Vec<Value> = run_until(&mut s, ms(20_000))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(resent, ab[..1]);
+    assert!(sent(&mut s).is_empty());
+    // Its ack releases `b` (same id) and `c`, in order.
+    s.receive(
+        &format!(r#"{{"type":"ack","id":{},"seq":1}}"#, json!(a)),
+        ms(20_001),
+    );
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0], ab[1]);
+    assert_eq!(id_of(&out[0]["id"]), b);
+    assert_eq!(id_of(&out[1]["id"]), c);
+    assert_eq!(out[1]["data"], "c");
+    assert!(matches!(&events(&mut s)[..], [ClientEvent::Ack { id, .. }] if *id == a));
+    assert_eq!(s.pending_publishes(), 3);
+    assert_eq!(s.poll_timeout(), None);
+    // A publish while nothing is held goes out at once again.
+    s.publish(ROOM, json!("d")).unwrap();
+    assert_eq!(sent(&mut s).len(), 1);
+}
+
+#[test]
+fn retries_are_bounded_then_the_publish_is_rejected_unavailable() {
+    let config = ClientConfig::default().with_unavailable_retries(3, Duration::from_secs(60));
+    let mut s = ClientSession::new(config, 9);
+    s.connected(T0);
+    welcome(&mut s, 0, T0);
+    events(&mut s);
+    s.join(ROOM, None).unwrap();
+    sent(&mut s);
+    let id = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    let mut now = T0;
+    for _ in 0..3 {
+        s.receive(&unavailable_text(&id), now);
+        assert_eq!(events(&mut s), []);
+        now = s.poll_timeout().unwrap();
+        assert_eq!(run_until(&mut s, now).len(), 1);
+    }
+    s.receive(&unavailable_text(&id), now);
+    assert_eq!(
+        events(&mut s),
+        [ClientEvent::PublishRejected {
+            id,
+            room: ROOM.into(),
+            code: "unavailable".into(),
+            message: "broker down".into()
+        }]
+    );
+    assert_eq!(s.pending_publishes(), 0);
+    assert_eq!(s.poll_timeout(), None);
+
+    // The time bound: an `unavailable` 60 s after the first is final.
+    let mut s = in_room("e", 0);
+    let id = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&id), T0);
+    run_until(&mut s, ms(30_000));
+    s.receive(&unavailable_text(&id), ms(60_000));
+    assert!(matches!(
+        &events(&mut s)[..],
+        [ClientEvent::PublishRejected { code, .. }] if code == "unavailable"
+    ));
+
+    // No retries at all: the first `unavailable` is final.
+    let config = ClientConfig::default().with_unavailable_retries(0, Duration::from_secs(60));
+    let mut s = ClientSession::new(config, 3);
+    s.connected(T0);
+    welcome(&mut s, 0, T0);
+    events(&mut s);
+    s.join(ROOM, None).unwrap();
+    let id = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&id), T0);
+    assert_eq!(events(&mut s).len(), 1);
+}
+
+#[test]
+fn an_unavailable_join_is_retried_with_its_publishes_behind_it() {
+    let mut s = online();
+    let join_id = s.join(ROOM, Some(json!({"name": "Ada"}))).unwrap();
+    let p = s.publish(ROOM, json!("p")).unwrap();
+    let first = sent(&mut s);
+    assert_eq!(first.len(), 2);
+    s.receive(&unavailable_text(&join_id), ms(5));
+    // The publish behind it was refused for want of membership: it waits for the join.
+    s.receive(
+        &format!(
+            r#"{{"type":"error","id":{},"code":"not_joined","message":"join first"}}"#,
+            json!(p)
+        ),
+        ms(5),
+    );
+    assert_eq!(events(&mut s), []);
+    assert_eq!(s.rooms().collect::<Vec<_>>(), [ROOM]);
+    let resent: Vec<Value> = run_until(&mut s, ms(1000))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        resent, first,
+        "the same join (same id, presence) then the publish"
+    );
+    s.receive(&joined_text(&first[0]["id"], "e", 0, false), ms(1000));
+    assert!(matches!(&events(&mut s)[..], [ClientEvent::Joined { id, .. }] if *id == join_id));
+    assert!(s.is_joined(ROOM));
+
+    // Bounded like a publish: then the room is dropped.
+    let config = ClientConfig::default().with_unavailable_retries(1, Duration::from_secs(60));
+    let mut s = ClientSession::new(config, 5);
+    s.connected(T0);
+    welcome(&mut s, 0, T0);
+    events(&mut s);
+    let id = s.join(ROOM, None).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&id), T0);
+    assert_eq!(run_until(&mut s, ms(1000)).len(), 1);
+    s.receive(&unavailable_text(&id), ms(1000));
+    assert!(matches!(
+        &events(&mut s)[..],
+        [ClientEvent::JoinRejected { code, .. }] if code == "unavailable"
+    ));
+    assert_eq!(s.rooms().count(), 0);
+}
+
+#[test]
+fn a_refill_refused_unavailable_is_retried_from_the_same_seq() {
+    let mut s = in_room("e", 3);
+    s.receive(&message_text(5), T0); // a hole: refill from 3
+    let refill = sent(&mut s).remove(0);
+    assert_eq!(refill["since"], json!({"epoch": "e", "seq": 3}));
+    s.receive(&unavailable_text(&id_of(&refill["id"])), ms(1));
+    assert_eq!(events(&mut s), []);
+    assert!(s.is_joined(ROOM), "still a member meanwhile");
+    s.receive(&message_text(6), ms(2)); // no second refill while one waits
+    assert!(sent(&mut s).is_empty());
+    let resent = run_until(&mut s, ms(1000));
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].1, refill);
+}
+
+#[test]
+fn nothing_is_retried_after_close_or_across_a_reconnect_twice() {
+    let mut s = in_room("e", 0);
+    let id = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&id), T0);
+    s.close();
+    events(&mut s);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(ms(60_000));
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(events(&mut s), []);
+
+    // Leaving the room sends its held publishes, to be answered `not_joined`.
+    let mut s = in_room("e", 0);
+    let a = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&a), T0);
+    let b = s.publish(ROOM, json!("b")).unwrap();
+    assert!(sent(&mut s).is_empty());
+    s.leave(ROOM).unwrap();
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0]["type"], "leave");
+    assert_eq!(id_of(&out[1]["id"]), a);
+    assert_eq!(id_of(&out[2]["id"]), b);
+
+    // A reconnect resends the held publish once, after the rejoin; the hold is gone.
+    let mut s = in_room("e", 0);
+    let id = s.publish(ROOM, json!("a")).unwrap();
+    sent(&mut s);
+    s.receive(&unavailable_text(&id), T0);
+    let out = reconnect(&mut s, ms(1));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0]["type"], "join");
+    assert_eq!(id_of(&out[1]["id"]), id);
+    assert_eq!(s.poll_timeout(), None);
+}

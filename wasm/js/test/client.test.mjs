@@ -459,3 +459,72 @@ test('app-level heartbeat: a server that goes silent is detected within heartbea
     await server.close();
   }
 });
+
+test('unavailable: a publish is retried with the same id and in order, bounded; a join is retried', { timeout: 20_000 }, async () => {
+  // A scripted server standing for a node whose broker is down: the first join and the first
+  // three publish commands get `unavailable`, and so does every publish of `{ forever: true }`.
+  const publishes = []; // [id, data.n] of every publish frame, in arrival order
+  const server = await startRawServer({
+    respond: (head) => accept(head, ['Sec-WebSocket-Protocol: duplex.v1']),
+    onConnection: async (conn) => {
+      const send = (message) => conn.socket.write(frame(0x1, Buffer.from(JSON.stringify(message))));
+      await conn.readFrame();
+      send({ type: 'welcome', client: 'c1', heartbeat_ms: 0 });
+      const seqs = new Map();
+      let joinDown = 1;
+      let publishDown = 3;
+      for (;;) {
+        const f = await conn.readFrame(10_000).catch(() => null);
+        if (!f) return;
+        if (f.opcode !== 0x1) continue;
+        const command = JSON.parse(f.payload.toString());
+        const refuse = () =>
+          send({ type: 'error', id: command.id, code: 'unavailable', message: 'broker down' });
+        if (command.type === 'join') {
+          if (joinDown-- > 0) refuse();
+          else send({ type: 'joined', id: command.id, room: command.room, epoch: 'e', seq: 0, members: [], recovered: false });
+        } else if (command.type === 'publish') {
+          publishes.push([command.id, command.data.n]);
+          if (command.data.forever || publishDown-- > 0) refuse();
+          else {
+            // Deduplicated by id, as the server does.
+            if (!seqs.has(command.id)) seqs.set(command.id, seqs.size + 1);
+            send({ type: 'ack', id: command.id, seq: seqs.get(command.id) });
+          }
+        }
+      }
+    },
+  });
+  const client = new DuplexClient(server.url, {
+    initialBackoff: 20,
+    maxBackoff: 50,
+    socketOptions: { perMessageDeflate: false },
+  });
+  const errors = [];
+  client.on('error', (error) => errors.push(error));
+  try {
+    const room = await client.join('app/chat'); // refused once, then joined
+    const first = room.publish({ n: 1 });
+    const second = room.publish({ n: 2 });
+    assert.deepEqual(await Promise.all([first, second]), [1, 2]);
+    // Both went out, both were refused; publish 1 was retried alone (same id) until acked, and
+    // publish 2 only after it. (How often publish 1 went out depends on when the stale refusal
+    // of publish 2 arrived.)
+    const ns = publishes.map(([, n]) => n);
+    assert.deepEqual(ns.slice(0, 2), [1, 2], JSON.stringify(ns));
+    const retries = ns.slice(2);
+    assert.ok(retries.filter((n) => n === 1).length >= 2, JSON.stringify(ns));
+    assert.deepEqual(retries.filter((n) => n === 2), [2], JSON.stringify(ns));
+    assert.ok(retries.lastIndexOf(1) < retries.indexOf(2), JSON.stringify(ns));
+    assert.equal(new Set(publishes.filter(([, n]) => n === 1).map(([id]) => id)).size, 1);
+    assert.equal(new Set(publishes.filter(([, n]) => n === 2).map(([id]) => id)).size, 1);
+    // Bounded: 10 retries (the default), then the publish rejects with `unavailable`.
+    const started = publishes.length;
+    await assert.rejects(room.publish({ n: 3, forever: true }), (error) => error.code === 'unavailable');
+    assert.equal(publishes.length - started, 11);
+    assert.deepEqual(errors, []);
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
