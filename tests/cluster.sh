@@ -2,6 +2,8 @@
 # Several `duplex serve --broker redis://` nodes over a real Redis (Debian's redis-server; each
 # test starts its own on a free port): one order per room across nodes, recovery on another
 # node and after a node restart, publish-id dedup across nodes, Redis killed and restarted.
+# Then tests/cluster_lb.sh: three nodes behind a real HAProxy (round-robin, no stickiness), the
+# demo page in Chromium on two pages through it, one node SIGKILLed mid-session.
 # The tests are in native/tests/cluster.rs, ignored by a plain `cargo test` because they need
 # redis-server; here a missing redis-server fails the step.
 set -euo pipefail
@@ -13,3 +15,4 @@ command -v redis-server >/dev/null || die "redis-server not found (tests/setup.s
 log "$(redis-server --version)"
 cd "$REPO_ROOT"
 timeout 300 cargo test -p duplex --test cluster -- --ignored --test-threads 2
+bash "$REPO_ROOT/tests/cluster_lb.sh"

@@ -236,7 +236,7 @@ plan_steps() {
             add_step demo step_demo "tests/demo.sh (demo page with the embedded WASM client at desktop and phone widths, /dashboard under traffic, headless Chromium)"
         fi
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
-        add_step cluster step_cluster "tests/cluster.sh (duplex serve --broker: three nodes over a real redis-server; order, recovery, dedup, Redis killed and back)"
+        add_step cluster step_cluster "tests/cluster.sh (duplex serve --broker: three nodes over a real redis-server; order, recovery, dedup, Redis killed and back; tests/cluster_lb.sh: behind HAProxy, the demo in Chromium on two pages, a node SIGKILLed)"
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load, ws:// and wss://)"

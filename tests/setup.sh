@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the conformance and interop steps need, idempotently.
 #
-#   tests/setup.sh [python] [node] [browser] [bundle] [redis]   (no argument: the first three
-#   and redis)
+#   tests/setup.sh [python] [node] [browser] [bundle] [redis] [haproxy]   (no argument: the
+#   first three and redis)
 #
 # - python:  a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
 #   runner) and websockets, pinned below.
@@ -18,6 +18,9 @@
 # - redis:   Debian's redis-server (the multi-node tests start their own on a free
 #   port), installed with apt-get when missing and we are root; without root and
 #   without it: a failure, since tests/cluster.sh cannot run.
+# - haproxy: Debian's haproxy (tests/cluster_lb.sh runs its own in front of several nodes),
+#   installed with apt-get when missing and we are root, without starting the package's own
+#   service; without root and without it: a failure.
 #
 # Each part is skipped when its stamp file matches the pins (or, for
 # Chromium, when the binary is there), so a second run costs nothing.
@@ -114,6 +117,23 @@ setup_redis() {
     fi
 }
 
+setup_haproxy() {
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] && return 0
+    can_apt_install || die "haproxy not found and not root: install it (apt-get install haproxy)"
+    log "haproxy missing: installing Debian's haproxy"
+    # Without starting the package's own service (it would take port 80).
+    local policy=/usr/sbin/policy-rc.d added= rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added=1
+    fi
+    apt_install haproxy || rc=$?
+    [[ -z $added ]] || rm -f "$policy"
+    ((rc == 0)) || die "apt-get install haproxy failed (exit $rc)"
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || die "haproxy installed, but not found"
+}
+
 setup_bundle() {
     ensure_node
     npm_ci "$REPO_ROOT/tests/bundle" vite
@@ -130,7 +150,8 @@ main() {
         browser) setup_browser ;;
         bundle) setup_bundle ;;
         redis) setup_redis ;;
-        *) die "unknown part '$part' (expected: python, node, browser, bundle, redis)" ;;
+        haproxy) setup_haproxy ;;
+        *) die "unknown part '$part' (expected: python, node, browser, bundle, redis, haproxy)" ;;
         esac
     done
 }

@@ -128,7 +128,9 @@ return 1
 
 /// The node's heartbeat (`dx:nodes`, score = Redis time in ms), and the reaper: every node
 /// whose heartbeat is older than ARGV[2] ms has its members removed from the rooms it held,
-/// each with a `leave` to the remaining nodes. Atomic, so one node reaps each dead one.
+/// each with a `leave` to the remaining nodes, unless the same client is still a member of the
+/// room through another node (it reconnected there before the reap). Atomic, so one node reaps
+/// each dead one.
 const HEARTBEAT_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -144,7 +146,14 @@ for _, node in ipairs(dead) do
       if string.sub(f, 1, #node + 1) == node .. '/' then
         redis.call('HDEL', p, f)
         local client = string.sub(f, #node + 2)
-        redis.call('PUBLISH', 'dx:{' .. room .. '}:c', '! ' .. node .. ' L ' .. client)
+        local elsewhere = false
+        for _, g in ipairs(redis.call('HKEYS', p)) do
+          local slash = string.find(g, '/', 1, true)
+          if slash and string.sub(g, slash + 1) == client then elsewhere = true break end
+        end
+        if not elsewhere then
+          redis.call('PUBLISH', 'dx:{' .. room .. '}:c', '! ' .. node .. ' L ' .. client)
+        end
         reaped = reaped + 1
       end
     end
