@@ -128,23 +128,7 @@ impl Peer {
     }
 
     fn recv_within(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            match self.ws.recv_timeout(left) {
-                Ok(ClientEvent::Message(Message::Text(text))) => {
-                    return Some(serde_json::from_str(text.as_str()).expect("JSON"));
-                }
-                Ok(ClientEvent::Message(other)) => panic!("binary message: {other:?}"),
-                Ok(ClientEvent::Ping(_) | ClientEvent::Pong(_)) => {}
-                Ok(ClientEvent::Closed(c)) => panic!("closed: {c:?}"),
-                Err(ClientError::Timeout) => return None,
-                Err(e) => panic!("recv: {e}"),
-            }
-        }
+        common::recv_json_within(&mut self.ws, wait)
     }
 
     fn recv(&mut self) -> Value {

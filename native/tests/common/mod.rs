@@ -5,7 +5,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use duplex::client::{Client, ClientError, ClientEvent};
+use duplex_core::message::Message;
+use serde_json::Value;
 
 /// How long a helper waits for the server before failing the test.
 const WAIT: Duration = Duration::from_secs(10);
@@ -80,5 +84,27 @@ impl Drop for DuplexProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The next text message of `ws` as JSON, or `None` when nothing arrives within `wait`; pings
+/// and pongs are skipped, a binary message or a close fails the test.
+pub fn recv_json_within(ws: &mut Client, wait: Duration) -> Option<Value> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match ws.recv_timeout(left) {
+            Ok(ClientEvent::Message(Message::Text(text))) => {
+                return Some(serde_json::from_str(text.as_str()).expect("JSON"));
+            }
+            Ok(ClientEvent::Message(other)) => panic!("binary message: {other:?}"),
+            Ok(ClientEvent::Ping(_) | ClientEvent::Pong(_)) => {}
+            Ok(ClientEvent::Closed(c)) => panic!("closed: {c:?}"),
+            Err(ClientError::Timeout) => return None,
+            Err(e) => panic!("recv: {e}"),
+        }
     }
 }
