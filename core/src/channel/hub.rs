@@ -197,7 +197,16 @@ struct Conn {
     rooms: BTreeSet<String>,
     /// `None`: every namespace.
     namespaces: Option<Vec<String>>,
+    /// With an external broker: joins of this connection awaiting the broker's answer.
+    joins: usize,
+    /// Commands that came while a join was awaited, applied in order once none is: a client
+    /// that sends `join` then `publish` gets its publish applied as a member, as on one node.
+    deferred: VecDeque<ClientMessage>,
 }
+
+/// Commands a connection may send while one of its joins awaits the broker (bounded memory);
+/// beyond it a command is refused with `unavailable`, which clients retry.
+const MAX_DEFERRED: usize = 1024;
 
 #[derive(Debug)]
 struct Client<C> {
@@ -569,6 +578,7 @@ impl<C: Copy + Ord> Hub<C> {
         self.detach(old, now);
         if let Some(state) = self.conns.get_mut(&old) {
             state.taken_over = true;
+            state.deferred.clear();
         }
         // Said before the close, so that a client tells a takeover (final: do not reconnect)
         // from a lost connection.
@@ -621,6 +631,9 @@ impl<C: Copy + Ord> Hub<C> {
     ) {
         let token = self.token();
         *self.joins_per_room.entry(room.clone()).or_default() += 1;
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.joins += 1;
+        }
         // Held (and buffering live messages) from now on, so that nothing published between
         // the broker's read and its answer reaching the hub is lost.
         let state = self.rooms.entry(room.clone()).or_insert_with(|| Room {
@@ -691,6 +704,22 @@ impl<C: Copy + Ord> Hub<C> {
         let Some(join) = self.pending_joins.remove(&token) else {
             return;
         };
+        let conn = join.conn;
+        if let Some(state) = conn.and_then(|c| self.conns.get_mut(&c)) {
+            state.joins = state.joins.saturating_sub(1);
+        }
+        self.answer_join(join, result, now);
+        if let Some(conn) = conn {
+            self.resume(conn, now);
+        }
+    }
+
+    fn answer_join(
+        &mut self,
+        join: PendingJoin<C>,
+        result: Result<RoomState, BrokerError>,
+        now: Duration,
+    ) {
         if let Some(count) = self.joins_per_room.get_mut(&join.room) {
             *count -= 1;
             if *count == 0 {
@@ -958,6 +987,19 @@ impl<C: Copy + Ord> Hub<C> {
         now: Duration,
     ) -> Result<(), CommandError> {
         let state = self.conns.get(&conn);
+        if state.is_some_and(|c| !c.taken_over && (c.joins > 0 || !c.deferred.is_empty())) {
+            return self.defer(conn, message);
+        }
+        self.apply(conn, message, now)
+    }
+
+    fn apply(
+        &mut self,
+        conn: C,
+        message: ClientMessage,
+        now: Duration,
+    ) -> Result<(), CommandError> {
+        let state = self.conns.get(&conn);
         if state.is_some_and(|c| c.taken_over) {
             return Err(CommandError::new(
                 message.id().cloned(),
@@ -998,6 +1040,41 @@ impl<C: Copy + Ord> Hub<C> {
             ClientMessage::Ping { id } => {
                 self.send(conn, ServerMessage::Pong { id }.to_text().into());
                 Ok(())
+            }
+        }
+    }
+
+    /// Keeps `message` until `conn` has no join awaiting the broker (see [`Conn::deferred`]).
+    fn defer(&mut self, conn: C, message: ClientMessage) -> Result<(), CommandError> {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if state.deferred.len() >= MAX_DEFERRED {
+            return Err(CommandError::new(
+                message.id().cloned(),
+                ErrorCode::Unavailable,
+                format!("{MAX_DEFERRED} commands already wait for this connection's join"),
+            ));
+        }
+        state.deferred.push_back(message);
+        Ok(())
+    }
+
+    /// Applies the commands `conn` sent while its joins were awaited, in order, until one of
+    /// them is a join that must wait for the broker in turn.
+    fn resume(&mut self, conn: C, now: Duration) {
+        loop {
+            let Some(state) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if state.joins > 0 {
+                return;
+            }
+            let Some(message) = state.deferred.pop_front() else {
+                return;
+            };
+            if let Err(error) = self.apply(conn, message, now) {
+                self.refuse(conn, &error);
             }
         }
     }

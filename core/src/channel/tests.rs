@@ -1672,6 +1672,89 @@ mod external_broker {
     }
 
     #[test]
+    fn commands_sent_behind_a_join_wait_for_its_answer_and_keep_their_order() {
+        // A reconnecting client sends `join` and its queued publishes at once: they must be
+        // applied as a member, not refused `not_joined` because the broker has not answered yet.
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        drain(&mut hub);
+        join(&mut hub, 1, "app/chat", T0);
+        publish(&mut hub, 1, "p1", "app/chat", "1", T0);
+        hub.receive(1, r#"{"type":"ping","id":9}"#, T0).unwrap();
+        publish(&mut hub, 1, "p2", "app/chat", "2", T0);
+        assert!(
+            drain(&mut hub).is_empty(),
+            "nothing before the join's answer"
+        );
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 3, &[]);
+        let out = to(&drain(&mut hub), 1);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    ServerMessage::Joined { seq: 3, .. },
+                    ServerMessage::Pong { .. }
+                ]
+            ),
+            "joined, then the ping's pong in order: {out:?}"
+        );
+        let ids: Vec<Id> = requests(&mut hub)
+            .into_iter()
+            .map(|r| match r {
+                BrokerRequest::Publish { id, .. } => id,
+                other => panic!("expected publishes only, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![Id::Text("p1".into()), Id::Text("p2".into())]);
+
+        // A refused join lets what followed it through, to be answered as on one node.
+        join(&mut hub, 1, "app/other", T0);
+        publish(&mut hub, 1, "p3", "app/other", "3", T0);
+        let (token, _) = join_token(&mut hub);
+        let result = Err(BrokerError("down".into()));
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        let out = to(&drain(&mut hub), 1);
+        let codes: Vec<_> = out.iter().map(error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (Some(Id::Number(0)), ErrorCode::Unavailable),
+                (Some(Id::Text("p3".into())), ErrorCode::NotJoined),
+            ]
+        );
+    }
+
+    #[test]
+    fn commands_waiting_for_a_join_are_bounded() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        drain(&mut hub);
+        for i in 0..1024 {
+            publish(&mut hub, 1, &format!("p{i}"), "app/chat", "1", T0);
+        }
+        let text = r#"{"type":"publish","id":"over","room":"app/chat","data":1}"#;
+        let error = hub.receive(1, text, T0).unwrap_err();
+        let out = to(&drain(&mut hub), 1);
+        assert_eq!(
+            error_code(&out[0]),
+            (Some(Id::Text("over".into())), ErrorCode::Unavailable),
+            "{error:?}"
+        );
+        // A connection that goes away takes its waiting commands with it.
+        hub.disconnect(1, T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 0, &[]);
+        assert!(drain(&mut hub).is_empty());
+        let publishes = requests(&mut hub)
+            .into_iter()
+            .filter(|r| matches!(r, BrokerRequest::Publish { .. }))
+            .count();
+        assert_eq!(publishes, 0);
+    }
+
+    #[test]
     fn a_broker_failure_answers_unavailable_and_acks_nothing() {
         let mut hub = broker_hub();
         hello(&mut hub, 1, "ada", T0);
