@@ -16,7 +16,9 @@
 //! - a frame over a limit is refused with `too_large` and no `id`, unparsed;
 //! - a decoded command re-encodes to a frame that decodes to the same command;
 //! - a hub fed the frame from a welcomed connection keeps its caps (rooms per connection, rooms
-//!   in all) and never panics.
+//!   in all) and never panics;
+//! - the client's JSON reader (`duplex_core::channel::json::parse`) accepts the text exactly when
+//!   serde_json does, and reads the same value (numbers to the same `f64`).
 
 use core::time::Duration;
 
@@ -112,6 +114,7 @@ pub fn channel_decode(data: &[u8]) {
     };
     let limited = decode_limited(&text, &limits);
     let _ = decode_limited(&text, &DecodeLimits::default());
+    client_json(&text);
     let parsed = serde_json::from_str::<Shape>(&text);
     let within = text.len() <= limits.max_len
         && parsed.as_ref().map_or(true, |shape| {
@@ -162,4 +165,24 @@ pub fn channel_decode(data: &[u8]) {
     assert!(hub.stats().members <= 4);
     while hub.poll_delivery().is_some() {}
     hub.handle_timeout(Duration::from_secs(3600));
+}
+
+/// The client's JSON reader against serde_json (with `float_roundtrip`, the core's): the same
+/// verdict, the same value. Texts of 700 bytes or more are only checked not to panic: there a
+/// number can have more significant digits than serde_json reads exactly (a tie past its digit
+/// limit is read as above it), where the client's reader stays exact.
+fn client_json(text: &str) {
+    let ours = duplex_core::channel::json::parse(text);
+    if text.len() >= 700 {
+        return;
+    }
+    match (ours, serde_json::from_str::<serde_json::Value>(text)) {
+        (Ok(ours), Ok(theirs)) => {
+            assert_eq!(ours, theirs, "{text:?}");
+            // Also tells -0.0 from 0.0.
+            assert_eq!(ours.to_string(), theirs.to_string(), "{text:?}");
+        }
+        (Err(_), Err(_)) => {}
+        (ours, theirs) => panic!("{text:?}: client reader {ours:?}, serde_json {theirs:?}"),
+    }
 }

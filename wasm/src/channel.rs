@@ -13,9 +13,10 @@ use core::time::Duration;
 use duplex_core::channel::{ClientConfig, ClientError, ClientSession, Id};
 use wasm_bindgen::prelude::*;
 
-/// Parses one JSON value (application text: presence, published data).
+/// Parses one JSON value (application text: presence, published data) with the session's own
+/// reader, which keeps numbers exact without serde_json's float parser.
 fn parse(json: &str) -> Result<serde_json::Value, JsError> {
-    serde_json::from_str(json).map_err(|e| JsError::new(&format!("bad_json: {e}")))
+    duplex_core::channel::json::parse(json).map_err(|e| JsError::new(&format!("bad_json: {e}")))
 }
 
 /// The client side of `duplex.v1` for one logical connection that outlives sockets. See the

@@ -97,7 +97,7 @@
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -479,7 +479,8 @@ struct JoinedReply {
 
 impl Incoming {
     fn parse(text: &str) -> Result<Incoming, String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        // The session's own JSON reader: exact numbers without serde_json's float parser.
+        let value = super::json::parse(text)?;
         let Value::Object(mut fields) = value else {
             return Err("not a JSON object".into());
         };

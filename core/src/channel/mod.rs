@@ -33,6 +33,7 @@ pub mod client;
 #[cfg(test)]
 mod client_tests;
 pub mod hub;
+pub mod json;
 #[cfg(test)]
 mod props;
 pub mod protocol;
