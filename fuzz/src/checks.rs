@@ -73,7 +73,7 @@ pub use deflate::{deflate_connection, deflate_negotiation};
 #[path = "checks_channel.rs"]
 mod channel;
 #[cfg(feature = "channel")]
-pub use channel::channel_decode;
+pub use channel::{api_request, channel_decode};
 
 // ------------------------------------------------------------------------------ input reading
 
