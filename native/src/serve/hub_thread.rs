@@ -66,6 +66,19 @@ pub(crate) enum Command {
     },
     /// The answer to an API call, read elsewhere (from Redis, on a cluster).
     ApiReply(HubConn, ApiResponse),
+    /// `POST /api/disconnect` on another node, for a client whose id this node holds.
+    RemoteDisconnect {
+        client: String,
+        code: u16,
+        reason: String,
+    },
+    /// `POST /api/disconnect` closed this many connections here; the broker told the other
+    /// nodes, which closed `remote`: the sum is the answer.
+    ApiClosed {
+        conn: HubConn,
+        local: usize,
+        remote: Result<u64, String>,
+    },
     /// The server stopped: the broker's threads hold senders too, so the hub thread cannot
     /// wait for every sender to be dropped.
     Stop,
@@ -192,6 +205,28 @@ impl HubThread {
             Command::ApiReply(conn, response) => {
                 outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
             }
+            Command::RemoteDisconnect {
+                client,
+                code,
+                reason,
+            } => {
+                self.disconnect(&client, code, &reason, outboxes);
+            }
+            Command::ApiClosed {
+                conn,
+                local,
+                remote,
+            } => {
+                let response = match remote {
+                    Ok(remote) => {
+                        ApiResponse::ok(serde_json::json!({"closed": local as u64 + remote}))
+                    }
+                    Err(e) => super::api::unavailable(&format!(
+                        "closed {local} connection(s) on this node; the other nodes were not told: {e}"
+                    )),
+                };
+                outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
+            }
             Command::Stop => {}
         }
     }
@@ -233,14 +268,12 @@ impl HubThread {
                 code,
                 reason,
             } => {
-                let conns = self.hub.api_connections(&client);
-                for target in &conns {
-                    outboxes[target.worker].push((
-                        target.id,
-                        Delivery::Disconnect(CloseCode::from_u16(code), reason.clone()),
-                    ));
+                let local = self.disconnect(&client, code, &reason, outboxes);
+                if let Some(broker) = &self.broker {
+                    broker.api_disconnect(conn, local, client, code, reason);
+                    return;
                 }
-                reply(outboxes, ApiResponse::ok(json!({"closed": conns.len()})));
+                reply(outboxes, ApiResponse::ok(json!({"closed": local})));
             }
             call @ (ApiCall::Rooms | ApiCall::Presence { .. } | ApiCall::History { .. }) => {
                 if let Some(broker) = &self.broker {
@@ -250,6 +283,24 @@ impl HubThread {
                 reply(outboxes, ApiResponse::ok(self.read(call, now)));
             }
         }
+    }
+
+    /// Closes the connections of `client` here; how many.
+    fn disconnect(
+        &mut self,
+        client: &str,
+        code: u16,
+        reason: &str,
+        outboxes: &mut [Vec<(ConnId, Delivery)>],
+    ) -> usize {
+        let conns = self.hub.api_connections(client);
+        for target in &conns {
+            outboxes[target.worker].push((
+                target.id,
+                Delivery::Disconnect(CloseCode::from_u16(code), reason.to_string()),
+            ));
+        }
+        conns.len()
     }
 
     /// A read of the in-process hub.

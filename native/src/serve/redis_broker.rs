@@ -294,7 +294,7 @@ impl BrokerUrl {
 pub(crate) struct RedisBroker {
     requests: Sender<BrokerRequest>,
     /// Reads of the HTTP API, answered from Redis by their own thread.
-    api_reads: Sender<(HubConn, ApiCall)>,
+    api_reads: Sender<(HubConn, ApiCall, usize)>,
     subscriber: Arc<Subscriber>,
     status: Arc<BrokerStatus>,
 }
@@ -314,6 +314,7 @@ impl RedisBroker {
         let commands_hub = hub.clone();
         // A new id per process: a restarted node's old members are reaped, never taken over.
         let node = new_epoch();
+        let node_id = node.clone();
         let commands = CommandThread {
             node: node.clone(),
             member: redis::Script::new(MEMBER_SCRIPT),
@@ -358,6 +359,7 @@ impl RedisBroker {
             connection: None,
             calls: api_receiver,
             hub: commands_hub,
+            node: node_id,
             history_ttl_ms: u64::try_from(hub_config.history_ttl.as_millis()).unwrap_or(u64::MAX),
         };
         std::thread::Builder::new()
@@ -374,7 +376,25 @@ impl RedisBroker {
     /// Answers a read of the HTTP API (rooms, presence, history) for the whole cluster, from
     /// Redis, on the API reader's own connection.
     pub fn api_read(&self, conn: HubConn, call: ApiCall) {
-        let _ = self.api_reads.send((conn, call));
+        let _ = self.api_reads.send((conn, call, 0));
+    }
+
+    /// Tells the node holding `client`'s id (if another) to close its connection, after
+    /// `local` connections were closed here; answered with [`Command::ApiClosed`].
+    pub fn api_disconnect(
+        &self,
+        conn: HubConn,
+        local: usize,
+        client: String,
+        code: u16,
+        reason: String,
+    ) {
+        let call = ApiCall::Disconnect {
+            client,
+            code,
+            reason,
+        };
+        let _ = self.api_reads.send((conn, call, local));
     }
 
     pub fn request(&self, request: BrokerRequest) {
@@ -1049,6 +1069,12 @@ impl SubscriberThread {
                         continue;
                     };
                     if channel == node_channel(&self.node) {
+                        if let Some(command) = parse_disconnect(&payload) {
+                            if self.hub.send(command).is_err() {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         let Some((client, serial)) = payload.split_once(' ') else {
                             continue;
                         };
@@ -1109,6 +1135,20 @@ impl SubscriberThread {
 
 /// A room message from its channel and its `epoch seq client data` payload, or a presence event
 /// from a `! node kind client [presence]` one.
+/// `!disconnect CODE CLIENT REASON` on a node's channel: `POST /api/disconnect` on another
+/// node, for a client whose id this node holds.
+fn parse_disconnect(payload: &str) -> Option<Command> {
+    let mut parts = payload.strip_prefix("!disconnect ")?.splitn(3, ' ');
+    let code = parts.next()?.parse().ok()?;
+    let client = parts.next()?.to_string();
+    let reason = parts.next().unwrap_or_default().to_string();
+    Some(Command::RemoteDisconnect {
+        client,
+        code,
+        reason,
+    })
+}
+
 fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
     let room = channel_room(channel)?;
     if let Some(rest) = payload.strip_prefix("! ") {
@@ -1215,8 +1255,10 @@ return out
 struct ApiReader {
     client: redis::Client,
     connection: Option<redis::Connection>,
-    calls: Receiver<(HubConn, ApiCall)>,
+    calls: Receiver<(HubConn, ApiCall, usize)>,
     hub: Sender<Command>,
+    /// This node's id: a client held here was disconnected by the hub already.
+    node: String,
     history_ttl_ms: u64,
 }
 
@@ -1224,8 +1266,23 @@ impl ApiReader {
     fn run(mut self) {
         let rooms = redis::Script::new(API_ROOMS_SCRIPT);
         let history = redis::Script::new(API_HISTORY_SCRIPT);
-        while let Ok((conn, call)) = self.calls.recv() {
+        while let Ok((conn, call, local)) = self.calls.recv() {
             let answer = self.read(&call, &rooms, &history);
+            if matches!(call, ApiCall::Disconnect { .. }) {
+                let remote = answer.map(|v| v["closed"].as_u64().unwrap_or(0));
+                if remote.is_err() {
+                    self.connection = None;
+                }
+                let command = Command::ApiClosed {
+                    conn,
+                    local,
+                    remote,
+                };
+                if self.hub.send(command).is_err() {
+                    return;
+                }
+                continue;
+            }
             let response = match answer {
                 Ok(body) => ApiResponse::ok(body),
                 Err(e) => {
@@ -1262,6 +1319,31 @@ impl ApiReader {
             return Err("Redis is unreachable".into());
         };
         let error = |e: redis::RedisError| format!("Redis: {e}");
+        if let ApiCall::Disconnect {
+            client,
+            code,
+            reason,
+        } = call
+        {
+            // The node that holds the client id (its last `hello`) closes its connection.
+            let owner: Option<String> = redis::cmd("HGET")
+                .arg(format!("dx:cid:{client}"))
+                .arg("node")
+                .query(c)
+                .map_err(error)?;
+            let told = match owner {
+                Some(owner) if owner != self.node => {
+                    let receivers: u64 = redis::cmd("PUBLISH")
+                        .arg(node_channel(&owner))
+                        .arg(format!("!disconnect {code} {client} {reason}"))
+                        .query(c)
+                        .map_err(error)?;
+                    u64::from(receivers > 0)
+                }
+                _ => 0,
+            };
+            return Ok(json!({ "closed": told }));
+        }
         let parse = |e: redis::ParsingError| format!("unexpected answer from Redis: {e}");
         match call {
             ApiCall::Rooms => {
