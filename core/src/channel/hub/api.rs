@@ -321,3 +321,93 @@ impl<C: Copy + Ord> Hub<C> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_publish_with_an_external_broker_waits_for_its_answer() {
+        let mut hub: Hub<u32> = Hub::new(HubConfig::default().with_external_broker(true), 1);
+        let now = Duration::ZERO;
+        let id = Some(Id::Text("o-1".into()));
+        hub.api_publish(9, "a/b".into(), "shop".into(), id.clone(), "1".into(), now);
+        assert!(hub.poll_api().is_none());
+        let Some(BrokerRequest::Publish {
+            token,
+            client,
+            id: sent,
+            ..
+        }) = hub.poll_broker()
+        else {
+            panic!("a publish for the broker");
+        };
+        assert_eq!((client.as_str(), Some(sent)), ("shop", id.clone()));
+        let sequenced = Sequenced {
+            seq: 4,
+            epoch: "e".into(),
+            duplicate: false,
+        };
+        hub.handle_broker(
+            BrokerEvent::Published {
+                token,
+                result: Ok(sequenced),
+            },
+            now,
+        );
+        let (ticket, answer) = hub.poll_api().expect("answered");
+        let published = answer.unwrap();
+        assert_eq!(
+            (ticket, published.seq, published.epoch.as_str()),
+            (9, 4, "e")
+        );
+        // The retry is answered here, without the broker.
+        hub.api_publish(10, "a/b".into(), "shop".into(), id, "1".into(), now);
+        assert_eq!(hub.poll_api().unwrap().1.unwrap().seq, 4);
+        assert!(hub.poll_broker().is_none());
+        // A failed round trip is `unavailable`.
+        hub.api_publish(11, "a/b".into(), "api".into(), None, "2".into(), now);
+        let Some(BrokerRequest::Publish { token, .. }) = hub.poll_broker() else {
+            panic!("a publish for the broker");
+        };
+        let failed = Err(BrokerError("down".into()));
+        hub.handle_broker(
+            BrokerEvent::Published {
+                token,
+                result: failed,
+            },
+            now,
+        );
+        let error = hub.poll_api().unwrap().1.unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn an_api_publish_in_process_needs_no_member_and_refuses_bad_input() {
+        let mut hub: Hub<u32> = Hub::new(HubConfig::default().with_max_payload(4), 1);
+        let now = Duration::ZERO;
+        hub.api_publish(1, "a/b".into(), "api".into(), None, "12".into(), now);
+        assert_eq!(hub.poll_api().unwrap().1.unwrap().seq, 1);
+        hub.api_publish(2, "ab".into(), "api".into(), None, "1".into(), now);
+        assert_eq!(
+            hub.poll_api().unwrap().1.unwrap_err().code,
+            ErrorCode::BadRoom
+        );
+        hub.api_publish(3, "a/b".into(), "a b".into(), None, "1".into(), now);
+        assert_eq!(
+            hub.poll_api().unwrap().1.unwrap_err().code,
+            ErrorCode::BadMessage
+        );
+        hub.api_publish(4, "a/b".into(), "api".into(), None, "12345".into(), now);
+        assert_eq!(
+            hub.poll_api().unwrap().1.unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        let history = hub.api_history("a/b", None, 10, now);
+        assert_eq!(
+            (history.seq, history.recovered, history.messages.len()),
+            (1, true, 1)
+        );
+        assert_eq!(hub.api_rooms(10)[0].members, 0);
+    }
+}
