@@ -73,7 +73,13 @@ pub use deflate::{deflate_connection, deflate_negotiation};
 #[path = "checks_channel.rs"]
 mod channel;
 #[cfg(feature = "channel")]
-pub use channel::{api_request, channel_decode};
+pub use channel::channel_decode;
+
+#[cfg(feature = "channel")]
+#[path = "checks_api.rs"]
+mod api;
+#[cfg(feature = "channel")]
+pub use api::api_request;
 
 // ------------------------------------------------------------------------------ input reading
 
