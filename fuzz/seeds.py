@@ -603,8 +603,32 @@ def channel_seeds():
     yield "channel_decode", files
 
 
+def api_seeds():
+    """api_request: a method byte (0 GET, 1 POST, 2 PUT, 3 DELETE), the target, `\\n`, the body."""
+    GET, POST, PUT = 0, 1, 2
+    requests = {
+        "publish": (POST, b"/api/publish", b'{"room":"shop/orders","data":{"order":42},"from":"billing","id":"o-42"}'),
+        "publish-number-id": (POST, b"/api/publish", b'{"room":"a/b","data":[1,2.5,null],"id":7}'),
+        "publish-bad-json": (POST, b"/api/publish", b'{"room":"a/b","data":'),
+        "publish-big": (POST, b"/api/publish", b'{"room":"a/b","data":"' + b"x" * 300 + b'"}'),
+        "publish-get": (GET, b"/api/publish", b""),
+        "broadcast": (POST, b"/api/broadcast", b'{"rooms":["a/b","c/d","e.f/g:h"],"data":true}'),
+        "disconnect": (POST, b"/api/disconnect", b'{"client":"ada","code":4001,"reason":"bye"}'),
+        "rooms": (GET, b"/api/rooms", b""),
+        "rooms-put": (PUT, b"/api/rooms", b""),
+        "presence": (GET, b"/api/rooms/app/chat/presence", b""),
+        "history": (GET, b"/api/rooms/app/chat/history?since=4d9b3f1ec9cf6b1b:7&limit=20", b""),
+        "history-bad-since": (GET, b"/api/rooms/app/chat/history?since=x&limit=0", b""),
+        "unknown": (GET, b"/api/nope/../x", b""),
+    }
+    files = {}
+    for name, (method, target, body) in requests.items():
+        files[name] = bytes([method]) + target + b"\n" + body
+    yield "api_request", files
+
+
 def main():
-    for target, files in list(seeds()) + list(deflate_seeds()) + list(channel_seeds()):
+    for target, files in list(seeds()) + list(deflate_seeds()) + list(channel_seeds()) + list(api_seeds()):
         directory = CORPUS / target
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("seed-*"):

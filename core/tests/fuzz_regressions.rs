@@ -33,13 +33,15 @@ const TARGETS: &[(&str, Check)] = &[
     ("deflate_connection", checks::deflate_connection),
     #[cfg(feature = "channel")]
     ("channel_decode", checks::channel_decode),
+    #[cfg(feature = "channel")]
+    ("api_request", checks::api_request),
 ];
 
 /// Targets whose checks need the `deflate` feature.
 const DEFLATE_TARGETS: &[&str] = &["deflate_negotiation", "deflate_connection"];
 
 /// Targets whose checks need the `channel` feature.
-const CHANNEL_TARGETS: &[&str] = &["channel_decode"];
+const CHANNEL_TARGETS: &[&str] = &["channel_decode", "api_request"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -185,4 +187,10 @@ fn channel_decode_corpus() {
     replay("channel_decode");
     #[cfg(not(feature = "channel"))]
     panic!("the channel checks need `--features channel`");
+}
+
+#[cfg(feature = "channel")]
+#[test]
+fn api_request_corpus() {
+    replay("api_request");
 }

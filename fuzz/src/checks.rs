@@ -75,6 +75,12 @@ mod channel;
 #[cfg(feature = "channel")]
 pub use channel::channel_decode;
 
+#[cfg(feature = "channel")]
+#[path = "checks_api.rs"]
+mod api;
+#[cfg(feature = "channel")]
+pub use api::api_request;
+
 // ------------------------------------------------------------------------------ input reading
 
 /// Reads operands off the front of a fuzz input; past the end every number is 0.

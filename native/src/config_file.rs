@@ -232,6 +232,13 @@ fn file_arguments(
                     )?);
                 }
             }
+            // A list flag that also takes comma-separated values (`--api-key K1,K2`) takes a
+            // string too: `api_key = "K1"` reads like `DUPLEX_API_KEY=K1`.
+            (DeValue::String(text), Expected::String, true)
+                if arg.get_value_delimiter().is_some() =>
+            {
+                values.push(OsString::from(text.as_ref()));
+            }
             (_, _, true) => {
                 return Err(at(format!(
                     "expected an array of {}s, found {}",

@@ -27,7 +27,7 @@ enum Command {
     /// The real-time server: `/ws` speaks duplex.v1 (rooms, presence, acks, history), `/echo`
     /// echoes, `/` serves a demo chat page, plus `/healthz`, `/metrics` and (--dashboard)
     /// `/dashboard`.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Echo every message back to its sender with the same type, on any path.
     Echo(ServerArgs),
     /// Connect to a WebSocket server: stdin lines are sent, messages are printed.
@@ -206,6 +206,19 @@ struct ServeArgs {
     /// the rooms its members are in. Without it everything is in this process.
     #[arg(long, env = "DUPLEX_BROKER", value_name = "URL")]
     broker: Option<String>,
+
+    /// Serve the HTTP API under /api/ (publish, broadcast, disconnect, rooms, presence,
+    /// history; docs/API.md) to requests with `Authorization: Bearer KEY`. Repeat the flag (or
+    /// separate keys with commas) to accept several keys while rotating them. Without it every
+    /// /api/ path answers 404. Prefer the environment variable over the flag.
+    #[arg(
+        long = "api-key",
+        env = "DUPLEX_API_KEY",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
 }
 
 impl ServeArgs {
@@ -256,7 +269,11 @@ impl ServeArgs {
             Some(url) => Some(BrokerUrl::parse(url)?),
             None => None,
         };
+        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err("--api-key must not be empty".into());
+        }
         Ok(ServeConfig {
+            api_keys: self.api_keys.iter().map(|k| k.trim().to_string()).collect(),
             broker,
             server,
             hub,

@@ -126,6 +126,18 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
+/// Why the body of a request taken with [`Handler::http_body_limit`] was not read; the
+/// connection is closed after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// `Content-Length` is above the limit.
+    TooLarge { length: u64, limit: usize },
+    /// `Content-Length` is malformed, or given twice with different values.
+    BadLength,
+    /// `Transfer-Encoding` (chunked bodies are not read): send `Content-Length`.
+    Chunked,
+}
+
 /// The application run by the event loop; one instance per worker thread.
 pub trait Handler {
     /// An upgrade request arrived (already validated against RFC 6455).
@@ -138,6 +150,36 @@ pub trait Handler {
     fn on_http(&mut self, request: &Request) -> Option<HttpResponse> {
         let _ = request;
         None
+    }
+
+    /// A plain HTTP request the application answers itself, with its body: `Some(limit)` (the
+    /// largest body it reads) has the request and its body handed to
+    /// [`Handler::on_http_request`] once the body arrived. The request is answered, then or
+    /// later, with [`Ctx::respond_http`]; the connection is kept alive for the next request
+    /// (pipelined or not) unless the client asked otherwise. `None` (the default): answered by
+    /// [`Handler::on_http`].
+    fn http_body_limit(&mut self, request: &Request) -> Option<usize> {
+        let _ = request;
+        None
+    }
+
+    /// A request taken with [`Handler::http_body_limit`] is complete (or its body cannot be
+    /// read). Answer it with [`Ctx::respond_http`]; until then the connection reads nothing
+    /// more than one further request head, and the handshake timeout bounds the wait.
+    fn on_http_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        request: &Request,
+        body: Result<&[u8], BodyError>,
+    ) {
+        let _ = (request, body);
+        let _ = ctx.respond_http(
+            id,
+            404,
+            &[("Content-Type", "text/plain; charset=utf-8")],
+            b"not found\n",
+        );
     }
 
     /// The handshake completed.
@@ -211,6 +253,19 @@ struct Conn {
     in_dirty: bool,
     /// In the worker's `unfinished` list: its read budget ran out with bytes still to read.
     unfinished: bool,
+    /// A plain HTTP request taken by [`Handler::http_body_limit`], not answered yet.
+    http: Option<Box<HttpWait>>,
+}
+
+/// A request whose body is awaited, or whose answer is.
+struct HttpWait {
+    request: Request,
+    /// The body's length.
+    length: usize,
+    /// The body arrived and was handed to the handler.
+    delivered: bool,
+    /// After the answer, wait for the next request on the connection.
+    keep_alive: bool,
 }
 
 /// Access to the worker's connections from inside [`Handler`] callbacks.
@@ -279,6 +334,27 @@ impl Ctx<'_> {
             conn.drain_watch = true;
             self.mark(id);
         }
+    }
+
+    /// Answers the request handed to [`Handler::on_http_request`] (a body of its own, with
+    /// `Content-Length`).
+    pub fn respond_http(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        let conn = self.conn(id)?;
+        let wait = conn.http.take().ok_or(SendError::NotOpen)?;
+        if wait.keep_alive && wait.delivered {
+            conn.core
+                .respond_and_continue(status, headers, body, wait.length)?;
+        } else {
+            conn.core.respond(status, headers, body)?;
+        }
+        self.mark(id);
+        Ok(())
     }
 
     /// Starts the close handshake with a connection.
@@ -670,6 +746,7 @@ impl<H: Handler> Worker<H> {
             counted_output: 0,
             in_dirty: false,
             unfinished: false,
+            http: None,
         });
         self.service(key);
     }
@@ -680,6 +757,7 @@ impl<H: Handler> Worker<H> {
         loop {
             self.read(key);
             self.dispatch(key);
+            self.http_body(key);
             self.write(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -701,6 +779,12 @@ impl<H: Handler> Worker<H> {
         loop {
             let conn = &mut self.conns[key];
             if !conn.readable || conn.paused || conn.eof {
+                return;
+            }
+            if let Some(wait) = &conn.http
+                && conn.core.received_len() >= wait.length + self.core_config.max_head_size()
+            {
+                // Its body and the next head are in: nothing more until the answer.
                 return;
             }
             if self.budget == 0 {
@@ -1009,7 +1093,117 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Takes a plain HTTP request the handler reads with its body.
+    fn start_http(&mut self, key: usize, request: &Request, limit: usize) {
+        let conn = &mut self.conns[key];
+        let close = request.minor_version == 0
+            || request.header_values("Connection").any(|v| {
+                v.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            });
+        let mut lengths = request.header_values("Content-Length").map(|v| {
+            std::str::from_utf8(v.trim_ascii())
+                .ok()
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<u64>().ok())
+        });
+        let first = lengths.next();
+        let length = match first {
+            None => Ok(0),
+            Some(Some(n)) if lengths.all(|l| l == Some(n)) => Ok(n),
+            Some(_) => Err(BodyError::BadLength),
+        };
+        let length = if request.header_values("Transfer-Encoding").next().is_some() {
+            Err(BodyError::Chunked)
+        } else {
+            length
+        };
+        let length = length.and_then(|n| match usize::try_from(n) {
+            Ok(n) if n <= limit => Ok(n),
+            _ => Err(BodyError::TooLarge { length: n, limit }),
+        });
+        let (length, error) = match length {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(e)),
+        };
+        conn.http = Some(Box::new(HttpWait {
+            request: request.clone(),
+            length,
+            delivered: false,
+            keep_alive: !close && error.is_none(),
+        }));
+        if let Some(error) = error {
+            let id = ConnId {
+                key,
+                serial: conn.serial,
+            };
+            if let Some(wait) = conn.http.as_mut() {
+                wait.delivered = true;
+            }
+            let mut ctx = Ctx {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                metrics: self.metrics.worker(self.index),
+            };
+            self.handler
+                .on_http_request(&mut ctx, id, request, Err(error));
+            return;
+        }
+        let expects = request
+            .header_values("Expect")
+            .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+        if expects && length > conn.core.request_body().len() {
+            let _ = conn.core.continue_request();
+            self.mark(key);
+        }
+        self.http_body(key);
+    }
+
+    fn mark(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key)
+            && !c.in_dirty
+        {
+            c.in_dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Hands a request taken by [`Worker::start_http`] to the handler once its body is in.
+    fn http_body(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(wait) = conn.http.as_mut() else {
+            return;
+        };
+        if wait.delivered || conn.core.request_body().len() < wait.length {
+            return;
+        }
+        wait.delivered = true;
+        let body = conn.core.request_body()[..wait.length].to_vec();
+        let request = wait.request.clone();
+        let id = ConnId {
+            key,
+            serial: conn.serial,
+        };
+        let mut ctx = Ctx {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            metrics: self.metrics.worker(self.index),
+        };
+        self.handler
+            .on_http_request(&mut ctx, id, &request, Ok(&body));
+    }
+
     fn on_request(&mut self, key: usize, request: &Request) {
+        if !request.is_websocket_upgrade() {
+            if let Some(limit) = self.handler.http_body_limit(request) {
+                self.metrics
+                    .http_requests_total
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.start_http(key, request, limit);
+            }
+        }
         let conn = &mut self.conns[key];
         let result = if !request.is_websocket_upgrade() {
             self.metrics

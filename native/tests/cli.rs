@@ -305,3 +305,49 @@ fn the_example_config_loads_and_names_every_flag() {
     let welcome = server.welcome(Some("https://any.example")).unwrap();
     assert_eq!(welcome["heartbeat_ms"], 30000);
 }
+
+#[test]
+fn api_keys_come_from_the_flag_the_environment_or_the_config_file() {
+    let status = |addr: std::net::SocketAddr, key: &str| {
+        let reply = common::http(
+            addr,
+            &format!(
+                "GET /api/rooms HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        reply[9..12].to_string()
+    };
+    let dir = Scratch::new("api-keys");
+    let list = dir.write(
+        "list.toml",
+        "listen = \"127.0.0.1:0\"\napi_key = [\"k1\", \"k2\"]\n",
+    );
+    let server = Running::start(&["serve", "--config", &list]);
+    assert_eq!(status(server.0.addr, "k2"), "200");
+    assert_eq!(status(server.0.addr, "k3"), "401");
+    drop(server);
+    let one = dir.write("one.toml", "listen = \"127.0.0.1:0\"\napi_key = \"k3\"\n");
+    let server = Running::start(&["serve", "--config", &one]);
+    assert_eq!(status(server.0.addr, "k3"), "200");
+    assert_eq!(status(server.0.addr, "k1"), "401");
+    drop(server);
+    let server = Running::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-key",
+        "a1",
+        "--api-key",
+        "a2,a3",
+    ]);
+    for key in ["a1", "a2", "a3"] {
+        assert_eq!(status(server.0.addr, key), "200", "{key}");
+    }
+    drop(server);
+    let (code, stderr) = refused(&["serve", "--api-key", ""]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--api-key must not be empty"), "{stderr}");
+    // Without a key the API is not there at all.
+    let server = Running::start(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(status(server.0.addr, "k1"), "404");
+}

@@ -15,7 +15,7 @@ use duplex_core::message::Message;
 use serde_json::{Value, json};
 
 mod common;
-use common::{DuplexProcess, get};
+use common::{ApiClient, DuplexProcess, get};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -790,4 +790,225 @@ fn cross_node_latency_at_1000_publishes_per_second_and_at_most_one_round_trip_pe
     );
     // A liveness bound, not the goal (p50 <= 1 ms): tests run unoptimised on a shared machine.
     assert!(p99 < 5000.0, "p99 {p99} ms");
+}
+
+const API_KEY: &str = "cluster-api-key";
+
+/// A node serving the HTTP API too.
+fn api_node(redis: &Redis) -> DuplexProcess {
+    DuplexProcess::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--broker",
+        &redis.url(),
+        "--api-key",
+        API_KEY,
+    ])
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn the_api_publishes_through_redis_and_reads_rooms_presence_and_history_of_the_whole_cluster() {
+    let redis = Redis::start();
+    let (a, b) = (api_node(&redis), api_node(&redis));
+    let mut bob = Peer::hello(b.addr, "bob");
+    bob.send(json!({"type": "join", "id": 1, "room": "app/x", "presence": {"on": "b"}}));
+    bob.until("joined");
+    let mut alice = Peer::hello(a.addr, "alice");
+    alice.send(json!({"type": "join", "id": 1, "room": "app/x", "presence": {"on": "a"}}));
+    alice.until("joined");
+    let (mut api_a, mut api_b) = (
+        ApiClient::connect(a.addr, Some(API_KEY)),
+        ApiClient::connect(b.addr, Some(API_KEY)),
+    );
+    // Sequenced in Redis: one order with the members' publishes, whichever node.
+    let first = api_a.post("/api/publish", json!({"room": "app/x", "data": "one"}));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let epoch = first.json()["epoch"].as_str().unwrap().to_string();
+    assert_eq!(first.json()["seq"], 1);
+    let (ack, mut bob_seen) = bob.publish("app/x", 7, json!("two"));
+    assert_eq!(ack["seq"], 2);
+    let body = json!({"room": "app/x", "data": "three", "id": "r-1", "from": "shop"});
+    let third = api_b.post("/api/publish", body.clone()).json();
+    // Retried through the other node: the first seq, delivered once.
+    let retried = api_a.post("/api/publish", body).json();
+    assert_eq!(
+        (third["seq"].as_u64(), retried["seq"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(retried["epoch"], epoch);
+    let got = triples(&alice.messages(3));
+    assert_eq!(
+        got,
+        vec![
+            (1, "api".into(), json!("one")),
+            (2, "bob".into(), json!("two")),
+            (3, "shop".into(), json!("three"))
+        ]
+    );
+    while bob_seen.len() < 3 {
+        bob_seen.extend(bob.messages(1));
+    }
+    assert_eq!(triples(&bob_seen), got);
+    bob.no_message(Duration::from_millis(300));
+    alice.no_message(Duration::from_millis(300));
+    // Reads answer for the whole cluster on either node.
+    wait_for("rooms of the cluster", || {
+        let rooms = api_b.get("/api/rooms").json();
+        rooms["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &json!({"room": "app/x", "members": 2, "epoch": epoch, "seq": 3}))
+    });
+    wait_for("presence of the cluster", || {
+        let presence = api_a.get("/api/rooms/app/x/presence").json();
+        let mut members: Vec<String> = presence["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        members.sort();
+        members
+            == vec![
+                json!({"client": "alice", "presence": {"on": "a"}}).to_string(),
+                json!({"client": "bob", "presence": {"on": "b"}}).to_string(),
+            ]
+    });
+    let history = api_b.get("/api/rooms/app/x/history").json();
+    assert_eq!(history["recovered"], true);
+    assert_eq!(
+        (history["epoch"].as_str(), history["seq"].as_u64()),
+        (Some(epoch.as_str()), Some(3))
+    );
+    let messages: Vec<(u64, String)> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap(),
+                m["from"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        vec![(1, "api".into()), (2, "bob".into()), (3, "shop".into())]
+    );
+    let page = api_a
+        .get(&format!("/api/rooms/app/x/history?since={epoch}:1&limit=1"))
+        .json();
+    assert_eq!(
+        (
+            page["recovered"].as_bool(),
+            page["messages"][0]["seq"].as_u64()
+        ),
+        (Some(true), Some(2))
+    );
+    let other = api_a
+        .get("/api/rooms/app/x/history?since=0000000000000000:1")
+        .json();
+    assert_eq!(
+        (
+            other["recovered"].as_bool(),
+            other["messages"].as_array().unwrap().len()
+        ),
+        (Some(false), 0)
+    );
+    // A broadcast lands in each room's order, on every node.
+    let reply = api_b.post(
+        "/api/broadcast",
+        json!({"rooms": ["app/x", "app/y"], "data": "all"}),
+    );
+    let results = reply.json()["results"].clone();
+    assert_eq!(results[0]["seq"], 4);
+    assert_eq!(results[1]["seq"], 1);
+    assert_eq!(alice.messages(1)[0]["data"], "all");
+    // Disconnect reaches the client's connection on another node (the one holding its id).
+    let closed = api_b.post(
+        "/api/disconnect",
+        json!({"client": "alice", "code": 4003, "reason": "bye"}),
+    );
+    assert_eq!(closed.json(), json!({"closed": 1}), "{}", closed.body);
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "alice not closed");
+        match alice.ws.recv_timeout(left) {
+            Ok(ClientEvent::Closed(c)) => break c.code.as_u16(),
+            Ok(_) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    };
+    assert_eq!(code, 4003);
+    assert_eq!(bob.until("leave")["client"], "alice");
+    // And on the node that answers: bob is on b.
+    assert_eq!(
+        api_b
+            .post("/api/disconnect", json!({"client": "bob"}))
+            .json()["closed"],
+        1
+    );
+    assert_eq!(
+        api_a
+            .post("/api/disconnect", json!({"client": "nobody"}))
+            .json()["closed"],
+        0
+    );
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn without_redis_api_calls_get_503_unavailable_in_bounded_time() {
+    let mut redis = Redis::start();
+    let node = api_node(&redis);
+    let mut api = ApiClient::connect(node.addr, Some(API_KEY));
+    assert_eq!(
+        api.post("/api/publish", json!({"room": "app/d", "data": 1}))
+            .status,
+        200
+    );
+    redis.kill();
+    let started = Instant::now();
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/publish",
+            Some(json!({"room": "app/d", "data": 2})),
+        ),
+        (
+            "POST",
+            "/api/broadcast",
+            Some(json!({"rooms": ["app/d"], "data": 2})),
+        ),
+        ("GET", "/api/rooms", None),
+        ("GET", "/api/rooms/app/d/history", None),
+        ("GET", "/api/rooms/app/d/presence", None),
+    ] {
+        let reply = api.call(method, path, body.as_ref());
+        if path == "/api/broadcast" {
+            assert_eq!(reply.json()["results"][0]["error"]["code"], "unavailable");
+        } else {
+            assert_eq!(
+                (reply.status, reply.code().as_str()),
+                (503, "unavailable"),
+                "{path}"
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered in bounded time"
+    );
+    redis.restart();
+    wait_for("publishes through Redis again", || {
+        api.post("/api/publish", json!({"room": "app/d", "data": 3}))
+            .status
+            == 200
+    });
 }

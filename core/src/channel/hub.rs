@@ -23,6 +23,9 @@ use super::protocol::{
     self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
 };
 
+mod api;
+pub use api::{ApiHistory, ApiPublished, ApiRoom};
+
 /// Why a taken-over connection is closed (its `taken_over` error and close frame reason).
 const TAKEN_OVER: &str = "taken over by a newer connection";
 
@@ -314,6 +317,8 @@ pub struct Hub<C> {
     pending_joins: BTreeMap<u64, PendingJoin<C>>,
     /// Joins awaiting an answer per room: the room stays subscribed meanwhile.
     joins_per_room: BTreeMap<String, usize>,
+    /// The server HTTP API's publishes and dedup (see `api`).
+    api: api::ApiState,
 }
 
 /// A `join` waiting for the external broker's answer.
@@ -352,6 +357,7 @@ impl<C: Copy + Ord> Hub<C> {
             pending_publishes: BTreeMap::new(),
             pending_joins: BTreeMap::new(),
             joins_per_room: BTreeMap::new(),
+            api: api::ApiState::default(),
         }
     }
 
@@ -669,6 +675,9 @@ impl<C: Copy + Ord> Hub<C> {
     }
 
     fn published(&mut self, token: u64, result: Result<Sequenced, BrokerError>) {
+        let Some(result) = self.api_published(token, result) else {
+            return;
+        };
         let Some((conn, id, client)) = self.pending_publishes.remove(&token) else {
             return;
         };

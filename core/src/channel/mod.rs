@@ -28,6 +28,7 @@
 //! assert_eq!(&*texts[3], r#"{"type":"message","room":"app/chat","seq":1,"from":"ada","data":"hi"}"#);
 //! ```
 
+pub mod api;
 pub mod broker;
 pub mod client;
 #[cfg(test)]
@@ -44,7 +45,9 @@ pub use broker::{
     BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
 };
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
-pub use hub::{ConnectionUsage, Hub, HubConfig, HubStats, message_text};
+pub use hub::{
+    ApiHistory, ApiPublished, ApiRoom, ConnectionUsage, Hub, HubConfig, HubStats, message_text,
+};
 pub use protocol::{
     ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage,
     Since, decode, decode_limited, validate_room,

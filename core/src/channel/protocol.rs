@@ -284,7 +284,7 @@ pub const COMMAND_OVERHEAD: usize = 16 * 1024;
 
 /// Scans `text` once, without allocating, and refuses it with `too_large` when it breaks
 /// `limits`. Strings are skipped (escapes included); the syntax itself is left to the parser.
-fn check_shape(text: &str, limits: &DecodeLimits) -> Result<(), CommandError> {
+pub(crate) fn check_shape(text: &str, limits: &DecodeLimits) -> Result<(), CommandError> {
     if text.len() > limits.max_len {
         let message = alloc::format!(
             "the command is {} bytes, the limit is {}",

@@ -29,6 +29,7 @@ use crate::handshake::client::{ClientRequest, Response};
 use crate::handshake::key::generate_key;
 use crate::handshake::server::{
     Accept, Request, write_accept_response, write_error_response, write_response,
+    write_response_keep_alive,
 };
 use crate::handshake::{HandshakeError, find_head_end};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
@@ -149,6 +150,9 @@ pub struct Connection {
     last_received: Duration,
     /// The peer closed its side of TCP; acted on once the frames before it are reported.
     peer_eof: bool,
+    /// Server: a plain HTTP request was answered with keep-alive; an idle wait for the next
+    /// one ends quietly rather than as a handshake timeout.
+    kept_alive: bool,
     /// permessage-deflate, once negotiated.
     #[cfg(feature = "deflate")]
     deflate: Option<Box<crate::deflate::Codec>>,
@@ -255,6 +259,7 @@ impl Connection {
             heartbeat: None,
             last_received: now,
             peer_eof: false,
+            kept_alive: false,
             #[cfg(feature = "deflate")]
             deflate: None,
             #[cfg(feature = "deflate")]
@@ -919,6 +924,58 @@ impl Connection {
         Ok(())
     }
 
+    /// The bytes received after the head of the plain HTTP request reported by
+    /// [`Event::Request`] (its body, and whatever the client pipelined after it); empty once
+    /// the request is answered.
+    pub fn request_body(&self) -> &[u8] {
+        match self.state {
+            State::AwaitingDecision { key: None } => &self.rx[..self.rx_filled],
+            _ => &[],
+        }
+    }
+
+    /// Queues `HTTP/1.1 100 Continue` for a plain HTTP request that asked for it
+    /// (`Expect: 100-continue`) before sending its body.
+    pub fn continue_request(&mut self) -> Result<(), SendError> {
+        if !matches!(self.state, State::AwaitingDecision { key: None }) {
+            return Err(SendError::NotOpen);
+        }
+        self.tx.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        Ok(())
+    }
+
+    /// Answers the plain HTTP request reported by [`Event::Request`] with `Connection:
+    /// keep-alive` and waits for the next request on the same connection: the first `consumed`
+    /// bytes of [`Connection::request_body`] (the request's body) are dropped, and what follows
+    /// them is parsed as the next request (pipelining). The wait for it is bounded by the
+    /// handshake timeout. Upgrade requests cannot be answered this way.
+    pub fn respond_and_continue(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        consumed: usize,
+    ) -> Result<(), SendError> {
+        if !matches!(self.state, State::AwaitingDecision { key: None }) {
+            return Err(SendError::NotOpen);
+        }
+        let mut out = Vec::new();
+        write_response_keep_alive(status, headers, body, &mut out);
+        self.tx.extend_from_slice(&out);
+        let consumed = consumed.min(self.rx_filled);
+        self.rx.advance(consumed);
+        self.rx_filled -= consumed;
+        self.head_scanned = 0;
+        self.state = State::Handshake;
+        self.kept_alive = true;
+        self.deadline = self.config.handshake_timeout.map(|t| self.now + t);
+        self.process();
+        if self.peer_eof {
+            self.apply_eof();
+        }
+        Ok(())
+    }
+
     /// Refuses an upgrade request with an HTTP status and a body that says why.
     pub fn reject(&mut self, status: u16, body: &str) -> Result<(), SendError> {
         self.respond(
@@ -1194,6 +1251,14 @@ impl Connection {
         match self.state {
             State::Handshake | State::AwaitingDecision { .. } => {
                 if self.deadline.is_some_and(|d| now >= d) {
+                    if self.kept_alive
+                        && self.rx_filled == 0
+                        && matches!(self.state, State::Handshake)
+                    {
+                        // An idle keep-alive connection: nothing failed.
+                        self.finish(CloseCode::Normal, "keep-alive idle".into(), true, false);
+                        return;
+                    }
                     self.events.push_back(Event::Error(Error::HandshakeTimeout));
                     self.finish(
                         CloseCode::Abnormal,

@@ -596,6 +596,55 @@ fn plain_http_request_is_reported_and_answered() {
 }
 
 #[test]
+fn a_request_answered_with_keep_alive_lets_the_next_pipelined_one_through() {
+    let mut server = Connection::server(Config::default(), T0);
+    server.receive(
+        T0,
+        b"POST /api/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /api/b HTTP/1.1\r\n\r\nGET /c",
+    );
+    let events = drain(&mut server);
+    let [Event::Request(first)] = events.as_slice() else {
+        panic!("one request: {events:?}");
+    };
+    assert_eq!(first.path(), "/api/a");
+    assert!(server.request_body().starts_with(b"helloGET /api/b"));
+    server.continue_request().unwrap();
+    server.respond_and_continue(200, &[], b"{}", 5).unwrap();
+    let out = take_output(&mut server);
+    let out = core::str::from_utf8(&out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("Connection: keep-alive\r\n") && out.ends_with("\r\n\r\n{}"));
+    let events = drain(&mut server);
+    let [Event::Request(second)] = events.as_slice() else {
+        panic!("the pipelined request: {events:?}");
+    };
+    assert_eq!(second.path(), "/api/b");
+    assert_eq!(server.request_body(), b"GET /c");
+    // Once answered, the third (incomplete) one waits; an idle wait ends quietly, a partial
+    // request by the handshake timeout.
+    server.respond_and_continue(404, &[], b"", 0).unwrap();
+    take_output(&mut server);
+    assert!(drain(&mut server).is_empty());
+    server.handle_timeout(T0 + 60 * SEC);
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Event::Error(Error::HandshakeTimeout), Event::Closed(_)]
+    ));
+
+    let mut idle = Connection::server(Config::default(), T0);
+    idle.receive(T0, b"GET /x HTTP/1.1\r\n\r\n");
+    drain(&mut idle);
+    idle.respond_and_continue(200, &[], b"", 0).unwrap();
+    assert_eq!(idle.accept(Accept::default()), Err(SendError::NotOpen));
+    idle.handle_timeout(T0 + 60 * SEC);
+    assert!(matches!(drain(&mut idle).as_slice(), [Event::Closed(c)] if c.clean));
+    assert!(idle.is_terminated());
+}
+
+#[test]
 fn frames_pipelined_after_the_request_are_processed_on_accept() {
     let mut client = Connection::client(request(), Config::default(), counter_random(), T0);
     let mut server = Connection::server(Config::default(), T0);

@@ -267,6 +267,27 @@ pub fn write_accept_response(key: &str, accept: &Accept, out: &mut Vec<u8>) {
 /// of the ones written here, and unsafe header lines are left out as in
 /// [`write_accept_response`]. A status outside 100..=999 is written as 500.
 pub fn write_response(status: u16, headers: &[(&str, &str)], body: &[u8], out: &mut Vec<u8>) {
+    write_response_with(status, headers, body, false, out);
+}
+
+/// Like [`write_response`], with `Connection: keep-alive`: the client may send its next request
+/// on the same connection (see [`crate::Connection::respond_and_continue`]).
+pub fn write_response_keep_alive(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    write_response_with(status, headers, body, true, out);
+}
+
+fn write_response_with(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
     let status = if (100..=999).contains(&status) {
         status
     } else {
@@ -285,7 +306,11 @@ pub fn write_response(status: u16, headers: &[(&str, &str)], body: &[u8], out: &
     }
     out.extend_from_slice(b"Content-Length: ");
     push_decimal(out, body.len());
-    out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    if keep_alive {
+        out.extend_from_slice(b"\r\nConnection: keep-alive\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    }
     out.extend_from_slice(body);
 }
 

@@ -7,6 +7,7 @@
 //! compression, writes) in parallel. A broadcast is encoded to JSON once by the hub and shared
 //! (`Arc<str>`) by every delivery.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use duplex_core::channel::protocol::{ClientMessage, CommandError};
 use duplex_core::channel::{BrokerEvent, Hub};
 use duplex_core::close::CloseCode;
 
+use super::api::{ApiCall, ApiResponse};
 use super::metrics::ChannelMetrics;
 use super::redis_broker::RedisBroker;
 use crate::server::{ConnId, WorkerWaker};
@@ -57,6 +59,26 @@ pub(crate) enum Command {
     },
     /// An answer or a room message from the broker (`--broker`).
     Broker(BrokerEvent),
+    /// A call of the HTTP API from the (not upgraded) connection `conn`.
+    Api {
+        conn: HubConn,
+        call: ApiCall,
+    },
+    /// The answer to an API call, read elsewhere (from Redis, on a cluster).
+    ApiReply(HubConn, ApiResponse),
+    /// `POST /api/disconnect` on another node, for a client whose id this node holds.
+    RemoteDisconnect {
+        client: String,
+        code: u16,
+        reason: String,
+    },
+    /// `POST /api/disconnect` closed this many connections here; the broker told the other
+    /// nodes, which closed `remote`: the sum is the answer.
+    ApiClosed {
+        conn: HubConn,
+        local: usize,
+        remote: Result<u64, String>,
+    },
     /// The server stopped: the broker's threads hold senders too, so the hub thread cannot
     /// wait for every sender to be dropped.
     Stop,
@@ -67,6 +89,10 @@ pub(crate) enum Command {
 pub(crate) enum Delivery {
     Text(Arc<str>),
     Close(CloseCode, &'static str),
+    /// The answer to an API call of an HTTP connection.
+    Http(ApiResponse),
+    /// `POST /api/disconnect`: close with this code and reason.
+    Disconnect(CloseCode, String),
 }
 
 /// Deliveries waiting for one worker.
@@ -84,6 +110,18 @@ pub(crate) struct HubThread {
     pub metrics: Arc<ChannelMetrics>,
     /// The shared broker; `None` with the in-process default.
     pub broker: Option<RedisBroker>,
+    /// API calls awaiting the hub's (or the broker's) answer.
+    pub api: ApiCalls,
+}
+
+/// API publishes in flight, by the ticket the hub answers them with.
+#[derive(Debug, Default)]
+pub(crate) struct ApiCalls {
+    next_ticket: u64,
+    /// Ticket → the connection asking, and its place in a broadcast (if it is one).
+    tickets: HashMap<u64, (HubConn, Option<(u64, usize)>)>,
+    /// Broadcasts in flight: their rooms' results so far and how many are missing.
+    broadcasts: HashMap<u64, (HubConn, Vec<serde_json::Value>, usize)>,
 }
 
 impl HubThread {
@@ -163,7 +201,146 @@ impl HubThread {
                 to,
             } => self.hub.dropped(conn, &room, from, to),
             Command::Broker(event) => self.hub.handle_broker(event, now),
+            Command::Api { conn, call } => self.api(conn, call, now, outboxes),
+            Command::ApiReply(conn, response) => {
+                outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
+            }
+            Command::RemoteDisconnect {
+                client,
+                code,
+                reason,
+            } => {
+                self.disconnect(&client, code, &reason, outboxes);
+            }
+            Command::ApiClosed {
+                conn,
+                local,
+                remote,
+            } => {
+                let response = match remote {
+                    Ok(remote) => {
+                        ApiResponse::ok(serde_json::json!({"closed": local as u64 + remote}))
+                    }
+                    Err(e) => super::api::unavailable(&format!(
+                        "closed {local} connection(s) on this node; the other nodes were not told: {e}"
+                    )),
+                };
+                outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
+            }
             Command::Stop => {}
+        }
+    }
+
+    /// Runs an API call: publishes get a ticket and are answered from [`Hub::poll_api`]; the
+    /// rest is answered now (reads go to Redis on a cluster).
+    fn api(
+        &mut self,
+        conn: HubConn,
+        call: ApiCall,
+        now: Duration,
+        outboxes: &mut [Vec<(ConnId, Delivery)>],
+    ) {
+        use serde_json::json;
+        let reply = |outboxes: &mut [Vec<(ConnId, Delivery)>], response| {
+            outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
+        };
+        match call {
+            ApiCall::Publish(p) => {
+                let ticket = self.api.ticket(conn, None);
+                self.hub
+                    .api_publish(ticket, p.room, p.from, p.id, p.data, now);
+            }
+            ApiCall::Broadcast { rooms, data, from } => {
+                self.api.next_ticket += 1;
+                let broadcast = self.api.next_ticket;
+                let results = rooms.iter().map(|r| json!({"room": r})).collect();
+                self.api
+                    .broadcasts
+                    .insert(broadcast, (conn, results, rooms.len()));
+                for (index, room) in rooms.into_iter().enumerate() {
+                    let ticket = self.api.ticket(conn, Some((broadcast, index)));
+                    self.hub
+                        .api_publish(ticket, room, from.clone(), None, data.clone(), now);
+                }
+            }
+            ApiCall::Disconnect {
+                client,
+                code,
+                reason,
+            } => {
+                let local = self.disconnect(&client, code, &reason, outboxes);
+                if let Some(broker) = &self.broker {
+                    broker.api_disconnect(conn, local, client, code, reason);
+                    return;
+                }
+                reply(outboxes, ApiResponse::ok(json!({"closed": local})));
+            }
+            call @ (ApiCall::Rooms | ApiCall::Presence { .. } | ApiCall::History { .. }) => {
+                if let Some(broker) = &self.broker {
+                    broker.api_read(conn, call);
+                    return;
+                }
+                reply(outboxes, ApiResponse::ok(self.read(call, now)));
+            }
+        }
+    }
+
+    /// Closes the connections of `client` here; how many.
+    fn disconnect(
+        &mut self,
+        client: &str,
+        code: u16,
+        reason: &str,
+        outboxes: &mut [Vec<(ConnId, Delivery)>],
+    ) -> usize {
+        let conns = self.hub.api_connections(client);
+        for target in &conns {
+            outboxes[target.worker].push((
+                target.id,
+                Delivery::Disconnect(CloseCode::from_u16(code), reason.to_string()),
+            ));
+        }
+        conns.len()
+    }
+
+    /// A read of the in-process hub.
+    fn read(&mut self, call: ApiCall, now: Duration) -> serde_json::Value {
+        use serde_json::json;
+        match call {
+            ApiCall::Rooms => {
+                let rooms: Vec<_> = self
+                    .hub
+                    .api_rooms(super::MAX_API_ROOMS)
+                    .into_iter()
+                    .map(|r| json!({"room": r.room, "members": r.members, "epoch": r.epoch, "seq": r.seq}))
+                    .collect();
+                json!({ "rooms": rooms })
+            }
+            ApiCall::Presence { room } => {
+                let members: Vec<_> = self
+                    .hub
+                    .api_presence(&room)
+                    .into_iter()
+                    .map(|(client, presence)| json!({"client": client, "presence": presence}))
+                    .collect();
+                json!({"room": room, "members": members})
+            }
+            ApiCall::History { room, since, limit } => {
+                let history = self.hub.api_history(&room, since, limit, now);
+                let messages: Vec<_> = history
+                    .messages
+                    .into_iter()
+                    .map(|(seq, from, data)| json!({"seq": seq, "from": from, "data": data}))
+                    .collect();
+                json!({
+                    "room": room,
+                    "epoch": history.epoch,
+                    "seq": history.seq,
+                    "recovered": history.recovered,
+                    "messages": messages,
+                })
+            }
+            _ => serde_json::Value::Null,
         }
     }
 
@@ -175,6 +352,35 @@ impl HubThread {
         }
         while let Some((conn, reason)) = self.hub.poll_close() {
             outboxes[conn.worker].push((conn.id, Delivery::Close(CloseCode::Policy, reason)));
+        }
+        while let Some((ticket, result)) = self.hub.poll_api() {
+            let Some((conn, broadcast)) = self.api.tickets.remove(&ticket) else {
+                continue;
+            };
+            let result = result.map_err(|e| duplex_core::channel::api::from_command_error(&e));
+            let Some((broadcast, index)) = broadcast else {
+                let response = match &result {
+                    Ok(_) => ApiResponse::ok(super::api::publish_result("", &result)),
+                    Err(e) => ApiResponse::error(e),
+                };
+                outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
+                continue;
+            };
+            let Some((_, results, missing)) = self.api.broadcasts.get_mut(&broadcast) else {
+                continue;
+            };
+            let room = results[index]["room"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            results[index] = super::api::publish_result(&room, &result);
+            *missing -= 1;
+            if *missing == 0
+                && let Some((conn, results, _)) = self.api.broadcasts.remove(&broadcast)
+            {
+                let response = ApiResponse::ok(serde_json::json!({ "results": results }));
+                outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
+            }
         }
     }
 
@@ -203,5 +409,13 @@ impl HubThread {
                 self.wakers[worker].wake();
             }
         }
+    }
+}
+
+impl ApiCalls {
+    fn ticket(&mut self, conn: HubConn, broadcast: Option<(u64, usize)>) -> u64 {
+        self.next_ticket += 1;
+        self.tickets.insert(self.next_ticket, (conn, broadcast));
+        self.next_ticket
     }
 }

@@ -20,6 +20,7 @@
 //! and recovers from history; with [`SlowConsumer::Close`] it is closed with 1008. Either way a
 //! stalled member holds at most its cap and never delays the others.
 
+mod api;
 mod auth;
 mod files;
 mod hub_thread;
@@ -45,10 +46,15 @@ pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
 pub use metrics::{BrokerState, ChannelMetrics};
 pub use redis_broker::{BrokerStatus, BrokerUrl};
 
+use self::api::{ApiKeys, ApiResponse};
 use self::hub_thread::{Command, Delivery, HubConn, HubThread, Inbox};
 use crate::server::{
-    ConnId, Ctx, Decision, Handler, HttpResponse, Server, ServerConfig, ShutdownHandle,
+    BodyError, ConnId, Ctx, Decision, Handler, HttpResponse, Server, ServerConfig, ShutdownHandle,
 };
+use duplex_core::channel::api::{ApiError, ApiLimits};
+
+/// Rooms `GET /api/rooms` lists at most.
+pub const MAX_API_ROOMS: usize = 10_000;
 
 /// The subprotocol `/ws` requires.
 pub const PROTOCOL: &str = "duplex.v1";
@@ -96,6 +102,8 @@ pub struct ServeConfig {
     pub dashboard: bool,
     /// Share rooms with other nodes through this Redis (`--broker`); `None`: in-process.
     pub broker: Option<BrokerUrl>,
+    /// Keys of the HTTP API (`--api-key`); none: every `/api/` path answers 404.
+    pub api_keys: Vec<String>,
 }
 
 /// A bound `duplex serve`, ready to [`ChannelServer::run`].
@@ -168,6 +176,7 @@ impl ChannelServer {
             wakers,
             metrics: Arc::clone(&metrics),
             broker,
+            api: Default::default(),
         };
         let hub_thread = std::thread::Builder::new()
             .name("duplex-hub".into())
@@ -184,6 +193,8 @@ impl ChannelServer {
             verifier,
             metrics,
             broker: broker_status,
+            api: ApiKeys::new(&config.api_keys),
+            api_limits: ApiLimits::for_payload(config.hub.max_payload, &config.hub.decode_limits()),
         };
         let commands = Mutex::new(commands);
         let result = server.run(|worker| ServeHandler {
@@ -234,6 +245,9 @@ struct Shared {
     metrics: Arc<ChannelMetrics>,
     /// The state of `--broker`, for /healthz and /metrics.
     broker: Option<Arc<BrokerStatus>>,
+    /// `--api-key`: the HTTP API is served.
+    api: Option<ApiKeys>,
+    api_limits: ApiLimits,
 }
 
 /// Where a `duplex.v1` connection of a worker stands.
@@ -395,6 +409,73 @@ impl ServeHandler {
     }
 }
 
+impl ServeHandler {
+    /// Checks the key and parses an API request.
+    fn api_call(
+        &self,
+        request: &Request,
+        body: Result<&[u8], BodyError>,
+    ) -> Result<api::ApiCall, ApiError> {
+        let Some(keys) = &self.shared.api else {
+            return Err(ApiError::new(404, "not_found", "the API is off"));
+        };
+        if !keys.verify(request.header("Authorization")) {
+            return Err(ApiError::new(
+                401,
+                "unauthorized",
+                "send `Authorization: Bearer KEY` with a key of --api-key",
+            ));
+        }
+        let body = body.map_err(|e| match e {
+            BodyError::TooLarge { length, limit } => ApiError::new(
+                413,
+                "too_large",
+                format!("the body is {length} bytes, the limit is {limit}"),
+            ),
+            BodyError::BadLength => ApiError::new(400, "bad_message", "malformed Content-Length"),
+            BodyError::Chunked => ApiError::new(
+                411,
+                "length_required",
+                "send the body with Content-Length, not Transfer-Encoding",
+            ),
+        })?;
+        duplex_core::channel::api::parse_request(
+            &request.method,
+            &request.target,
+            body,
+            &self.shared.api_limits,
+        )
+    }
+}
+
+/// Writes an API answer (JSON) on its HTTP connection.
+fn respond_api(ctx: &mut Ctx<'_>, id: ConnId, response: &ApiResponse) {
+    let content_type = ("Content-Type", "application/json");
+    let result = match response.allow {
+        Some(allow) => ctx.respond_http(
+            id,
+            response.status,
+            &[content_type, ("Allow", allow)],
+            response.body.as_bytes(),
+        ),
+        None if response.status == 401 => ctx.respond_http(
+            id,
+            response.status,
+            &[content_type, ("WWW-Authenticate", "Bearer")],
+            response.body.as_bytes(),
+        ),
+        None => ctx.respond_http(
+            id,
+            response.status,
+            &[content_type],
+            response.body.as_bytes(),
+        ),
+    };
+    if let Err(e) = result {
+        debug!(?id, "API answer not sent: {e}");
+    }
+}
+
 /// The room and seq of a `message` delivery; `None` for every other kind. Parsed only for
 /// deliveries that are about to be dropped.
 fn room_message(text: &str) -> Option<(String, u64)> {
@@ -465,6 +546,28 @@ impl Handler for ServeHandler {
         }
     }
 
+    fn http_body_limit(&mut self, request: &Request) -> Option<usize> {
+        let api =
+            self.shared.api.is_some() && duplex_core::channel::api::is_api_path(request.path());
+        api.then_some(self.shared.api_limits.max_body)
+    }
+
+    fn on_http_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        request: &Request,
+        body: Result<&[u8], BodyError>,
+    ) {
+        match self.api_call(request, body) {
+            Ok(call) => self.tell(Command::Api {
+                conn: self.conn(id),
+                call,
+            }),
+            Err(error) => respond_api(ctx, id, &ApiResponse::error(&error)),
+        }
+    }
+
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         if ctx.protocol(id).as_deref() == Some(PROTOCOL) {
             let standing = if self.shared.verifier.is_some() {
@@ -529,6 +632,10 @@ impl Handler for ServeHandler {
                 }
                 Delivery::Close(code, reason) => {
                     let _ = ctx.close(id, code, reason);
+                }
+                Delivery::Http(response) => respond_api(ctx, id, &response),
+                Delivery::Disconnect(code, reason) => {
+                    let _ = ctx.close(id, code, &reason);
                 }
             }
         }

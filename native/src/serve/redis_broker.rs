@@ -33,7 +33,8 @@ use duplex_core::channel::{
 use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use tracing::{debug, info, warn};
 
-use super::hub_thread::Command;
+use super::api::{ApiCall, ApiResponse};
+use super::hub_thread::{Command, HubConn};
 
 /// How long a node waits for Redis to connect, answer a command or confirm a subscription
 /// before the command gets `unavailable`.
@@ -292,6 +293,8 @@ impl BrokerUrl {
 #[derive(Debug)]
 pub(crate) struct RedisBroker {
     requests: Sender<BrokerRequest>,
+    /// Reads of the HTTP API, answered from Redis by their own thread.
+    api_reads: Sender<(HubConn, ApiCall, usize)>,
     subscriber: Arc<Subscriber>,
     status: Arc<BrokerStatus>,
 }
@@ -308,8 +311,10 @@ impl RedisBroker {
             .map_err(|e| std::io::Error::other(format!("--broker: {e}")))?;
         let subscriber = Arc::new(Subscriber::default());
         let (requests, receiver) = mpsc::channel();
+        let commands_hub = hub.clone();
         // A new id per process: a restarted node's old members are reaped, never taken over.
         let node = new_epoch();
+        let node_id = node.clone();
         let commands = CommandThread {
             node: node.clone(),
             member: redis::Script::new(MEMBER_SCRIPT),
@@ -347,11 +352,49 @@ impl RedisBroker {
         std::thread::Builder::new()
             .name("duplex-redis-sub".into())
             .spawn(move || reader.run())?;
+        let (api_reads, api_receiver) = mpsc::channel();
+        let api_reader = ApiReader {
+            client: redis::Client::open(url.info.clone())
+                .map_err(|e| std::io::Error::other(format!("--broker: {e}")))?,
+            connection: None,
+            calls: api_receiver,
+            hub: commands_hub,
+            node: node_id,
+            history_ttl_ms: u64::try_from(hub_config.history_ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        std::thread::Builder::new()
+            .name("duplex-redis-api".into())
+            .spawn(move || api_reader.run())?;
         Ok(RedisBroker {
+            api_reads,
             requests,
             subscriber,
             status,
         })
+    }
+
+    /// Answers a read of the HTTP API (rooms, presence, history) for the whole cluster, from
+    /// Redis, on the API reader's own connection.
+    pub fn api_read(&self, conn: HubConn, call: ApiCall) {
+        let _ = self.api_reads.send((conn, call, 0));
+    }
+
+    /// Tells the node holding `client`'s id (if another) to close its connection, after
+    /// `local` connections were closed here; answered with [`Command::ApiClosed`].
+    pub fn api_disconnect(
+        &self,
+        conn: HubConn,
+        local: usize,
+        client: String,
+        code: u16,
+        reason: String,
+    ) {
+        let call = ApiCall::Disconnect {
+            client,
+            code,
+            reason,
+        };
+        let _ = self.api_reads.send((conn, call, local));
     }
 
     pub fn request(&self, request: BrokerRequest) {
@@ -1026,6 +1069,12 @@ impl SubscriberThread {
                         continue;
                     };
                     if channel == node_channel(&self.node) {
+                        if let Some(command) = parse_disconnect(&payload) {
+                            if self.hub.send(command).is_err() {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         let Some((client, serial)) = payload.split_once(' ') else {
                             continue;
                         };
@@ -1086,6 +1135,20 @@ impl SubscriberThread {
 
 /// A room message from its channel and its `epoch seq client data` payload, or a presence event
 /// from a `! node kind client [presence]` one.
+/// `!disconnect CODE CLIENT REASON` on a node's channel: `POST /api/disconnect` on another
+/// node, for a client whose id this node holds.
+fn parse_disconnect(payload: &str) -> Option<Command> {
+    let mut parts = payload.strip_prefix("!disconnect ")?.splitn(3, ' ');
+    let code = parts.next()?.parse().ok()?;
+    let client = parts.next()?.to_string();
+    let reason = parts.next().unwrap_or_default().to_string();
+    Some(Command::RemoteDisconnect {
+        client,
+        code,
+        reason,
+    })
+}
+
 fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
     let room = channel_room(channel)?;
     if let Some(rest) = payload.strip_prefix("! ") {
@@ -1119,6 +1182,248 @@ fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
             data: data.into(),
         },
     })
+}
+
+/// The rooms with members on live nodes (from each node's room set and the rooms' presence
+/// hashes), at most ARGV[1] of them: `room members epoch seq` for each. ARGV[2]: how old a
+/// node's heartbeat may be (ms).
+const API_ROOMS_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local nodes = redis.call('ZRANGEBYSCORE', 'dx:nodes', now - tonumber(ARGV[2]), '+inf')
+local seen = {}
+local out = {}
+local scanned = 0
+for _, node in ipairs(nodes) do
+  for _, room in ipairs(redis.call('SMEMBERS', 'dx:node:' .. node .. ':rooms')) do
+    scanned = scanned + 1
+    if #out >= limit * 4 or scanned > limit * 10 then return out end
+    if not seen[room] then
+      seen[room] = true
+      local members = redis.call('HLEN', 'dx:{' .. room .. '}:p')
+      if members > 0 then
+        local m = redis.call('HMGET', 'dx:{' .. room .. '}:m', 'e', 's')
+        table.insert(out, room)
+        table.insert(out, members)
+        table.insert(out, m[1] or '')
+        table.insert(out, tonumber(m[2] or '0'))
+      end
+    end
+  end
+end
+return out
+"#;
+
+/// A room's epoch, seq and the stored messages after ARGV[2] (seq) when ARGV[1] (epoch; empty:
+/// the room's) is the room's epoch and the history still holds them all: `{epoch, seq,
+/// recovered, (seq, from, data)...}`. Reads only (a room never used has epoch "").
+const API_HISTORY_SCRIPT: &str = r#"
+local e = redis.call('HGET', KEYS[1], 'e')
+local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
+if not e then
+  if ARGV[1] == '' and tonumber(ARGV[2]) == 0 then return {'', 0, 1} end
+  return {'', 0, 0}
+end
+local since_e = ARGV[1]
+if since_e == '' then since_e = e end
+local since = tonumber(ARGV[2])
+if since_e ~= e or since > s then return {e, s, 0} end
+if since == s then return {e, s, 1} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local oldest = now - tonumber(ARGV[3])
+local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', tonumber(ARGV[4]))
+local out = {e, s, 1}
+local expect = since + 1
+for _, en in ipairs(entries) do
+  local f = en[2]
+  local id = en[1]
+  local seq = tonumber(string.sub(id, 1, string.find(id, '-') - 1))
+  if tonumber(f[2]) <= oldest or seq ~= expect then return {e, s, 0} end
+  expect = expect + 1
+  table.insert(out, seq)
+  table.insert(out, f[4])
+  table.insert(out, f[6])
+end
+if #entries == 0 then return {e, s, 0} end
+return out
+"#;
+
+/// Answers the HTTP API's reads from Redis, for the whole cluster, on a connection of its own
+/// (a slow read does not hold the hub's publishes).
+struct ApiReader {
+    client: redis::Client,
+    connection: Option<redis::Connection>,
+    calls: Receiver<(HubConn, ApiCall, usize)>,
+    hub: Sender<Command>,
+    /// This node's id: a client held here was disconnected by the hub already.
+    node: String,
+    history_ttl_ms: u64,
+}
+
+impl ApiReader {
+    fn run(mut self) {
+        let rooms = redis::Script::new(API_ROOMS_SCRIPT);
+        let history = redis::Script::new(API_HISTORY_SCRIPT);
+        while let Ok((conn, call, local)) = self.calls.recv() {
+            let answer = self.read(&call, &rooms, &history);
+            if matches!(call, ApiCall::Disconnect { .. }) {
+                let remote = answer.map(|v| v["closed"].as_u64().unwrap_or(0));
+                if remote.is_err() {
+                    self.connection = None;
+                }
+                let command = Command::ApiClosed {
+                    conn,
+                    local,
+                    remote,
+                };
+                if self.hub.send(command).is_err() {
+                    return;
+                }
+                continue;
+            }
+            let response = match answer {
+                Ok(body) => ApiResponse::ok(body),
+                Err(e) => {
+                    self.connection = None;
+                    super::api::unavailable(&format!("not read: {e}"))
+                }
+            };
+            if self.hub.send(Command::ApiReply(conn, response)).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        call: &ApiCall,
+        rooms: &redis::Script,
+        history: &redis::Script,
+    ) -> Result<serde_json::Value, String> {
+        use serde_json::{Value as Json, json};
+        if self.connection.is_none() {
+            let c = self
+                .client
+                .get_connection_with_timeout(TIMEOUT)
+                .and_then(|c| {
+                    c.set_read_timeout(Some(TIMEOUT))?;
+                    c.set_write_timeout(Some(TIMEOUT))?;
+                    Ok(c)
+                })
+                .map_err(|e| format!("Redis is unreachable: {e}"))?;
+            self.connection = Some(c);
+        }
+        let Some(c) = self.connection.as_mut() else {
+            return Err("Redis is unreachable".into());
+        };
+        let error = |e: redis::RedisError| format!("Redis: {e}");
+        if let ApiCall::Disconnect {
+            client,
+            code,
+            reason,
+        } = call
+        {
+            // The node that holds the client id (its last `hello`) closes its connection.
+            let owner: Option<String> = redis::cmd("HGET")
+                .arg(format!("dx:cid:{client}"))
+                .arg("node")
+                .query(c)
+                .map_err(error)?;
+            let told = match owner {
+                Some(owner) if owner != self.node => {
+                    let receivers: u64 = redis::cmd("PUBLISH")
+                        .arg(node_channel(&owner))
+                        .arg(format!("!disconnect {code} {client} {reason}"))
+                        .query(c)
+                        .map_err(error)?;
+                    u64::from(receivers > 0)
+                }
+                _ => 0,
+            };
+            return Ok(json!({ "closed": told }));
+        }
+        let parse = |e: redis::ParsingError| format!("unexpected answer from Redis: {e}");
+        match call {
+            ApiCall::Rooms => {
+                let values: Vec<Value> = rooms
+                    .arg(super::MAX_API_ROOMS)
+                    .arg(NODE_DEAD_MS)
+                    .invoke(c)
+                    .map_err(error)?;
+                let mut list = Vec::new();
+                for chunk in values.chunks(4) {
+                    let [room, members, epoch, seq] = chunk else {
+                        break;
+                    };
+                    let text = |v: &Value| redis::from_redis_value::<String>(v.clone()).ok();
+                    let number = |v: &Value| redis::from_redis_value::<u64>(v.clone()).ok();
+                    list.push(json!({
+                        "room": text(room),
+                        "members": number(members),
+                        "epoch": text(epoch),
+                        "seq": number(seq),
+                    }));
+                }
+                list.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
+                Ok(json!({ "rooms": list }))
+            }
+            ApiCall::Presence { room } => {
+                let values: Vec<String> = redis::cmd("HVALS")
+                    .arg(presence_key(room))
+                    .query(c)
+                    .map_err(error)?;
+                let mut seen = BTreeSet::new();
+                let mut members = Vec::new();
+                for value in values {
+                    let Some((client, presence)) = value.split_once(' ') else {
+                        continue;
+                    };
+                    if seen.insert(client.to_string()) {
+                        let presence: Json = serde_json::from_str(presence).unwrap_or(Json::Null);
+                        members.push(json!({"client": client, "presence": presence}));
+                    }
+                }
+                Ok(json!({"room": room, "members": members}))
+            }
+            ApiCall::History { room, since, limit } => {
+                let (since_epoch, since_seq) = since
+                    .as_ref()
+                    .map_or(("", 0), |s| (s.epoch.as_str(), s.seq));
+                let values: Vec<Value> = history
+                    .key(meta_key(room))
+                    .key(history_key(room))
+                    .arg(since_epoch)
+                    .arg(since_seq)
+                    .arg(self.history_ttl_ms.max(1))
+                    .arg(*limit)
+                    .invoke(c)
+                    .map_err(error)?;
+                let mut values = values.into_iter();
+                let mut next = || values.next().ok_or("unexpected answer from Redis");
+                let epoch: String = redis::from_redis_value(next()?).map_err(parse)?;
+                let seq: u64 = redis::from_redis_value(next()?).map_err(parse)?;
+                let recovered: u64 = redis::from_redis_value(next()?).map_err(parse)?;
+                let mut messages = Vec::new();
+                while let Ok(value) = next() {
+                    let seq: u64 = redis::from_redis_value(value).map_err(parse)?;
+                    let from: String = redis::from_redis_value(next()?).map_err(parse)?;
+                    let data: String = redis::from_redis_value(next()?).map_err(parse)?;
+                    let data: Json = serde_json::from_str(&data).unwrap_or(Json::Null);
+                    messages.push(json!({"seq": seq, "from": from, "data": data}));
+                }
+                Ok(json!({
+                    "room": room,
+                    "epoch": epoch,
+                    "seq": seq,
+                    "recovered": recovered == 1,
+                    "messages": messages,
+                }))
+            }
+            _ => Err("not a read".into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -108,3 +108,138 @@ pub fn recv_json_within(ws: &mut Client, wait: Duration) -> Option<Value> {
         }
     }
 }
+
+/// One answer of the HTTP API.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The error code of an error answer.
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// A client of `/api/` on one keep-alive connection.
+pub struct ApiClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    key: Option<String>,
+}
+
+impl ApiClient {
+    pub fn connect(addr: SocketAddr, key: Option<&str>) -> ApiClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        ApiClient {
+            stream,
+            buf: Vec::new(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    /// The bytes of one request with this client's key.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Vec<u8> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        if let Some(key) = &self.key {
+            head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if method == "POST" {
+            head.push_str("Content-Type: application/json\r\n");
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// One request and its answer on the kept-alive connection.
+    pub fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> HttpReply {
+        let body = body.map(Value::to_string);
+        let request = self.request(method, path, body.as_deref());
+        self.send_raw(&request);
+        self.read_reply()
+    }
+
+    pub fn post(&mut self, path: &str, body: Value) -> HttpReply {
+        self.call("POST", path, Some(&body))
+    }
+
+    pub fn get(&mut self, path: &str) -> HttpReply {
+        self.call("GET", path, None)
+    }
+
+    /// The next answer on the connection (`Content-Length` framed).
+    pub fn read_reply(&mut self) -> HttpReply {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let mut lines = head.split("\r\n");
+                let status = lines
+                    .next()
+                    .unwrap()
+                    .split(' ')
+                    .nth(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                let length: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                if status != 100 && self.buf.len() >= end + 4 + length {
+                    let body =
+                        String::from_utf8_lossy(&self.buf[end + 4..end + 4 + length]).into_owned();
+                    self.buf.drain(..end + 4 + length);
+                    return HttpReply {
+                        status,
+                        headers,
+                        body,
+                    };
+                }
+                if status == 100 {
+                    self.buf.drain(..end + 4);
+                    continue;
+                }
+            }
+            assert!(Instant::now() < deadline, "no complete answer");
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).expect("an answer");
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// True when the server closed the connection (after what it sent).
+    pub fn closed(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        matches!(self.stream.read(&mut chunk), Ok(0))
+    }
+}
