@@ -23,6 +23,10 @@ use super::protocol::{
     self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
 };
 
+mod direct;
+
+pub use direct::ApiDirect;
+
 /// Why a taken-over connection is closed (its `taken_over` error and close frame reason).
 const TAKEN_OVER: &str = "taken over by a newer connection";
 
@@ -74,6 +78,10 @@ pub struct HubConfig {
     /// Seq numbers, history and publish ids live in a broker the driver runs (shared by several
     /// nodes) instead of this hub: see [`super::broker`].
     pub external_broker: bool,
+    /// `send` commands one connection may make per second, and at once (a token bucket of
+    /// this size refilled at this rate); beyond it they are refused with `rate_limited`. Zero:
+    /// no limit.
+    pub send_rate: u32,
 }
 
 impl Default for HubConfig {
@@ -95,6 +103,7 @@ impl Default for HubConfig {
             max_depth: 64,
             external_identity: false,
             external_broker: false,
+            send_rate: 50,
         }
     }
 }
@@ -179,6 +188,11 @@ impl HubConfig {
     /// Sets [`HubConfig::dedup_window`].
     pub fn with_dedup_window(mut self, ids: usize) -> Self {
         self.dedup_window = ids;
+        self
+    }
+    /// Sets [`HubConfig::send_rate`].
+    pub fn with_send_rate(mut self, per_second: u32) -> Self {
+        self.send_rate = per_second;
         self
     }
     /// Sets [`HubConfig::client_ttl`].
@@ -305,6 +319,8 @@ pub struct Hub<C> {
     pending_joins: BTreeMap<u64, PendingJoin<C>>,
     /// Joins awaiting an answer per room: the room stays subscribed meanwhile.
     joins_per_room: BTreeMap<String, usize>,
+    /// Messages to one client (`send`): see the `direct` module.
+    direct: direct::Directs<C>,
 }
 
 /// A `join` waiting for the external broker's answer.
@@ -343,6 +359,7 @@ impl<C: Copy + Ord> Hub<C> {
             pending_publishes: BTreeMap::new(),
             pending_joins: BTreeMap::new(),
             joins_per_room: BTreeMap::new(),
+            direct: direct::Directs::default(),
         }
     }
 
@@ -479,6 +496,7 @@ impl<C: Copy + Ord> Hub<C> {
         self.conns.remove(&conn);
         self.out.retain(|(to, _)| *to != conn);
         self.pending_publishes.retain(|_, p| p.0 != conn);
+        self.direct.forget(conn);
         for join in self.pending_joins.values_mut() {
             if join.conn == Some(conn) {
                 join.conn = None;
@@ -534,6 +552,8 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
             BrokerEvent::Member { room, change } => self.remote_member(&room, change),
+            BrokerEvent::Direct { from, to, data } => self.deliver_direct(&from, &to, &data),
+            BrokerEvent::Sent { token, result } => self.direct_sent(token, result),
             BrokerEvent::Claimed { client, serial } => {
                 if let Some(state) = self.clients.get_mut(&client) {
                     state.claim = serial;
@@ -995,6 +1015,9 @@ impl<C: Copy + Ord> Hub<C> {
                 self.publish(conn, client, id, room, data, now)
             }
             ClientMessage::Presence { room, presence } => self.presence(conn, &room, presence, now),
+            ClientMessage::Send { id, to, data } => {
+                self.send_direct(conn, client, id, to, data, now)
+            }
             ClientMessage::Ping { id } => {
                 self.send(conn, ServerMessage::Pong { id }.to_text().into());
                 Ok(())
@@ -1517,6 +1540,12 @@ impl<C: Copy + Ord> Hub<C> {
                 if state.conn == Some(conn) {
                     state.conn = None;
                     state.detached_at = now;
+                    if self.config.external_broker {
+                        // No connection here any more: direct messages stop coming here.
+                        self.broker_out.push_back(BrokerRequest::Release {
+                            client: client.clone(),
+                        });
+                    }
                     self.client_timers
                         .insert((now + self.config.client_ttl, client));
                 }

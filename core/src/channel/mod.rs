@@ -43,7 +43,7 @@ pub use broker::{
     BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
 };
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
-pub use hub::{ConnectionUsage, Hub, HubConfig, HubStats, message_text};
+pub use hub::{ApiDirect, ConnectionUsage, Hub, HubConfig, HubStats, message_text};
 pub use protocol::{
     ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage,
     Since, decode, decode_limited, validate_room,
