@@ -1249,6 +1249,15 @@ impl ClientSession {
         }
     }
 
+    /// Whether `id` is an unanswered `send`, which it no longer is. By `retain` rather than
+    /// `Vec::remove`, whose panic message would bring integer formatting into a browser's
+    /// `.wasm`.
+    fn answered(&mut self, id: &Id) -> bool {
+        let before = self.sending.len();
+        self.sending.retain(|s| s != id);
+        self.sending.len() < before
+    }
+
     /// Every unanswered `send` fails with `code`: it is not resent.
     fn reject_sends(&mut self, code: &str) {
         for id in core::mem::take(&mut self.sending) {
@@ -1420,8 +1429,7 @@ impl ClientSession {
             }
             Incoming::Error { id, code, message } => self.error(id, code, message),
             Incoming::Sent { id } => {
-                if let Some(at) = self.sending.iter().position(|s| *s == id) {
-                    self.sending.remove(at);
+                if self.answered(&id) {
                     self.event(ClientEvent::Sent { id });
                 }
             }
@@ -1679,8 +1687,8 @@ impl ClientSession {
                 self.event(ClientEvent::Left { room });
                 return;
             }
-            if let Some(at) = self.sending.iter().position(|s| s == id) {
-                let id = self.sending.remove(at);
+            if self.answered(id) {
+                let id = id.clone();
                 self.event(ClientEvent::SendRejected { id, code, message });
                 return;
             }
