@@ -589,6 +589,8 @@ def channel_seeds():
         "presence": b'{"type":"presence","room":"app/chat","presence":"typing \\u00e9 \\"q\\""}',
         "leave": b'{"type":"leave","id":2,"room":"app/chat"}',
         "ping": b'{ "type" : "ping" , "id" : 3 }',
+        "send": b'{"type":"send","id":9,"to":"fuzz","data":{"sdp":"v=0\\r\\n","n":[1]}}',
+        "send-bad-to": b'{"type":"send","id":"s-1","to":"a b","data":1}',
         "unknown": b'{"type":"dance","id":4}',
         "bad-room": b'{"type":"join","id":5,"room":"no-namespace"}',
         "not-object": b'[1,2,3]',

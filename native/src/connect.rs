@@ -498,7 +498,9 @@ impl Expected {
         match duplex_core::channel::decode(line) {
             Ok(ClientMessage::Hello { .. }) => self.anonymous += 1,
             Ok(ClientMessage::Join { id, .. } | ClientMessage::Leave { id, .. })
-            | Ok(ClientMessage::Ping { id }) => self.expect(id, None),
+            | Ok(ClientMessage::Ping { id } | ClientMessage::Send { id, .. }) => {
+                self.expect(id, None)
+            }
             Ok(ClientMessage::Publish { id, room, .. }) => self.expect(id, Some(room)),
             Ok(ClientMessage::Presence { .. }) => self.untracked = true,
             Err(refused) => match refused.id {
@@ -524,7 +526,7 @@ impl Expected {
             (Some("welcome") | Some("error"), None) => {
                 self.anonymous = self.anonymous.saturating_sub(1);
             }
-            (Some("joined" | "left" | "pong" | "ack" | "error"), Some(id)) => {
+            (Some("joined" | "left" | "pong" | "ack" | "sent" | "error"), Some(id)) => {
                 let Some(waiting) = self.by_id.get_mut(&id) else {
                     return;
                 };

@@ -170,6 +170,11 @@ struct ServeArgs {
     #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(100..))]
     heartbeat_ms: u64,
 
+    /// `send` commands (messages to one client) a connection may make per second, and at once;
+    /// beyond it they are refused with `rate_limited`.
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    send_rate: u32,
+
     /// What to do with a member whose unsent output exceeds --max-backlog: `gap` drops its room
     /// messages and then tells it to recover them from history; `close` closes it with 1008.
     #[arg(long, default_value = "gap", value_name = "gap|close", value_parser = ["gap", "close"])]
@@ -264,6 +269,7 @@ impl ServeArgs {
             .with_presence_window(Duration::from_millis(self.presence_window_ms))
             .with_max_payload(self.max_payload)
             .with_presence_limit(self.presence_limit)
+            .with_send_rate(self.send_rate)
             .with_heartbeat(heartbeat);
         let broker = match &self.broker {
             Some(url) => Some(BrokerUrl::parse(url)?),

@@ -1012,3 +1012,112 @@ fn without_redis_api_calls_get_503_unavailable_in_bounded_time() {
             == 200
     });
 }
+
+/// The answer (`sent` or `error`) to the `send` with this id; a `direct` arriving meanwhile
+/// is returned too.
+fn send_to(peer: &mut Peer, id: u64, to: &str, data: Value) -> (Value, Vec<Value>) {
+    peer.send(json!({"type": "send", "id": id, "to": to, "data": data}));
+    let mut directs = Vec::new();
+    loop {
+        let message = peer.recv();
+        match message["type"].as_str() {
+            Some("sent" | "error") if message["id"] == id => return (message, directs),
+            Some("direct") => directs.push(message),
+            _ => {}
+        }
+    }
+}
+
+/// The next `count` direct messages, skipping everything else.
+fn directs(peer: &mut Peer, count: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let message = peer.recv();
+        if message["type"] == "direct" {
+            out.push(message);
+        }
+    }
+    out
+}
+
+/// `send` across nodes: delivered through the node holding the target, in order; refused with
+/// `not_found` without a shared room (judged on the members Redis records, also in a room above
+/// the presence limit), for an unknown client, and once the target left or disconnected.
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn send_reaches_a_client_on_another_node_only_through_a_shared_room() {
+    let redis = Redis::start();
+    let args = |redis: &Redis| {
+        DuplexProcess::start(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--broker",
+            &redis.url(),
+            // app/call is above it: no member list, no presence events.
+            "--presence-limit",
+            "1",
+            "--send-rate",
+            "1000",
+        ])
+    };
+    let (a, b) = (args(&redis), args(&redis));
+    let mut ada = Peer::hello(a.addr, "ada");
+    let mut bob = Peer::hello(b.addr, "bob");
+    let mut cat = Peer::hello(b.addr, "cat");
+    ada.join("app/call", 1, None);
+    bob.join("app/call", 1, None);
+    cat.join("app/other", 1, None);
+    // bob's membership reaches Redis after his `joined`: retried until it did.
+    let mut id = 10;
+    wait_for("bob's membership in Redis", || {
+        id += 1;
+        send_to(&mut ada, id, "bob", json!("probe")).0["type"] == "sent"
+    });
+    let probes = directs(&mut bob, 1);
+    assert_eq!(
+        probes[0],
+        json!({"type": "direct", "from": "ada", "data": "probe"})
+    );
+    while bob.recv_within(Duration::from_millis(200)).is_some() {}
+    for i in 0..50u64 {
+        let (answer, _) = send_to(&mut ada, 100 + i, "bob", json!({"n": i}));
+        assert_eq!(answer["type"], "sent", "{answer}");
+    }
+    let got: Vec<Value> = directs(&mut bob, 50)
+        .into_iter()
+        .map(|m| m["data"]["n"].clone())
+        .collect();
+    assert_eq!(got, (0..50u64).map(|i| json!(i)).collect::<Vec<_>>());
+    // And back, from B to A.
+    let (answer, _) = send_to(&mut bob, 1, "ada", json!({"sdp": "answer"}));
+    assert_eq!(answer, json!({"type": "sent", "id": 1}));
+    assert_eq!(directs(&mut ada, 1)[0]["from"], "bob");
+    // No shared room, or nobody: the same refusal; nothing reaches cat.
+    for (id, to) in [(200, "cat"), (201, "nobody")] {
+        let (answer, _) = send_to(&mut ada, id, to, json!(1));
+        assert_eq!(answer["code"], "not_found", "{answer}");
+    }
+    assert!(cat.recv_within(Duration::from_millis(300)).is_none());
+    // bob leaves the shared room: he is out of reach once Redis knows.
+    bob.send(json!({"type": "leave", "id": 2, "room": "app/call"}));
+    bob.until("left");
+    let mut id = 300;
+    wait_for("bob's leave in Redis", || {
+        id += 1;
+        send_to(&mut ada, id, "bob", json!(1)).0["code"] == "not_found"
+    });
+    // cat joins ada's room, then disconnects: out of reach too.
+    cat.join("app/call", 2, None);
+    wait_for("cat's membership in Redis", || {
+        id += 1;
+        send_to(&mut ada, id, "cat", json!(1)).0["type"] == "sent"
+    });
+    drop(cat);
+    wait_for("cat's disconnect in Redis", || {
+        id += 1;
+        send_to(&mut ada, id, "cat", json!(1)).0["code"] == "not_found"
+    });
+}

@@ -1053,3 +1053,69 @@ fn the_binary_refuses_frames_larger_than_any_valid_command_while_they_arrive() {
     p.send(json!({"type": "join", "id": 100, "room": "app/100"}));
     assert_eq!(p.expect("error")["code"], "too_many_rooms");
 }
+
+#[test]
+fn send_reaches_a_member_of_a_shared_room_and_refuses_the_rest() {
+    let mut config = config();
+    config.hub = config.hub.with_send_rate(5).with_max_payload(1024);
+    let server = TestServer::start(config);
+    let mut a = server.client(Some("alice"));
+    let mut b = server.client(Some("bob"));
+    let mut c = server.client(Some("carol"));
+    a.join("app/call", 1);
+    b.join("app/call", 1);
+    c.join("app/other", 1);
+    assert_eq!(a.expect("join")["client"], "bob");
+    let offer = json!({"sdp": "v=0", "kind": "offer"});
+    a.send(json!({"type": "send", "id": 1, "to": "bob", "data": offer}));
+    assert_eq!(a.expect("sent")["id"], 1);
+    let direct = b.expect("direct");
+    assert_eq!(
+        direct,
+        json!({"type": "direct", "from": "alice", "data": offer})
+    );
+    // No shared room, or no such client: the same answer.
+    a.send(json!({"type": "send", "id": 2, "to": "carol", "data": 1}));
+    a.send(json!({"type": "send", "id": 3, "to": "nobody", "data": 1}));
+    for id in [2, 3] {
+        let error = a.expect("error");
+        assert_eq!(
+            (error["id"].as_u64(), error["code"].as_str()),
+            (Some(id), Some("not_found"))
+        );
+    }
+    c.silent(Duration::from_millis(100));
+    // Too large, then the rate: 5 at once (three spent above), the rest refused.
+    let big = "x".repeat(1024);
+    a.send(json!({"type": "send", "id": 4, "to": "bob", "data": big}));
+    assert_eq!(a.expect("error")["code"], "too_large");
+    for id in 5..15 {
+        a.send(json!({"type": "send", "id": id, "to": "bob", "data": id}));
+    }
+    let mut sent = Vec::new();
+    let mut limited = 0;
+    for _ in 5..15 {
+        let reply = a.recv();
+        match reply["type"].as_str() {
+            Some("sent") => sent.push(reply["id"].as_u64().unwrap()),
+            Some("error") if reply["code"] == "rate_limited" => limited += 1,
+            _ => panic!("unexpected {reply}"),
+        }
+    }
+    // One token left of the burst, and at most a few refilled meanwhile.
+    assert!((1..=3).contains(&sent.len()), "{sent:?}");
+    assert_eq!(sent.len() + limited, 10);
+    for id in &sent {
+        assert_eq!(b.expect("direct")["data"], *id);
+    }
+    b.silent(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(450));
+    // The budget refills at 5 per second; order per sender is kept.
+    for id in 20..22 {
+        a.send(json!({"type": "send", "id": id, "to": "bob", "data": id}));
+    }
+    assert_eq!(a.expect("sent")["id"], 20);
+    assert_eq!(a.expect("sent")["id"], 21);
+    assert_eq!(b.expect("direct")["data"], 20);
+    assert_eq!(b.expect("direct")["data"], 21);
+}

@@ -211,6 +211,9 @@ export interface DuplexClientEventMap {
   reconnecting: { attempt: number; delay: number };
   /** A server error no call answers, a refused rejoin, an unreadable server message. */
   error: DuplexError;
+  /** A message to this client alone (`send` of a client sharing a room, or `api`, the server's
+   * HTTP API). */
+  direct: { from: string; data: Json };
 }
 
 export interface RoomEventMap {
@@ -274,6 +277,12 @@ export class DuplexClient {
   join(room: string, options?: { presence?: Json }): Promise<Room>;
   /** Skips the rest of the current backoff delay. */
   reconnectNow(): void;
+  /** Sends `data` to client `to`, which must share a room with this client (it gets a
+   * `direct` event). Resolves once the server handed it over. Never queued nor resent: rejects
+   * with a DuplexError `not_found` (no shared room, or no such client), `rate_limited`,
+   * `too_large`, `unavailable`, `offline` (not connected), `disconnected` (the connection ended
+   * before the answer: it may have arrived), `bad_client`, `closed`. */
+  send(to: string, data: Json): Promise<void>;
   /** Replaces the token of the next `hello`. */
   setToken(token: string | null | undefined): void;
   /** Ends the client for good; pending joins and publishes reject with `closed`. */

@@ -131,6 +131,13 @@ impl ChannelSession {
         id(self.inner.publish(room, data))
     }
 
+    /// Sends `data` (JSON text) to client `to`; returns the id that `sent` or `send_rejected`
+    /// will carry. Refused while offline (`offline`): never queued.
+    pub fn send(&mut self, to: &str, data: &str) -> Result<f64, JsError> {
+        let data = parse(data)?;
+        id(self.inner.send(to, data))
+    }
+
     /// Replaces the token of the next `hello`.
     pub fn set_token(&mut self, token: Option<String>) {
         self.inner.set_token(token);

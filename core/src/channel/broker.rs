@@ -20,6 +20,12 @@
 //! - After losing its subscriptions (a reconnect), it resubscribes and sends
 //!   [`BrokerEvent::Resubscribed`]; the hub then asks each room's [`BrokerRequest::Position`] and
 //!   tells members of a hole with `gap`, so that they recover from history.
+//! - [`BrokerRequest::Direct`] hands a message to the node holding the target client id's
+//!   latest claim (see [`BrokerRequest::Claim`]), which gets it as a [`BrokerEvent::Direct`],
+//!   provided that, when `rooms` is given, the target is a member on that node of one of
+//!   `rooms` as the broker records members ([`BrokerRequest::MemberJoined`]: every member, in
+//!   rooms of any size). Answered with [`BrokerEvent::Sent`]: how many connections it reached
+//!   (0 or 1: a client id has one connection across the nodes).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -74,6 +80,21 @@ pub enum BrokerRequest {
         /// Compact JSON.
         presence: String,
     },
+    /// A message from `from` to client `to`, whose connection is not on this node: hand it to
+    /// the node holding `to`, only if `to` is a member there of one of `rooms` (the sender's
+    /// rooms) when `rooms` is given (the HTTP API gives none). Answered with
+    /// [`BrokerEvent::Sent`].
+    Direct {
+        token: u64,
+        from: String,
+        to: String,
+        rooms: Option<Vec<String>>,
+        /// Compact JSON.
+        data: String,
+    },
+    /// The last connection of `client` on this node ended: unless another node claimed it
+    /// since, forget that this node holds it (no more [`BrokerEvent::Direct`] for it here).
+    Release { client: String },
 }
 
 /// A presence change of a member on another node.
@@ -168,4 +189,17 @@ pub enum BrokerEvent {
     /// Another node claimed `client` with this serial: a connection here with an older claim
     /// is taken over.
     TakeOver { client: String, serial: u64 },
+    /// A message to `to`, a client id held here, from `from` on another node (see
+    /// [`BrokerRequest::Direct`]). `data` is compact JSON.
+    Direct {
+        from: String,
+        to: String,
+        data: String,
+    },
+    /// The answer to [`BrokerRequest::Direct`]: the connections the message was handed to (0
+    /// when the target is held nowhere, or shares none of the rooms).
+    Sent {
+        token: u64,
+        result: Result<u64, BrokerError>,
+    },
 }

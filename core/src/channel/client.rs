@@ -57,6 +57,17 @@
 //! needs nothing more than [`ClientSession::poll_timeout`] and
 //! [`ClientSession::handle_timeout`].
 //!
+//! # Messages to one client
+//!
+//! [`ClientSession::send`] sends `data` to another client sharing a room with this one; the
+//! server answers [`ClientEvent::Sent`] (handed to the target's connection) or
+//! [`ClientEvent::SendRejected`] (`not_found`, `rate_limited`, `too_large`, `unavailable`), and
+//! messages to this client arrive as [`ClientEvent::Direct`]. Direct messages are not stored
+//! by the server, so the session neither queues them while offline nor resends them: `send`
+//! fails with [`ClientError::Offline`] when no connection is open, and a send still unanswered
+//! when the connection ends is rejected with code `disconnected` (it may or may not have
+//! arrived); the application decides whether to send again.
+//!
 //! # Example
 //!
 //! A session and a [`Hub`](super::Hub) talking in memory:
@@ -206,11 +217,17 @@ pub enum ClientError {
     /// The session was closed with [`ClientSession::close`].
     #[error("session closed")]
     Closed,
+    /// `send` while no connection is open: direct messages are not queued.
+    #[error("not connected")]
+    Offline,
+    /// `send` to a string that is not a client id.
+    #[error("bad client id")]
+    BadClient,
 }
 
 impl ClientError {
     /// A stable snake_case name (`bad_room`, `already_joined`, `not_joined`, `queue_full`,
-    /// `closed`), for bindings that pass errors as strings.
+    /// `closed`, `offline`, `bad_client`), for bindings that pass errors as strings.
     pub fn code(&self) -> &'static str {
         match self {
             ClientError::BadRoom(_) => "bad_room",
@@ -218,6 +235,8 @@ impl ClientError {
             ClientError::NotJoined => "not_joined",
             ClientError::QueueFull => "queue_full",
             ClientError::Closed => "closed",
+            ClientError::Offline => "offline",
+            ClientError::BadClient => "bad_client",
         }
     }
 }
@@ -387,6 +406,30 @@ pub enum ClientEvent {
         /// The room.
         room: String,
     },
+    /// The server handed the message of [`ClientSession::send`] `id` to its target.
+    Sent {
+        /// The id [`ClientSession::send`] returned.
+        id: Id,
+    },
+    /// The message of [`ClientSession::send`] `id` was refused (`not_found`, `rate_limited`,
+    /// `too_large`, `unavailable`), or its connection ended before the answer
+    /// (`disconnected`; it may have arrived) or the session was closed (`closed`, or
+    /// `taken_over`). Never resent.
+    SendRejected {
+        /// The id [`ClientSession::send`] returned.
+        id: Id,
+        /// The server's error code, or `disconnected`, `closed`, `taken_over`.
+        code: String,
+        /// The explanation.
+        message: String,
+    },
+    /// A message to this client alone, from client `from` (or `api`, the server's HTTP API).
+    Direct {
+        /// The sender's client id.
+        from: String,
+        /// The JSON value sent.
+        data: Value,
+    },
     /// A server `error` that answers no pending join, leave or publish of this session.
     ServerError {
         /// The refused command's id, when the server could read one.
@@ -457,6 +500,13 @@ enum Incoming {
     Gap {
         room: String,
         to_seq: u64,
+    },
+    Sent {
+        id: Id,
+    },
+    Direct {
+        from: String,
+        data: Value,
     },
     Error {
         id: Option<Id>,
@@ -534,6 +584,11 @@ impl Incoming {
                 client: f.string("client")?,
             },
             "pong" => Incoming::Pong {},
+            "sent" => Incoming::Sent { id: f.id("id")? },
+            "direct" => Incoming::Direct {
+                from: f.string("from")?,
+                data: f.value("data"),
+            },
             "gap" => Incoming::Gap {
                 room: f.string("room")?,
                 to_seq: f.u64("to_seq")?,
@@ -778,6 +833,8 @@ pub struct ClientSession {
     rooms: SortedMap<String, Room>,
     leaving: SortedMap<Id, String>,
     pending: VecDeque<Pending>,
+    /// `send`s of the current connection not answered yet.
+    sending: Vec<Id>,
     out: VecDeque<String>,
     events: VecDeque<ClientEvent>,
 }
@@ -805,6 +862,7 @@ impl ClientSession {
             rooms: SortedMap::default(),
             leaving: SortedMap::default(),
             pending: VecDeque::new(),
+            sending: Vec::new(),
             out: VecDeque::new(),
             events,
         }
@@ -839,7 +897,7 @@ impl ClientSession {
             client: self.client.clone(),
             token: self.token.clone(),
         };
-        self.send(&hello);
+        self.send_message(&hello);
     }
 
     /// The socket closed or failed (or could not be opened): reconnects after a backoff delay.
@@ -922,7 +980,7 @@ impl ClientSession {
                     self.give_up_socket(DisconnectReason::HeartbeatTimeout);
                 } else {
                     let id = self.new_id();
-                    self.send(&ClientMessage::Ping { id });
+                    self.send_message(&ClientMessage::Ping { id });
                     if let State::Open(heartbeat) = &mut self.state {
                         heartbeat.ping_sent = Some(now);
                     }
@@ -963,6 +1021,7 @@ impl ClientSession {
         self.out.clear();
         self.leaving.clear();
         self.pending.clear();
+        self.reject_sends("closed");
         self.event(ClientEvent::Closed);
     }
 
@@ -983,7 +1042,7 @@ impl ClientSession {
             ..Room::default()
         };
         if self.is_open() {
-            self.send(&ClientMessage::Join {
+            self.send_message(&ClientMessage::Join {
                 id: id.clone(),
                 room: room.into(),
                 presence: state.presence.clone(),
@@ -1010,7 +1069,7 @@ impl ClientSession {
         };
         let id = self.new_id();
         if self.is_open() {
-            self.send(&ClientMessage::Leave {
+            self.send_message(&ClientMessage::Leave {
                 id: id.clone(),
                 room: room.into(),
             });
@@ -1036,7 +1095,7 @@ impl ClientSession {
             *own = presence.clone();
         }
         if open {
-            self.send(&ClientMessage::Presence {
+            self.send_message(&ClientMessage::Presence {
                 room: room.into(),
                 presence,
             });
@@ -1077,6 +1136,28 @@ impl ClientSession {
             text,
             tries: (0, Duration::ZERO),
         });
+        Ok(id)
+    }
+
+    /// Sends `data` to client `to`, which must share a room with this client; returns the id
+    /// that [`ClientEvent::Sent`] or [`ClientEvent::SendRejected`] will carry. Sent at once,
+    /// never queued nor resent: refused with [`ClientError::Offline`] while no connection is
+    /// open (see the module documentation).
+    pub fn send(&mut self, to: &str, data: Value) -> Result<Id, ClientError> {
+        self.usable()?;
+        if !protocol::is_name(to) {
+            return Err(ClientError::BadClient);
+        }
+        if !self.is_open() {
+            return Err(ClientError::Offline);
+        }
+        let id = self.new_id();
+        self.send_message(&ClientMessage::Send {
+            id: id.clone(),
+            to: to.into(),
+            data,
+        });
+        self.sending.push(id.clone());
         Ok(id)
     }
 
@@ -1158,7 +1239,7 @@ impl ClientSession {
         self.events.push_back(event);
     }
 
-    fn send(&mut self, message: &ClientMessage) {
+    fn send_message(&mut self, message: &ClientMessage) {
         self.send_text(encode(message));
     }
 
@@ -1166,6 +1247,26 @@ impl ClientSession {
         self.out.push_back(text);
         if let State::Open(heartbeat) = &mut self.state {
             heartbeat.last_sent = self.now;
+        }
+    }
+
+    /// Whether `id` is an unanswered `send`, which it no longer is. By `retain` rather than
+    /// `Vec::remove`, whose panic message would bring integer formatting into a browser's
+    /// `.wasm`.
+    fn answered(&mut self, id: &Id) -> bool {
+        let before = self.sending.len();
+        self.sending.retain(|s| s != id);
+        self.sending.len() < before
+    }
+
+    /// Every unanswered `send` fails with `code`: it is not resent.
+    fn reject_sends(&mut self, code: &str) {
+        for id in core::mem::take(&mut self.sending) {
+            self.event(ClientEvent::SendRejected {
+                id,
+                code: code.into(),
+                message: "no answer before the connection ended".into(),
+            });
         }
     }
 
@@ -1192,6 +1293,11 @@ impl ClientSession {
         for (_, room) in core::mem::take(&mut self.leaving).0 {
             self.event(ClientEvent::Left { room });
         }
+        self.reject_sends(if reason == DisconnectReason::TakenOver {
+            "taken_over"
+        } else {
+            "disconnected"
+        });
         self.event(ClientEvent::Disconnected { reason });
     }
 
@@ -1323,6 +1429,12 @@ impl ClientSession {
                 }
             }
             Incoming::Error { id, code, message } => self.error(id, code, message),
+            Incoming::Sent { id } => {
+                if self.answered(&id) {
+                    self.event(ClientEvent::Sent { id });
+                }
+            }
+            Incoming::Direct { from, data } => self.event(ClientEvent::Direct { from, data }),
         }
     }
 
@@ -1378,7 +1490,7 @@ impl ClientSession {
                 presence: state.presence.clone(),
                 since,
             };
-            self.send(&join);
+            self.send_message(&join);
         }
         let texts: Vec<String> = self.pending.iter().map(|p| p.text.clone()).collect();
         for text in texts {
@@ -1515,7 +1627,7 @@ impl ClientSession {
             since: Some(since.clone()),
             refill: true,
         });
-        self.send(&ClientMessage::Join {
+        self.send_message(&ClientMessage::Join {
             id,
             room: room.into(),
             presence: None,
@@ -1574,6 +1686,11 @@ impl ClientSession {
             if let Some(room) = self.leaving.remove(id) {
                 // Not a member: as good as left.
                 self.event(ClientEvent::Left { room });
+                return;
+            }
+            if self.answered(id) {
+                let id = id.clone();
+                self.event(ClientEvent::SendRejected { id, code, message });
                 return;
             }
         }
@@ -1695,7 +1812,7 @@ impl ClientSession {
                     since: joining.since.clone(),
                 };
                 state.joining = Some(joining);
-                self.send(&join);
+                self.send_message(&join);
             }
             self.send_publishes(&room, true);
         }

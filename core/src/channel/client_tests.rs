@@ -1351,3 +1351,139 @@ fn nothing_is_retried_after_close_or_across_a_reconnect_twice() {
     assert_eq!(id_of(&out[1]["id"]), id);
     assert_eq!(s.poll_timeout(), None);
 }
+
+#[test]
+fn send_is_answered_once_and_direct_messages_arrive_as_events() {
+    let mut s = in_room("e1", 0);
+    let id = s.send("bob", json!({"sdp": "offer"})).unwrap();
+    let out = sent(&mut s);
+    assert_eq!(
+        out,
+        [json!({"type": "send", "id": out[0]["id"], "to": "bob", "data": {"sdp": "offer"}})]
+    );
+    assert_eq!(id_of(&out[0]["id"]), id);
+    s.receive(&format!(r#"{{"type":"sent","id":{}}}"#, out[0]["id"]), T0);
+    // A second answer for the same id, or for an unknown one, is ignored.
+    s.receive(&format!(r#"{{"type":"sent","id":{}}}"#, out[0]["id"]), T0);
+    s.receive(
+        r#"{"type":"direct","from":"bob","data":{"sdp":"answer"}}"#,
+        T0,
+    );
+    assert_eq!(
+        events(&mut s),
+        [
+            ClientEvent::Sent { id },
+            ClientEvent::Direct {
+                from: "bob".into(),
+                data: json!({"sdp": "answer"})
+            }
+        ]
+    );
+    // Refusals carry the server's code.
+    let refused = s.send("eve", json!(1)).unwrap();
+    let limited = s.send("bob", json!(2)).unwrap();
+    let out = sent(&mut s);
+    for (text, code) in [(&out[0], "not_found"), (&out[1], "rate_limited")] {
+        s.receive(
+            &format!(
+                r#"{{"type":"error","id":{},"code":"{code}","message":"m"}}"#,
+                text["id"]
+            ),
+            T0,
+        );
+    }
+    assert_eq!(
+        events(&mut s),
+        [
+            ClientEvent::SendRejected {
+                id: refused,
+                code: "not_found".into(),
+                message: "m".into()
+            },
+            ClientEvent::SendRejected {
+                id: limited,
+                code: "rate_limited".into(),
+                message: "m".into()
+            }
+        ]
+    );
+    assert_eq!(s.send("a b", json!(1)), Err(ClientError::BadClient));
+    assert_eq!(ClientError::BadClient.code(), "bad_client");
+}
+
+#[test]
+fn sends_are_never_queued_nor_resent() {
+    let mut s = in_room("e1", 0);
+    let id = s.send("bob", json!(1)).unwrap();
+    sent(&mut s);
+    s.disconnected(ms(10));
+    let evs = events(&mut s);
+    assert!(
+        evs.contains(&ClientEvent::SendRejected {
+            id,
+            code: "disconnected".into(),
+            message: "no answer before the connection ended".into()
+        }),
+        "{evs:?}"
+    );
+    // Offline: refused at once, and nothing goes out after the reconnect.
+    assert_eq!(s.send("bob", json!(2)), Err(ClientError::Offline));
+    assert_eq!(ClientError::Offline.code(), "offline");
+    let after = reconnect(&mut s, ms(10));
+    assert!(after.iter().all(|m| m["type"] != "send"), "{after:?}");
+    // Close rejects what is in flight.
+    let id = s.send("bob", json!(3)).unwrap();
+    s.close();
+    let evs = events(&mut s);
+    assert!(
+        evs.iter().any(
+            |e| matches!(e, ClientEvent::SendRejected { id: i, code, .. } if *i == id && code == "closed")
+        ),
+        "{evs:?}"
+    );
+    assert_eq!(s.send("bob", json!(4)), Err(ClientError::Closed));
+}
+
+#[test]
+fn a_session_reaches_another_through_a_hub() {
+    use super::hub::{Hub, HubConfig};
+    let mut hub: Hub<u32> = Hub::new(HubConfig::default(), 5);
+    let mut a = ClientSession::new(ClientConfig::default().with_client("ada"), 1);
+    let mut b = ClientSession::new(ClientConfig::default().with_client("bob"), 2);
+    let pump = |hub: &mut Hub<u32>, a: &mut ClientSession, b: &mut ClientSession| {
+        for _ in 0..4 {
+            for (conn, s) in [(1u32, &mut *a), (2, &mut *b)] {
+                while let Some(text) = s.poll_transmit() {
+                    let _ = hub.receive(conn, &text, T0);
+                }
+            }
+            while let Some((conn, text)) = hub.poll_delivery() {
+                let s = if conn == 1 { &mut *a } else { &mut *b };
+                s.receive(&text, T0);
+            }
+        }
+    };
+    for (conn, s) in [(1u32, &mut a), (2, &mut b)] {
+        hub.connect(conn, T0);
+        s.connected(T0);
+        s.join(ROOM, None).unwrap();
+    }
+    pump(&mut hub, &mut a, &mut b);
+    events(&mut a);
+    events(&mut b);
+    let id = a.send("bob", json!({"ice": "c1"})).unwrap();
+    let lost = a.send("nobody", json!(1)).unwrap();
+    pump(&mut hub, &mut a, &mut b);
+    let a_events = events(&mut a);
+    assert_eq!(a_events[0], ClientEvent::Sent { id });
+    assert!(
+        matches!(&a_events[1], ClientEvent::SendRejected { id, code, .. } if *id == lost && code == "not_found")
+    );
+    assert_eq!(
+        events(&mut b),
+        [ClientEvent::Direct {
+            from: "ada".into(),
+            data: json!({"ice": "c1"})
+        }]
+    );
+}

@@ -25,6 +25,9 @@ use super::protocol::{
 
 mod api;
 pub use api::{ApiHistory, ApiPublished, ApiRoom};
+mod direct;
+
+pub use direct::ApiDirect;
 
 /// Why a taken-over connection is closed (its `taken_over` error and close frame reason).
 const TAKEN_OVER: &str = "taken over by a newer connection";
@@ -77,6 +80,10 @@ pub struct HubConfig {
     /// Seq numbers, history and publish ids live in a broker the driver runs (shared by several
     /// nodes) instead of this hub: see [`super::broker`].
     pub external_broker: bool,
+    /// `send` commands one connection may make per second, and at once (a token bucket of
+    /// this size refilled at this rate); beyond it they are refused with `rate_limited`. Zero:
+    /// no limit.
+    pub send_rate: u32,
 }
 
 impl Default for HubConfig {
@@ -98,6 +105,7 @@ impl Default for HubConfig {
             max_depth: 64,
             external_identity: false,
             external_broker: false,
+            send_rate: 50,
         }
     }
 }
@@ -182,6 +190,11 @@ impl HubConfig {
     /// Sets [`HubConfig::dedup_window`].
     pub fn with_dedup_window(mut self, ids: usize) -> Self {
         self.dedup_window = ids;
+        self
+    }
+    /// Sets [`HubConfig::send_rate`].
+    pub fn with_send_rate(mut self, per_second: u32) -> Self {
+        self.send_rate = per_second;
         self
     }
     /// Sets [`HubConfig::client_ttl`].
@@ -319,6 +332,8 @@ pub struct Hub<C> {
     joins_per_room: BTreeMap<String, usize>,
     /// The server HTTP API's publishes and dedup (see `api`).
     api: api::ApiState,
+    /// Messages to one client (`send`): see the `direct` module.
+    direct: direct::Directs<C>,
 }
 
 /// A `join` waiting for the external broker's answer.
@@ -358,6 +373,7 @@ impl<C: Copy + Ord> Hub<C> {
             pending_joins: BTreeMap::new(),
             joins_per_room: BTreeMap::new(),
             api: api::ApiState::default(),
+            direct: direct::Directs::default(),
         }
     }
 
@@ -494,6 +510,7 @@ impl<C: Copy + Ord> Hub<C> {
         self.conns.remove(&conn);
         self.out.retain(|(to, _)| *to != conn);
         self.pending_publishes.retain(|_, p| p.0 != conn);
+        self.direct.forget(conn);
         for join in self.pending_joins.values_mut() {
             if join.conn == Some(conn) {
                 join.conn = None;
@@ -549,6 +566,8 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
             BrokerEvent::Member { room, change } => self.remote_member(&room, change),
+            BrokerEvent::Direct { from, to, data } => self.deliver_direct(&from, &to, &data),
+            BrokerEvent::Sent { token, result } => self.direct_sent(token, result),
             BrokerEvent::Claimed { client, serial } => {
                 if let Some(state) = self.clients.get_mut(&client) {
                     state.claim = serial;
@@ -1046,6 +1065,9 @@ impl<C: Copy + Ord> Hub<C> {
                 self.publish(conn, client, id, room, data, now)
             }
             ClientMessage::Presence { room, presence } => self.presence(conn, &room, presence, now),
+            ClientMessage::Send { id, to, data } => {
+                self.send_direct(conn, client, id, to, data, now)
+            }
             ClientMessage::Ping { id } => {
                 self.send(conn, ServerMessage::Pong { id }.to_text().into());
                 Ok(())
@@ -1603,6 +1625,12 @@ impl<C: Copy + Ord> Hub<C> {
                 if state.conn == Some(conn) {
                     state.conn = None;
                     state.detached_at = now;
+                    if self.config.external_broker {
+                        // No connection here any more: direct messages stop coming here.
+                        self.broker_out.push_back(BrokerRequest::Release {
+                            client: client.clone(),
+                        });
+                    }
                     self.client_timers
                         .insert((now + self.config.client_ttl, client));
                 }

@@ -46,7 +46,8 @@ pub use broker::{
 };
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
 pub use hub::{
-    ApiHistory, ApiPublished, ApiRoom, ConnectionUsage, Hub, HubConfig, HubStats, message_text,
+    ApiDirect, ApiHistory, ApiPublished, ApiRoom, ConnectionUsage, Hub, HubConfig, HubStats,
+    message_text,
 };
 pub use protocol::{
     ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, SUBPROTOCOL, ServerMessage,

@@ -66,6 +66,13 @@ pub enum ClientMessage {
     Ping {
         id: Id,
     },
+    /// A message to every live connection of client `to`, answered `sent` (see
+    /// `docs/PROTOCOL.md`, Messages to one client).
+    Send {
+        id: Id,
+        to: String,
+        data: Value,
+    },
 }
 
 /// One entry of `joined.members`.
@@ -137,6 +144,15 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// The reply to `send`: the message was handed to the target's connections.
+    Sent {
+        id: Id,
+    },
+    /// A message sent to this client alone (`send`, or `"api"` for the server's HTTP API).
+    Direct {
+        from: String,
+        data: Value,
+    },
 }
 
 fn is_false(value: &bool) -> bool {
@@ -150,7 +166,8 @@ impl ClientMessage {
             ClientMessage::Join { id, .. }
             | ClientMessage::Leave { id, .. }
             | ClientMessage::Publish { id, .. }
-            | ClientMessage::Ping { id } => Some(id),
+            | ClientMessage::Ping { id }
+            | ClientMessage::Send { id, .. } => Some(id),
             ClientMessage::Hello { .. } | ClientMessage::Presence { .. } => None,
         }
     }
@@ -196,6 +213,11 @@ pub enum ErrorCode {
     /// The shared broker behind the server (Redis, with `--broker`) cannot be reached: the
     /// command (a `publish`, a `join`) was not carried out; retry it, with the same publish id.
     Unavailable,
+    /// `send` to a client that shares no room with the sender, or that does not exist (the
+    /// two are not told apart).
+    NotFound,
+    /// `send` beyond the connection's rate (`duplex serve --send-rate`).
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -213,6 +235,8 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::TakenOver => "taken_over",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -252,7 +276,9 @@ impl CommandError {
     }
 }
 
-const COMMANDS: [&str; 6] = ["hello", "join", "leave", "publish", "presence", "ping"];
+const COMMANDS: [&str; 7] = [
+    "hello", "join", "leave", "publish", "presence", "ping", "send",
+];
 
 /// What [`decode_limited`] accepts before it builds anything: a JSON document costs up to ~20×
 /// its text once parsed, so a frame is judged by its size and shape first.
@@ -413,6 +439,15 @@ fn validate(message: &ClientMessage) -> Result<(), (ErrorCode, String)> {
         | ClientMessage::Publish { id, room, .. } => (Some(id), Some(room)),
         ClientMessage::Presence { room, .. } => (None, Some(room)),
         ClientMessage::Ping { id } => (Some(id), None),
+        ClientMessage::Send { id, to, .. } => {
+            if !is_name(to) {
+                return Err((
+                    ErrorCode::BadMessage,
+                    "`to` must be 1 to 128 bytes of [A-Za-z0-9_.:-]".to_string(),
+                ));
+            }
+            (Some(id), None)
+        }
     };
     if let Some(Id::Text(id)) = id {
         if id.len() > MAX_NAME_LEN {
@@ -531,6 +566,14 @@ mod tests {
             decode(r#"{"type":"ping","id":9}"#).unwrap(),
             ClientMessage::Ping { id: Id::Number(9) }
         );
+        assert_eq!(
+            decode(r#"{"type":"send","id":3,"to":"bob","data":{"sdp":"x"}}"#).unwrap(),
+            ClientMessage::Send {
+                id: Id::Number(3),
+                to: "bob".into(),
+                data: json!({"sdp": "x"}),
+            }
+        );
     }
 
     #[test]
@@ -563,6 +606,14 @@ mod tests {
         assert_eq!(
             code(r#"{"type":"hello","client":"a b"}"#),
             (None, ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            code(r#"{"type":"send","id":8,"to":"a b","data":1}"#),
+            (Some(Id::Number(8)), ErrorCode::BadMessage)
+        );
+        assert_eq!(
+            code(r#"{"type":"send","id":8,"to":"bob"}"#),
+            (Some(Id::Number(8)), ErrorCode::BadMessage)
         );
         let long = "i".repeat(129);
         assert_eq!(
@@ -614,6 +665,16 @@ mod tests {
                 room: "a/b".into(),
                 from_seq: 3,
                 to_seq: 9,
+            },
+            ServerMessage::Sent { id: Id::Number(4) },
+            ServerMessage::Direct {
+                from: "ada".into(),
+                data: serde_json::json!({"k": 1}),
+            },
+            ServerMessage::Error {
+                id: Some(Id::Number(5)),
+                code: ErrorCode::RateLimited,
+                message: "m".into(),
             },
         ];
         for message in messages {

@@ -874,6 +874,7 @@ fn command_text() -> impl Strategy<Value = String> {
         Just("publish"),
         Just("presence"),
         Just("ping"),
+        Just("send"),
         Just("pong"),
         Just(""),
     ];
@@ -900,6 +901,7 @@ fn command_text() -> impl Strategy<Value = String> {
             format!(r#""presence":{value}"#),
             format!(r#""client":{value}"#),
             r#""since":{"epoch":"e","seq":1}"#.to_string(),
+            r#""to":"ada""#.to_string(),
         ];
         for (bit, field) in optional.into_iter().enumerate() {
             if mask & (1 << bit) != 0 {
@@ -1551,6 +1553,7 @@ mod external_broker {
                         | BrokerRequest::MemberLeft { .. }
                         | BrokerRequest::MemberPresence { .. }
                         | BrokerRequest::Claim { .. }
+                        | BrokerRequest::Release { .. }
                 )
             })
             .collect()
@@ -1949,6 +1952,9 @@ mod external_broker {
                 },
                 BrokerRequest::Unsubscribe {
                     room: "app/chat".into()
+                },
+                BrokerRequest::Release {
+                    client: "ada".into()
                 }
             ]
         );
@@ -2009,5 +2015,434 @@ mod external_broker {
         answer_join(&mut hub, token, "e1", 6, &[4, 5, 6]);
         live(&mut hub, "e1", 8);
         assert_eq!(seqs(&to(&drain(&mut hub), 1)), vec![4, 5, 6, 7, 8]);
+    }
+}
+
+/// Messages to one client: `send` → `sent`, `direct` to the target.
+mod direct {
+    use super::*;
+    use crate::channel::broker::{BrokerError, BrokerEvent, BrokerRequest};
+    use crate::channel::hub::ApiDirect;
+
+    fn send(hub: &mut Hub<u32>, conn: u32, id: u64, to: &str, data: &str, now: Duration) {
+        let text = format!(r#"{{"type":"send","id":{id},"to":"{to}","data":{data}}}"#);
+        let _ = hub.receive(conn, &text, now);
+    }
+
+    fn sent(id: u64) -> ServerMessage {
+        ServerMessage::Sent { id: Id::Number(id) }
+    }
+
+    fn direct(from: &str, data: Value) -> ServerMessage {
+        ServerMessage::Direct {
+            from: from.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn a_member_reaches_another_member_of_a_shared_room_in_order() {
+        let mut hub = two_members();
+        send(&mut hub, 1, 1, "bob", r#"{"sdp":"offer"}"#, T0);
+        send(&mut hub, 1, 2, "bob", "2", T0);
+        let out = drain(&mut hub);
+        assert_eq!(to(&out, 1), vec![sent(1), sent(2)]);
+        assert_eq!(
+            to(&out, 2),
+            vec![
+                direct("ada", json!({"sdp": "offer"})),
+                direct("ada", json!(2))
+            ]
+        );
+        // The wire form.
+        send(&mut hub, 2, 3, "ada", r#""hi""#, T0);
+        let (conn, text) = hub.poll_delivery().unwrap();
+        assert_eq!(
+            (conn, &*text),
+            (1, r#"{"type":"direct","from":"bob","data":"hi"}"#)
+        );
+        assert_eq!(
+            hub.poll_delivery().map(|(c, t)| (c, String::from(&*t))),
+            Some((2, r#"{"type":"sent","id":3}"#.to_string()))
+        );
+    }
+
+    #[test]
+    fn no_shared_room_and_no_such_client_are_the_same_not_found() {
+        let mut hub = two_members();
+        hello(&mut hub, 3, "cat", T0);
+        join(&mut hub, 3, "app/other", T0);
+        drain(&mut hub);
+        // A sender in no room reaches no one, itself included.
+        hello(&mut hub, 4, "dan", T0);
+        drain(&mut hub);
+        send(&mut hub, 1, 1, "cat", "1", T0);
+        send(&mut hub, 1, 2, "nobody", "1", T0);
+        send(&mut hub, 4, 3, "dan", "1", T0);
+        let out = drain(&mut hub);
+        let codes: Vec<_> = out.iter().map(|(c, m)| (*c, error_code(m))).collect();
+        let nf = |id| (Some(Id::Number(id)), ErrorCode::NotFound);
+        assert_eq!(codes, vec![(1, nf(1)), (1, nf(2)), (4, nf(3))]);
+        match &to(&out, 1)[..] {
+            [
+                ServerMessage::Error { message: a, .. },
+                ServerMessage::Error { message: b, .. },
+            ] => {
+                assert_eq!(a, b, "the two refusals must not tell the cases apart")
+            }
+            other => panic!("{other:?}"),
+        }
+        // After a leave the room no longer counts; a member may reach itself.
+        hub.receive(2, r#"{"type":"leave","id":9,"room":"app/chat"}"#, T0)
+            .unwrap();
+        drain(&mut hub);
+        send(&mut hub, 1, 4, "bob", "1", T0);
+        send(&mut hub, 1, 5, "ada", "1", T0);
+        let out = drain(&mut hub);
+        assert_eq!(error_code(&out[0].1), nf(4));
+        assert_eq!(&out[1..], &[(1, direct("ada", json!(1))), (1, sent(5))]);
+    }
+
+    #[test]
+    fn shared_rooms_count_above_the_presence_limit() {
+        let mut hub = Hub::new(HubConfig::default().with_presence_limit(1), 7);
+        hello(&mut hub, 1, "ada", T0);
+        hello(&mut hub, 2, "bob", T0);
+        join(&mut hub, 1, "app/feed", T0);
+        join(&mut hub, 2, "app/feed", T0);
+        drain(&mut hub);
+        send(&mut hub, 2, 1, "ada", "1", T0);
+        let out = drain(&mut hub);
+        assert_eq!(out, vec![(1, direct("bob", json!(1))), (2, sent(1))]);
+    }
+
+    #[test]
+    fn sends_are_rate_limited_per_connection_and_capped_in_size() {
+        let mut hub = Hub::new(
+            HubConfig::default().with_send_rate(10).with_max_payload(9),
+            7,
+        );
+        for (conn, client) in [(1, "ada"), (2, "bob"), (3, "cat")] {
+            hello(&mut hub, conn, client, T0);
+            join(&mut hub, conn, "app/chat", T0);
+        }
+        drain(&mut hub);
+        // A burst of 10, then one per 100 ms.
+        for id in 0..12 {
+            send(&mut hub, 1, id, "bob", "1", T0);
+        }
+        let out = drain(&mut hub);
+        let limited = |out: &[(u32, ServerMessage)]| {
+            out.iter()
+                .filter(|(_, m)| {
+                    matches!(
+                        m,
+                        ServerMessage::Error {
+                            code: ErrorCode::RateLimited,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(to(&out, 2).len(), 10);
+        assert_eq!(limited(&out), 2);
+        assert_eq!(
+            error_code(&out.last().unwrap().1),
+            (Some(Id::Number(11)), ErrorCode::RateLimited)
+        );
+        // Another connection has its own budget.
+        send(&mut hub, 3, 1, "bob", "1", T0);
+        assert_eq!(to(&drain(&mut hub), 3), vec![sent(1)]);
+        send(&mut hub, 1, 20, "bob", "1", ms(50));
+        assert_eq!(limited(&drain(&mut hub)), 1);
+        send(&mut hub, 1, 21, "bob", "1", ms(100));
+        send(&mut hub, 1, 22, "bob", "1", ms(100));
+        let out = drain(&mut hub);
+        assert_eq!(to(&out, 1)[0], sent(21));
+        assert_eq!(limited(&out), 1);
+        // Payload cap, counted in compact JSON; the refusal comes before delivery.
+        send(
+            &mut hub,
+            1,
+            30,
+            "bob",
+            r#"[ 1, 2, 3, 4 ]"#,
+            Duration::from_secs(5),
+        );
+        send(
+            &mut hub,
+            1,
+            31,
+            "bob",
+            r#""123456789""#,
+            Duration::from_secs(5),
+        );
+        let out = drain(&mut hub);
+        assert_eq!(to(&out, 2), vec![direct("ada", json!([1, 2, 3, 4]))]);
+        assert_eq!(
+            error_code(&to(&out, 1)[1]),
+            (Some(Id::Number(31)), ErrorCode::TooLarge)
+        );
+        // A connection's budget goes with it.
+        hub.disconnect(1, Duration::from_secs(5));
+        assert_eq!(hub.stats().connections, 2);
+    }
+
+    #[test]
+    fn send_needs_hello_and_a_valid_target() {
+        let mut hub = hub();
+        hub.connect(1, T0);
+        send(&mut hub, 1, 1, "bob", "1", T0);
+        send(&mut hub, 1, 2, "b b", "1", T0);
+        let out = drain(&mut hub);
+        assert_eq!(
+            error_code(&out[0].1),
+            (Some(Id::Number(1)), ErrorCode::HelloRequired)
+        );
+        assert_eq!(
+            error_code(&out[1].1),
+            (Some(Id::Number(2)), ErrorCode::BadMessage)
+        );
+    }
+
+    #[test]
+    fn the_api_reaches_any_connected_client_without_a_shared_room() {
+        let mut hub = hub();
+        hello(&mut hub, 1, "ada", T0);
+        drain(&mut hub);
+        let result = hub.send_direct_from_api("ada", &json!({"k": 1})).unwrap();
+        assert_eq!(
+            result,
+            ApiDirect {
+                delivered: 1,
+                pending: None
+            }
+        );
+        assert_eq!(drain(&mut hub), vec![(1, direct("api", json!({"k": 1})))]);
+        let none = hub.send_direct_from_api("bob", &json!(1)).unwrap();
+        assert_eq!(none.delivered, 0);
+        assert!(drain(&mut hub).is_empty());
+        let bad = hub.send_direct_from_api("a b", &json!(1)).unwrap_err();
+        assert_eq!(bad.code, ErrorCode::BadMessage);
+        let big = json!("x".repeat(64 * 1024));
+        let large = hub.send_direct_from_api("ada", &big).unwrap_err();
+        assert_eq!((large.id, large.code), (None, ErrorCode::TooLarge));
+        // Not rate-limited.
+        for _ in 0..200 {
+            assert_eq!(
+                hub.send_direct_from_api("ada", &json!(0))
+                    .unwrap()
+                    .delivered,
+                1
+            );
+        }
+        hub.disconnect(1, T0);
+        assert_eq!(
+            hub.send_direct_from_api("ada", &json!(1))
+                .unwrap()
+                .delivered,
+            0
+        );
+    }
+
+    fn broker_hub() -> Hub<u32> {
+        Hub::new(HubConfig::default().with_external_broker(true), 7)
+    }
+
+    /// `ada` on 1, a member of `app/chat` (joined through the broker); deliveries and broker
+    /// requests drained.
+    fn ada_on_a_node() -> Hub<u32> {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let token = core::iter::from_fn(|| hub.poll_broker())
+            .find_map(|r| match r {
+                BrokerRequest::Join { token, .. } => Some(token),
+                _ => None,
+            })
+            .unwrap();
+        let state = crate::channel::broker::RoomState {
+            epoch: "e1".into(),
+            seq: 0,
+            history: Vec::new(),
+            members: vec![("bob".into(), "null".into())],
+        };
+        let result = Ok(state);
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        while hub.poll_broker().is_some() {}
+        drain(&mut hub);
+        hub
+    }
+
+    fn direct_requests(hub: &mut Hub<u32>) -> Vec<BrokerRequest> {
+        core::iter::from_fn(|| hub.poll_broker())
+            .filter(|r| matches!(r, BrokerRequest::Direct { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn with_a_broker_a_client_held_elsewhere_is_reached_through_it() {
+        let mut hub = ada_on_a_node();
+        send(&mut hub, 1, 1, "bob", r#"{"ice":1}"#, T0);
+        send(&mut hub, 1, 2, "bob", "2", T0);
+        send(&mut hub, 1, 3, "eve", "3", T0);
+        assert!(drain(&mut hub).is_empty(), "answered when the broker is");
+        let requests = direct_requests(&mut hub);
+        let tokens: Vec<u64> = requests
+            .iter()
+            .map(|r| match r {
+                BrokerRequest::Direct { token, .. } => *token,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            requests[0],
+            BrokerRequest::Direct {
+                token: tokens[0],
+                from: "ada".into(),
+                to: "bob".into(),
+                rooms: Some(vec!["app/chat".into()]),
+                data: r#"{"ice":1}"#.into(),
+            }
+        );
+        let answer = |hub: &mut Hub<u32>, token, result| {
+            hub.handle_broker(BrokerEvent::Sent { token, result }, T0);
+        };
+        answer(&mut hub, tokens[0], Ok(1));
+        answer(&mut hub, tokens[1], Err(BrokerError("down".into())));
+        answer(&mut hub, tokens[2], Ok(0));
+        let out = drain(&mut hub);
+        assert_eq!(out[0], (1, sent(1)));
+        assert_eq!(
+            error_code(&out[1].1),
+            (Some(Id::Number(2)), ErrorCode::Unavailable)
+        );
+        assert_eq!(
+            error_code(&out[2].1),
+            (Some(Id::Number(3)), ErrorCode::NotFound)
+        );
+        // A message from another node for a client held here, whatever its rooms.
+        let event = BrokerEvent::Direct {
+            from: "bob".into(),
+            to: "ada".into(),
+            data: r#"{"answer":true}"#.into(),
+        };
+        hub.handle_broker(event, T0);
+        let event = BrokerEvent::Direct {
+            from: "bob".into(),
+            to: "nobody".into(),
+            data: "1".into(),
+        };
+        hub.handle_broker(event, T0);
+        assert_eq!(
+            drain(&mut hub),
+            vec![(1, direct("bob", json!({"answer": true})))]
+        );
+        // An answer for a sender that is gone is dropped.
+        send(&mut hub, 1, 4, "bob", "4", T0);
+        let token = match &direct_requests(&mut hub)[..] {
+            [BrokerRequest::Direct { token, .. }] => *token,
+            other => panic!("{other:?}"),
+        };
+        hub.disconnect(1, T0);
+        answer(&mut hub, token, Ok(1));
+        assert!(drain(&mut hub).is_empty());
+    }
+
+    #[test]
+    fn with_a_broker_a_client_held_here_is_reached_without_it() {
+        let mut hub = ada_on_a_node();
+        hello(&mut hub, 2, "cat", T0);
+        join(&mut hub, 2, "app/chat", T0);
+        let token = core::iter::from_fn(|| hub.poll_broker())
+            .find_map(|r| match r {
+                BrokerRequest::Join { token, .. } => Some(token),
+                _ => None,
+            })
+            .unwrap();
+        let state = crate::channel::broker::RoomState {
+            epoch: "e1".into(),
+            seq: 0,
+            history: Vec::new(),
+            members: Vec::new(),
+        };
+        let result = Ok(state);
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        drain(&mut hub);
+        send(&mut hub, 1, 1, "cat", "1", T0);
+        assert_eq!(
+            drain(&mut hub),
+            vec![(2, direct("ada", json!(1))), (1, sent(1))]
+        );
+        assert!(direct_requests(&mut hub).is_empty());
+        // Held here but sharing no room: refused here too.
+        hello(&mut hub, 3, "dan", T0);
+        drain(&mut hub);
+        while hub.poll_broker().is_some() {}
+        send(&mut hub, 1, 2, "dan", "1", T0);
+        assert_eq!(
+            error_code(&drain(&mut hub)[0].1),
+            (Some(Id::Number(2)), ErrorCode::NotFound)
+        );
+        assert!(direct_requests(&mut hub).is_empty());
+    }
+
+    #[test]
+    fn with_a_broker_the_api_asks_the_other_nodes_and_a_leaving_client_is_released() {
+        let mut hub = ada_on_a_node();
+        assert_eq!(
+            hub.send_direct_from_api("ada", &json!(1)).unwrap(),
+            ApiDirect {
+                delivered: 1,
+                pending: None
+            }
+        );
+        assert!(direct_requests(&mut hub).is_empty());
+        let result = hub.send_direct_from_api("bob", &json!({"k": 2})).unwrap();
+        assert_eq!(result.delivered, 0);
+        let token = result.pending.unwrap();
+        assert_eq!(
+            direct_requests(&mut hub),
+            vec![BrokerRequest::Direct {
+                token,
+                from: "api".into(),
+                to: "bob".into(),
+                rooms: None,
+                data: r#"{"k":2}"#.into(),
+            }]
+        );
+        assert_eq!(hub.poll_api_direct(), None);
+        hub.handle_broker(
+            BrokerEvent::Sent {
+                token,
+                result: Ok(1),
+            },
+            T0,
+        );
+        assert_eq!(hub.poll_api_direct(), Some((token, Ok(1))));
+        assert_eq!(hub.poll_api_direct(), None);
+        // ada's last connection here ends: the broker forgets this node holds her.
+        hub.disconnect(1, T0);
+        assert!(core::iter::from_fn(|| hub.poll_broker()).any(|r| r
+            == BrokerRequest::Release {
+                client: "ada".into()
+            }));
+        // A takeover here releases the old connection's hold before the new claim.
+        hello(&mut hub, 2, "bob", T0);
+        while hub.poll_broker().is_some() {}
+        hello(&mut hub, 3, "bob", T0);
+        let requests: Vec<_> = core::iter::from_fn(|| hub.poll_broker()).collect();
+        assert_eq!(
+            requests,
+            vec![
+                BrokerRequest::Release {
+                    client: "bob".into()
+                },
+                BrokerRequest::Claim {
+                    client: "bob".into()
+                },
+            ]
+        );
     }
 }

@@ -178,6 +178,37 @@ end
 return serial
 "#;
 
+/// A message to one client (`send`, or the HTTP API): handed to the node holding the client
+/// id's latest claim (KEYS[1], `dx:cid:{client}`, field `node`) on its node channel as
+/// `> from to data`, provided that, when ARGV[4] is `1`, the client is a member there of one of
+/// the rooms ARGV[5..] (the sender's) as the rooms' presence hashes record it (every member,
+/// whatever the room's size). Returns how many nodes got it (0 or 1).
+const DIRECT_SCRIPT: &str = r#"
+local node = redis.call('HGET', KEYS[1], 'node')
+if not node then return 0 end
+if ARGV[4] == '1' then
+  local field = node .. '/' .. ARGV[2]
+  local shared = false
+  for i = 5, #ARGV do
+    if redis.call('HEXISTS', 'dx:{' .. ARGV[i] .. '}:p', field) == 1 then
+      shared = true
+      break
+    end
+  end
+  if not shared then return 0 end
+end
+return redis.call('PUBLISH', 'dx:node:' .. node, '> ' .. ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+"#;
+
+/// The last connection of client KEYS[1] on node ARGV[1] ended: the node no longer holds it,
+/// unless another node claimed it since.
+const RELEASE_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'node')
+end
+return 1
+"#;
+
 /// A node whose heartbeat is older than this is dead: its members get `leave` everywhere.
 /// With heartbeats every [`PING_EVERY`] (2 s), a killed node's members leave within 12 s.
 const NODE_DEAD_MS: u64 = 10_000;
@@ -185,6 +216,11 @@ const NODE_DEAD_MS: u64 = 10_000;
 /// The channel on which a node hears that another node took one of its client ids over.
 fn node_channel(node: &str) -> String {
     format!("dx:node:{node}")
+}
+
+/// Which node holds a client id (`node`), and its claims' serial (`n`).
+fn client_key(client: &str) -> String {
+    format!("dx:cid:{client}")
 }
 
 fn presence_key(room: &str) -> String {
@@ -319,6 +355,8 @@ impl RedisBroker {
             node: node.clone(),
             member: redis::Script::new(MEMBER_SCRIPT),
             claim: redis::Script::new(CLAIM_SCRIPT),
+            direct: redis::Script::new(DIRECT_SCRIPT),
+            release: redis::Script::new(RELEASE_SCRIPT),
             heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
             client,
             connection: None,
@@ -543,6 +581,8 @@ struct CommandThread {
     node: String,
     member: redis::Script,
     claim: redis::Script,
+    direct: redis::Script,
+    release: redis::Script,
     heartbeat: redis::Script,
     client: redis::Client,
     connection: Option<redis::Connection>,
@@ -697,7 +737,7 @@ impl CommandThread {
                     let (node, script) = (self.node.clone(), self.claim.clone());
                     let claimed = self.call(|c| {
                         script
-                            .key(format!("dx:cid:{client}"))
+                            .key(client_key(&client))
                             .arg(&node)
                             .arg(META_TTL_SECS)
                             .arg(&client)
@@ -713,6 +753,40 @@ impl CommandThread {
                 }
                 BrokerRequest::MemberLeft { room, client } => {
                     self.run_member(&room, &client, "L", "");
+                    continue;
+                }
+                BrokerRequest::Direct {
+                    token,
+                    from,
+                    to,
+                    rooms,
+                    data,
+                } => {
+                    let script = self.direct.clone();
+                    let result = self.call(|c| {
+                        let mut call = script.key(client_key(&to));
+                        call.arg(&from).arg(&to).arg(&data).arg(if rooms.is_some() {
+                            "1"
+                        } else {
+                            "0"
+                        });
+                        for room in rooms.iter().flatten() {
+                            call.arg(room);
+                        }
+                        call.invoke::<u64>(c)
+                    });
+                    if let Err(BrokerError(e)) = &result {
+                        debug!(to, "direct message not sent: {e}");
+                    }
+                    BrokerEvent::Sent { token, result }
+                }
+                BrokerRequest::Release { client } => {
+                    let (node, script) = (self.node.clone(), self.release.clone());
+                    let released =
+                        self.call(|c| script.key(client_key(&client)).arg(&node).invoke::<i64>(c));
+                    if let Err(BrokerError(e)) = released {
+                        debug!(client, "client id not released: {e}");
+                    }
                     continue;
                 }
                 _ => continue,
@@ -1075,6 +1149,12 @@ impl SubscriberThread {
                             }
                             continue;
                         }
+                        if let Some(event) = parse_direct(&payload) {
+                            if self.hub.send(Command::Broker(event)).is_err() {
+                                return Ok(());
+                            }
+                            continue;
+                        }
                         let Some((client, serial)) = payload.split_once(' ') else {
                             continue;
                         };
@@ -1133,8 +1213,17 @@ impl SubscriberThread {
     }
 }
 
-/// A room message from its channel and its `epoch seq client data` payload, or a presence event
-/// from a `! node kind client [presence]` one.
+/// A message to one client from a `> from to data` payload on the node channel (client ids
+/// hold no space nor `>`, so a takeover's `client serial` never reads as one).
+fn parse_direct(payload: &str) -> Option<BrokerEvent> {
+    let mut parts = payload.strip_prefix("> ")?.splitn(3, ' ');
+    Some(BrokerEvent::Direct {
+        from: parts.next()?.into(),
+        to: parts.next()?.into(),
+        data: parts.next()?.into(),
+    })
+}
+
 /// `!disconnect CODE CLIENT REASON` on a node's channel: `POST /api/disconnect` on another
 /// node, for a client whose id this node holds.
 fn parse_disconnect(payload: &str) -> Option<Command> {
@@ -1149,6 +1238,8 @@ fn parse_disconnect(payload: &str) -> Option<Command> {
     })
 }
 
+/// A room message from its channel and its `epoch seq client data` payload, or a presence event
+/// from a `! node kind client [presence]` one.
 fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
     let room = channel_room(channel)?;
     if let Some(rest) = payload.strip_prefix("! ") {
@@ -1446,5 +1537,14 @@ mod tests {
                 },
             }
         );
+        assert_eq!(
+            parse_direct(r#"> ada bob {"sdp":"v=0 x"}"#),
+            Some(BrokerEvent::Direct {
+                from: "ada".into(),
+                to: "bob".into(),
+                data: r#"{"sdp":"v=0 x"}"#.into(),
+            })
+        );
+        assert_eq!(parse_direct("ada 7"), None);
     }
 }

@@ -149,7 +149,7 @@ export class Room {
  * connection), `close` `{reason, final}` (each lost connection; `final` after close() or
  * when another connection took this client id over, reason `taken_over`),
  * `reconnecting` `{attempt, delay}`, `error` (an Error with `code`, for server errors no call
- * answers and refused rejoins).
+ * answers and refused rejoins), `direct` `{from, data}` (a message to this client alone).
  */
 export class DuplexClient {
   #url;
@@ -166,6 +166,8 @@ export class DuplexClient {
   #joins = new Map();
   /** Unacknowledged publishes by id: { resolve, reject }. */
   #publishes = new Map();
+  /** Unanswered sends by id: { resolve, reject }. */
+  #sends = new Map();
   /** Leaves awaiting `left`, by room name: resolve functions. */
   #leaves = new Map();
   #ops;
@@ -290,6 +292,25 @@ export class DuplexClient {
       return Promise.reject(sessionError(error));
     }
     const promise = new Promise((resolve, reject) => this.#publishes.set(id, { resolve, reject }));
+    this.#pump();
+    return promise;
+  }
+
+  /**
+   * Sends a JSON value to client `to`, which must share a room with this client; it gets a
+   * `direct` event `{from, data}`. Resolves once the server handed it over; rejects with
+   * `error.code` `not_found` (no shared room, or no such client), `rate_limited`, `too_large`,
+   * `offline` (not connected: never queued), `disconnected` (the connection ended first: it may
+   * have arrived; never resent), `closed`.
+   */
+  send(to, data) {
+    let id;
+    try {
+      id = this.#session.send(String(to), toJson(data));
+    } catch (error) {
+      return Promise.reject(sessionError(error));
+    }
+    const promise = new Promise((resolve, reject) => this.#sends.set(id, { resolve, reject }));
     this.#pump();
     return promise;
   }
@@ -508,6 +529,17 @@ export class DuplexClient {
         pending?.reject(codeError(event.code, event.message));
         break;
       }
+      case 'sent':
+        this.#sends.get(event.id)?.resolve();
+        this.#sends.delete(event.id);
+        break;
+      case 'send_rejected':
+        this.#sends.get(event.id)?.reject(codeError(event.code, event.message));
+        this.#sends.delete(event.id);
+        break;
+      case 'direct':
+        this.#listeners.emit('direct', { from: event.from, data: event.data }, this);
+        break;
       case 'server_error':
         this.#listeners.emit('error', codeError(event.code, event.message), this);
         break;
@@ -532,6 +564,8 @@ export class DuplexClient {
         : codeError('closed', 'the client was closed');
     for (const { reject } of this.#joins.values()) reject(closed());
     for (const { reject } of this.#publishes.values()) reject(closed());
+    for (const { reject } of this.#sends.values()) reject(closed());
+    this.#sends.clear();
     for (const waiting of this.#leaves.values()) for (const resolve of waiting) resolve();
     this.#joins.clear();
     this.#publishes.clear();

@@ -528,3 +528,54 @@ test('unavailable: a publish is retried with the same id and in order, bounded; 
     await server.close();
   }
 });
+
+test('send: a direct message to a member of a shared room; not_found, rate_limited, offline', { timeout: 20_000 }, async () => {
+  const server = await startServe(['--send-rate', '5']);
+  const ada = new DuplexClient(server.url, { clientId: 'ada' });
+  const bob = new DuplexClient(server.url, { clientId: 'bob' });
+  const cat = new DuplexClient(server.url, { clientId: 'cat' });
+  try {
+    await assert.rejects(ada.send('bob', 1), { code: 'offline' }, 'not queued while offline');
+    await ada.join('app/call');
+    await bob.join('app/call');
+    await cat.join('app/other');
+    const directs = [];
+    bob.on('direct', (event) => directs.push(event));
+    const catDirects = [];
+    cat.on('direct', (event) => catDirects.push(event));
+    assert.equal(await ada.send('bob', { sdp: 'offer' }), undefined);
+    assert.equal(await ada.send('bob', 2), undefined);
+    await waitFor(() => directs.length === 2, 5000, 'two direct messages');
+    assert.deepEqual(directs, [
+      { from: 'ada', data: { sdp: 'offer' } },
+      { from: 'ada', data: 2 },
+    ]);
+    // No shared room and no such client: the same refusal.
+    await assert.rejects(ada.send('cat', 1), (error) => {
+      assert.equal(error.code, 'not_found');
+      assert.ok(error instanceof Error);
+      return true;
+    });
+    await assert.rejects(ada.send('nobody', 1), { code: 'not_found' });
+    await assert.rejects(ada.send('b b', 1), { code: 'bad_client' });
+    // 4 of the burst of 5 spent: of 6 more at once, at most 2 pass (one refilled meanwhile).
+    const results = await Promise.allSettled([1, 2, 3, 4, 5, 6].map((n) => ada.send('bob', n)));
+    const limited = results.filter((r) => r.status === 'rejected');
+    assert.ok(limited.length >= 4, `${limited.length} refused`);
+    for (const r of limited) assert.equal(r.reason.code, 'rate_limited');
+    // And back.
+    const got = next(ada, 'direct');
+    await bob.send('ada', { sdp: 'answer' });
+    assert.deepEqual(await got, { from: 'bob', data: { sdp: 'answer' } });
+    assert.deepEqual(catDirects, []);
+    // Close rejects what is still unanswered.
+    const pending = ada.send('bob', 'late');
+    ada.close();
+    await assert.rejects(pending, { code: 'closed' });
+  } finally {
+    ada.close();
+    bob.close();
+    cat.close();
+    await server.kill();
+  }
+});
