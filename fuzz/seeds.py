@@ -616,6 +616,7 @@ def api_seeds():
         "publish-get": (GET, b"/api/publish", b""),
         "broadcast": (POST, b"/api/broadcast", b'{"rooms":["a/b","c/d","e.f/g:h"],"data":true}'),
         "disconnect": (POST, b"/api/disconnect", b'{"client":"ada","code":4001,"reason":"bye"}'),
+        "send": (POST, b"/api/send", b'{"client":"ada","data":{"sdp":"offer"}}'),
         "rooms": (GET, b"/api/rooms", b""),
         "rooms-put": (PUT, b"/api/rooms", b""),
         "presence": (GET, b"/api/rooms/app/chat/presence", b""),

@@ -73,6 +73,18 @@ pub fn api_request(data: &[u8]) {
                 answer.expect("an accepted publish is sequenced");
             }
         }
+        ApiCall::Send { client, data } => {
+            assert!(is_name(&client) && data.len() <= 256);
+            serde_json::from_str::<serde_json::Value>(&data).expect("data is JSON");
+            let sent = hub
+                .send_direct_json_from_api(&client, data)
+                .expect("an accepted send is handed to the hub");
+            assert_eq!(
+                (sent.delivered, sent.pending),
+                (0, None),
+                "nobody is connected"
+            );
+        }
         ApiCall::Disconnect { client, code, .. } => {
             assert!(is_name(&client));
             assert!(code == 1000 || code == 1008 || (3000..=4999).contains(&code));

@@ -639,3 +639,59 @@ fn disconnect_closes_the_client_and_members_see_it_leave() {
         0
     );
 }
+
+#[test]
+fn send_reaches_every_connection_of_one_client_whatever_its_rooms() {
+    let server = TestServer::start(config(&[KEY]));
+    let mut alice = server.member("alice", "app/s");
+    let mut bob = server.member("bob", "app/other");
+    let mut api = server.api();
+    let reply = api.post(
+        "/api/send",
+        json!({"client": "bob", "data": {"order": 42, "state": "shipped"}}),
+    );
+    assert_eq!(
+        (reply.status, reply.json()),
+        (200, json!({"delivered": 1})),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        bob.until("direct"),
+        json!({"type": "direct", "from": "api", "data": {"order": 42, "state": "shipped"}})
+    );
+    // Only bob got it; nobody is told about a client that is not connected.
+    alice.silent(Duration::from_millis(200));
+    let nobody = api.post("/api/send", json!({"client": "nobody", "data": 1}));
+    assert_eq!(
+        (nobody.status, nobody.json()),
+        (200, json!({"delivered": 0}))
+    );
+    // The request's errors.
+    let cases = [
+        (json!({"data": 1}), 400, "bad_message"),
+        (json!({"client": "bo b", "data": 1}), 400, "bad_message"),
+        (json!({"client": "bob"}), 400, "bad_message"),
+        (
+            json!({"client": "bob", "data": 1, "x": 2}),
+            400,
+            "bad_message",
+        ),
+        (
+            json!({"client": "bob", "data": "x".repeat(1200)}),
+            413,
+            "too_large",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let reply = api.post("/api/send", body.clone());
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (status, code),
+            "{body}"
+        );
+    }
+    let get = api.get("/api/send");
+    assert_eq!(get.status, 405);
+    bob.silent(Duration::from_millis(200));
+}

@@ -929,6 +929,17 @@ fn the_api_publishes_through_redis_and_reads_rooms_presence_and_history_of_the_w
     assert_eq!(results[0]["seq"], 4);
     assert_eq!(results[1]["seq"], 1);
     assert_eq!(alice.messages(1)[0]["data"], "all");
+    // A message to one client reaches it on the node holding its id, whatever node is asked.
+    for api in [&mut api_a, &mut api_b] {
+        let sent = api.post("/api/send", json!({"client": "bob", "data": {"to": "bob"}}));
+        assert_eq!(sent.json(), json!({"delivered": 1}), "{}", sent.body);
+        assert_eq!(
+            bob.until("direct"),
+            json!({"type": "direct", "from": "api", "data": {"to": "bob"}})
+        );
+    }
+    let nobody = api_b.post("/api/send", json!({"client": "nobody", "data": 1}));
+    assert_eq!(nobody.json(), json!({"delivered": 0}), "{}", nobody.body);
     // Disconnect reaches the client's connection on another node (the one holding its id).
     let closed = api_b.post(
         "/api/disconnect",
@@ -985,6 +996,11 @@ fn without_redis_api_calls_get_503_unavailable_in_bounded_time() {
             "POST",
             "/api/broadcast",
             Some(json!({"rooms": ["app/d"], "data": 2})),
+        ),
+        (
+            "POST",
+            "/api/send",
+            Some(json!({"client": "elsewhere", "data": 2})),
         ),
         ("GET", "/api/rooms", None),
         ("GET", "/api/rooms/app/d/history", None),

@@ -34,6 +34,12 @@ pub enum ApiCall {
         data: String,
         from: String,
     },
+    /// `POST /api/send`: `direct {from: "api", data}` to every live connection of `client`.
+    Send {
+        client: String,
+        /// Compact JSON.
+        data: String,
+    },
     /// `POST /api/disconnect`.
     Disconnect {
         client: String,
@@ -158,6 +164,7 @@ pub fn parse_request(
     match path {
         "/api/publish" => post(publish),
         "/api/broadcast" => post(broadcast),
+        "/api/send" => post(send),
         "/api/disconnect" => post(disconnect),
         "/api/rooms" => {
             get_only(method)?;
@@ -409,6 +416,17 @@ fn broadcast(map: Map<String, Value>, limits: &ApiLimits) -> Result<ApiCall, Api
     let from = from_field(&map)?;
     let data = data_field(&map, limits)?;
     Ok(ApiCall::Broadcast { rooms, data, from })
+}
+
+fn send(map: Map<String, Value>, limits: &ApiLimits) -> Result<ApiCall, ApiError> {
+    check_fields(&map, &["client", "data"])?;
+    let client = string_field(&map, "client")?
+        .ok_or_else(|| ApiError::bad_message("`client` is missing"))?;
+    if !protocol::is_name(&client) {
+        return Err(ApiError::bad_message("`client` is not a client id"));
+    }
+    let data = data_field(&map, limits)?;
+    Ok(ApiCall::Send { client, data })
 }
 
 fn disconnect(map: Map<String, Value>, _limits: &ApiLimits) -> Result<ApiCall, ApiError> {

@@ -122,6 +122,9 @@ pub(crate) struct ApiCalls {
     tickets: HashMap<u64, (HubConn, Option<(u64, usize)>)>,
     /// Broadcasts in flight: their rooms' results so far and how many are missing.
     broadcasts: HashMap<u64, (HubConn, Vec<serde_json::Value>, usize)>,
+    /// `POST /api/send` waiting for the other nodes: the hub's token → the connection asking
+    /// and how many connections here got the message.
+    sends: HashMap<u64, (HubConn, u64)>,
 }
 
 impl HubThread {
@@ -263,6 +266,23 @@ impl HubThread {
                         .api_publish(ticket, room, from.clone(), None, data.clone(), now);
                 }
             }
+            ApiCall::Send { client, data } => {
+                match self.hub.send_direct_json_from_api(&client, data) {
+                    Ok(sent) => match sent.pending {
+                        Some(token) => {
+                            self.api.sends.insert(token, (conn, sent.delivered));
+                        }
+                        None => reply(
+                            outboxes,
+                            ApiResponse::ok(json!({"delivered": sent.delivered})),
+                        ),
+                    },
+                    Err(e) => reply(
+                        outboxes,
+                        ApiResponse::error(&duplex_core::channel::api::from_command_error(&e)),
+                    ),
+                }
+            }
             ApiCall::Disconnect {
                 client,
                 code,
@@ -352,6 +372,16 @@ impl HubThread {
         }
         while let Some((conn, reason)) = self.hub.poll_close() {
             outboxes[conn.worker].push((conn.id, Delivery::Close(CloseCode::Policy, reason)));
+        }
+        while let Some((token, result)) = self.hub.poll_api_direct() {
+            let Some((conn, here)) = self.api.sends.remove(&token) else {
+                continue;
+            };
+            let response = match result {
+                Ok(there) => ApiResponse::ok(serde_json::json!({"delivered": here + there})),
+                Err(e) => super::api::unavailable(&format!("not sent: {}", e.0)),
+            };
+            outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
         }
         while let Some((ticket, result)) = self.hub.poll_api() {
             let Some((conn, broadcast)) = self.api.tickets.remove(&ticket) else {

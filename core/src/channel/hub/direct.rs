@@ -136,6 +136,23 @@ impl<C: Copy + Ord> Hub<C> {
             ));
         }
         let data = self.direct_data(None, data)?;
+        self.send_direct_json_from_api(client, data)
+    }
+
+    /// [`Hub::send_direct_from_api`] with `data` already compact JSON (the HTTP API's parser
+    /// wrote it and checked its size).
+    pub fn send_direct_json_from_api(
+        &mut self,
+        client: &str,
+        data: String,
+    ) -> Result<ApiDirect, CommandError> {
+        if !protocol::is_name(client) {
+            return Err(CommandError::new(
+                None,
+                ErrorCode::BadMessage,
+                "`client` must be 1 to 128 bytes of [A-Za-z0-9_.:-]",
+            ));
+        }
         if let Some(target) = self.clients.get(client).and_then(|c| c.conn) {
             self.send(target, direct_text(API_SENDER, &data).into());
             return Ok(ApiDirect {
