@@ -49,7 +49,14 @@ step_package() {
     # Both in one command (cargo 1.90+): cargo verifies duplex against the duplex-core just
     # packaged (a local registry) instead of looking for duplex-core on crates.io, where it is
     # not yet published.
-    cargo publish --dry-run --allow-dirty -p duplex-core -p duplex
+    # In a target directory of its own: cargo takes a registry crate's build as fresh by name and
+    # version, never by content, and unpacks the local registry under $CARGO_HOME/registry/src
+    # by the hash of its path; with the usual target/ an earlier run's duplex-core (older code,
+    # same 0.1.0) would be reused and duplex verified against it.
+    local verify_dir
+    verify_dir=$(mktemp -d)
+    CARGO_TARGET_DIR="$verify_dir" cargo publish --dry-run --allow-dirty -p duplex-core -p duplex
+    rm -rf -- "$verify_dir"
     # Their documentation as docs.rs builds it, with every intra-doc link resolved.
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core -p duplex -p duplex-tokio --all-features
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p duplex-core
