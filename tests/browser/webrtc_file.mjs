@@ -108,7 +108,8 @@ async function scenario(browser) {
 
 await report(demo, () => withBrowser(scenario, {
   timeoutMs: TOTAL_TIMEOUT_MS,
-  // Host candidates as plain addresses (not mDNS names, which nothing resolves here), loopback included.
+  // Host candidates as plain addresses, loopback included, rather than .local mDNS names: both
+  // pages share one browser, which resolves its own names, but the run should not depend on it.
   args: ['--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'],
 }), (r) =>
   `${r.version}, ${opts.impl} client: ${size} bytes from ann to ben peer to peer in ${r.receivedMs} ms, ` +
