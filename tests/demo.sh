@@ -15,6 +15,10 @@
 #    scrolls, #log does, nothing overlaps or leaves the viewport), "(you)", live renames,
 #    connection state and transport; with the WASM client (--impl wasm), then with the
 #    built-in fallback (--impl builtin, ?client=builtin). Screenshots in tests/.cache/demo/.
+#    Then tests/browser/webrtc_file.mjs on the same server, with each client: ann sends ben a
+#    1 MiB random file peer to peer (an RTCDataChannel negotiated with send/direct, loopback
+#    host candidates); its SHA-256 on arrival must equal the one sent and the server's /metrics
+#    byte counters must grow by less than 256 KiB.
 # 4. `duplex serve --dashboard` (small --max-backlog and --socket-send-buffer, so that a stalled
 #    member becomes a slow consumer at once): tests/browser/dashboard.mjs opens /dashboard,
 #    makes traffic and checks that connections, messages/s, rooms and slow-consumer drops
@@ -81,6 +85,14 @@ for impl in wasm builtin; do
         {
             show_log "$slog"
             die "demo_layout.mjs --impl $impl failed"
+        }
+done
+for impl in wasm builtin; do
+    timeout --kill-after=5 "$CHROMIUM_TIMEOUT" node "$BROWSER_DIR/webrtc_file.mjs" "$url/" \
+        --name "webrtc-file($impl)" --impl "$impl" </dev/null ||
+        {
+            show_log "$slog"
+            die "webrtc_file.mjs --impl $impl failed"
         }
 done
 stop_pid "$BG_PID"

@@ -244,7 +244,7 @@ plan_steps() {
         fi
         add_step interop step_interop "tests/interop.sh (Python websockets, Node ws, duplex connect, headless Chromium)"
         if [[ -f wasm/Cargo.toml ]]; then
-            add_step demo step_demo "tests/demo.sh (demo page with the embedded WASM client at desktop and phone widths, /dashboard under traffic, headless Chromium)"
+            add_step demo step_demo "tests/demo.sh (demo page with the embedded WASM client at desktop and phone widths, a 1 MiB file peer to peer over WebRTC between two pages, /dashboard under traffic, headless Chromium)"
         fi
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
         add_step cluster step_cluster "tests/cluster.sh (duplex serve --broker: three nodes over a real redis-server; order, recovery, dedup, Redis killed and back; tests/cluster_lb.sh: behind HAProxy, the demo in Chromium on two pages, a node SIGKILLed)"
