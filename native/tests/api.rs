@@ -695,3 +695,47 @@ fn send_reaches_every_connection_of_one_client_whatever_its_rooms() {
     assert_eq!(get.status, 405);
     bob.silent(Duration::from_millis(200));
 }
+
+#[test]
+fn with_keys_the_dashboard_asks_for_one_as_a_basic_password_or_a_bearer_token() {
+    use base64::Engine as _;
+    let mut with_dashboard = config(&[KEY]);
+    with_dashboard.dashboard = true;
+    let server = TestServer::start(with_dashboard);
+    let page = |authorization: Option<String>| {
+        let mut client = ApiClient::connect(server.addr, None);
+        let mut request = String::from("GET /dashboard HTTP/1.1\r\nHost: test\r\n");
+        if let Some(value) = authorization {
+            request.push_str(&format!("Authorization: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        client.send_raw(request.as_bytes());
+        client.read_reply()
+    };
+    let basic = |text: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        Some(format!("Basic {encoded}"))
+    };
+    let refused = page(None);
+    assert_eq!(refused.status, 401);
+    assert!(
+        refused
+            .header("WWW-Authenticate")
+            .is_some_and(|v| v.starts_with("Basic realm=")),
+        "{:?}",
+        refused.headers
+    );
+    assert_eq!(page(basic("ops:wrong")).status, 401);
+    assert_eq!(page(Some("Bearer wrong".into())).status, 401);
+    for authorization in [basic(&format!("ops:{KEY}")), Some(format!("Bearer {KEY}"))] {
+        let reply = page(authorization);
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.contains("<html"),
+            "{}",
+            &reply.body[..80.min(reply.body.len())]
+        );
+    }
+    // Nothing else moved behind the keys.
+    assert!(get(server.addr, "/healthz").starts_with("HTTP/1.1 200"));
+}

@@ -33,6 +33,29 @@ impl ApiKeys {
         (!digests.is_empty()).then_some(ApiKeys { digests })
     }
 
+    /// True when `authorization` is `Bearer KEY`, or `Basic` with one of the keys as the
+    /// password (any user name): what a browser sends for a page behind the keys (`/dashboard`).
+    pub fn verify_page(&self, authorization: Option<&[u8]>) -> bool {
+        use base64::Engine as _;
+        let Some(value) = authorization.map(<[u8]>::trim_ascii) else {
+            return false;
+        };
+        match value.get(..6) {
+            Some(scheme) if scheme.eq_ignore_ascii_case(b"basic ") => {
+                let Ok(decoded) =
+                    base64::engine::general_purpose::STANDARD.decode(value[6..].trim_ascii())
+                else {
+                    return false;
+                };
+                let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+                    return false;
+                };
+                self.matches(&decoded[colon + 1..])
+            }
+            _ => self.verify(Some(value)),
+        }
+    }
+
     /// True when `authorization` is `Bearer KEY` with one of the keys.
     pub fn verify(&self, authorization: Option<&[u8]>) -> bool {
         let Some(value) = authorization else {
@@ -45,7 +68,12 @@ impl ApiKeys {
         if !scheme.eq_ignore_ascii_case(b"bearer ") {
             return false;
         }
-        let presented: [u8; 32] = Sha256::digest(value[7..].trim_ascii()).into();
+        self.matches(value[7..].trim_ascii())
+    }
+
+    /// Whether `key` is one of the keys, in constant time.
+    fn matches(&self, key: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(key).into();
         let mut found = subtle::Choice::from(0);
         for digest in &self.digests {
             found |= digest.ct_eq(&presented);
@@ -100,6 +128,25 @@ pub(crate) use api::ApiCall;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_take_a_key_as_bearer_or_as_a_basic_password() {
+        use base64::Engine as _;
+        let keys = ApiKeys::new(&["k1".to_string()]).unwrap();
+        let basic = |text: &str| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            format!("Basic {encoded}")
+        };
+        assert!(keys.verify_page(Some(b"Bearer k1")));
+        assert!(keys.verify_page(Some(basic("ops:k1").as_bytes())));
+        assert!(keys.verify_page(Some(basic(":k1").as_bytes())));
+        assert!(!keys.verify_page(Some(basic("k1:other").as_bytes())));
+        assert!(!keys.verify_page(Some(basic("k1").as_bytes())));
+        assert!(!keys.verify_page(Some(b"Basic !!!")));
+        assert!(!keys.verify_page(None));
+        // The API itself takes Bearer only.
+        assert!(!keys.verify(Some(basic("ops:k1").as_bytes())));
+    }
 
     #[test]
     fn keys_are_checked_whole() {

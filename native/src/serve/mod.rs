@@ -98,7 +98,8 @@ pub struct ServeConfig {
     /// The `duplex-ws` package directory (`wasm/js`), served under `/duplex-ws/` instead of the
     /// copy embedded at build time (if any); the demo page runs the WASM client from there.
     pub client_dir: Option<std::path::PathBuf>,
-    /// Serve `/dashboard`, a live view of `/metrics` (unauthenticated, like `/metrics`).
+    /// Serve `/dashboard`, a live view of `/metrics`: behind the API keys when there are any
+    /// (a key as the HTTP Basic password, or as a Bearer token), open otherwise.
     pub dashboard: bool,
     /// Share rooms with other nodes through this Redis (`--broker`); `None`: in-process.
     pub broker: Option<BrokerUrl>,
@@ -449,6 +450,42 @@ impl ServeHandler {
 }
 
 /// Writes an API answer (JSON) on its HTTP connection.
+impl ServeHandler {
+    /// `/dashboard` when API keys are set: for a key as a Bearer token or as the password of
+    /// HTTP Basic authentication (which browsers ask for themselves on the 401's challenge).
+    fn dashboard_with_key(&mut self, ctx: &mut Ctx<'_>, id: ConnId, request: &Request) {
+        let allowed = self
+            .shared
+            .api
+            .as_ref()
+            .is_some_and(|keys| keys.verify_page(request.header("Authorization")));
+        let result = if allowed {
+            ctx.respond_http(
+                id,
+                200,
+                &[("Content-Type", "text/html; charset=utf-8")],
+                DASHBOARD_PAGE.as_bytes(),
+            )
+        } else {
+            ctx.respond_http(
+                id,
+                401,
+                &[
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    (
+                        "WWW-Authenticate",
+                        "Basic realm=\"duplex dashboard\", charset=\"UTF-8\"",
+                    ),
+                ],
+                b"the dashboard needs a key of --api-key: as the password (any user name), or as `Authorization: Bearer KEY`\n",
+            )
+        };
+        if let Err(e) = result {
+            debug!(?id, "dashboard answer not sent: {e}");
+        }
+    }
+}
+
 fn respond_api(ctx: &mut Ctx<'_>, id: ConnId, response: &ApiResponse) {
     let content_type = ("Content-Type", "application/json");
     let result = match response.allow {
@@ -547,9 +584,13 @@ impl Handler for ServeHandler {
     }
 
     fn http_body_limit(&mut self, request: &Request) -> Option<usize> {
-        let api =
-            self.shared.api.is_some() && duplex_core::channel::api::is_api_path(request.path());
-        api.then_some(self.shared.api_limits.max_body)
+        self.shared.api.as_ref()?;
+        if self.shared.dashboard && request.path() == "/dashboard" {
+            // Behind the API keys: answered by `on_http_request`.
+            return Some(0);
+        }
+        duplex_core::channel::api::is_api_path(request.path())
+            .then_some(self.shared.api_limits.max_body)
     }
 
     fn on_http_request(
@@ -559,6 +600,9 @@ impl Handler for ServeHandler {
         request: &Request,
         body: Result<&[u8], BodyError>,
     ) {
+        if request.path() == "/dashboard" {
+            return self.dashboard_with_key(ctx, id, request);
+        }
         match self.api_call(request, body) {
             Ok(call) => self.tell(Command::Api {
                 conn: self.conn(id),
