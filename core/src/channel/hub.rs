@@ -270,6 +270,34 @@ struct Room<C> {
     members: BTreeMap<C, RoomMember>,
 }
 
+impl<C> Room<C> {
+    /// Sequences a publish of `data` (compact JSON) by `from` in this in-process room (`name`)
+    /// and keeps it in the history (at most `history_size` messages); its seq and `message`
+    /// text. The caller answers the publisher, delivers and schedules the history's expiry.
+    fn append(
+        &mut self,
+        name: &str,
+        from: &str,
+        data: &str,
+        now: Duration,
+        history_size: usize,
+    ) -> (u64, Arc<str>) {
+        self.seq += 1;
+        let text: Arc<str> = message_text(name, self.seq, from, data).into();
+        if history_size > 0 {
+            self.history.push_back(Stored {
+                seq: self.seq,
+                at: now,
+                text: text.clone(),
+            });
+            while self.history.len() > history_size {
+                self.history.pop_front();
+            }
+        }
+        (self.seq, text)
+    }
+}
+
 /// What a hub holds and has done, for metrics. Gauges (`connections`, `rooms`, `members`) are
 /// current values; counters (the `u64` fields) only grow over the hub's lifetime and count
 /// deliveries when they are queued.
@@ -1253,20 +1281,7 @@ impl<C: Copy + Ord> Hub<C> {
             self.request_join(conn, client, id, room, presence, presence_len, since);
             return Ok(());
         }
-        let state = match self.rooms.entry(room.clone()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let epoch = epoch_for(self.seed, &self.generations, entry.key());
-                entry.insert(Room {
-                    epoch,
-                    seq: 0,
-                    known: true,
-                    history: VecDeque::new(),
-                    expiry: None,
-                    members: BTreeMap::new(),
-                })
-            }
-        };
+        let state = local_room(&mut self.rooms, self.seed, &self.generations, &room);
 
         // Replay first, all or nothing: a partial replay would look like a complete one.
         let mut recovered = false;
@@ -1466,22 +1481,11 @@ impl<C: Copy + Ord> Hub<C> {
             });
             return Ok(());
         }
+        let history_size = self.config.history_size;
         let Some(state) = self.rooms.get_mut(&room) else {
             return Ok(());
         };
-        state.seq += 1;
-        let seq = state.seq;
-        let text: Arc<str> = message_text(&room, seq, &client, &data).into();
-        if self.config.history_size > 0 {
-            state.history.push_back(Stored {
-                seq,
-                at: now,
-                text: text.clone(),
-            });
-            while state.history.len() > self.config.history_size {
-                state.history.pop_front();
-            }
-        }
+        let (seq, text) = state.append(&room, &client, &data, now, history_size);
         self.reschedule_history(&room);
         if let Some(state) = self.clients.get_mut(&client) {
             state.recent.push_back((id.clone(), seq));
@@ -1702,6 +1706,30 @@ impl<C: Copy + Ord> Hub<C> {
             return;
         }
         self.reschedule_history(room);
+    }
+}
+
+/// The in-process room `room` (no external broker), created with the epoch that `seed` and
+/// `generations` give it when new.
+fn local_room<'a, C>(
+    rooms: &'a mut BTreeMap<String, Room<C>>,
+    seed: u64,
+    generations: &[u32],
+    room: &str,
+) -> &'a mut Room<C> {
+    match rooms.entry(room.into()) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => {
+            let epoch = epoch_for(seed, generations, entry.key());
+            entry.insert(Room {
+                epoch,
+                seq: 0,
+                known: true,
+                history: VecDeque::new(),
+                expiry: None,
+                members: BTreeMap::new(),
+            })
+        }
     }
 }
 

@@ -804,14 +804,7 @@ impl CommandThread {
             if self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
                 return Err(BrokerError("Redis is unreachable".into()));
             }
-            let opened = self
-                .client
-                .get_connection_with_timeout(TIMEOUT)
-                .and_then(|c| {
-                    c.set_read_timeout(Some(TIMEOUT))?;
-                    c.set_write_timeout(Some(TIMEOUT))?;
-                    Ok(c)
-                });
+            let opened = open_connection(&self.client);
             match opened {
                 Ok(c) => {
                     if self.failed_at.take().is_some() {
@@ -1215,6 +1208,14 @@ impl SubscriberThread {
 
 /// A message to one client from a `> from to data` payload on the node channel (client ids
 /// hold no space nor `>`, so a takeover's `client serial` never reads as one).
+/// A command connection to Redis whose connect, reads and writes each give up after `TIMEOUT`.
+fn open_connection(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(TIMEOUT)?;
+    c.set_read_timeout(Some(TIMEOUT))?;
+    c.set_write_timeout(Some(TIMEOUT))?;
+    Ok(c)
+}
+
 fn parse_direct(payload: &str) -> Option<BrokerEvent> {
     let mut parts = payload.strip_prefix("> ")?.splitn(3, ' ');
     Some(BrokerEvent::Direct {
@@ -1395,15 +1396,8 @@ impl ApiReader {
     ) -> Result<serde_json::Value, String> {
         use serde_json::{Value as Json, json};
         if self.connection.is_none() {
-            let c = self
-                .client
-                .get_connection_with_timeout(TIMEOUT)
-                .and_then(|c| {
-                    c.set_read_timeout(Some(TIMEOUT))?;
-                    c.set_write_timeout(Some(TIMEOUT))?;
-                    Ok(c)
-                })
-                .map_err(|e| format!("Redis is unreachable: {e}"))?;
+            let c =
+                open_connection(&self.client).map_err(|e| format!("Redis is unreachable: {e}"))?;
             self.connection = Some(c);
         }
         let Some(c) = self.connection.as_mut() else {

@@ -132,34 +132,10 @@ impl<C: Copy + Ord> Hub<C> {
             return Err(CommandError::new(None, ErrorCode::TooManyRooms, message));
         }
         self.prune(&room, now);
-        let state = match self.rooms.entry(room.clone()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let epoch = epoch_for(self.seed, &self.generations, entry.key());
-                entry.insert(Room {
-                    epoch,
-                    seq: 0,
-                    known: true,
-                    history: VecDeque::new(),
-                    expiry: None,
-                    members: BTreeMap::new(),
-                })
-            }
-        };
-        state.seq += 1;
-        let seq = state.seq;
+        let history_size = self.config.history_size;
+        let state = local_room(&mut self.rooms, self.seed, &self.generations, &room);
         let epoch = state.epoch.clone();
-        let text: Arc<str> = message_text(&room, seq, &from, &data).into();
-        if self.config.history_size > 0 {
-            state.history.push_back(Stored {
-                seq,
-                at: now,
-                text: text.clone(),
-            });
-            while state.history.len() > self.config.history_size {
-                state.history.pop_front();
-            }
-        }
+        let (seq, text) = state.append(&room, &from, &data, now, history_size);
         self.stats.publishes += 1;
         self.stats.deliveries += self.broadcast(&room, &text, None);
         self.refresh_lifetime(&room);
