@@ -191,6 +191,13 @@ export interface DuplexClientOptions {
   maxOfflinePublishes?: number;
   /** How long to wait for `welcome` after the socket opened (default 10000). */
   welcomeTimeout?: number;
+  /**
+   * How many times a publish or join refused with `unavailable` (a node that cannot reach its
+   * broker) is retried before it rejects with `unavailable` (default 10; 0: at once).
+   */
+  unavailableRetries?: number;
+  /** No retry once this long has passed since the first `unavailable` of it (default 60000). */
+  unavailableTimeout?: number;
   /** The WebSocket class (default: the global WebSocket in browsers, DuplexSocket in Node). */
   WebSocket?: WebSocketConstructor;
   /** Third constructor argument of the WebSocket class, e.g. DuplexSocketOptions in Node. */

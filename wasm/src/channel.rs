@@ -33,6 +33,8 @@ impl ChannelSession {
     /// may be `undefined`. The seed of the backoff jitter and of the command ids comes from
     /// `crypto.getRandomValues`.
     #[wasm_bindgen(constructor)]
+    // One argument per `DuplexClient` option: the JS wrapper is the public API and names them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Option<String>,
         token: Option<String>,
@@ -41,6 +43,8 @@ impl ChannelSession {
         backoff_multiplier: f64,
         max_offline_publishes: u32,
         welcome_timeout_ms: f64,
+        unavailable_retries: u32,
+        unavailable_timeout_ms: f64,
     ) -> ChannelSession {
         let mut config = ClientConfig::default()
             .with_backoff(
@@ -49,7 +53,8 @@ impl ChannelSession {
                 backoff_multiplier,
             )
             .with_max_offline_publishes(max_offline_publishes as usize)
-            .with_welcome_timeout(duration(welcome_timeout_ms));
+            .with_welcome_timeout(duration(welcome_timeout_ms))
+            .with_unavailable_retries(unavailable_retries, duration(unavailable_timeout_ms));
         config.client = client;
         config.token = token;
         let mut seed = [0u8; 8];

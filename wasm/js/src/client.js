@@ -180,7 +180,8 @@ export class DuplexClient {
   /**
    * @param {string | URL} url The server's channels endpoint, e.g. ws://127.0.0.1:9001/ws.
    * @param {object} [options] See README.md: clientId, token, initialBackoff, maxBackoff,
-   *   backoffMultiplier, maxOfflinePublishes, welcomeTimeout (ms), WebSocket, socketOptions.
+   *   backoffMultiplier, maxOfflinePublishes, welcomeTimeout (ms), unavailableRetries,
+   *   unavailableTimeout (ms), WebSocket, socketOptions.
    */
   constructor(url, options = {}) {
     const parsed = new URL(String(url));
@@ -201,6 +202,8 @@ export class DuplexClient {
       Number(options.backoffMultiplier ?? 2),
       Math.max(0, Math.floor(Number(options.maxOfflinePublishes ?? 1000))),
       ms(options.welcomeTimeout, 10_000),
+      Math.max(0, Math.floor(Number(options.unavailableRetries ?? 10))),
+      ms(options.unavailableTimeout, 60_000),
     );
     this.#ops = {
       members: (name) => new Map(JSON.parse(this.#session.members(name))),

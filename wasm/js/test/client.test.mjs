@@ -525,6 +525,28 @@ test('unavailable: a publish is retried with the same id and in order, bounded; 
     assert.deepEqual(errors, []);
   } finally {
     client.close();
+  }
+  // The bound is an option: 2 retries, then final.
+  const two = new DuplexClient(server.url, {
+    initialBackoff: 20,
+    maxBackoff: 50,
+    unavailableRetries: 2,
+    socketOptions: { perMessageDeflate: false },
+  });
+  try {
+    const room = await two.join('app/chat'); // refused once, retried once
+    const started = publishes.length;
+    await assert.rejects(room.publish({ n: 4, forever: true }), (error) => error.code === 'unavailable');
+    assert.equal(publishes.length - started, 3);
+  } finally {
+    two.close();
+  }
+  // 0 retries: the first `unavailable` is final, here the join's.
+  const none = new DuplexClient(server.url, { unavailableRetries: 0, socketOptions: { perMessageDeflate: false } });
+  try {
+    await assert.rejects(none.join('app/chat'), (error) => error.code === 'unavailable');
+  } finally {
+    none.close();
     await server.close();
   }
 });
