@@ -630,8 +630,36 @@ def api_seeds():
     yield "api_request", files
 
 
+def stomp_seeds():
+    """stomp_decode: a version byte (0 none, 1 1.0, 2 1.1, 3 1.2), a chunking byte, a limits
+    byte (1: small limits), then the bytes."""
+    connect = b"CONNECT\naccept-version:1.2,1.1,1.0\nheart-beat:10000,10000\n\n\0"
+    subscribe = b"SUBSCRIBE\nid:sub-0\ndestination:/topic/app/chat\nack:client-individual\n\n\0"
+    send_json = (b"SEND\ndestination:/topic/app/chat\ncontent-type:application/json\n"
+                 b"content-length:13\nreceipt:r-1\n\n{\"text\":\"hi\"}\0\n")
+    frames = {
+        "connect": (0, 0, 0, connect),
+        "connect-crlf-split": (0, 0x0b, 0, connect.replace(b"\n", b"\r\n")),
+        "session-12": (3, 0x1d, 0, subscribe + b"\n" + send_json + b"ACK\nid:e:1\n\n\0DISCONNECT\nreceipt:77\n\n\0"),
+        "escapes-12": (3, 0, 0, b"SEND\ndestination:/topic/a/b\nk\\cx:v\\n\\r\\\\\n\n\0"),
+        "escapes-11-cr": (2, 0, 0, b"SEND\ndestination:/topic/a/b\nk:v\\r\n\n\0SEND\nk:a\rb\n\n\0"),
+        "plain-10": (1, 0x02, 0, b"SEND\ndestination:/topic/a/b\nk:a\\nb\n\nbody\0"),
+        "nul-body": (3, 0x05, 0, b"SEND\ncontent-length:5\n\na\0b\0c\0"),
+        "missing-nul": (3, 0, 0, b"SEND\ncontent-length:2\n\nabc\0"),
+        "unknown-command": (3, 0, 0, b"PUBLISH\n\n\0"),
+        "body-on-subscribe": (3, 0, 0, b"SUBSCRIBE\nid:1\n\nx\0"),
+        "small-limits": (3, 0x03, 1, b"SEND\na:1\nb:2\nc:3\nd:4\n\n\0" + b"SEND\n\n" + b"x" * 120 + b"\0"),
+        "long-header": (3, 0x01, 1, b"SEND\n" + b"h" * 40 + b":v\n\n\0"),
+        "heartbeats": (3, 0x01, 0, b"\n\r\n\n" + connect),
+    }
+    files = {}
+    for name, (version, chunking, limits, data) in frames.items():
+        files[name] = bytes([version, chunking, limits]) + data
+    yield "stomp_decode", files
+
+
 def main():
-    for target, files in list(seeds()) + list(deflate_seeds()) + list(channel_seeds()) + list(api_seeds()):
+    for target, files in list(seeds()) + list(deflate_seeds()) + list(channel_seeds()) + list(api_seeds()) + list(stomp_seeds()):
         directory = CORPUS / target
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("seed-*"):

@@ -31,17 +31,19 @@ step_clippy() {
     ensure_component clippy
     cargo clippy --workspace --all-targets -- -D warnings
     # The core alone, without the features the workspace turns on (deflate, channel), and with
-    # both.
+    # every feature (stomp too).
     cargo clippy -p duplex-core --all-targets -- -D warnings
-    cargo clippy -p duplex-core --all-targets --features channel,deflate -- -D warnings
+    cargo clippy -p duplex-core --all-targets --features channel,deflate,stomp -- -D warnings
 }
 
 step_test() {
     cargo test --workspace
     # The core alone, without the features the workspace turns on (deflate, channel).
     cargo test -p duplex-core --lib
-    cargo test -p duplex-core --features channel --lib
-    cargo test -p duplex-core --features channel --doc
+    cargo test -p duplex-core --features channel,stomp --lib
+    cargo test -p duplex-core --features channel,stomp --doc
+    # The fuzz corpora of every target, STOMP's included (no other crate turns `stomp` on yet).
+    cargo test -p duplex-core --features channel,deflate,stomp --test fuzz_regressions
 }
 
 step_package() {
@@ -66,7 +68,7 @@ step_wasm_core() {
     # no_std proof: the core must build for a target without std.
     ensure_target wasm32-unknown-unknown
     cargo build -p duplex-core --target wasm32-unknown-unknown
-    cargo build -p duplex-core --features deflate,channel --target wasm32-unknown-unknown
+    cargo build -p duplex-core --features deflate,channel,stomp --target wasm32-unknown-unknown
 }
 
 step_native_build() {

@@ -110,6 +110,8 @@ pub mod heartbeat;
 pub mod limits;
 pub mod mask;
 pub mod message;
+#[cfg(feature = "stomp")]
+pub mod stomp;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};

@@ -35,6 +35,8 @@ const TARGETS: &[(&str, Check)] = &[
     ("channel_decode", checks::channel_decode),
     #[cfg(feature = "channel")]
     ("api_request", checks::api_request),
+    #[cfg(feature = "stomp")]
+    ("stomp_decode", checks::stomp_decode),
 ];
 
 /// Targets whose checks need the `deflate` feature.
@@ -42,6 +44,9 @@ const DEFLATE_TARGETS: &[&str] = &["deflate_negotiation", "deflate_connection"];
 
 /// Targets whose checks need the `channel` feature.
 const CHANNEL_TARGETS: &[&str] = &["channel_decode", "api_request"];
+
+/// Targets whose checks need the `stomp` feature.
+const STOMP_TARGETS: &[&str] = &["stomp_decode"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -119,7 +124,8 @@ fn every_corpus_directory_has_a_check() {
         }
         assert!(
             (!cfg!(feature = "deflate") && DEFLATE_TARGETS.contains(&&*name))
-                || (!cfg!(feature = "channel") && CHANNEL_TARGETS.contains(&&*name)),
+                || (!cfg!(feature = "channel") && CHANNEL_TARGETS.contains(&&*name))
+                || (!cfg!(feature = "stomp") && STOMP_TARGETS.contains(&&*name)),
             "fuzz/corpus/{name} has no check in this test"
         );
     }
@@ -193,4 +199,13 @@ fn channel_decode_corpus() {
 #[test]
 fn api_request_corpus() {
     replay("api_request");
+}
+
+#[test]
+#[cfg_attr(not(feature = "stomp"), ignore = "needs `--features stomp`")]
+fn stomp_decode_corpus() {
+    #[cfg(feature = "stomp")]
+    replay("stomp_decode");
+    #[cfg(not(feature = "stomp"))]
+    panic!("the STOMP checks need `--features stomp`");
 }

@@ -45,6 +45,7 @@
 //!   to the bytes of the first feed. At the end of the input the peer closes TCP and the
 //!   connection must be over.
 //! - `deflate_negotiation`, `deflate_connection`: see `checks_deflate.rs`.
+//! - `stomp_decode`: see `checks_stomp.rs`.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -80,6 +81,12 @@ pub use channel::channel_decode;
 mod api;
 #[cfg(feature = "channel")]
 pub use api::api_request;
+
+#[cfg(feature = "stomp")]
+#[path = "checks_stomp.rs"]
+mod stomp;
+#[cfg(feature = "stomp")]
+pub use stomp::stomp_decode;
 
 // ------------------------------------------------------------------------------ input reading
 
