@@ -22,6 +22,10 @@ use super::{Chunker, Reader};
 ///   no more than the frame limit (plus a CR LF);
 /// - a decoded frame keeps the limits (header count) and only `SEND`, `MESSAGE` and `ERROR` have
 ///   a body;
+/// - (with the `channel` feature) a [`StompSession`](duplex_core::stomp::StompSession) on an
+///   in-process hub, given `CONNECT` and then the same bytes, never panics, every WebSocket
+///   message it sends holds exactly one frame or one heart-beat, and once it closes it sends
+///   nothing more;
 /// - every decoded frame, encoded for the version and decoded again in one piece, is the same
 ///   frame (plus the `content-length` the encoder adds to a body; a CR inside a header that the
 ///   version cannot escape becomes a space, as the encoder documents).
@@ -68,6 +72,9 @@ pub fn stomp_decode(data: &[u8]) {
         );
     }
 
+    #[cfg(feature = "channel")]
+    session(chunker_again(data), bytes);
+
     let wire_version = version.unwrap_or(Version::V1_2);
     for frame in frames {
         assert!(frame.headers.len() <= limits.max_headers);
@@ -104,4 +111,66 @@ fn expected(mut frame: Frame, version: Version) -> Frame {
             .push(("content-length".into(), frame.body.len().to_string()));
     }
     frame
+}
+
+/// The chunking byte of the input, for the session run.
+#[cfg(feature = "channel")]
+fn chunker_again(data: &[u8]) -> Chunker {
+    Chunker::new(data.get(1).copied().unwrap_or(0))
+}
+
+#[cfg(feature = "channel")]
+fn session(chunker: Chunker, bytes: &[u8]) {
+    use core::time::Duration;
+    use duplex_core::channel::{Hub, HubConfig};
+    use duplex_core::stomp::{Output, StompConfig, StompSession};
+
+    let mut hub: Hub<u8> = Hub::new(HubConfig::default(), 1);
+    let mut session = StompSession::new(StompConfig::default(), None, Duration::ZERO);
+    let mut closed = false;
+    let pump = |session: &mut StompSession, hub: &mut Hub<u8>, now: Duration, closed: &mut bool| {
+        loop {
+            let mut busy = false;
+            while let Some(output) = session.poll_output() {
+                busy = true;
+                assert!(!*closed, "output after close: {output:?}");
+                match output {
+                    Output::Command(c) => {
+                        let _ = hub.receive_message(0, c, now);
+                    }
+                    Output::Send(wire) => {
+                        let mut d = Decoder::new(Limits {
+                            max_frame: usize::MAX / 2,
+                            max_headers: usize::MAX,
+                            max_header_line: usize::MAX,
+                        });
+                        d.set_version(session.version());
+                        d.push(&wire);
+                        assert!(matches!(d.poll(), Ok(Some(_))), "{wire:?}");
+                        assert_eq!(d.poll(), Ok(None), "{wire:?}");
+                    }
+                    Output::Close(_) => *closed = true,
+                }
+            }
+            while let Some((_, text)) = hub.poll_delivery() {
+                busy = true;
+                let message = serde_json::from_str(&text).expect("the hub writes valid messages");
+                session.deliver(&message, now);
+            }
+            if !busy {
+                return;
+            }
+        }
+    };
+    session.receive(
+        b"CONNECT\naccept-version:1.2,1.1,1.0\nheart-beat:0,1000\n\n\0",
+        Duration::ZERO,
+    );
+    pump(&mut session, &mut hub, Duration::ZERO, &mut closed);
+    for (i, chunk) in chunker.split(bytes).into_iter().enumerate() {
+        let now = Duration::from_millis(i as u64 * 300);
+        session.receive(chunk, now);
+        session.handle_timeout(now);
+        pump(&mut session, &mut hub, now, &mut closed);
+    }
 }

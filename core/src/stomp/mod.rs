@@ -45,8 +45,13 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
+#[cfg(feature = "channel")]
+pub mod session;
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "channel")]
+pub use session::{Output, StompConfig, StompSession};
 
 /// A STOMP protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
