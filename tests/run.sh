@@ -143,6 +143,10 @@ step_api() {
     bash tests/api.sh
 }
 
+step_stomp() {
+    bash tests/stomp.sh
+}
+
 step_load() {
     bash tests/load.sh
 }
@@ -251,6 +255,7 @@ plan_steps() {
         add_step deploy step_deploy "tests/deploy.sh (docs/deploy.md's nginx and HAProxy configs in front of duplex serve)"
         add_step cluster step_cluster "tests/cluster.sh (duplex serve --broker: three nodes over a real redis-server; order, recovery, dedup, Redis killed and back; tests/cluster_lb.sh: behind HAProxy, the demo in Chromium on two pages, a node SIGKILLed)"
         add_step api step_api "tests/api.sh (curl against duplex serve --api-key: the README's publish reaches a duplex connect member; keep-alive reads, 401, 405; the key in no log)"
+        add_step stomp step_stomp "tests/stomp.sh (@stomp/stompjs in Node and in headless Chromium beside duplex.v1 clients: one sequence, receipts, since, heart-beats, ERROR frames, JWT passcode)"
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load, ws:// and wss://)"

@@ -207,6 +207,17 @@ pub trait Handler {
         let _ = (ctx, id);
     }
 
+    /// The earliest moment the handler wants [`Handler::on_timer`] (timers of a protocol it
+    /// runs above WebSocket, e.g. STOMP heart-beats). Asked after every turn of the event loop.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+
+    /// [`Handler::next_timer`] is reached.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        let _ = (ctx, now);
+    }
+
     /// Appends lines to the `/healthz` page (after `ok`), e.g. the state of a dependency.
     fn render_health(&self, out: &mut String) {
         let _ = out;
@@ -594,6 +605,10 @@ impl<H: Handler> Worker<H> {
             if let Some(d) = self.drain_deadline {
                 wake_at = Some(wake_at.map_or(d, |w| w.min(d)));
             }
+            if let Some(at) = self.handler.next_timer() {
+                let d = at.saturating_duration_since(self.epoch);
+                wake_at = Some(wake_at.map_or(d, |w| w.min(d)));
+            }
             let timeout = if self.unfinished.is_empty() {
                 wake_at.map(|at| at.saturating_sub(self.now))
             } else {
@@ -644,6 +659,15 @@ impl<H: Handler> Worker<H> {
                 self.start_drain();
             }
             self.fire_timers();
+            let now = Instant::now();
+            if self.handler.next_timer().is_some_and(|at| at <= now) {
+                let mut ctx = Ctx {
+                    conns: &mut self.conns,
+                    dirty: &mut self.dirty,
+                    metrics: self.metrics.worker(self.index),
+                };
+                self.handler.on_timer(&mut ctx, now);
+            }
             self.flush_dirty();
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() {

@@ -175,6 +175,8 @@ pub struct StompSession {
     config: StompConfig,
     decoder: Decoder,
     version: Version,
+    /// The highest version `CONNECT` may choose.
+    highest: Version,
     phase: Phase,
     /// The token from the WebSocket upgrade (`Authorization: Bearer`), if any.
     upgrade_token: Option<String>,
@@ -202,6 +204,7 @@ impl StompSession {
             decoder: Decoder::new(config.limits),
             config,
             version: Version::V1_2,
+            highest: Version::V1_2,
             phase: Phase::Connecting,
             upgrade_token,
             client: None,
@@ -219,6 +222,13 @@ impl StompSession {
             next_id: 0,
             out: VecDeque::new(),
         }
+    }
+
+    /// Caps the version `CONNECT` may negotiate: the version of the WebSocket subprotocol the
+    /// upgrade chose (`v11.stomp` → at most 1.1). A session on a connection without a STOMP
+    /// subprotocol takes the highest of `accept-version`.
+    pub fn limit_version(&mut self, highest: Version) {
+        self.highest = highest;
     }
 
     /// The negotiated version (1.2 until `CONNECT`).
@@ -403,7 +413,16 @@ impl StompSession {
 
     fn connect(&mut self, frame: &Frame, now: Duration) {
         let receipt = frame.header("receipt");
-        let Some(version) = Version::negotiate(frame.header("accept-version")) else {
+        let accepted = match frame.header("accept-version") {
+            // Absent means 1.0, which every cap allows.
+            None => Some(Version::V1_0),
+            Some(list) => list
+                .split(',')
+                .filter_map(|v| Version::negotiate(Some(v)))
+                .filter(|v| *v <= self.highest)
+                .max(),
+        };
+        let Some(version) = accepted else {
             let error = Frame::new(Command::Error)
                 .with_header("version", "1.2,1.1,1.0")
                 .with_header("content-type", "text/plain")

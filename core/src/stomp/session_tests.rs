@@ -167,6 +167,18 @@ fn a_client_that_offers_no_beats_is_promised_none() {
 }
 
 #[test]
+fn the_subprotocol_caps_the_version() {
+    let mut w = World::new();
+    w.session.limit_version(crate::stomp::Version::V1_1);
+    let connected = w.connect(&[("accept-version", "1.0,1.1,1.2")]);
+    assert_eq!(connected.header("version"), Some("1.1"));
+    let mut w = World::new();
+    w.session.limit_version(crate::stomp::Version::V1_0);
+    let error = w.connect(&[("accept-version", "1.1,1.2")]);
+    assert_eq!(error.command, Command::Error);
+}
+
+#[test]
 fn no_common_version_is_an_error_with_the_supported_ones() {
     let mut w = World::new();
     let error = w.connect(&[("accept-version", "2.0")]);

@@ -26,6 +26,7 @@ mod files;
 mod hub_thread;
 mod metrics;
 pub mod redis_broker;
+mod stomp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -34,11 +35,14 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 
-use duplex_core::channel::protocol::{self, ClientMessage, CommandError, DecodeLimits, ErrorCode};
+use duplex_core::channel::protocol::{
+    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, ServerMessage,
+};
 use duplex_core::channel::{Hub, HubConfig};
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::{Accept, Request};
 use duplex_core::message::{Closed, Message, PreparedMessage};
+use duplex_core::stomp::StompConfig;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
@@ -209,6 +213,10 @@ impl ChannelServer {
             channel_conns: HashMap::new(),
             dropping: HashMap::new(),
             taken: Vec::new(),
+            stomp: stomp::StompConns::new(StompConfig {
+                server: concat!("duplex/", env!("CARGO_PKG_VERSION")).into(),
+                ..StompConfig::default()
+            }),
         });
         // The workers' senders are gone (the broker's threads may still hold some).
         let _ = commands
@@ -272,6 +280,9 @@ struct ServeHandler {
     dropping: HashMap<ConnId, BTreeMap<String, (u64, u64)>>,
     /// The inbox's contents, swapped out under the lock and handled without it.
     taken: Vec<(ConnId, Delivery)>,
+    /// Connections of this worker speaking STOMP (also in `channel_conns`: they are hub
+    /// connections).
+    stomp: stomp::StompConns,
 }
 
 impl ServeHandler {
@@ -295,6 +306,13 @@ impl ServeHandler {
                 });
             }
         };
+        self.command_message(id, message);
+    }
+
+    /// Tells the hub one decoded command of a hub connection (`duplex.v1` or STOMP), checking
+    /// `hello.token` first when tokens are required.
+    fn command_message(&mut self, id: ConnId, message: ClientMessage) {
+        let conn = self.conn(id);
         let Some(standing) = self.channel_conns.get_mut(&id) else {
             return;
         };
@@ -395,6 +413,38 @@ impl ServeHandler {
                 }
                 None => self.cut_off(ctx, id, after),
             },
+        }
+    }
+
+    /// A hub delivery to a STOMP connection: its session turns it into frames. A STOMP reader
+    /// with more than twice `--max-backlog` unsent is closed as a slow consumer (STOMP has no
+    /// `gap`; the client resubscribes with `since`).
+    /// `parsed` holds the last text read, shared by the consecutive deliveries of a broadcast.
+    fn deliver_stomp(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        text: &Arc<str>,
+        parsed: &mut Option<(Arc<str>, ServerMessage)>,
+    ) {
+        let Some(buffered) = ctx.buffered_amount(id) else {
+            return;
+        };
+        if buffered > self.shared.max_backlog.saturating_mul(2) {
+            return self.cut_off(ctx, id, buffered);
+        }
+        let message = match parsed {
+            Some((shared, message)) if Arc::ptr_eq(shared, text) => message,
+            _ => match serde_json::from_str::<ServerMessage>(text) {
+                Ok(message) => &mut parsed.insert((Arc::clone(text), message)).1,
+                Err(e) => {
+                    warn!(?id, "hub delivery not understood: {e}");
+                    return;
+                }
+            },
+        };
+        for command in self.stomp.deliver(ctx, id, message) {
+            self.command_message(id, command);
         }
     }
 
@@ -547,21 +597,36 @@ impl Handler for ServeHandler {
         }
         match request.path() {
             "/ws" => {
-                if request.subprotocols().iter().any(|p| p == PROTOCOL) {
+                let offered = request.subprotocols();
+                if offered.iter().any(|p| p == PROTOCOL) {
                     Decision::Accept(Accept::default().with_protocol(PROTOCOL))
+                } else if let Some(version) = stomp::subprotocol(&offered) {
+                    self.stomp.accepting(request);
+                    Decision::Accept(Accept::default().with_protocol(version))
                 } else {
                     Decision::Reject(
                         400,
                         format!(
-                            "/ws requires the subprotocol {PROTOCOL} (Sec-WebSocket-Protocol)\n"
+                            "/ws requires the subprotocol {PROTOCOL}, or v12.stomp, v11.stomp or \
+                             v10.stomp (Sec-WebSocket-Protocol)\n"
                         ),
                     )
+                }
+            }
+            "/stomp" => {
+                self.stomp.accepting(request);
+                match stomp::subprotocol(&request.subprotocols()) {
+                    Some(version) => Decision::Accept(Accept::default().with_protocol(version)),
+                    None => Decision::Accept(Accept::default()),
                 }
             }
             "/echo" => Decision::Accept(Accept::default()),
             other => Decision::Reject(
                 404,
-                format!("no WebSocket endpoint at {other}: use /ws ({PROTOCOL}) or /echo\n"),
+                format!(
+                    "no WebSocket endpoint at {other}: use /ws ({PROTOCOL}), /stomp (STOMP) or \
+                     /echo\n"
+                ),
             ),
         }
     }
@@ -613,7 +678,12 @@ impl Handler for ServeHandler {
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
-        if ctx.protocol(id).as_deref() == Some(PROTOCOL) {
+        let stomp = self.stomp.upgrading.take();
+        let is_stomp = stomp.is_some();
+        if let Some(token) = stomp {
+            self.stomp.open(id, ctx.protocol(id).as_deref(), token);
+        }
+        if is_stomp || ctx.protocol(id).as_deref() == Some(PROTOCOL) {
             let standing = if self.shared.verifier.is_some() {
                 Standing::NeedsToken
             } else {
@@ -625,6 +695,16 @@ impl Handler for ServeHandler {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message) {
+        if self.stomp.contains(id) {
+            let bytes: &[u8] = match &message {
+                Message::Text(text) => text.as_bytes(),
+                Message::Binary(bytes) => bytes,
+            };
+            for command in self.stomp.receive(ctx, id, bytes) {
+                self.command_message(id, command);
+            }
+            return;
+        }
         if !self.channel_conns.contains_key(&id) {
             if let Err(e) = ctx.send(id, &message) {
                 debug!(?id, "echo not sent: {e}");
@@ -645,6 +725,7 @@ impl Handler for ServeHandler {
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _closed: &Closed) {
         self.dropping.remove(&id);
+        self.stomp.closed(id);
         if self.channel_conns.remove(&id).is_some() {
             self.tell(Command::Closed(self.conn(id)));
         }
@@ -662,8 +743,13 @@ impl Handler for ServeHandler {
         // A broadcast reaches this worker as consecutive deliveries of one shared text: it is
         // prepared (and compressed) once for all of them.
         let mut current: Option<(Arc<str>, PreparedMessage)> = None;
+        // Likewise read once for the STOMP connections among them.
+        let mut parsed: Option<(Arc<str>, ServerMessage)> = None;
         for (id, delivery) in taken.drain(..) {
             match delivery {
+                Delivery::Text(text) if self.stomp.contains(id) => {
+                    self.deliver_stomp(ctx, id, &text, &mut parsed)
+                }
                 Delivery::Text(text) => {
                     let prepared = match &mut current {
                         Some((shared, prepared)) if Arc::ptr_eq(shared, &text) => prepared,
@@ -684,6 +770,16 @@ impl Handler for ServeHandler {
             }
         }
         self.taken = taken;
+    }
+
+    fn next_timer(&self) -> Option<std::time::Instant> {
+        self.stomp.next_timer()
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _now: std::time::Instant) {
+        for (id, command) in self.stomp.on_timer(ctx) {
+            self.command_message(id, command);
+        }
     }
 
     fn on_drained(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
