@@ -49,12 +49,13 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
 use serde_json::Value;
 
-use super::{Command, Decoder, Frame, HeartBeat, Item, Limits, Version};
+use super::{Command, Decoder, Frame, FrameWriter, HeartBeat, Item, Limits, Version};
 
 #[cfg(test)]
 #[path = "session_tests.rs"]
@@ -110,6 +111,34 @@ pub enum Output {
     Close(bool),
 }
 
+/// The body of the `MESSAGE` frames of one room message, the same for every STOMP subscriber:
+/// a string `data` is the string (`text/plain`), any other `data` its compact JSON
+/// (`application/json`). A server delivering one message to many sessions makes it once
+/// ([`MessageBody::of`]) and hands it to each with [`StompSession::deliver_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBody {
+    /// The body bytes.
+    pub bytes: Arc<[u8]>,
+    /// `text/plain` or `application/json`.
+    pub content_type: &'static str,
+}
+
+impl MessageBody {
+    /// The body for a message's `data`.
+    pub fn of(data: &Value) -> MessageBody {
+        match data {
+            Value::String(s) => MessageBody {
+                bytes: Arc::from(s.as_bytes()),
+                content_type: "text/plain",
+            },
+            other => MessageBody {
+                bytes: Arc::from(other.to_string().into_bytes()),
+                content_type: "application/json",
+            },
+        }
+    }
+}
+
 /// One subscription.
 #[derive(Debug, Clone)]
 struct Subscription {
@@ -138,7 +167,7 @@ struct RoomState {
     /// A refill (join with `since`) is under way: messages past the hole are held.
     refilling: bool,
     /// Messages past a hole, by seq.
-    held: BTreeMap<u64, (String, Value)>,
+    held: BTreeMap<u64, (String, MessageBody)>,
 }
 
 /// What a command id waits for.
@@ -310,8 +339,8 @@ impl StompSession {
                     }
                     state.refilling = false;
                     let held = core::mem::take(&mut state.held);
-                    for (seq, (from, data)) in held {
-                        self.message(room, seq, &from, &data, now);
+                    for (seq, (from, body)) in held {
+                        self.message(room, seq, &from, &body, now);
                     }
                 }
                 if let Some(receipt) = receipt {
@@ -334,7 +363,7 @@ impl StompSession {
                 seq,
                 from,
                 data,
-            } => self.message(room, *seq, from, data, now),
+            } => self.message(room, *seq, from, &MessageBody::of(data), now),
             ServerMessage::Gap { room, .. } => self.refill(room, now),
             ServerMessage::Error { id, code, message } => {
                 let pending = id.as_ref().and_then(|id| self.pending.remove(&key(id)));
@@ -354,6 +383,21 @@ impl StompSession {
             | ServerMessage::Pong { .. }
             | ServerMessage::Sent { .. }
             | ServerMessage::Direct { .. } => {}
+        }
+    }
+
+    /// A room `message` whose body was made once for every session ([`MessageBody::of`]): the
+    /// same as [`StompSession::deliver`] with [`ServerMessage::Message`].
+    pub fn deliver_message(
+        &mut self,
+        room: &str,
+        seq: u64,
+        from: &str,
+        body: &MessageBody,
+        now: Duration,
+    ) {
+        if self.phase != Phase::Done {
+            self.message(room, seq, from, body, now);
         }
     }
 
@@ -729,7 +773,7 @@ impl StompSession {
         Ok(())
     }
 
-    fn message(&mut self, room: &str, seq: u64, from: &str, data: &Value, now: Duration) {
+    fn message(&mut self, room: &str, seq: u64, from: &str, body: &MessageBody, now: Duration) {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
@@ -738,7 +782,7 @@ impl StompSession {
             Some(last) if seq > last + 1 => {
                 // Past a hole: held until the refill brings what is missing.
                 if state.held.len() < self.config.max_held {
-                    state.held.insert(seq, (String::from(from), data.clone()));
+                    state.held.insert(seq, (String::from(from), body.clone()));
                 }
                 if !state.refilling && !state.joining {
                     self.refill(room, now);
@@ -748,27 +792,34 @@ impl StompSession {
             _ => {}
         }
         state.last = Some(seq);
-        let epoch = state.epoch.clone().unwrap_or_default();
-        let subscriptions = state.subscriptions.clone();
-        let (body, content_type) = match data {
-            Value::String(s) => (s.clone().into_bytes(), "text/plain"),
-            other => (other.to_string().into_bytes(), "application/json"),
-        };
-        let message_id = format!("{epoch}:{seq}");
-        let destination = format!("/topic/{room}");
-        for sub in subscriptions {
-            let mode = self.subscriptions.get(&sub).map(|s| s.ack);
-            let mut frame = Frame::new(Command::Message)
-                .with_header("destination", destination.clone())
-                .with_header("subscription", sub)
-                .with_header("message-id", message_id.clone())
-                .with_header("from", from)
-                .with_header("content-type", content_type);
-            if matches!(mode, Some(AckMode::Client | AckMode::ClientIndividual)) {
-                frame = frame.with_header("ack", message_id.clone());
+        let content_type = body.content_type;
+        let mut message_id = String::with_capacity(32);
+        message_id.push_str(state.epoch.as_deref().unwrap_or_default());
+        message_id.push(':');
+        message_id.push_str(&seq.to_string());
+        let mut destination = String::with_capacity(room.len() + 7);
+        destination.push_str("/topic/");
+        destination.push_str(room);
+        let capacity =
+            128 + destination.len() + 2 * message_id.len() + from.len() + body.bytes.len();
+        for i in 0..state.subscriptions.len() {
+            let sub = &state.subscriptions[i];
+            let mut w = FrameWriter::new(Command::Message, self.version, capacity + sub.len());
+            w.header("destination", &destination)
+                .header("subscription", sub)
+                .header("message-id", &message_id)
+                .header("from", from)
+                .header("content-type", content_type);
+            if self
+                .subscriptions
+                .get(sub)
+                .is_some_and(|s| s.ack != AckMode::Auto)
+            {
+                w.header("ack", &message_id);
             }
-            frame.body = body.clone();
-            self.send_frame(&frame, now);
+            let bytes = w.body(&body.bytes);
+            self.last_out = self.last_out.max(now);
+            self.out.push_back(Output::Send(bytes));
         }
         // Messages held behind a hole that is now closed.
         loop {
@@ -776,10 +827,10 @@ impl StompSession {
                 return;
             };
             let next = state.last.map_or(0, |l| l + 1);
-            let Some((from, data)) = state.held.remove(&next) else {
+            let Some((from, body)) = state.held.remove(&next) else {
                 return;
             };
-            self.message(room, next, &from, &data, now);
+            self.message(room, next, &from, &body, now);
         }
     }
 

@@ -42,7 +42,10 @@ use duplex_core::channel::{Hub, HubConfig};
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::{Accept, Request};
 use duplex_core::message::{Closed, Message, PreparedMessage};
-use duplex_core::stomp::StompConfig;
+use duplex_core::stomp::{MessageBody, StompConfig};
+
+/// A hub delivery read for STOMP connections: its text, the message, and a room message's body.
+type Parsed = (Arc<str>, ServerMessage, Option<MessageBody>);
 use serde::Deserialize;
 use tracing::{debug, warn};
 
@@ -419,13 +422,14 @@ impl ServeHandler {
     /// A hub delivery to a STOMP connection: its session turns it into frames. A STOMP reader
     /// with more than twice `--max-backlog` unsent is closed as a slow consumer (STOMP has no
     /// `gap`; the client resubscribes with `since`).
-    /// `parsed` holds the last text read, shared by the consecutive deliveries of a broadcast.
+    /// `parsed` holds the last text read (and, for a room message, its STOMP body), shared by
+    /// the consecutive deliveries of a broadcast.
     fn deliver_stomp(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
         text: &Arc<str>,
-        parsed: &mut Option<(Arc<str>, ServerMessage)>,
+        parsed: &mut Option<Parsed>,
     ) {
         let Some(buffered) = ctx.buffered_amount(id) else {
             return;
@@ -433,17 +437,28 @@ impl ServeHandler {
         if buffered > self.shared.max_backlog.saturating_mul(2) {
             return self.cut_off(ctx, id, buffered);
         }
-        let message = match parsed {
-            Some((shared, message)) if Arc::ptr_eq(shared, text) => message,
+        let (message, body) = match parsed {
+            Some((shared, message, body)) if Arc::ptr_eq(shared, text) => (&*message, &*body),
             _ => match serde_json::from_str::<ServerMessage>(text) {
-                Ok(message) => &mut parsed.insert((Arc::clone(text), message)).1,
+                Ok(message) => {
+                    let body = match &message {
+                        ServerMessage::Message { data, .. } => Some(MessageBody::of(data)),
+                        _ => None,
+                    };
+                    let (_, message, body) = parsed.insert((Arc::clone(text), message, body));
+                    (&*message, &*body)
+                }
                 Err(e) => {
                     warn!(?id, "hub delivery not understood: {e}");
                     return;
                 }
             },
         };
-        for command in self.stomp.deliver(ctx, id, message) {
+        let commands = match body {
+            Some(body) => self.stomp.deliver_message(ctx, id, message, body),
+            None => self.stomp.deliver(ctx, id, message),
+        };
+        for command in commands {
             self.command_message(id, command);
         }
     }
@@ -744,7 +759,7 @@ impl Handler for ServeHandler {
         // prepared (and compressed) once for all of them.
         let mut current: Option<(Arc<str>, PreparedMessage)> = None;
         // Likewise read once for the STOMP connections among them.
-        let mut parsed: Option<(Arc<str>, ServerMessage)> = None;
+        let mut parsed: Option<Parsed> = None;
         for (id, delivery) in taken.drain(..) {
             match delivery {
                 Delivery::Text(text) if self.stomp.contains(id) => {

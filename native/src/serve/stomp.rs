@@ -10,7 +10,7 @@ use duplex_core::channel::protocol::{ClientMessage, ServerMessage};
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::Request;
 use duplex_core::message::Message;
-use duplex_core::stomp::{Output, StompConfig, StompSession, Version};
+use duplex_core::stomp::{MessageBody, Output, StompConfig, StompSession, Version};
 use tracing::debug;
 
 use crate::server::{ConnId, Ctx};
@@ -122,6 +122,28 @@ impl StompConns {
 
     pub(super) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| self.epoch + *at)
+    }
+
+    /// A room message for the connection, its body made once for the whole broadcast.
+    pub(super) fn deliver_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        message: &ServerMessage,
+        body: &MessageBody,
+    ) -> Vec<ClientMessage> {
+        let ServerMessage::Message {
+            room, seq, from, ..
+        } = message
+        else {
+            return self.deliver(ctx, id, message);
+        };
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Vec::new();
+        };
+        conn.session.deliver_message(room, *seq, from, body, now);
+        self.flush(ctx, id)
     }
 
     /// Runs the sessions whose heart-beat deadline passed; returns the commands they lead to.
