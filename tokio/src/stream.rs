@@ -9,6 +9,7 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
@@ -32,20 +33,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The reader's and the writer's wakers; waking the pair wakes both.
+/// One half's waker and whether that half waits on the stream.
 #[derive(Debug, Default)]
-struct Wakers {
-    reader: Mutex<Option<Waker>>,
-    writer: Mutex<Option<Waker>>,
+struct Slot {
+    waker: Mutex<Option<Waker>>,
+    /// Set while the half is being polled or waits (its last poll was `Pending`); a wake
+    /// clears it, so a half is woken once per wait and a half that is not waiting (a writer
+    /// parked on something else) is not woken at all.
+    parked: AtomicBool,
 }
 
-impl Wakers {
-    fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) {
-        let mut slot = lock(slot);
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
+impl Slot {
+    /// Records the caller's waker (cloned only when it changed) and marks the half parked
+    /// before it polls, so a wake during the poll is not lost.
+    fn park(&self, waker: &Waker) {
+        {
+            let mut slot = lock(&self.waker);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *slot = Some(waker.clone());
+            }
+        }
+        self.parked.store(true, Ordering::Release);
+    }
+
+    fn unpark(&self) {
+        self.parked.store(false, Ordering::Relaxed);
+    }
+
+    fn wake(&self) {
+        if self.parked.swap(false, Ordering::AcqRel) {
+            if let Some(waker) = lock(&self.waker).as_ref() {
+                waker.wake_by_ref();
+            }
         }
     }
+}
+
+/// The reader's and the writer's wakers; waking the pair wakes both (those that wait).
+#[derive(Debug, Default)]
+struct Wakers {
+    reader: Slot,
+    writer: Slot,
+    /// The timer woke: the sleep must be polled again (it is registered otherwise).
+    timer_fired: AtomicBool,
 }
 
 impl Wake for Wakers {
@@ -53,12 +83,23 @@ impl Wake for Wakers {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        for slot in [&self.reader, &self.writer] {
-            let waker = lock(slot).take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
+        self.reader.wake();
+        self.writer.wake();
+    }
+}
+
+/// The waker the timer is polled with: it records that the timer fired, then wakes both
+/// halves. Between firings the sleep stays registered and is not polled again.
+#[derive(Debug)]
+struct TimerWake(Arc<Wakers>);
+
+impl Wake for TimerWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.timer_fired.store(true, Ordering::Release);
+        self.0.wake_by_ref();
     }
 }
 
@@ -68,8 +109,10 @@ struct Inner<S> {
     /// Connection time zero; the core's `now` is the time elapsed since.
     start: Instant,
     sleep: Pin<Box<Sleep>>,
-    /// The deadline `sleep` is set to.
+    /// The deadline `sleep` is set to and registered for (with `timer_waker`), until it fires.
     armed: Option<Duration>,
+    wakers: Arc<Wakers>,
+    timer_waker: Waker,
     /// The socket returned EOF or a read error: never read again.
     read_closed: bool,
     /// A write failed: output is discarded from now on.
@@ -140,34 +183,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     /// Fires every deadline the core has reached and arms the timer for the next one.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) {
+    ///
+    /// The sleep is polled only when it is (re)armed or has fired: a deadline that moved later
+    /// (the idle timeout after each message) leaves it armed at the earlier time, and it is
+    /// re-armed when it fires early. Messages in between cost a comparison.
+    fn poll_timer(&mut self) {
         while let Some(deadline) = self.conn.poll_timeout() {
+            if self.armed.is_some_and(|armed| armed <= deadline)
+                && !self.wakers.timer_fired.load(Ordering::Acquire)
+            {
+                return;
+            }
+            self.wakers.timer_fired.store(false, Ordering::Relaxed);
             if self.armed != Some(deadline) {
                 self.sleep.as_mut().reset(self.start + deadline);
                 self.armed = Some(deadline);
             }
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            let mut cx = Context::from_waker(&self.timer_waker);
+            if self.sleep.as_mut().poll(&mut cx).is_pending() {
                 return;
             }
             self.armed = None;
             let now = self.now().max(deadline);
             self.conn.handle_timeout(now);
         }
-        self.armed = None;
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
+        let event = self.conn.poll_event()?;
+        match &event {
+            Event::Error(e) => self.failure = Some(e.clone()),
+            Event::Closed(c) => self.closed = Some(c.clone()),
+            _ => {}
+        }
+        Some(event)
     }
 
     /// The next core event, reading as needed; `None` once the connection is over and its
     /// last bytes are written.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         loop {
-            // Timers first: a ping they queue is written below, before this task sleeps.
-            self.poll_timer(cx);
-            if let Some(event) = self.conn.poll_event() {
-                match &event {
-                    Event::Error(e) => self.failure = Some(e.clone()),
-                    Event::Closed(c) => self.closed = Some(c.clone()),
-                    _ => {}
-                }
+            if let Some(event) = self.next_event() {
+                return Poll::Ready(Some(event));
+            }
+            // Nothing queued: the timers run before this task writes and waits (a ping they
+            // queue is written below), and may have queued an event (a timeout).
+            self.poll_timer();
+            if let Some(event) = self.next_event() {
                 return Poll::Ready(Some(event));
             }
             // Nothing left to report: write what the events so far queued (echoes, pongs,
@@ -187,7 +249,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 // Only a timer (armed above) can end the connection now.
                 return Poll::Pending;
             }
-            let now = self.now();
             let read = if self.conn.frame_remaining() > 0 {
                 // The rest of a frame already begun lands in the connection's buffer (which
                 // holds its start anyway) in as few reads as it takes, without a copy.
@@ -196,6 +257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 let n = buf.filled().len();
                 if let Poll::Ready(Ok(())) = read {
                     if n > 0 {
+                        let now = self.now();
                         self.conn.commit(now, n);
                     }
                 }
@@ -210,6 +272,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 let n = buf.filled().len();
                 if let Poll::Ready(Ok(())) = read {
                     if n > 0 {
+                        let now = self.now();
                         self.conn.receive(now, buf.filled());
                     }
                 }
@@ -218,6 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             match read {
                 Poll::Ready(Ok(0)) => {
                     self.read_closed = true;
+                    let now = self.now();
                     self.conn.receive_eof(now);
                 }
                 Poll::Ready(Ok(_)) => {}
@@ -264,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.poll_timer(cx);
+        self.poll_timer();
         // Below the bound nothing is written here, so messages queued in a row (`feed`,
         // `send_all`) leave in one write.
         if self.conn.buffered_amount() >= self.max_buffered && self.poll_write_out(cx).is_pending()
@@ -278,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.poll_timer(cx);
+        self.poll_timer();
         ready!(self.poll_write_out(cx));
         if self.broken {
             return Poll::Ready(Err(self.io_error_copy()));
@@ -313,6 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     fn new(io: S, conn: Connection, start: Instant) -> Arc<Shared<S>> {
         let wakers = Arc::new(Wakers::default());
         let waker = Waker::from(wakers.clone());
+        let timer_waker = Waker::from(Arc::new(TimerWake(wakers.clone())));
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 io,
@@ -320,6 +385,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 start,
                 sleep: Box::pin(tokio::time::sleep_until(start)),
                 armed: None,
+                wakers: wakers.clone(),
+                timer_waker,
                 read_closed: false,
                 broken: false,
                 unflushed: false,
@@ -341,15 +408,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         &self,
         cx: &mut Context<'_>,
         side: Side,
-        f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> T,
-    ) -> T {
+        f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
         let slot = match side {
             Side::Reader => &self.wakers.reader,
             Side::Writer => &self.wakers.writer,
         };
-        Wakers::register(slot, cx.waker());
+        slot.park(cx.waker());
         let mut shared_cx = Context::from_waker(&self.waker);
-        f(&mut lock(&self.inner), &mut shared_cx)
+        let result = f(&mut lock(&self.inner), &mut shared_cx);
+        if result.is_ready() {
+            slot.unpark();
+        }
+        result
     }
 
     fn state(&self) -> MutexGuard<'_, Inner<S>> {
@@ -357,16 +428,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     async fn send(&self, message: &Message) -> Result<(), Error> {
-        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
-        {
-            let mut inner = self.state();
-            if let Err(e) = inner.conn.send(message) {
-                return Err(inner.send_error(e));
-            }
-        }
-        // From here the message is in the connection's output: dropping this future loses
-        // nothing, the next poll of either half writes it.
-        self.flush().await
+        // One lock per poll: wait for room, queue the message, write it out.
+        let mut queued = false;
+        poll_fn(|cx| {
+            self.with(cx, Side::Writer, |inner, cx| {
+                if !queued {
+                    ready!(inner.poll_ready(cx))?;
+                    inner.conn.send(message).map_err(|e| inner.send_error(e))?;
+                    // From here the message is in the connection's output: dropping this
+                    // future loses nothing, the next poll of either half writes it.
+                    queued = true;
+                }
+                inner.poll_flush(cx)
+            })
+        })
+        .await
     }
 
     async fn feed(&self, message: &Message) -> Result<(), Error> {
@@ -378,10 +454,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         };
         if reader_waiting {
             // A receiving half parked in another task writes the message out when woken.
-            let waker = lock(&self.wakers.reader).take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            self.wakers.reader.wake();
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! `duplex-tokio-echo PORT`: the duplex-tokio echo server on a current-thread tokio runtime,
 //! with the default configuration (permessage-deflate offered, a heartbeat ping every 30 s).
+//! Replies are queued with `feed`: they go out in one write when `recv` waits for more data,
+//! so a burst of messages read at once is answered with one write.
 
 use duplex_peers::{MAX_MESSAGE, listen, port_arg};
 use duplex_tokio::{Accept, accept_with, default_config};
@@ -16,7 +18,7 @@ async fn serve(stream: TcpStream) {
         return;
     };
     while let Some(Ok(message)) = ws.recv().await {
-        if ws.send(message).await.is_err() {
+        if ws.feed(message).await.is_err() {
             return;
         }
     }
