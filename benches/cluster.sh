@@ -3,18 +3,18 @@
 # Socket.IO 4 with @socket.io/redis-adapter, all driven by duplex-load (benches/load, `--mode
 # fanout`) in one run; prints one markdown table.
 #
-#   benches/cluster.sh [--members "1000 10000"] [--nodes "1 3"] [--seconds S] [--rate R]
-#                      [--rate-large R] [--window K] [--peer-deliveries D] [--timeout S]
+#   benches/cluster.sh [--members "1000 10000"] [--nodes "1 3"] [--seconds S] [--rate "R..."]
+#                      [--rate-large "R..."] [--window K] [--peer-deliveries D] [--timeout S]
 #                      [--load-threads N] [--json FILE] [--quick] [--no-peer]
 #
 # For each member count M (one room, members spread round-robin over the nodes, the publisher on
 # the first node; every delivery checked exactly once and in seq order by duplex-load):
 #   single    one `duplex serve` without --broker
 #   redis N   N `duplex serve --broker redis://...` nodes on one redis-server (one per --nodes)
-# each twice: paced at --rate publishes/s (M >= 5000: --rate-large) for --seconds, which gives
-# the publish -> last delivery latency p50/p99 and the server CPU per delivered message per node
-# (utime+stime from /proc over the publishes, divided by the messages the node delivered); then
-# as fast as it goes with --window publishes outstanding, which gives deliveries/s.
+# each paced at every rate of --rate publishes/s (M >= 5000: --rate-large) for --seconds, which
+# gives the publish -> last delivery latency p50/p99 and the server CPU per delivered message per
+# node (utime+stime from /proc over the publishes, divided by the messages the node delivered);
+# then as fast as it goes with --window publishes outstanding, which gives deliveries/s.
 # The side by side: two duplex nodes and two Socket.IO nodes (benches/peers/node/socketio-room.mjs,
 # each its own redis-server), same members, same publisher, same messages, paced at
 # --peer-deliveries / M publishes/s (a rate both sustain), for deliveries per server CPU second.
@@ -34,8 +34,8 @@ source "$ROOT/benches/lib.sh"
 MEMBERS="1000 10000"
 NODES="1 3"
 SECONDS_PACED=3
-RATE=1000
-RATE_LARGE=10
+RATE="100 1000"
+RATE_LARGE="10"
 WINDOW=8
 PEER_DELIVERIES=30000
 RUN_TIMEOUT=180
@@ -179,10 +179,19 @@ messages_for() {
     awk -v r="$1" -v s="$SECONDS_PACED" 'BEGIN { n = int(r * s); if (n < 20) n = 20; print n }'
 }
 
+# paced KIND NODES MEMBERS RATES EXTRA... : one paced run per rate over the current nodes.
+paced() {
+    local kind=$1 n=$2 m=$3 rates=$4 rate
+    shift 4
+    for rate in $rates; do
+        load "$kind/$n/$m/paced-$rate" --members "$m" --rate "$rate" \
+            --messages "$(messages_for "$rate")" --settle 1 "$@"
+    done
+}
+
 for m in $MEMBERS; do
-    rate=$RATE
-    if ((m >= 5000)); then rate=$RATE_LARGE; fi
-    paced=(--members "$m" --rate "$rate" --messages "$(messages_for "$rate")" --settle 1)
+    rates=$RATE
+    if ((m >= 5000)); then rates=$RATE_LARGE; fi
     thr_messages=$((2000000 / m))
     thr_messages=$((thr_messages < 20 ? 20 : thr_messages > 2000 ? 2000 : thr_messages))
     throughput=(--members "$m" --window "$WINDOW" --messages "$thr_messages" --settle 1)
@@ -190,7 +199,7 @@ for m in $MEMBERS; do
     # Single-node mode: no broker.
     NODE_PIDS=()
     start_duplex ""
-    load "single/1/$m/paced" "${paced[@]}"
+    paced single 1 "$m" "$rates"
     if ((THROUGHPUT)); then load "single/1/$m/max" "${throughput[@]}" --room app/fanout-max; fi
     stop_servers
 
@@ -198,7 +207,7 @@ for m in $MEMBERS; do
         NODE_PIDS=()
         start_redis
         for ((k = 0; k < n; k++)); do start_duplex "$REDIS_URL"; done
-        load "redis/$n/$m/paced" "${paced[@]}" --metrics
+        paced redis "$n" "$m" "$rates" --metrics
         if ((THROUGHPUT)); then load "redis/$n/$m/max" "${throughput[@]}" --metrics --room app/fanout-max; fi
         stop_servers
     done

@@ -4,8 +4,8 @@
     python3 benches/cluster_table.py RESULTS.jsonl
 
 Each line's label is KIND/NODES/MEMBERS/PHASE: KIND `single` (duplex serve without --broker),
-`redis` (duplex serve --broker) or `socketio` (the Socket.IO peer); PHASE `paced` (latency and
-CPU at a fixed publish rate), `max` (as fast as it goes: deliveries/s) or `peer` (the side by
+`redis` (duplex serve --broker) or `socketio` (the Socket.IO peer); PHASE `paced-RATE` (latency
+and CPU at a fixed publish rate), `max` (as fast as it goes: deliveries/s) or `peer` (the side by
 side with Socket.IO).
 """
 import json
@@ -42,10 +42,10 @@ def main(path):
     print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     members_seen = sorted({k[2] for k in runs})
     for m in members_seen:
-        configs = sorted({(k[0], k[1]) for k in runs if k[2] == m and k[3] == "paced"},
-                         key=lambda c: (c[0] != "single", c[1]))
-        for kind, nodes in configs:
-            r = runs[(kind, nodes, m, "paced")]
+        configs = sorted({(k[0], k[1], k[3]) for k in runs if k[2] == m and k[3].startswith("paced-")},
+                         key=lambda c: (float(c[2][6:]), c[0] != "single", c[1]))
+        for kind, nodes, phase in configs:
+            r = runs[(kind, nodes, m, phase)]
             top = runs.get((kind, nodes, m, "max"))
             per_node = " / ".join(fmt(n["cpu_us_per_delivery"]) for n in r["nodes"])
             print(
@@ -57,18 +57,17 @@ def main(path):
                 f" | {fmt(rt(r, 'round_trips_publish', r['messages']))} |"
             )
     print()
-    for m in members_seen:
-        single = runs.get(("single", 1, m, "paced"))
-        if not single or not single.get("cpu_us_per_delivery"):
+    for (kind0, _, m, phase0), single in sorted(runs.items(), key=lambda kv: (kv[0][2], kv[0][3])):
+        if kind0 != "single" or not phase0.startswith("paced-") or not single.get("cpu_us_per_delivery"):
             continue
         parts = []
         for (kind, nodes, mm, phase), r in sorted(runs.items()):
-            if kind == "redis" and mm == m and phase == "paced" and r.get("cpu_us_per_delivery"):
+            if kind == "redis" and mm == m and phase == phase0 and r.get("cpu_us_per_delivery"):
                 parts.append(f"{nodes} node{'s' if nodes > 1 else ''} "
                              f"{r['cpu_us_per_delivery'] / single['cpu_us_per_delivery']:.2f}x")
         if parts:
-            print(f"- {m:,} members: CPU per delivery with Redis / single node: {', '.join(parts)}"
-                  " (goal ≤ 1.5x)")
+            print(f"- {m:,} members at {phase0[6:]} publishes/s: CPU per delivery with Redis / single node:"
+                  f" {', '.join(parts)} (goal ≤ 1.5x)")
     peers = [m for m in members_seen if ("socketio", 2, m, "peer") in runs and ("redis", 2, m, "peer") in runs]
     if not peers:
         return
