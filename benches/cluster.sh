@@ -179,14 +179,25 @@ messages_for() {
     awk -v r="$1" -v s="$SECONDS_PACED" 'BEGIN { n = int(r * s); if (n < 20) n = 20; print n }'
 }
 
-# paced KIND NODES MEMBERS RATES EXTRA... : one paced run per rate over the current nodes.
-paced() {
-    local kind=$1 n=$2 m=$3 rates=$4 rate
-    shift 4
-    for rate in $rates; do
-        load "$kind/$n/$m/paced-$rate" --members "$m" --rate "$rate" \
-            --messages "$(messages_for "$rate")" --settle 1 "$@"
-    done
+# fresh KIND NODES : stops the servers of the previous run and starts NODES of KIND (`single`:
+# one `duplex serve`; `redis`: `duplex serve --broker`; `socketio`: the Socket.IO peer; the
+# last two on a redis-server of their own). Every run gets fresh servers, so that no run's
+# figures (CPU, round trips) carry the previous run's disconnections.
+fresh() {
+    local kind=$1 n=$2 k
+    stop_servers
+    NODE_PIDS=()
+    case $kind in
+    single) start_duplex "" ;;
+    redis)
+        start_redis
+        for ((k = 0; k < n; k++)); do start_duplex "$REDIS_URL"; done
+        ;;
+    socketio)
+        start_redis
+        for ((k = 0; k < n; k++)); do start_socketio "$REDIS_URL"; done
+        ;;
+    esac
 }
 
 for m in $MEMBERS; do
@@ -194,39 +205,34 @@ for m in $MEMBERS; do
     if ((m >= 5000)); then rates=$RATE_LARGE; fi
     thr_messages=$((2000000 / m))
     thr_messages=$((thr_messages < 20 ? 20 : thr_messages > 2000 ? 2000 : thr_messages))
-    throughput=(--members "$m" --window "$WINDOW" --messages "$thr_messages" --settle 1)
-
-    # Single-node mode: no broker.
-    NODE_PIDS=()
-    start_duplex ""
-    paced single 1 "$m" "$rates"
-    if ((THROUGHPUT)); then load "single/1/$m/max" "${throughput[@]}" --room app/fanout-max; fi
-    stop_servers
-
-    for n in $NODES; do
-        NODE_PIDS=()
-        start_redis
-        for ((k = 0; k < n; k++)); do start_duplex "$REDIS_URL"; done
-        paced redis "$n" "$m" "$rates" --metrics
-        if ((THROUGHPUT)); then load "redis/$n/$m/max" "${throughput[@]}" --metrics --room app/fanout-max; fi
-        stop_servers
+    configs=("single 1")
+    for n in $NODES; do configs+=("redis $n"); done
+    for config in "${configs[@]}"; do
+        read -r kind n <<<"$config"
+        extra=()
+        if [[ $kind == redis ]]; then extra=(--metrics); fi
+        for rate in $rates; do
+            fresh "$kind" "$n"
+            load "$kind/$n/$m/paced-$rate" --members "$m" --rate "$rate" \
+                --messages "$(messages_for "$rate")" --settle 1 "${extra[@]}"
+        done
+        if ((THROUGHPUT)); then
+            fresh "$kind" "$n"
+            load "$kind/$n/$m/max" --members "$m" --window "$WINDOW" --messages "$thr_messages" \
+                --settle 1 "${extra[@]}"
+        fi
     done
 
     if ((PEER)); then
         peer_rate=$(awk -v d="$PEER_DELIVERIES" -v m="$m" 'BEGIN { r = d / m; if (r < 1) r = 1; printf "%.3f", r }')
         peer=(--members "$m" --rate "$peer_rate" --messages "$(messages_for "$peer_rate")" --settle 1)
-        NODE_PIDS=()
-        start_redis
-        for k in 0 1; do start_duplex "$REDIS_URL"; done
+        fresh redis 2
         load "redis/2/$m/peer" "${peer[@]}" --metrics
-        stop_servers
-        NODE_PIDS=()
-        start_redis
-        for k in 0 1; do start_socketio "$REDIS_URL"; done
+        fresh socketio 2
         load "socketio/2/$m/peer" "${peer[@]}" --protocol socketio
-        stop_servers
     fi
 done
+stop_servers
 
 if [[ -n $JSON_OUT ]]; then cp "$results" "$JSON_OUT"; fi
 python3 "$ROOT/benches/cluster_table.py" "$results"
