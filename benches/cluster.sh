@@ -14,7 +14,8 @@
 # each paced at every rate of --rate publishes/s (M >= 5000: --rate-large) for --seconds, which
 # gives the publish -> last delivery latency p50/p99 and the server CPU per delivered message per
 # node (utime+stime from /proc over the publishes, divided by the messages the node delivered);
-# then as fast as it goes with --window publishes outstanding, which gives deliveries/s.
+# then with --window publishes outstanding (each sent when one of them reached every member).
+# deliveries/s: members x messages over the time from the first publish to the last delivery.
 # The side by side: two duplex nodes and two Socket.IO nodes (benches/peers/node/socketio-room.mjs,
 # each its own redis-server), same members, same publisher, same messages, paced at
 # --peer-deliveries / M publishes/s (a rate both sustain), for deliveries per server CPU second.

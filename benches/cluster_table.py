@@ -37,9 +37,10 @@ def main(path):
         v = r.get(key)
         return None if v is None else v / per
 
-    print("| server | members | publishes/s asked (sent) | p50 | p99 | CPU µs per delivery, per node"
-          " | all nodes | deliveries/s at most | Redis round trips per join | per publish |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("| server | members | publishes/s asked (sent) | p50 | p99 | deliveries/s"
+          " | CPU µs per delivery, per node | all nodes | deliveries/s, 8 publishes outstanding"
+          " | Redis round trips per join | per publish |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     members_seen = sorted({k[2] for k in runs})
     for m in members_seen:
         configs = sorted({(k[0], k[1], k[3]) for k in runs if k[2] == m and k[3].startswith("paced-")},
@@ -51,6 +52,7 @@ def main(path):
             print(
                 f"| {name(kind, nodes)} | {m:,} | {r['rate']:.0f} ({r['publish_rate']:.0f})"
                 f" | {fmt(r['fanout_ms']['median'], unit=' ms')} | {fmt(r['fanout_ms']['p99'], unit=' ms')}"
+                f" | {fmt(r['deliveries_per_s_wall'], ',.0f')}"
                 f" | {per_node} | {fmt(r['cpu_us_per_delivery'])}"
                 f" | {fmt(top['deliveries_per_s_wall'] if top else None, ',.0f')}"
                 f" | {fmt(rt(r, 'round_trips_join', r['members'] + 1))}"
