@@ -147,6 +147,11 @@ step_stomp() {
     bash tests/stomp.sh
 }
 
+step_cluster_bench() {
+    bash tests/setup.sh redis
+    bash benches/cluster.sh --quick
+}
+
 step_load() {
     bash tests/load.sh
 }
@@ -259,6 +264,7 @@ plan_steps() {
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load, ws:// and wss://)"
+            add_step cluster-bench step_cluster_bench "benches/cluster.sh --quick (300 members on 1 vs 3 duplex serve --broker nodes and 2 Socket.IO + redis-adapter nodes; every delivery checked, figures printed, not judged)"
         fi
     fi
     if [[ -f fuzz/Cargo.toml ]]; then

@@ -211,7 +211,12 @@ pub fn worker(
         mut events,
         mut buf,
         mut clients,
-    } = pool::open_for_worker(target, indices, open_deadline, &control.ready)?;
+    } = pool::open_for_worker(
+        std::slice::from_ref(target),
+        indices,
+        open_deadline,
+        &control.ready,
+    )?;
     let mut flows: Vec<Flow> = indices.iter().map(|_| Flow::new(spec)).collect();
     let mut tally = Tally::new();
     let Some(window) = pool::ready_and_wait(&control) else {

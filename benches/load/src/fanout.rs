@@ -14,14 +14,30 @@
 //!
 //! Members are spread over `--threads` event loops; the publisher runs on the main thread, which
 //! the member threads wake (a mio `Waker`) when the last member has read a message.
+//!
+//! Several nodes of one cluster (`--url` repeated, e.g. `duplex serve --broker redis://` nodes):
+//! member `i` connects to URL `i mod N`, the publisher to the first. With `--rate R` the publisher
+//! sends a publish every `1/R` s without waiting for the previous one to be delivered (at most
+//! `--window` publishes not yet read by every member); each is still timed from its publish to
+//! the last member reading it. With `--server-pid` per URL, each node's CPU time over the
+//! publishes is divided by the deliveries it made (its members' messages, the publisher's own
+//! copy on the first node). With `--metrics`, each node's `/metrics` is read before the joins,
+//! after them and after the publishes, for its `duplex_broker_round_trips_total`.
+//!
+//! `--protocol socketio` speaks Socket.IO 4 (Engine.IO v4 over WebSocket, the URL's path
+//! `/socket.io/?EIO=4&transport=websocket`) to `benches/peers/node/socketio-room.mjs`: `40` to
+//! connect, then the events `join` and `publish` with acks, answered with the same JSON objects
+//! as duplex.v1 (`joined`, `ack`, `message` with `seq` and `data`), so every check is the same.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::io::{Read, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use duplex_core::{Event, Message};
+use duplex_core::{Connection, Event, Message};
 use mio::{Events, Poll, Registry, Token, Waker};
 use serde::Deserialize;
 
@@ -53,6 +69,27 @@ pub struct FanoutSpec {
     pub threads: usize,
     /// A nonce in every message's `data.run`, so a message of another run is recognised.
     pub run: String,
+    pub protocol: Protocol,
+    /// Publishes per second; 0: the next publish waits for the previous one to be delivered.
+    pub rate: f64,
+    /// Publishes sent but not yet read by every member, at most.
+    pub window: usize,
+    /// How many servers (URLs) the members are spread over.
+    pub nodes: usize,
+    /// Read each node's `/metrics` for its Redis round trips.
+    pub metrics: bool,
+    /// Time between every member joined and the first publish, during which the members read
+    /// the presence events of the joins (and the nodes finish recording them).
+    pub settle: Duration,
+}
+
+/// The wire protocol of the servers under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `duplex serve`'s `/ws`, subprotocol `duplex.v1`.
+    Duplex,
+    /// Socket.IO 4 (Engine.IO v4 over WebSocket), with `benches/peers/node/socketio-room.mjs`.
+    SocketIo,
 }
 
 /// Time allowed for every member to open its connection.
@@ -177,6 +214,8 @@ struct Member {
     times: Vec<Instant>,
     /// `join`, `leave` and `presence` events of other members.
     notices: u64,
+    /// Socket.IO: the server accepted the namespace connection (`40`).
+    connected: bool,
 }
 
 impl Member {
@@ -188,11 +227,19 @@ impl Member {
             last_seq: 0,
             times: Vec::with_capacity(messages),
             notices: 0,
+            connected: false,
         }
     }
 
     /// Checks the handshake's subprotocol and queues `hello` and `join`.
     fn start(&self, spec: &FanoutSpec, client: &mut Client) -> Result<(), Failure> {
+        if spec.protocol == Protocol::SocketIo {
+            // The join waits for the server's `40`: an event sent before it may be dropped.
+            return client
+                .conn
+                .send_text("40")
+                .map_err(|e| Failure::Protocol(format!("cannot send: {e}")));
+        }
         if client.conn.protocol() != Some(SUBPROTOCOL) {
             return Err(Failure::Protocol(format!(
                 "the server did not accept the subprotocol {SUBPROTOCOL} (is the URL its /ws?)"
@@ -211,8 +258,23 @@ impl Member {
         Ok(())
     }
 
-    fn on_event(&mut self, spec: &FanoutSpec, event: Event, t: Instant) -> Result<Got, Failure> {
+    fn on_event(
+        &mut self,
+        spec: &FanoutSpec,
+        conn: &mut Connection,
+        event: Event,
+        t: Instant,
+    ) -> Result<Got, Failure> {
         match event {
+            Event::Message(Message::Text(text)) if spec.protocol == Protocol::SocketIo => {
+                let mut reply = None;
+                let got = self.on_socketio(spec, text.as_str(), t, &mut reply)?;
+                if let Some(reply) = reply {
+                    conn.send_text(&reply)
+                        .map_err(|e| Failure::Protocol(format!("cannot send: {e}")))?;
+                }
+                Ok(got)
+            }
             Event::Message(Message::Text(text)) => self.on_text(spec, text.as_str(), t),
             Event::Message(Message::Binary(b)) => Err(Failure::Protocol(format!(
                 "a binary message of {} bytes (duplex.v1 messages are JSON text)",
@@ -225,6 +287,50 @@ impl Member {
             ))),
             _ => Ok(Got::Nothing),
         }
+    }
+
+    /// An Engine.IO v4 packet: `0` open, `2` ping (answered `3`), `40` namespace connected (the
+    /// join is sent then), `42["message",OBJ]` an event, `43<id>[OBJ]` an ack; `OBJ` is read as
+    /// the duplex.v1 message it mirrors. What to send back goes in `reply`.
+    fn on_socketio(
+        &mut self,
+        spec: &FanoutSpec,
+        text: &str,
+        t: Instant,
+        reply: &mut Option<String>,
+    ) -> Result<Got, Failure> {
+        let unexpected = || Failure::Protocol(format!("unexpected {:?}", excerpt(text)));
+        if text == "2" {
+            *reply = Some("3".into());
+            return Ok(Got::Nothing);
+        }
+        if text.starts_with('0') {
+            return Ok(Got::Nothing);
+        }
+        if text.starts_with("40") {
+            if self.connected {
+                return Err(unexpected());
+            }
+            self.connected = true;
+            *reply = Some(format!(
+                r#"42{JOIN_ID}["join",{{"id":{JOIN_ID},"room":"{}"}}]"#,
+                spec.room
+            ));
+            return Ok(Got::Nothing);
+        }
+        if let Some(rest) = text.strip_prefix(r#"42["message","#) {
+            let inner = rest.strip_suffix(']').ok_or_else(unexpected)?;
+            return self.on_text(spec, inner, t);
+        }
+        if let Some(rest) = text.strip_prefix("43") {
+            let inner = rest
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .ok_or_else(unexpected)?;
+            return self.on_text(spec, inner, t);
+        }
+        Err(unexpected())
     }
 
     fn on_text(&mut self, spec: &FanoutSpec, text: &str, t: Instant) -> Result<Got, Failure> {
@@ -334,12 +440,12 @@ fn member_error(index: usize, failure: &Failure) -> String {
 fn worker(
     spec: &FanoutSpec,
     shared: &Shared,
-    target: &Target,
+    targets: &[Target],
     indices: &[usize],
     open_deadline: Instant,
     ready: &Sender<Result<(), String>>,
 ) -> Result<Vec<Member>, String> {
-    let result = serve_members(spec, shared, target, indices, open_deadline, ready);
+    let result = serve_members(spec, shared, targets, indices, open_deadline, ready);
     if result.is_err() {
         shared.stop();
     }
@@ -349,7 +455,7 @@ fn worker(
 fn serve_members(
     spec: &FanoutSpec,
     shared: &Shared,
-    target: &Target,
+    targets: &[Target],
     indices: &[usize],
     open_deadline: Instant,
     ready: &Sender<Result<(), String>>,
@@ -359,7 +465,7 @@ fn serve_members(
         mut events,
         mut buf,
         mut clients,
-    } = pool::open_for_worker(target, indices, open_deadline, ready)?;
+    } = pool::open_for_worker(targets, indices, open_deadline, ready)?;
     let mut members: Vec<Member> = indices
         .iter()
         .map(|&index| Member::new(index, spec.messages))
@@ -389,11 +495,11 @@ fn serve_members(
             let was_joined = member.joined_seq.is_some();
             clients[i]
                 .service(
-                    target,
+                    pool::target_of(targets, member.index),
                     poll.registry(),
                     Token(i),
                     &mut buf,
-                    |_, event, t| match member.on_event(spec, event, t)? {
+                    |conn, event, t| match member.on_event(spec, conn, event, t)? {
                         Got::Message(n) => {
                             shared.arrived(n);
                             Ok(())
@@ -415,7 +521,7 @@ fn serve_members(
             shared.wake();
         }
     }
-    pool::close_all(&mut poll, &mut events, target, clients, &mut buf);
+    pool::close_all(&mut poll, &mut events, &targets[0], clients, &mut buf);
     Ok(members)
 }
 
@@ -441,13 +547,17 @@ fn publish_text(spec: &FanoutSpec, n: usize) -> (String, usize) {
     );
     let len = data.len();
     let id = FIRST_PUBLISH_ID + n as u64;
-    (
-        format!(
+    let text = match spec.protocol {
+        Protocol::Duplex => format!(
             r#"{{"type":"publish","id":{id},"room":"{}","data":{data}}}"#,
             spec.room
         ),
-        len,
-    )
+        Protocol::SocketIo => format!(
+            r#"42{id}["publish",{{"id":{id},"room":"{}","data":{data}}}]"#,
+            spec.room
+        ),
+    };
+    (text, len)
 }
 
 /// What the publisher measured.
@@ -463,16 +573,84 @@ struct Published {
     join: Duration,
     /// From the first publish to the last member reading the last message.
     broadcast: Duration,
-    server: Option<ServerSample>,
+    /// Per node (URL), in order.
+    nodes: Vec<NodeSample>,
 }
 
-/// The server process around the broadcasts.
-#[derive(Debug, Clone, Copy)]
-struct ServerSample {
-    rss_joined: u64,
-    cpu_seconds: f64,
-    rss_bytes: u64,
-    hwm_bytes: u64,
+/// One server (node) of the run, around the publishes.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSample {
+    pub url: String,
+    pub pid: Option<u32>,
+    /// Connections to it: its members, and the publisher on the first node.
+    pub connections: usize,
+    /// The messages it delivered: `connections` × messages.
+    pub deliveries: u64,
+    /// utime + stime over the publishes (first publish to last delivery read).
+    pub cpu_seconds: Option<f64>,
+    pub rss_joined: Option<u64>,
+    pub rss_bytes: Option<u64>,
+    pub hwm_bytes: Option<u64>,
+    /// `duplex_broker_round_trips_total` gained during the hellos and joins.
+    pub round_trips_join: Option<u64>,
+    /// ... and during the publishes.
+    pub round_trips_publish: Option<u64>,
+}
+
+impl NodeSample {
+    /// Server CPU per delivered message, in microseconds.
+    pub fn cpu_us_per_delivery(&self) -> Option<f64> {
+        self.cpu_seconds
+            .filter(|_| self.deliveries > 0)
+            .map(|s| s * 1e6 / self.deliveries as f64)
+    }
+}
+
+/// How many of `members` (numbered from 0, member `i` on node `i mod nodes`) are on `node`.
+fn members_on(members: usize, nodes: usize, node: usize) -> usize {
+    members / nodes + usize::from(node < members % nodes)
+}
+
+/// `duplex_broker_round_trips_total` of the server at `addr` (`GET /metrics`); `None` when the
+/// server has no broker figures (single-node mode).
+pub fn broker_round_trips(addr: SocketAddr) -> Result<Option<u64>, String> {
+    let fail = |e: std::io::Error| format!("GET http://{addr}/metrics: {e}");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(fail)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(fail)?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(fail)?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).map_err(fail)?;
+    if !body.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "GET http://{addr}/metrics: {:?}",
+            excerpt(body.lines().next().unwrap_or(""))
+        ));
+    }
+    Ok(body.lines().find_map(|line| {
+        line.strip_prefix("duplex_broker_round_trips_total ")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }))
+}
+
+/// Every node's round trips so far (all `None` without `--metrics`).
+fn all_round_trips(spec: &FanoutSpec, targets: &[Target]) -> Result<Vec<Option<u64>>, String> {
+    targets
+        .iter()
+        .map(|t| {
+            if spec.metrics {
+                broker_round_trips(t.addr)
+            } else {
+                Ok(None)
+            }
+        })
+        .collect()
 }
 
 /// The publisher: a member that also publishes, on the main thread's poll.
@@ -489,6 +667,47 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
+    /// Reads the publisher's connection for at most `timeout` (less when something arrives or a
+    /// member thread wakes it).
+    fn poll_once(&mut self, timeout: Duration) -> Result<(), String> {
+        pool::wait(&mut self.poll, &mut self.events, Some(timeout))?;
+        let Publisher {
+            spec,
+            target,
+            poll,
+            events,
+            buf,
+            client,
+            me,
+            acks,
+        } = self;
+        let registry: &Registry = poll.registry();
+        for event in events.iter() {
+            if event.token() == WAKE {
+                continue;
+            }
+            client
+                .service(target, registry, Token(0), buf, |conn, event, t| {
+                    if let Got::Ack { id, seq } = me.on_event(spec, conn, event, t)? {
+                        let slot = id
+                            .checked_sub(FIRST_PUBLISH_ID)
+                            .and_then(|n| acks.get_mut(n as usize))
+                            .ok_or_else(|| {
+                                Failure::Protocol(format!("an ack for unknown command {id}"))
+                            })?;
+                        if slot.replace(seq).is_some() {
+                            return Err(Failure::Delivery(format!(
+                                "a second ack for command {id}"
+                            )));
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| format!("the publisher: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Waits (reading the publisher's connection meanwhile) until `done` holds; fails with
     /// `what()` at `deadline`, or when a member thread stopped the run.
     fn wait_until(
@@ -509,37 +728,7 @@ impl Publisher<'_> {
             if now >= deadline {
                 return Err(what(self));
             }
-            pool::wait(&mut self.poll, &mut self.events, Some(deadline - now))?;
-            let Publisher {
-                spec,
-                target,
-                poll,
-                events,
-                buf,
-                client,
-                me,
-                acks,
-            } = self;
-            let registry: &Registry = poll.registry();
-            for event in events.iter() {
-                if event.token() == WAKE {
-                    continue;
-                }
-                client
-                    .service(target, registry, Token(0), buf, |_, event, t| {
-                        if let Got::Ack { id, seq } = me.on_event(spec, event, t)? {
-                            let slot = id
-                                .checked_sub(FIRST_PUBLISH_ID)
-                                .and_then(|n| acks.get_mut(n as usize))
-                                .ok_or_else(|| {
-                                    Failure::Protocol(format!("an ack for unknown command {id}"))
-                                })?;
-                            *slot = Some(seq);
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| format!("the publisher: {e}"))?;
-            }
+            self.poll_once(deadline - now)?;
         }
     }
 
@@ -563,12 +752,32 @@ impl Publisher<'_> {
         )
     }
 
-    /// Waits for every member thread to be ready, then publishes the messages one at a time.
+    /// Message `n` has reached every member and the publisher, which has its ack.
+    fn delivered(&self, shared: &Shared, n: usize) -> bool {
+        shared.arrivals(n) >= shared.members && self.acks[n].is_some() && self.me.times.len() > n
+    }
+
+    fn timeout_report(&self, shared: &Shared, n: usize) -> String {
+        let got = |yes: bool| if yes { "received" } else { "missing" };
+        format!(
+            "message {n}: {} of {} members read it within {} s (publisher: ack {}, own copy {})",
+            shared.arrivals(n),
+            shared.members,
+            BROADCAST_TIMEOUT.as_secs(),
+            got(self.acks[n].is_some()),
+            got(self.me.times.len() > n),
+        )
+    }
+
+    /// Waits for every member thread to be ready, then publishes the messages: one at a time, or
+    /// at `spec.rate` with at most `spec.window` not yet delivered.
     fn run(
         &mut self,
         shared: &Shared,
         ready: &Receiver<Result<(), String>>,
-        server_pid: Option<u32>,
+        targets: &[Target],
+        pids: &[u32],
+        round_trips_start: &[Option<u64>],
         ready_deadline: Instant,
     ) -> Result<Published, String> {
         let spec = self.spec;
@@ -590,6 +799,18 @@ impl Publisher<'_> {
             |_| format!("the members did not all join {} in time", spec.room),
         )?;
         let join = started.elapsed();
+        let settled = Instant::now() + spec.settle;
+        loop {
+            let now = Instant::now();
+            if now >= settled {
+                break;
+            }
+            if shared.stopped() {
+                return Err("the run was stopped".into());
+            }
+            self.poll_once(settled - now)?;
+        }
+        let round_trips_joined = all_round_trips(spec, targets)?;
         let sample = |pid: u32| -> Result<(u64, procfs::Memory), String> {
             let describe = |e: std::io::Error| format!("cannot read /proc/{pid}: {e}");
             Ok((
@@ -597,82 +818,104 @@ impl Publisher<'_> {
                 procfs::memory(Some(pid)).map_err(describe)?,
             ))
         };
-        let before = server_pid.map(sample).transpose()?;
+        let before: Vec<(u64, procfs::Memory)> = pids
+            .iter()
+            .map(|&pid| sample(pid))
+            .collect::<Result<_, _>>()?;
 
         let mut sent = Vec::with_capacity(spec.messages);
         let mut data_bytes = Vec::with_capacity(spec.messages);
+        let interval = (spec.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.rate));
         let first = Instant::now();
-        for n in 0..spec.messages {
-            let (text, len) = publish_text(spec, n);
-            data_bytes.push(len);
-            let t = Instant::now();
-            self.client
-                .conn
-                .send_text(&text)
-                .map_err(|e| format!("the publisher cannot send: {e}"))?;
-            self.client
-                .flush(self.poll.registry(), Token(0))
-                .map_err(|e| format!("the publisher: {e}"))?;
-            sent.push(t);
-            self.wait_until(
-                Some(shared),
-                t + BROADCAST_TIMEOUT,
-                |p| {
-                    Ok(shared.arrivals(n) >= shared.members
-                        && p.acks[n].is_some()
-                        && p.me.times.len() > n)
-                },
-                |p| {
-                    format!(
-                        "message {n}: {} of {} members read it within {} s (publisher: ack {}, \
-                         own copy {})",
-                        shared.arrivals(n),
-                        shared.members,
-                        BROADCAST_TIMEOUT.as_secs(),
-                        if p.acks[n].is_some() {
-                            "received"
-                        } else {
-                            "missing"
-                        },
-                        if p.me.times.len() > n {
-                            "received"
-                        } else {
-                            "missing"
-                        },
-                    )
-                },
-            )?;
+        let mut delivered = 0;
+        while delivered < spec.messages {
+            while delivered < sent.len() && self.delivered(shared, delivered) {
+                delivered += 1;
+            }
+            if delivered == spec.messages {
+                break;
+            }
+            if shared.stopped() {
+                return Err("the run was stopped".into());
+            }
+            let now = Instant::now();
+            let n = sent.len();
+            let mut next_due = None;
+            if n < spec.messages && n - delivered < spec.window {
+                let due = interval.map_or(now, |i| first + i.mul_f64(n as f64));
+                if now >= due {
+                    let (text, len) = publish_text(spec, n);
+                    data_bytes.push(len);
+                    let t = Instant::now();
+                    self.client
+                        .conn
+                        .send_text(&text)
+                        .map_err(|e| format!("the publisher cannot send: {e}"))?;
+                    self.client
+                        .flush(self.poll.registry(), Token(0))
+                        .map_err(|e| format!("the publisher: {e}"))?;
+                    sent.push(t);
+                    continue;
+                }
+                next_due = Some(due);
+            }
+            // The oldest publish not yet delivered, if any, bounds the wait.
+            let deadline = sent.get(delivered).map(|&t| t + BROADCAST_TIMEOUT);
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(self.timeout_report(shared, delivered));
+            }
+            let until = match (next_due, deadline) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => now + TICK,
+            };
+            self.poll_once(until.saturating_duration_since(now))?;
         }
         let broadcast = first.elapsed();
-        let server = match (server_pid, before) {
-            (Some(pid), Some((t0, joined))) => {
-                let (t1, memory) = sample(pid)?;
-                Some(ServerSample {
-                    rss_joined: joined.rss,
-                    cpu_seconds: t1.saturating_sub(t0) as f64
-                        / procfs::clock_ticks_per_second() as f64,
-                    rss_bytes: memory.rss,
-                    hwm_bytes: memory.hwm,
-                })
-            }
-            _ => None,
-        };
+        let after: Vec<(u64, procfs::Memory)> = pids
+            .iter()
+            .map(|&pid| sample(pid))
+            .collect::<Result<_, _>>()?;
+        let round_trips_end = all_round_trips(spec, targets)?;
+        let ticks = procfs::clock_ticks_per_second() as f64;
+        let diff = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+        let nodes = (0..spec.nodes)
+            .map(|k| {
+                let connections = members_on(spec.members, spec.nodes, k) + usize::from(k == 0);
+                let (b, a) = (before.get(k), after.get(k));
+                NodeSample {
+                    url: String::new(),
+                    pid: pids.get(k).copied(),
+                    connections,
+                    deliveries: (connections * spec.messages) as u64,
+                    cpu_seconds: b
+                        .zip(a)
+                        .map(|(b, a)| a.0.saturating_sub(b.0) as f64 / ticks),
+                    rss_joined: b.map(|b| b.1.rss),
+                    rss_bytes: a.map(|a| a.1.rss),
+                    hwm_bytes: a.map(|a| a.1.hwm),
+                    round_trips_join: diff(round_trips_start[k], round_trips_joined[k]),
+                    round_trips_publish: diff(round_trips_joined[k], round_trips_end[k]),
+                }
+            })
+            .collect();
         Ok(Published {
             sent,
             acks: self.acks.iter().map(|a| a.unwrap_or(0)).collect(),
             data_bytes,
             join,
             broadcast,
-            server,
+            nodes,
         })
     }
 }
 
-/// Minimum, median and maximum of some durations, in milliseconds.
+/// Minimum, median, 99th percentile and maximum of some durations, in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Spread {
     pub min: f64,
     pub median: f64,
+    pub p99: f64,
     pub max: f64,
 }
 
@@ -683,18 +926,22 @@ impl Spread {
         if v.is_empty() {
             return Spread::default();
         }
+        // Nearest rank: the smallest value at or above 99 % of the values.
+        let rank = (v.len() * 99).div_ceil(100).max(1);
         Spread {
             min: v[0],
             median: median(&v),
+            p99: v[rank - 1],
             max: v[v.len() - 1],
         }
     }
 
     fn json(&self) -> String {
         format!(
-            "{{\"min\":{},\"median\":{},\"max\":{}}}",
+            "{{\"min\":{},\"median\":{},\"p99\":{},\"max\":{}}}",
             number(self.min),
             number(self.median),
+            number(self.p99),
             number(self.max)
         )
     }
@@ -716,9 +963,13 @@ pub struct FanoutSummary {
     pub label: String,
     pub url: String,
     pub room: String,
+    pub protocol: Protocol,
     pub members: usize,
     pub messages: usize,
     pub threads: usize,
+    /// Publishes per second asked for (0: one at a time) and the window.
+    pub rate: f64,
+    pub window: usize,
     /// Mean bytes of a message's `data`.
     pub data_bytes: f64,
     pub join: Duration,
@@ -726,10 +977,12 @@ pub struct FanoutSummary {
     pub last: Vec<Duration>,
     /// Per message: from the publish to the median member reading it.
     pub median_member: Vec<Duration>,
+    /// From the first publish to the last.
+    pub publishing: Duration,
     pub broadcast: Duration,
     /// `join`, `leave` and `presence` events the members read.
     pub notices: u64,
-    server: Option<ServerSample>,
+    pub nodes: Vec<NodeSample>,
 }
 
 impl FanoutSummary {
@@ -748,6 +1001,43 @@ impl FanoutSummary {
         }
     }
 
+    /// Deliveries per second of the whole broadcast (first publish to last delivery read).
+    pub fn deliveries_per_second_wall(&self) -> f64 {
+        let s = self.broadcast.as_secs_f64();
+        if s > 0.0 {
+            self.deliveries() as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Publishes per second actually sent (first to last publish).
+    pub fn publish_rate(&self) -> f64 {
+        let s = self.publishing.as_secs_f64();
+        if self.messages > 1 && s > 0.0 {
+            (self.messages - 1) as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// Server CPU seconds over all nodes, when every node's pid was given.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.nodes.iter().map(|n| n.cpu_seconds).sum()
+    }
+
+    /// Server CPU per delivered message over all nodes, in microseconds.
+    pub fn cpu_us_per_delivery(&self) -> Option<f64> {
+        let deliveries: u64 = self.nodes.iter().map(|n| n.deliveries).sum();
+        self.cpu_seconds()
+            .filter(|_| deliveries > 0)
+            .map(|s| s * 1e6 / deliveries as f64)
+    }
+
+    fn round_trips(&self, of: impl Fn(&NodeSample) -> Option<u64>) -> Option<u64> {
+        self.nodes.iter().map(of).sum()
+    }
+
     pub fn human(&self) -> String {
         let mut out = String::new();
         let label = if self.label.is_empty() {
@@ -757,10 +1047,32 @@ impl FanoutSummary {
         };
         let last = Spread::of(&self.last);
         let mid = Spread::of(&self.median_member);
+        let pace = if self.rate > 0.0 {
+            format!(
+                "at {:.0}/s asked ({:.0}/s sent, window {})",
+                self.rate,
+                self.publish_rate(),
+                if self.window == usize::MAX {
+                    "unbounded".to_string()
+                } else {
+                    self.window.to_string()
+                }
+            )
+        } else if self.window > 1 {
+            format!("{} at a time", self.window)
+        } else {
+            "one at a time".to_string()
+        };
         let _ = writeln!(
             out,
-            "{label}fanout {}: {} members in {}, {} messages of {:.0} B (data), one at a time, {} thread(s)",
-            self.url, self.members, self.room, self.messages, self.data_bytes, self.threads
+            "{label}fanout {}: {} members in {} over {} node(s), {} messages of {:.0} B (data), {pace}, {} thread(s)",
+            self.url,
+            self.members,
+            self.room,
+            self.nodes.len(),
+            self.messages,
+            self.data_bytes,
+            self.threads
         );
         let _ = writeln!(
             out,
@@ -770,46 +1082,90 @@ impl FanoutSummary {
         );
         let _ = writeln!(
             out,
-            "  fan-out to the last member: min {:.2} ms, median {:.2} ms, max {:.2} ms; to the median member: median {:.2} ms",
-            last.min, last.median, last.max, mid.median
+            "  fan-out to the last member: min {:.2} ms, median {:.2} ms, p99 {:.2} ms, max {:.2} ms; to the median member: median {:.2} ms",
+            last.min, last.median, last.p99, last.max, mid.median
         );
-        let per: Vec<String> = self
-            .last
-            .iter()
-            .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
-            .collect();
-        let _ = writeln!(out, "  per broadcast (ms): {}", per.join(" "));
+        if self.messages <= 100 {
+            let per: Vec<String> = self
+                .last
+                .iter()
+                .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+                .collect();
+            let _ = writeln!(out, "  per broadcast (ms): {}", per.join(" "));
+        }
         let _ = writeln!(
             out,
-            "  deliveries: {}, all in order, exactly once ({:.0}/s of fan-out time; {:.2} s for all broadcasts)",
+            "  deliveries: {}, all in order, exactly once ({:.0}/s of fan-out time; {:.0}/s over {:.2} s from the first publish to the last delivery)",
             self.deliveries(),
             self.deliveries_per_second(),
+            self.deliveries_per_second_wall(),
             self.broadcast.as_secs_f64()
         );
-        if let Some(s) = &self.server {
+        for (k, n) in self.nodes.iter().enumerate() {
+            let mut line = format!(
+                "  node {k} {}: {} connections, {} deliveries",
+                n.url, n.connections, n.deliveries
+            );
+            if let (Some(cpu), Some(per)) = (n.cpu_seconds, n.cpu_us_per_delivery()) {
+                let _ = write!(
+                    line,
+                    "; CPU {cpu:.2} s over the publishes, {per:.2} µs per delivery"
+                );
+            }
+            if let (Some(joined), Some(rss), Some(hwm)) = (n.rss_joined, n.rss_bytes, n.hwm_bytes) {
+                let _ = write!(
+                    line,
+                    "; RSS {:.1} MiB with all joined, {:.1} MiB after (peak {:.1} MiB)",
+                    joined as f64 / 1048576.0,
+                    rss as f64 / 1048576.0,
+                    hwm as f64 / 1048576.0
+                );
+            }
+            if let (Some(j), Some(p)) = (n.round_trips_join, n.round_trips_publish) {
+                let _ = write!(
+                    line,
+                    "; Redis round trips: {j} over the joins, {p} over the publishes"
+                );
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(per) = self.cpu_us_per_delivery() {
             let _ = writeln!(
                 out,
-                "  server: {:.2} s of CPU over the broadcasts, RSS {:.1} MiB with all joined, {:.1} MiB after (peak {:.1} MiB)",
-                s.cpu_seconds,
-                s.rss_joined as f64 / 1048576.0,
-                s.rss_bytes as f64 / 1048576.0,
-                s.hwm_bytes as f64 / 1048576.0
+                "  all nodes: {:.2} s of CPU, {per:.2} µs per delivery",
+                self.cpu_seconds().unwrap_or(0.0)
+            );
+        }
+        if let (Some(j), Some(p)) = (
+            self.round_trips(|n| n.round_trips_join),
+            self.round_trips(|n| n.round_trips_publish),
+        ) {
+            let _ = writeln!(
+                out,
+                "  Redis round trips, all nodes: {:.2} per connection's hello + join, {:.2} per publish",
+                j as f64 / (self.members + 1) as f64,
+                p as f64 / self.messages as f64
             );
         }
         let _ = writeln!(
             out,
-            "  | members | messages | fan-out min | median | max | median member | deliveries/s |"
+            "  | members | messages | fan-out min | median | p99 | max | median member | deliveries/s |"
         );
         let _ = writeln!(
             out,
-            "  | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} |",
+            "  | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} |",
             self.members,
             self.messages,
             last.min,
             last.median,
+            last.p99,
             last.max,
             mid.median,
-            self.deliveries_per_second()
+            if self.rate > 0.0 || self.window > 1 {
+                self.deliveries_per_second_wall()
+            } else {
+                self.deliveries_per_second()
+            }
         );
         out
     }
@@ -817,20 +1173,53 @@ impl FanoutSummary {
     pub fn json(&self) -> String {
         let ms = |d: &Duration| number(d.as_secs_f64() * 1e3);
         let list = |v: &[Duration]| v.iter().map(ms).collect::<Vec<_>>().join(",");
-        let s = self.server;
-        let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+        let opt_f = |v: Option<f64>| v.map_or_else(|| "null".into(), number);
+        let opt_u = |v: Option<u64>| v.map_or_else(|| "null".into(), |v| v.to_string());
+        let first = self.nodes.first();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{{\"url\":{},\"pid\":{},\"connections\":{},\"deliveries\":{},\"cpu_s\":{},\
+                     \"cpu_us_per_delivery\":{},\"rss_joined_bytes\":{},\"rss_bytes\":{},\
+                     \"hwm_bytes\":{},\"round_trips_join\":{},\"round_trips_publish\":{}}}",
+                    quote(&n.url),
+                    opt_u(n.pid.map(u64::from)),
+                    n.connections,
+                    n.deliveries,
+                    opt_f(n.cpu_seconds),
+                    opt_f(n.cpu_us_per_delivery()),
+                    opt_u(n.rss_joined),
+                    opt_u(n.rss_bytes),
+                    opt_u(n.hwm_bytes),
+                    opt_u(n.round_trips_join),
+                    opt_u(n.round_trips_publish),
+                )
+            })
+            .collect();
+        let protocol = match self.protocol {
+            Protocol::Duplex => "duplex.v1",
+            Protocol::SocketIo => "socket.io",
+        };
         format!(
-            "{{\"mode\":\"fanout\",\"label\":{},\"url\":{},\"room\":{},\"members\":{},\"messages\":{},\
-             \"threads\":{},\"data_bytes\":{},\"join_s\":{},\"fanout_ms\":{},\"median_member_ms\":{},\
-             \"per_message_ms\":[{}],\"deliveries\":{},\"deliveries_per_s\":{},\"broadcast_s\":{},\
-             \"notices\":{},\"server_cpu_s\":{},\"server_rss_joined_bytes\":{},\"server_rss_bytes\":{},\
-             \"server_hwm_bytes\":{}}}",
+            "{{\"mode\":\"fanout\",\"label\":{},\"url\":{},\"protocol\":\"{protocol}\",\"room\":{},\
+             \"members\":{},\"messages\":{},\"threads\":{},\"rate\":{},\"window\":{},\
+             \"publish_rate\":{},\"data_bytes\":{},\"join_s\":{},\"fanout_ms\":{},\
+             \"median_member_ms\":{},\"per_message_ms\":[{}],\"deliveries\":{},\
+             \"deliveries_per_s\":{},\"deliveries_per_s_wall\":{},\"broadcast_s\":{},\
+             \"notices\":{},\"server_cpu_s\":{},\"cpu_us_per_delivery\":{},\
+             \"round_trips_join\":{},\"round_trips_publish\":{},\"server_rss_joined_bytes\":{},\
+             \"server_rss_bytes\":{},\"server_hwm_bytes\":{},\"nodes\":[{}]}}",
             quote(&self.label),
             quote(&self.url),
             quote(&self.room),
             self.members,
             self.messages,
             self.threads,
+            number(self.rate),
+            self.window.min(u32::MAX as usize),
+            number(self.publish_rate()),
             number(self.data_bytes),
             number(self.join.as_secs_f64()),
             Spread::of(&self.last).json(),
@@ -838,12 +1227,17 @@ impl FanoutSummary {
             list(&self.last),
             self.deliveries(),
             number(self.deliveries_per_second()),
+            number(self.deliveries_per_second_wall()),
             number(self.broadcast.as_secs_f64()),
             self.notices,
-            opt(s.map(|s| number(s.cpu_seconds))),
-            opt(s.map(|s| s.rss_joined.to_string())),
-            opt(s.map(|s| s.rss_bytes.to_string())),
-            opt(s.map(|s| s.hwm_bytes.to_string())),
+            opt_f(self.cpu_seconds()),
+            opt_f(self.cpu_us_per_delivery()),
+            opt_u(self.round_trips(|n| n.round_trips_join)),
+            opt_u(self.round_trips(|n| n.round_trips_publish)),
+            opt_u(first.and_then(|n| n.rss_joined)),
+            opt_u(first.and_then(|n| n.rss_bytes)),
+            opt_u(first.and_then(|n| n.hwm_bytes)),
+            nodes.join(","),
         )
     }
 }
@@ -904,17 +1298,28 @@ fn judge(
     Ok((last, middle))
 }
 
-/// Runs a fanout measurement against `target` (whose request gets the subprotocol here).
+/// Runs a fanout measurement against `targets` (one per node; the duplex.v1 subprotocol is added
+/// to their requests here): member `i` on `targets[i mod N]`, the publisher on the first.
+/// `pids`: the nodes' process ids, in the same order (or none).
 pub fn run(
     spec: &FanoutSpec,
-    target: &Target,
-    server_pid: Option<u32>,
+    targets: &[Target],
+    pids: &[u32],
     label: &str,
-    url: &str,
+    urls: &[String],
 ) -> Result<FanoutSummary, String> {
-    let mut target = target.clone();
-    target.request = target.request.clone().with_protocol(SUBPROTOCOL);
-    let target = &target;
+    let targets: Vec<Target> = targets
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            if spec.protocol == Protocol::Duplex {
+                t.request = t.request.clone().with_protocol(SUBPROTOCOL);
+            }
+            t
+        })
+        .collect();
+    let targets = targets.as_slice();
+    let round_trips_start = all_round_trips(spec, targets)?;
     let open_deadline = Instant::now() + open_budget(spec.members);
 
     // The publisher joins first, so it is in the room before any member.
@@ -924,7 +1329,7 @@ pub fn run(
     let client = pool::open_all(
         &mut poll,
         &mut events,
-        target,
+        &targets[..1],
         &[spec.members],
         &mut buf,
         open_deadline,
@@ -935,7 +1340,7 @@ pub fn run(
     let waker = Waker::new(poll.registry(), WAKE).map_err(|e| format!("cannot wake: {e}"))?;
     let mut publisher = Publisher {
         spec,
-        target,
+        target: &targets[0],
         poll,
         events,
         buf,
@@ -952,7 +1357,7 @@ pub fn run(
         waker,
     };
     let ready_deadline = open_deadline + join_budget(spec.members) + Duration::from_secs(5);
-    let (published, members) = std::thread::scope(|scope| {
+    let (published, mut members) = std::thread::scope(|scope| {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handles = Vec::with_capacity(spec.threads);
         for w in 0..spec.threads {
@@ -962,7 +1367,7 @@ pub fn run(
             let handle = std::thread::Builder::new()
                 .name(format!("fanout-{w}"))
                 .spawn_scoped(scope, move || {
-                    worker(spec, shared, target, &indices, open_deadline, &ready)
+                    worker(spec, shared, targets, &indices, open_deadline, &ready)
                 });
             match handle {
                 Ok(h) => handles.push(h),
@@ -973,7 +1378,14 @@ pub fn run(
             }
         }
         drop(ready_tx);
-        let published = publisher.run(&shared, &ready_rx, server_pid, ready_deadline);
+        let published = publisher.run(
+            &shared,
+            &ready_rx,
+            targets,
+            pids,
+            &round_trips_start,
+            ready_deadline,
+        );
         shared.stop();
         let mut members = Vec::with_capacity(spec.members);
         let mut error = None;
@@ -1002,25 +1414,38 @@ pub fn run(
         me,
         ..
     } = publisher;
-    pool::close_all(&mut poll, &mut events, target, vec![client], &mut buf);
+    pool::close_all(&mut poll, &mut events, &targets[0], vec![client], &mut buf);
 
+    members.sort_unstable_by_key(|m| m.index);
     let (last, median_member) = judge(spec, &published, &members, &me)?;
     let data_bytes = published.data_bytes.iter().sum::<usize>() as f64
         / published.data_bytes.len().max(1) as f64;
+    let publishing = match (published.sent.first(), published.sent.last()) {
+        (Some(a), Some(b)) => b.saturating_duration_since(*a),
+        _ => Duration::ZERO,
+    };
+    let mut nodes = published.nodes;
+    for (node, url) in nodes.iter_mut().zip(urls) {
+        node.url.clone_from(url);
+    }
     Ok(FanoutSummary {
         label: label.to_string(),
-        url: url.to_string(),
+        url: urls.join(" "),
         room: spec.room.clone(),
+        protocol: spec.protocol,
         members: spec.members,
         messages: spec.messages,
         threads: spec.threads,
+        rate: spec.rate,
+        window: spec.window,
         data_bytes,
         join: published.join,
         last,
         median_member,
+        publishing,
         broadcast: published.broadcast,
         notices: members.iter().map(|m| m.notices).sum(),
-        server: published.server,
+        nodes,
     })
 }
 
@@ -1035,6 +1460,12 @@ mod tests {
             messages: 3,
             threads: 1,
             run: "r1".into(),
+            protocol: Protocol::Duplex,
+            rate: 0.0,
+            window: 1,
+            nodes: 1,
+            metrics: false,
+            settle: Duration::ZERO,
         }
     }
 
@@ -1117,6 +1548,76 @@ mod tests {
     }
 
     #[test]
+    fn socketio_packets_are_read_as_duplex_messages() {
+        let spec = FanoutSpec {
+            protocol: Protocol::SocketIo,
+            ..spec()
+        };
+        let mut reply = None;
+        let mut m = Member::new(0, 3);
+        let t = Instant::now();
+        let open = r#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#;
+        assert_eq!(
+            m.on_socketio(&spec, open, t, &mut reply).unwrap(),
+            Got::Nothing
+        );
+        assert_eq!(
+            m.on_socketio(&spec, "2", t, &mut reply).unwrap(),
+            Got::Nothing
+        );
+        assert_eq!(reply.take().as_deref(), Some("3"));
+        assert_eq!(
+            m.on_socketio(&spec, r#"40{"sid":"y"}"#, t, &mut reply)
+                .unwrap(),
+            Got::Nothing
+        );
+        assert!(m.connected);
+        assert_eq!(
+            reply.take().unwrap(),
+            r#"421["join",{"id":1,"room":"app/fanout"}]"#
+        );
+        let joined = format!("431[{}]", joined(0));
+        assert_eq!(
+            m.on_socketio(&spec, &joined, t, &mut reply).unwrap(),
+            Got::Joined
+        );
+        for n in 0..2 {
+            let event = format!(r#"42["message",{}]"#, message(1 + n as u64, "r1", n));
+            assert_eq!(
+                m.on_socketio(&spec, &event, t, &mut reply).unwrap(),
+                Got::Message(n)
+            );
+        }
+        // A repeat is caught as in duplex.v1; so are a second connect and an unknown packet.
+        let again = format!(r#"42["message",{}]"#, message(2, "r1", 1));
+        assert!(m.on_socketio(&spec, &again, t, &mut reply).is_err());
+        assert!(m.on_socketio(&spec, "40", t, &mut reply).is_err());
+        assert!(
+            m.on_socketio(&spec, r#"44{"message":"no"}"#, t, &mut reply)
+                .is_err()
+        );
+        let ack = r#"433[{"type":"ack","id":3,"seq":9}]"#;
+        assert_eq!(
+            m.on_socketio(&spec, ack, t, &mut reply).unwrap(),
+            Got::Ack { id: 3, seq: 9 }
+        );
+        let (text, _) = publish_text(&spec, 1);
+        assert!(text.starts_with(r#"423["publish",{"id":3,"room":"app/fanout","data":{"#));
+        let v: serde_json::Value = serde_json::from_str(&text[3..]).unwrap();
+        assert_eq!(v[1]["data"]["n"], 1);
+    }
+
+    #[test]
+    fn members_are_spread_round_robin() {
+        assert_eq!(
+            (0..3).map(|k| members_on(1000, 3, k)).collect::<Vec<_>>(),
+            [334, 333, 333]
+        );
+        assert_eq!(members_on(10, 1, 0), 10);
+        assert_eq!(members_on(1, 2, 1), 0);
+    }
+
+    #[test]
     fn room_names_are_checked() {
         assert!(check_room("app/fanout").is_ok());
         assert!(check_room("app/fan out").is_err());
@@ -1130,6 +1631,8 @@ mod tests {
         let s = Spread::of(&[ms(4), ms(1), ms(3), ms(2)]);
         assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 4.0));
         let s = Spread::of(&[ms(5)]);
-        assert_eq!((s.min, s.median, s.max), (5.0, 5.0, 5.0));
+        assert_eq!((s.min, s.median, s.p99, s.max), (5.0, 5.0, 5.0, 5.0));
+        let v: Vec<Duration> = (1..=200).map(ms).collect();
+        assert_eq!(Spread::of(&v).p99, 198.0);
     }
 }

@@ -17,6 +17,11 @@
 //!   `duplex.v1`): `--members` connections join `--room`, then a publisher sends `--messages`
 //!   chat messages one at a time. Reports the time from each publish to the last (and the
 //!   median) member reading it, and fails on any message lost, repeated or out of order.
+//!   Several nodes of one cluster: `--url` once per node (members spread round-robin, the
+//!   publisher on the first), `--server-pid` once per node in the same order; `--rate` paces the
+//!   publishes instead of waiting for each to be delivered; `--metrics` reads each node's Redis
+//!   round trips; `--protocol socketio` loads the Socket.IO peer
+//!   (`benches/peers/node/socketio-room.mjs`) with the same checks.
 //!
 //! `wss://` URLs are loaded over TLS (rustls, the `ring` provider, TLS 1.3 or 1.2): `--ca PEM`
 //! names the certificate to trust (the server's self-signed certificate or its CA); the
@@ -77,9 +82,10 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
 
-    /// Server URL: ws:// or wss:// to 127.0.0.1 (or localhost).
-    #[arg(long, value_name = "URL")]
-    url: String,
+    /// Server URL: ws:// or wss:// to 127.0.0.1 (or localhost). Fanout: once per node of a
+    /// cluster; members are spread over them round-robin, the publisher is on the first.
+    #[arg(long, value_name = "URL", required = true)]
+    url: Vec<String>,
 
     /// wss://: trust this PEM certificate (the server's, or the CA that signed it).
     #[arg(long, value_name = "PEM")]
@@ -113,9 +119,10 @@ struct Args {
     #[arg(long, default_value_t = 1.0, value_name = "SECS")]
     warmup: f64,
 
-    /// The server's process id, to report its CPU time and memory.
+    /// The server's process id, to report its CPU time and memory (fanout: once per --url, in
+    /// the same order).
     #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
 
     /// Event-loop threads; connections are spread over them.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -140,6 +147,39 @@ struct Args {
     /// The room the members join (fanout).
     #[arg(long, default_value = "app/fanout", value_name = "ROOM")]
     room: String,
+
+    /// Publishes per second (fanout); 0: each publish waits until the previous one reached
+    /// every member.
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    rate: f64,
+
+    /// Publishes not yet read by every member, at most (fanout; default: 1, or unbounded with
+    /// --rate).
+    #[arg(long, value_name = "K")]
+    window: Option<usize>,
+
+    /// Read each node's /metrics (duplex_broker_round_trips_total) before the joins, after them
+    /// and after the publishes (fanout).
+    #[arg(long)]
+    metrics: bool,
+
+    /// Seconds between every member joined and the first publish (fanout): the members read
+    /// the join events meanwhile, and --metrics counts the joins' round trips at its end.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    settle: f64,
+
+    /// The servers' protocol (fanout): duplex.v1, or Socket.IO 4 over WebSocket
+    /// (URL ws://127.0.0.1:PORT/socket.io/?EIO=4&transport=websocket).
+    #[arg(long, value_enum, default_value_t = WireProtocol::Duplex)]
+    protocol: WireProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WireProtocol {
+    /// duplex.v1 (`duplex serve`'s /ws).
+    Duplex,
+    /// Socket.IO 4: Engine.IO v4 over WebSocket (benches/peers/node/socketio-room.mjs).
+    Socketio,
 }
 
 impl Mode {
@@ -224,6 +264,24 @@ fn tls_target(ca: &Path, host: &str) -> Result<TlsTarget, String> {
 }
 
 fn check_args(args: &Args) -> Result<(), String> {
+    if args.mode != Mode::Fanout && (args.url.len() != 1 || args.server_pid.len() > 1) {
+        return Err("--url and --server-pid are given once, except in fanout mode".into());
+    }
+    if args.mode == Mode::Fanout
+        && !args.server_pid.is_empty()
+        && args.server_pid.len() != args.url.len()
+    {
+        return Err("fanout: give --server-pid once per --url, in the same order".into());
+    }
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err("--rate must be a number of publishes per second >= 0".into());
+    }
+    if !(args.settle.is_finite() && (0.0..=60.0).contains(&args.settle)) {
+        return Err("--settle must be a number of seconds from 0 to 60".into());
+    }
+    if args.window == Some(0) {
+        return Err("--window must be at least 1".into());
+    }
     let connections = if args.mode == Mode::Fanout {
         if args.members == 0 || args.messages == 0 {
             return Err("--members and --messages must be at least 1".into());
@@ -283,9 +341,9 @@ fn run(args: &Args) -> Result<Summary, String> {
     check_args(args)?;
     let mode = args.mode;
     let threads = args.threads.min(args.connections);
-    let target = target(&args.url, args.size, args.ca.as_deref())?;
+    let target = target(&args.url[0], args.size, args.ca.as_deref())?;
     let ticks_per_second = procfs::clock_ticks_per_second() as f64;
-    let server = args.server_pid;
+    let server = args.server_pid.first().copied();
     let mut figures = match server {
         Some(pid) => {
             let (_, memory) = read_pid(pid)?;
@@ -407,7 +465,7 @@ fn run(args: &Args) -> Result<Summary, String> {
     Ok(Summary {
         mode: mode.name(),
         label: args.label.clone(),
-        url: args.url.clone(),
+        url: args.url[0].clone(),
         connections: args.connections,
         size: args.size,
         text: args.text,
@@ -437,12 +495,32 @@ fn run_fanout(args: &Args) -> Result<fanout::FanoutSummary, String> {
         messages: args.messages,
         threads: args.threads.min(args.members),
         run: format!("{:016x}", client::seed(usize::MAX)),
+        protocol: match args.protocol {
+            WireProtocol::Duplex => fanout::Protocol::Duplex,
+            WireProtocol::Socketio => fanout::Protocol::SocketIo,
+        },
+        rate: args.rate,
+        window: args
+            .window
+            .unwrap_or(if args.rate > 0.0 { usize::MAX } else { 1 }),
+        nodes: args.url.len(),
+        metrics: args.metrics,
+        settle: Duration::from_secs_f64(args.settle),
     };
-    let target = target(&args.url, 64 << 10, args.ca.as_deref())?;
-    if let Some(pid) = args.server_pid {
+    let mut targets = Vec::with_capacity(args.url.len());
+    for url in &args.url {
+        let mut t = target(url, 64 << 10, args.ca.as_deref())?;
+        // One origin of time for every node's connections.
+        if let Some(first) = targets.first() {
+            let first: &client::Target = first;
+            t.epoch = first.epoch;
+        }
+        targets.push(t);
+    }
+    for &pid in &args.server_pid {
         read_pid(pid)?;
     }
-    fanout::run(&spec, &target, args.server_pid, &args.label, &args.url)
+    fanout::run(&spec, &targets, &args.server_pid, &args.label, &args.url)
 }
 
 fn main() -> ExitCode {

@@ -100,10 +100,16 @@ pub struct Opened {
     pub clients: Vec<Client>,
 }
 
-/// Opens the connections numbered `indices` for a worker; a failure is also reported to the
-/// main thread through `ready` (e.g. [`Control::ready`]), so it stops waiting for this worker.
+/// The target of connection `index` when connections are spread over `targets`: round-robin.
+pub fn target_of(targets: &[Target], index: usize) -> &Target {
+    &targets[index % targets.len()]
+}
+
+/// Opens the connections numbered `indices` for a worker, connection `i` to
+/// [`target_of`]`(targets, i)`; a failure is also reported to the main thread through `ready`
+/// (e.g. [`Control::ready`]), so it stops waiting for this worker.
 pub fn open_for_worker(
-    target: &Target,
+    targets: &[Target],
     indices: &[usize],
     deadline: Instant,
     ready: &Sender<Result<(), String>>,
@@ -113,7 +119,7 @@ pub fn open_for_worker(
         .and_then(|mut poll| {
             let mut events = Events::with_capacity(1024);
             let mut buf = vec![0u8; READ_BUFFER];
-            let clients = open_all(&mut poll, &mut events, target, indices, &mut buf, deadline)?;
+            let clients = open_all(&mut poll, &mut events, targets, indices, &mut buf, deadline)?;
             Ok(Opened {
                 poll,
                 events,
@@ -127,12 +133,13 @@ pub fn open_for_worker(
     opened
 }
 
-/// Opens one connection per entry of `indices` (their numbers in the whole run); the token
-/// of `result[i]` is `Token(i)`. Fails on the first connection that does not open.
+/// Opens one connection per entry of `indices` (their numbers in the whole run), each to
+/// [`target_of`] its number; the token of `result[i]` is `Token(i)`. Fails on the first
+/// connection that does not open.
 pub fn open_all(
     poll: &mut Poll,
     events: &mut Events,
-    target: &Target,
+    targets: &[Target],
     indices: &[usize],
     buf: &mut [u8],
     deadline: Instant,
@@ -145,6 +152,7 @@ pub fn open_all(
         let now = Instant::now();
         while clients.len() < count && clients.len() - opened < MAX_PENDING_HANDSHAKES {
             let i = clients.len();
+            let target = target_of(targets, indices[i]);
             let client = Client::connect(target, seed(indices[i]), poll.registry(), Token(i), now)
                 .map_err(|e| describe(indices, i, &e))?;
             clients.push(client);
@@ -161,22 +169,28 @@ pub fn open_all(
             let is_open = &mut open[i];
             let was_open = *is_open;
             clients[i]
-                .service(target, poll.registry(), Token(i), buf, |_, event, _| {
-                    match event {
-                        Event::Open => *is_open = true,
-                        Event::Error(e) => {
-                            return Err(Failure::Protocol(format!("handshake failed: {e}")));
+                .service(
+                    target_of(targets, indices[i]),
+                    poll.registry(),
+                    Token(i),
+                    buf,
+                    |_, event, _| {
+                        match event {
+                            Event::Open => *is_open = true,
+                            Event::Error(e) => {
+                                return Err(Failure::Protocol(format!("handshake failed: {e}")));
+                            }
+                            Event::Closed(closed) => {
+                                return Err(Failure::Protocol(format!(
+                                    "closed during the handshake: {}",
+                                    closed.code
+                                )));
+                            }
+                            _ => {}
                         }
-                        Event::Closed(closed) => {
-                            return Err(Failure::Protocol(format!(
-                                "closed during the handshake: {}",
-                                closed.code
-                            )));
-                        }
-                        _ => {}
-                    }
-                    Ok(())
-                })
+                        Ok(())
+                    },
+                )
                 .map_err(|e| describe(indices, i, &e))?;
             if *is_open && !was_open {
                 opened += 1;
