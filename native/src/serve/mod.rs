@@ -7,7 +7,7 @@
 //!  worker 0 ─┐  decoded commands (open, command,         ┌─ hub thread: Hub<HubConn>
 //!            │   refused, authenticated, closed, dropped)│
 //!  worker 1 ─┼──────────────── mpsc ───────────────────▶│  rooms, seq, history, presence
-//!  worker N ─┘◀── per-worker inbox + mio Waker ──────────┘  deliveries: Arc<str> shared
+//!  worker N ─┘◀── per-worker inbox + mio Waker ──────────┘  typed deliveries, shared
 //! ```
 //!
 //! Each worker decodes and validates the frames of its own connections (bounded by the
@@ -35,11 +35,10 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 
 use duplex_core::channel::protocol::{self, ClientMessage, CommandError, DecodeLimits, ErrorCode};
-use duplex_core::channel::{Hub, HubConfig};
+use duplex_core::channel::{self, Hub, HubConfig, codec};
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::{Accept, Request};
 use duplex_core::message::{Closed, Message, PreparedMessage};
-use serde::Deserialize;
 use tracing::{debug, warn};
 
 pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
@@ -351,7 +350,8 @@ impl ServeHandler {
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
-        text: &str,
+        delivery: &channel::Delivery,
+        len: usize,
         prepared: &mut PreparedMessage,
     ) {
         let Some(buffered) = ctx.buffered_amount(id) else {
@@ -362,7 +362,7 @@ impl ServeHandler {
         // Counted with the delivery itself, so that no kind of output, however large, takes a
         // member past its cap (room messages) or twice its cap (everything else). A member with
         // nothing buffered always gets its delivery, so a message above the cap still goes out.
-        let after = buffered.saturating_add(text.len());
+        let after = buffered.saturating_add(len);
         if !dropping && (after <= max || buffered == 0) {
             if let Err(e) = ctx.send_prepared(id, prepared) {
                 debug!(?id, "delivery not sent: {e}");
@@ -371,7 +371,7 @@ impl ServeHandler {
         }
         match self.shared.slow_consumer {
             SlowConsumer::Close => self.cut_off(ctx, id, after),
-            SlowConsumer::Gap => match room_message(text) {
+            SlowConsumer::Gap => match delivery.room_seq() {
                 Some((room, seq)) => {
                     self.shared
                         .metrics
@@ -382,7 +382,7 @@ impl ServeHandler {
                         ctx.watch_drain(id);
                     }
                     rooms
-                        .entry(room)
+                        .entry(room.to_string())
                         .and_modify(|range| range.1 = seq)
                         .or_insert((seq, seq));
                 }
@@ -513,27 +513,6 @@ fn respond_api(ctx: &mut Ctx<'_>, id: ConnId, response: &ApiResponse) {
     }
 }
 
-/// The room and seq of a `message` delivery; `None` for every other kind. Parsed only for
-/// deliveries that are about to be dropped.
-fn room_message(text: &str) -> Option<(String, u64)> {
-    #[derive(Deserialize)]
-    struct Head {
-        #[serde(rename = "type")]
-        kind: String,
-        room: Option<String>,
-        seq: Option<u64>,
-    }
-    let head: Head = serde_json::from_str(text).ok()?;
-    match head {
-        Head {
-            kind,
-            room: Some(room),
-            seq: Some(seq),
-        } if kind == "message" => Some((room, seq)),
-        _ => None,
-    }
-}
-
 impl Handler for ServeHandler {
     fn on_upgrade(&mut self, request: &Request) -> Decision {
         if !self.shared.origins.allows(request.origin()) {
@@ -659,20 +638,23 @@ impl Handler for ServeHandler {
             std::mem::swap(&mut *inbox, &mut self.taken);
         }
         let mut taken = std::mem::take(&mut self.taken);
-        // A broadcast reaches this worker as consecutive deliveries of one shared text: it is
-        // prepared (and compressed) once for all of them.
-        let mut current: Option<(Arc<str>, PreparedMessage)> = None;
+        // A broadcast reaches this worker as consecutive deliveries of one shared value: it is
+        // encoded, prepared (and compressed) once for all of them.
+        let mut current: Option<(channel::Delivery, usize, PreparedMessage)> = None;
         for (id, delivery) in taken.drain(..) {
             match delivery {
-                Delivery::Text(text) => {
-                    let prepared = match &mut current {
-                        Some((shared, prepared)) if Arc::ptr_eq(shared, &text) => prepared,
+                Delivery::Channel(delivery) => {
+                    let (len, prepared) = match &mut current {
+                        Some((shared, len, prepared)) if shared.same(&delivery) => (*len, prepared),
                         _ => {
-                            let prepared = PreparedMessage::text(&*text);
-                            &mut current.insert((Arc::clone(&text), prepared)).1
+                            let text = codec::json::encode(&delivery);
+                            let len = text.len();
+                            let prepared = PreparedMessage::text(text);
+                            let entry = current.insert((delivery.clone(), len, prepared));
+                            (entry.1, &mut entry.2)
                         }
                     };
-                    self.deliver(ctx, id, &text, prepared);
+                    self.deliver(ctx, id, &delivery, len, prepared);
                 }
                 Delivery::Close(code, reason) => {
                     let _ = ctx.close(id, code, reason);
@@ -728,19 +710,19 @@ mod tests {
     use duplex_core::channel::protocol::ServerMessage;
 
     #[test]
-    fn room_message_reads_only_messages() {
-        let message = ServerMessage::Message {
+    fn deliveries_name_room_and_seq_of_messages_only() {
+        let message = channel::Delivery::Message(Arc::new(channel::RoomMessage {
             room: "app/a".into(),
+            epoch: "e".into(),
             seq: 7,
             from: "c1".into(),
-            data: serde_json::json!({"seq": 99, "room": "x"}),
-        };
-        assert_eq!(room_message(&message.to_text()), Some(("app/a".into(), 7)));
-        let ack = ServerMessage::Ack {
+            data: r#"{"seq":99,"room":"x"}"#.into(),
+        }));
+        assert_eq!(message.room_seq(), Some(("app/a", 7)));
+        let ack = channel::Delivery::reply(ServerMessage::Ack {
             id: duplex_core::channel::protocol::Id::Number(3),
             seq: 4,
-        };
-        assert_eq!(room_message(&ack.to_text()), None);
-        assert_eq!(room_message("not json"), None);
+        });
+        assert_eq!(ack.room_seq(), None);
     }
 }
