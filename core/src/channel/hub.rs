@@ -585,6 +585,11 @@ impl<C: Copy + Ord> Hub<C> {
                 message,
             } => self.live(&room, &epoch, message, now),
             BrokerEvent::Position { room, epoch, seq } => self.position(&room, &epoch, seq),
+            BrokerEvent::Missed { room } => {
+                if self.rooms.get(&room).is_some_and(|state| state.known) {
+                    self.broker_out.push_back(BrokerRequest::Position { room });
+                }
+            }
             BrokerEvent::Resubscribed => {
                 for (room, state) in &self.rooms {
                     if state.known {

@@ -1860,6 +1860,62 @@ mod external_broker {
     }
 
     #[test]
+    fn messages_the_broker_dropped_are_reported_as_a_gap_once_and_in_order() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 2, &[]);
+        drain(&mut hub);
+        live(&mut hub, "e1", 3);
+        // 4 and 5 were dropped by the broker's full queue; unknown rooms are not asked about.
+        hub.handle_broker(
+            BrokerEvent::Missed {
+                room: "app/other".into(),
+            },
+            T0,
+        );
+        hub.handle_broker(
+            BrokerEvent::Missed {
+                room: "app/chat".into(),
+            },
+            T0,
+        );
+        assert_eq!(
+            requests(&mut hub),
+            vec![BrokerRequest::Position {
+                room: "app/chat".into()
+            }]
+        );
+        let position = BrokerEvent::Position {
+            room: "app/chat".into(),
+            epoch: "e1".into(),
+            seq: 5,
+        };
+        hub.handle_broker(position, T0);
+        live(&mut hub, "e1", 5); // queued before the answer: not delivered twice
+        live(&mut hub, "e1", 6);
+        let out = to(&drain(&mut hub), 1);
+        let gap = ServerMessage::Gap {
+            room: "app/chat".into(),
+            from_seq: 4,
+            to_seq: 5,
+        };
+        assert_eq!(seqs(&out), vec![3, 6]);
+        assert_eq!(out.iter().filter(|m| **m == gap).count(), 1, "{out:?}");
+        // A dropped message shows by its seq too: 7 missing when 8 arrives.
+        live(&mut hub, "e1", 8);
+        let out = to(&drain(&mut hub), 1);
+        let gap = ServerMessage::Gap {
+            room: "app/chat".into(),
+            from_seq: 7,
+            to_seq: 7,
+        };
+        assert_eq!(out[0], gap);
+        assert_eq!(seqs(&out), vec![8]);
+    }
+
+    #[test]
     fn the_last_member_leaving_unsubscribes_and_a_resubscribe_checks_positions() {
         let mut hub = broker_hub();
         hello(&mut hub, 1, "ada", T0);

@@ -205,7 +205,12 @@ impl HubThread {
                 from,
                 to,
             } => self.hub.dropped(conn, &room, from, to),
-            Command::Broker(event) => self.hub.handle_broker(event, now),
+            Command::Broker(event) => {
+                if let Some(broker) = &self.broker {
+                    broker.handled(&event);
+                }
+                self.hub.handle_broker(event, now);
+            }
             Command::Api { conn, call } => self.api(conn, call, now, outboxes),
             Command::ApiReply(conn, response) => {
                 outboxes[conn.worker].push((conn.id, Delivery::Http(response)));

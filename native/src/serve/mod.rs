@@ -43,7 +43,7 @@ use tracing::{debug, warn};
 
 pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
 pub use metrics::{BrokerState, ChannelMetrics};
-pub use redis_broker::{BrokerStatus, BrokerUrl};
+pub use redis_broker::{BrokerStatus, BrokerUrl, MAX_PUBSUB_QUEUE};
 
 use self::api::{ApiKeys, ApiResponse};
 use self::hub_thread::{Command, Delivery, HubConn, HubThread, Inbox};
@@ -102,6 +102,9 @@ pub struct ServeConfig {
     pub dashboard: bool,
     /// Share rooms with other nodes through this Redis (`--broker`); `None`: in-process.
     pub broker: Option<BrokerUrl>,
+    /// With a broker: bytes of room messages from Redis queued for the hub thread at most
+    /// (`--broker-queue`; 0, as in `ServeConfig::default()`, means [`MAX_PUBSUB_QUEUE`]).
+    pub broker_queue: usize,
     /// Keys of the HTTP API (`--api-key`); none: every `/api/` path answers 404.
     pub api_keys: Vec<String>,
 }
@@ -166,6 +169,10 @@ impl ChannelServer {
                 &hub_config,
                 commands.clone(),
                 Arc::clone(status),
+                match config.broker_queue {
+                    0 => MAX_PUBSUB_QUEUE,
+                    cap => cap,
+                },
             )?),
             _ => None,
         };
