@@ -56,9 +56,9 @@ const DEDUP_TTL_SECS: u64 = 300;
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// The default of `--broker-queue`: bytes of room messages (payload plus 160 bytes each) the
 /// subscriber may have handed to the hub thread and the hub not yet handled. Above it, the node
-/// drops room messages until the queue is down to half, and has the hub check the rooms' positions (members get
-/// `gap` and recover from Redis's history): a node slower than the cluster's traffic holds
-/// at most this much, never a growing queue.
+/// drops room messages until the queue is down to half, and has the hub check the rooms'
+/// positions (members get `gap` and recover from Redis's history): a node slower than the
+/// cluster's traffic holds at most this much, never a growing queue.
 pub const MAX_PUBSUB_QUEUE: usize = 16 << 20;
 /// What one queued room message costs beyond its payload (the event and its strings).
 const MESSAGE_OVERHEAD: usize = 160;
