@@ -23,8 +23,9 @@
 
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
-use super::protocol::ServerMessage;
+use super::protocol::{Id, ServerMessage};
 
 pub mod json;
 
@@ -53,6 +54,68 @@ pub struct DirectMessage {
     pub data: String,
 }
 
+/// The answer to `join`: [`ServerMessage::Joined`] with its member list kept as one JSON text
+/// (see [`MemberList`]): a list of a thousand members costs its text while it waits to be
+/// sent, not a thousand allocations (a room's join storm queues one list per joining member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub id: Id,
+    pub room: String,
+    pub epoch: String,
+    /// The last seq the member has (replayed, or the room's seq when it joined).
+    pub seq: u64,
+    pub members: MemberList,
+    /// The list was cut at the hub's `max_member_list` bytes.
+    pub members_truncated: bool,
+    pub recovered: bool,
+}
+
+/// The members listed in [`Joined`]: `(client id, presence as compact JSON)` pairs, stored
+/// back to back in one buffer. [`MemberList::iter`] gives the pairs back to any codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberList {
+    /// Each entry: the client id, then the presence; `ends` holds where each part ends.
+    text: String,
+    ends: Vec<(u32, u32)>,
+}
+
+impl MemberList {
+    /// Adds a member: its client id and its presence as compact JSON.
+    pub fn push(&mut self, client: &str, presence: &str) {
+        self.text.push_str(client);
+        let client_end = self.text.len() as u32;
+        self.text.push_str(presence);
+        self.ends.push((client_end, self.text.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of client ids and presences.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The `(client, presence)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(client_end, end)| {
+            let (client_end, end) = (client_end as usize, end as usize);
+            let pair = (
+                self.text.get(start..client_end).unwrap_or_default(),
+                self.text.get(client_end..end).unwrap_or_default(),
+            );
+            start = end;
+            pair
+        })
+    }
+}
+
 /// What the hub hands a driver for one connection (see [`Hub::poll_delivery`]).
 ///
 /// [`Hub::poll_delivery`]: super::Hub::poll_delivery
@@ -62,10 +125,13 @@ pub enum Delivery {
     Message(Arc<RoomMessage>),
     /// A message to this client alone.
     Direct(Arc<DirectMessage>),
+    /// The answer to a `join`.
+    Joined(Arc<Joined>),
     /// Any other server message: a reply to a command (`welcome`, `joined`, `left`, `ack`,
     /// `pong`, `sent`, `error`), a `gap`, or a presence event (`join`, `leave`, `presence`,
-    /// shared by every member it is broadcast to). Never [`ServerMessage::Message`] nor
-    /// [`ServerMessage::Direct`], which come as the variants above.
+    /// shared by every member it is broadcast to). Never [`ServerMessage::Message`],
+    /// [`ServerMessage::Direct`] nor [`ServerMessage::Joined`], which come as the variants
+    /// above.
     Reply(Arc<ServerMessage>),
 }
 
@@ -80,6 +146,7 @@ impl Delivery {
         match (self, other) {
             (Delivery::Message(a), Delivery::Message(b)) => Arc::ptr_eq(a, b),
             (Delivery::Direct(a), Delivery::Direct(b)) => Arc::ptr_eq(a, b),
+            (Delivery::Joined(a), Delivery::Joined(b)) => Arc::ptr_eq(a, b),
             (Delivery::Reply(a), Delivery::Reply(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }

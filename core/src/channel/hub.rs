@@ -19,9 +19,9 @@ use serde_json::Value;
 use super::broker::{
     BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
 };
-use super::codec::{Delivery, RoomMessage};
+use super::codec::{Delivery, Joined, MemberList, RoomMessage};
 use super::protocol::{
-    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
+    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, ServerMessage, Since,
 };
 
 mod api;
@@ -1401,7 +1401,7 @@ impl<C: Copy + Ord> Hub<C> {
             }
         }
         let tracked = state.members.len() <= self.config.presence_limit;
-        let mut members = Vec::new();
+        let mut members = MemberList::default();
         let mut members_truncated = false;
         if tracked {
             // The joining client is always listed; the others while the list stays within
@@ -1416,10 +1416,8 @@ impl<C: Copy + Ord> Hub<C> {
                     }
                     budget -= cost;
                 }
-                members.push(Member {
-                    client: m.client.clone(),
-                    presence: m.presence.clone(),
-                });
+                let presence = serde_json::to_string(&m.presence).unwrap_or_default();
+                members.push(&m.client, &presence);
             }
             // Members on other nodes, as the broker read them.
             for (client, presence) in remote {
@@ -1432,11 +1430,10 @@ impl<C: Copy + Ord> Hub<C> {
                     continue;
                 }
                 budget -= cost;
-                let presence = serde_json::from_str(&presence).unwrap_or(Value::Null);
-                members.push(Member { client, presence });
+                members.push(&client, &presence);
             }
         }
-        let joined = ServerMessage::Joined {
+        let joined = Joined {
             id,
             room: room.clone(),
             epoch: state.epoch.clone(),
@@ -1445,7 +1442,7 @@ impl<C: Copy + Ord> Hub<C> {
             members_truncated,
             recovered,
         };
-        self.send(conn, joined.into_delivery());
+        self.send(conn, Delivery::Joined(Arc::new(joined)));
         self.refresh_lifetime(&room);
         if let (true, Some(presence)) = (rejoin, presence) {
             self.presence(conn, &room, presence, now)?;

@@ -61,7 +61,7 @@ pub use broker::{
     BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
 };
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
-pub use codec::{Delivery, DirectMessage, RoomMessage};
+pub use codec::{Delivery, DirectMessage, Joined, MemberList, RoomMessage};
 pub use hub::{
     ApiDirect, ApiHistory, ApiPublished, ApiRoom, ConnectionUsage, Hub, HubConfig, HubStats,
 };

@@ -21,7 +21,7 @@
 
 use alloc::string::String;
 
-use super::{Delivery, DirectMessage, RoomMessage};
+use super::{Delivery, DirectMessage, Joined, RoomMessage};
 use crate::channel::protocol::ServerMessage;
 
 /// The text frame of `delivery`.
@@ -29,6 +29,7 @@ pub fn encode(delivery: &Delivery) -> String {
     match delivery {
         Delivery::Message(m) => message(m),
         Delivery::Direct(d) => direct(d),
+        Delivery::Joined(j) => joined(j),
         Delivery::Reply(r) => reply(r),
     }
 }
@@ -62,6 +63,44 @@ pub fn direct(d: &DirectMessage) -> String {
     out.push_str(r#"","data":"#);
     out.push_str(&d.data);
     out.push('}');
+    out
+}
+
+/// `{"type":"joined","id":…,"room":…,"epoch":…,"seq":…,"members":[{"client":…,"presence":…}…],
+/// "members_truncated":true (only when true),"recovered":…}`. Room, epoch and client names need
+/// no JSON escaping; presences are compact JSON.
+pub fn joined(j: &Joined) -> String {
+    let members = j.members.text_len() + 26 * j.members.len();
+    let mut out = String::with_capacity(128 + j.room.len() + j.epoch.len() + members);
+    out.push_str(r#"{"type":"joined","id":"#);
+    // An id is a number or a string of at most 128 bytes: it cannot fail to serialise.
+    out.push_str(&serde_json::to_string(&j.id).unwrap_or_default());
+    out.push_str(r#","room":""#);
+    out.push_str(&j.room);
+    out.push_str(r#"","epoch":""#);
+    out.push_str(&j.epoch);
+    out.push_str(r#"","seq":"#);
+    out.push_str(fmt_u64(j.seq, &mut itoa_buf()));
+    out.push_str(r#","members":["#);
+    for (i, (client, presence)) in j.members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"client":""#);
+        out.push_str(client);
+        out.push_str(r#"","presence":"#);
+        out.push_str(presence);
+        out.push('}');
+    }
+    out.push(']');
+    if j.members_truncated {
+        out.push_str(r#","members_truncated":true"#);
+    }
+    out.push_str(if j.recovered {
+        r#","recovered":true}"#
+    } else {
+        r#","recovered":false}"#
+    });
     out
 }
 
@@ -124,5 +163,48 @@ mod tests {
             data: serde_json::Value::String("hi".to_string()),
         };
         assert_eq!(direct(&d), reply(&typed));
+    }
+
+    #[test]
+    fn joined_matches_the_serde_shape() {
+        use crate::channel::codec::MemberList;
+        use crate::channel::protocol::{Id, Member};
+        for (id, members, truncated, recovered) in [
+            (Id::Number(3), 0, false, false),
+            (Id::Text("j\"1".into()), 1, true, true),
+            (Id::Number(u64::MAX), 3, false, true),
+        ] {
+            let mut entries = MemberList::default();
+            for i in 0..members {
+                let presence = format!(r#"{{"list":[1,2.5,null],"name":"n{i}"}}"#);
+                entries.push(&format!("c{i}"), &presence);
+            }
+            assert_eq!(entries.len(), members);
+            let j = Joined {
+                id: id.clone(),
+                room: "app/a".into(),
+                epoch: "00ff".into(),
+                seq: 42,
+                members: entries.clone(),
+                members_truncated: truncated,
+                recovered,
+            };
+            let typed = ServerMessage::Joined {
+                id,
+                room: "app/a".into(),
+                epoch: "00ff".into(),
+                seq: 42,
+                members: entries
+                    .iter()
+                    .map(|(client, presence)| Member {
+                        client: client.into(),
+                        presence: serde_json::from_str(presence).unwrap(),
+                    })
+                    .collect(),
+                members_truncated: truncated,
+                recovered,
+            };
+            assert_eq!(joined(&j), reply(&typed));
+        }
     }
 }
