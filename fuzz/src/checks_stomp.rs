@@ -152,10 +152,9 @@ fn session(chunker: Chunker, bytes: &[u8]) {
                     Output::Close(_) => *closed = true,
                 }
             }
-            while let Some((_, text)) = hub.poll_delivery() {
+            while let Some((_, delivery)) = hub.poll_delivery() {
                 busy = true;
-                let message = serde_json::from_str(&text).expect("the hub writes valid messages");
-                session.deliver(&message, now);
+                session.deliver_typed(&delivery, None, now);
             }
             if !busy {
                 return;

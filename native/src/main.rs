@@ -211,6 +211,11 @@ struct ServeArgs {
     /// the rooms its members are in. Without it everything is in this process.
     #[arg(long, env = "DUPLEX_BROKER", value_name = "URL")]
     broker: Option<String>,
+    /// With --broker: bytes of room messages from Redis this node may queue for its hub
+    /// thread. Beyond it the node drops room messages (its members get `gap` and recover from
+    /// Redis's history) instead of growing.
+    #[arg(long, default_value_t = duplex::serve::MAX_PUBSUB_QUEUE, value_name = "BYTES")]
+    broker_queue: usize,
 
     /// Serve the HTTP API under /api/ (publish, broadcast, disconnect, rooms, presence,
     /// history; docs/API.md) to requests with `Authorization: Bearer KEY`. Repeat the flag (or
@@ -278,9 +283,13 @@ impl ServeArgs {
         if self.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err("--api-key must not be empty".into());
         }
+        if self.broker_queue == 0 {
+            return Err("--broker-queue must be at least 1".into());
+        }
         Ok(ServeConfig {
             api_keys: self.api_keys.iter().map(|k| k.trim().to_string()).collect(),
             broker,
+            broker_queue: self.broker_queue,
             server,
             hub,
             slow_consumer: if self.slow_consumer == "close" {

@@ -20,6 +20,11 @@
 //! - After losing its subscriptions (a reconnect), it resubscribes and sends
 //!   [`BrokerEvent::Resubscribed`]; the hub then asks each room's [`BrokerRequest::Position`] and
 //!   tells members of a hole with `gap`, so that they recover from history.
+//! - Its queue of room messages toward the hub is bounded: when full, it drops messages of a
+//!   room rather than grow (nothing acknowledged is lost, history is in the broker), and once
+//!   it has room again sends [`BrokerEvent::Missed`] for that room; the hub then asks the
+//!   room's [`BrokerRequest::Position`] as after a resubscribe (a later message of the room
+//!   shows the hole by its seq as well), and members recover with `gap` and `since`.
 //! - [`BrokerRequest::Direct`] hands a message to the node holding the target client id's
 //!   latest claim (see [`BrokerRequest::Claim`]), which gets it as a [`BrokerEvent::Direct`],
 //!   provided that, when `rooms` is given, the target is a member on that node of one of
@@ -181,6 +186,9 @@ pub enum BrokerEvent {
     },
     /// The broker lost its subscriptions and has them back: messages may have been missed.
     Resubscribed,
+    /// The broker dropped messages of `room` (its queue toward the hub was full): the hub
+    /// checks the room's position and tells members of the hole.
+    Missed { room: String },
     /// A member of `room` on another node joined, left or changed its presence.
     Member { room: String, change: MemberChange },
     /// The answer to [`BrokerRequest::Claim`]: the claim's serial (claims of one client id are

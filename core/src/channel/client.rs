@@ -92,7 +92,8 @@
 //!     while let Some(text) = session.poll_transmit() {
 //!         let _ = hub.receive(7, &text, now);
 //!     }
-//!     while let Some((_, text)) = hub.poll_delivery() {
+//!     while let Some((_, delivery)) = hub.poll_delivery() {
+//!         let text = duplex_core::channel::codec::json::encode(&delivery);
 //!         session.receive(&text, now);
 //!     }
 //! }

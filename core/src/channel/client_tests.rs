@@ -1446,6 +1446,7 @@ fn sends_are_never_queued_nor_resent() {
 
 #[test]
 fn a_session_reaches_another_through_a_hub() {
+    use super::PollText;
     use super::hub::{Hub, HubConfig};
     let mut hub: Hub<u32> = Hub::new(HubConfig::default(), 5);
     let mut a = ClientSession::new(ClientConfig::default().with_client("ada"), 1);
@@ -1457,7 +1458,7 @@ fn a_session_reaches_another_through_a_hub() {
                     let _ = hub.receive(conn, &text, T0);
                 }
             }
-            while let Some((conn, text)) = hub.poll_delivery() {
+            while let Some((conn, text)) = hub.poll_text() {
                 let s = if conn == 1 { &mut *a } else { &mut *b };
                 s.receive(&text, T0);
             }

@@ -1,10 +1,10 @@
 //! [`Hub`]: the server side of `duplex.v1` as a state machine. Text frames and time go in,
-//! `(connection, text)` deliveries and the next deadline come out.
+//! typed `(connection, Delivery)` pairs (see [`super::codec`]) and the next deadline come out.
 //!
 //! The driver owns sockets, clocks and randomness. It calls [`Hub::connect`] when a `duplex.v1`
 //! WebSocket opens, [`Hub::receive`] for each text frame, [`Hub::disconnect`] when the socket is
 //! gone (closed, reset or heartbeat timeout), [`Hub::handle_timeout`] once [`Hub::poll_timeout`]
-//! is reached, and sends whatever [`Hub::poll_delivery`] yields, in order.
+//! is reached, and encodes and sends whatever [`Hub::poll_delivery`] yields, in order.
 
 use alloc::collections::btree_map::Entry;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -19,8 +19,9 @@ use serde_json::Value;
 use super::broker::{
     BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
 };
+use super::codec::{Delivery, Joined, MemberList, RoomMessage};
 use super::protocol::{
-    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, Member, ServerMessage, Since,
+    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, Id, ServerMessage, Since,
 };
 
 mod api;
@@ -240,7 +241,7 @@ struct Client<C> {
 struct Stored {
     seq: u64,
     at: Duration,
-    text: Arc<str>,
+    message: Arc<RoomMessage>,
 }
 
 #[derive(Debug)]
@@ -272,29 +273,35 @@ struct Room<C> {
 
 impl<C> Room<C> {
     /// Sequences a publish of `data` (compact JSON) by `from` in this in-process room (`name`)
-    /// and keeps it in the history (at most `history_size` messages); its seq and `message`
-    /// text. The caller answers the publisher, delivers and schedules the history's expiry.
+    /// and keeps it in the history (at most `history_size` messages); its seq and the message.
+    /// The caller answers the publisher, delivers and schedules the history's expiry.
     fn append(
         &mut self,
         name: &str,
-        from: &str,
-        data: &str,
+        from: String,
+        data: String,
         now: Duration,
         history_size: usize,
-    ) -> (u64, Arc<str>) {
+    ) -> (u64, Arc<RoomMessage>) {
         self.seq += 1;
-        let text: Arc<str> = message_text(name, self.seq, from, data).into();
+        let message = Arc::new(RoomMessage {
+            room: name.into(),
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            from,
+            data,
+        });
         if history_size > 0 {
             self.history.push_back(Stored {
                 seq: self.seq,
                 at: now,
-                text: text.clone(),
+                message: message.clone(),
             });
             while self.history.len() > history_size {
                 self.history.pop_front();
             }
         }
-        (self.seq, text)
+        (self.seq, message)
     }
 }
 
@@ -332,7 +339,8 @@ pub struct ConnectionUsage {
 
 /// The `duplex.v1` server hub, keyed by a connection id `C` chosen by the driver.
 ///
-/// Deliveries are `Arc<str>` so that one broadcast is encoded once and shared by every member.
+/// Deliveries are typed ([`Delivery`]); one broadcast is one shared value, so a driver encodes
+/// it once (with [`codec::json`](super::codec::json) for `duplex.v1`) for every member.
 #[derive(Debug)]
 pub struct Hub<C> {
     config: HubConfig,
@@ -346,7 +354,7 @@ pub struct Hub<C> {
     presence_timers: BTreeSet<(Duration, String, C)>,
     history_timers: BTreeSet<(Duration, String)>,
     client_timers: BTreeSet<(Duration, String)>,
-    out: VecDeque<(C, Arc<str>)>,
+    out: VecDeque<(C, Delivery)>,
     /// Connections the driver must close, with the close reason.
     closes: VecDeque<(C, &'static str)>,
     /// Counters and the member gauge of [`HubStats`].
@@ -495,7 +503,7 @@ impl<C: Copy + Ord> Hub<C> {
     /// Queues the `error` reply for a command the driver refused itself (it could not be
     /// decoded, or its token was refused), in order with `conn`'s other replies.
     pub fn refuse(&mut self, conn: C, error: &CommandError) {
-        self.send(conn, error.to_message().to_text().into());
+        self.send(conn, error.to_message().into_delivery());
     }
 
     /// Sets `conn`'s client id from a verified identity (a token's subject), as `hello` with
@@ -555,7 +563,7 @@ impl<C: Copy + Ord> Hub<C> {
                 from_seq,
                 to_seq,
             };
-            self.send(conn, gap.to_text().into());
+            self.send(conn, gap.into_delivery());
             self.stats.gaps += 1;
         }
     }
@@ -577,6 +585,11 @@ impl<C: Copy + Ord> Hub<C> {
                 message,
             } => self.live(&room, &epoch, message, now),
             BrokerEvent::Position { room, epoch, seq } => self.position(&room, &epoch, seq),
+            BrokerEvent::Missed { room } => {
+                if self.rooms.get(&room).is_some_and(|state| state.known) {
+                    self.broker_out.push_back(BrokerRequest::Position { room });
+                }
+            }
             BrokerEvent::Resubscribed => {
                 for (room, state) in &self.rooms {
                     if state.known {
@@ -660,7 +673,7 @@ impl<C: Copy + Ord> Hub<C> {
             },
         };
         let is_presence = matches!(event, ServerMessage::Presence { .. });
-        let sent = self.broadcast_presence(room, &event.to_text().into(), None);
+        let sent = self.broadcast_presence(room, &event.into_delivery(), None);
         if is_presence {
             self.stats.presence_updates += sent;
         }
@@ -743,7 +756,7 @@ impl<C: Copy + Ord> Hub<C> {
                     id,
                     seq: sequenced.seq,
                 };
-                self.send(conn, ack.to_text().into());
+                self.send(conn, ack.into_delivery());
             }
             Err(BrokerError(reason)) => {
                 let error = CommandError::new(
@@ -840,14 +853,22 @@ impl<C: Copy + Ord> Hub<C> {
             if covered {
                 recovered = true;
                 for m in &read.history {
-                    let text = message_text(&join.room, m.seq, &m.from, &m.data);
-                    self.out.push_back((conn, text.into()));
+                    let message = RoomMessage {
+                        room: join.room.clone(),
+                        epoch: read.epoch.clone(),
+                        seq: m.seq,
+                        from: m.from.clone(),
+                        data: m.data.clone(),
+                    };
+                    self.out
+                        .push_back((conn, Delivery::Message(Arc::new(message))));
                     self.stats.replayed += 1;
                 }
                 // Live messages that reached this node after the broker's read.
                 let floor = since.seq.max(read.seq);
                 for m in state.history.iter().filter(|m| m.seq > floor) {
-                    self.out.push_back((conn, m.text.clone()));
+                    self.out
+                        .push_back((conn, Delivery::Message(m.message.clone())));
                     self.stats.replayed += 1;
                 }
             }
@@ -884,14 +905,21 @@ impl<C: Copy + Ord> Hub<C> {
         }
         let hole =
             (state.known && message.seq > state.seq + 1).then(|| (state.seq + 1, message.seq - 1));
-        let text: Arc<str> = message_text(room, message.seq, &message.from, &message.data).into();
+        let seq = message.seq;
+        let message = Arc::new(RoomMessage {
+            room: room.into(),
+            epoch: epoch.into(),
+            seq,
+            from: message.from,
+            data: message.data,
+        });
         if state.known {
-            state.seq = message.seq;
+            state.seq = seq;
         }
         state.history.push_back(Stored {
-            seq: message.seq,
+            seq,
             at: now,
-            text: text.clone(),
+            message: message.clone(),
         });
         while state.history.len() > self.config.history_size.max(1) {
             state.history.pop_front();
@@ -899,7 +927,7 @@ impl<C: Copy + Ord> Hub<C> {
         let members: Vec<C> = state
             .members
             .iter()
-            .filter(|(_, m)| m.after < message.seq)
+            .filter(|(_, m)| m.after < seq)
             .map(|(&c, _)| c)
             .collect();
         if let Some((from_seq, to_seq)) = hole {
@@ -909,7 +937,8 @@ impl<C: Copy + Ord> Hub<C> {
             }
         }
         for &member in &members {
-            self.out.push_back((member, text.clone()));
+            self.out
+                .push_back((member, Delivery::Message(message.clone())));
         }
         self.stats.deliveries += members.len() as u64;
         self.reschedule_history(room);
@@ -959,8 +988,9 @@ impl<C: Copy + Ord> Hub<C> {
         self.reschedule_history(room);
     }
 
-    /// The next text to send, in order.
-    pub fn poll_delivery(&mut self) -> Option<(C, Arc<str>)> {
+    /// The next delivery to send, in order. Encode it with the connection's codec
+    /// ([`codec::json::encode`](super::codec::json::encode) for `duplex.v1`).
+    pub fn poll_delivery(&mut self) -> Option<(C, Delivery)> {
         self.out.pop_front()
     }
 
@@ -1004,14 +1034,14 @@ impl<C: Copy + Ord> Hub<C> {
         }
     }
 
-    fn send(&mut self, conn: C, text: Arc<str>) {
-        self.out.push_back((conn, text));
+    fn send(&mut self, conn: C, delivery: Delivery) {
+        self.out.push_back((conn, delivery));
     }
 
     /// Queues `text` for every member of `room` but `except`; returns how many got it.
     /// Broadcasts a presence event (`join`, `leave`, `presence`) unless the room is too large
     /// to track presence in.
-    fn broadcast_presence(&mut self, room: &str, text: &Arc<str>, except: Option<C>) -> u64 {
+    fn broadcast_presence(&mut self, room: &str, text: &Delivery, except: Option<C>) -> u64 {
         let tracked = self
             .rooms
             .get(room)
@@ -1023,7 +1053,7 @@ impl<C: Copy + Ord> Hub<C> {
         }
     }
 
-    fn broadcast(&mut self, room: &str, text: &Arc<str>, except: Option<C>) -> u64 {
+    fn broadcast(&mut self, room: &str, text: &Delivery, except: Option<C>) -> u64 {
         let mut sent = 0;
         if let Some(room) = self.rooms.get(room) {
             for &member in room.members.keys() {
@@ -1097,7 +1127,7 @@ impl<C: Copy + Ord> Hub<C> {
                 self.send_direct(conn, client, id, to, data, now)
             }
             ClientMessage::Ping { id } => {
-                self.send(conn, ServerMessage::Pong { id }.to_text().into());
+                self.send(conn, ServerMessage::Pong { id }.into_delivery());
                 Ok(())
             }
         }
@@ -1206,8 +1236,7 @@ impl<C: Copy + Ord> Hub<C> {
                 client,
                 heartbeat_ms,
             }
-            .to_text()
-            .into(),
+            .into_delivery(),
         );
         Ok(())
     }
@@ -1296,7 +1325,8 @@ impl<C: Copy + Ord> Hub<C> {
             if covered {
                 recovered = true;
                 for message in state.history.iter().filter(|m| m.seq > since.seq) {
-                    self.out.push_back((conn, message.text.clone()));
+                    self.out
+                        .push_back((conn, Delivery::Message(message.message.clone())));
                     self.stats.replayed += 1;
                 }
             }
@@ -1345,7 +1375,7 @@ impl<C: Copy + Ord> Hub<C> {
                 presence: initial.clone(),
             };
             if state.members.len() < self.config.presence_limit {
-                let event: Arc<str> = event.to_text().into();
+                let event = event.into_delivery();
                 for &member in state.members.keys() {
                     self.out.push_back((member, event.clone()));
                 }
@@ -1371,7 +1401,7 @@ impl<C: Copy + Ord> Hub<C> {
             }
         }
         let tracked = state.members.len() <= self.config.presence_limit;
-        let mut members = Vec::new();
+        let mut members = MemberList::default();
         let mut members_truncated = false;
         if tracked {
             // The joining client is always listed; the others while the list stays within
@@ -1386,10 +1416,8 @@ impl<C: Copy + Ord> Hub<C> {
                     }
                     budget -= cost;
                 }
-                members.push(Member {
-                    client: m.client.clone(),
-                    presence: m.presence.clone(),
-                });
+                let presence = serde_json::to_string(&m.presence).unwrap_or_default();
+                members.push(&m.client, &presence);
             }
             // Members on other nodes, as the broker read them.
             for (client, presence) in remote {
@@ -1402,11 +1430,10 @@ impl<C: Copy + Ord> Hub<C> {
                     continue;
                 }
                 budget -= cost;
-                let presence = serde_json::from_str(&presence).unwrap_or(Value::Null);
-                members.push(Member { client, presence });
+                members.push(&client, &presence);
             }
         }
-        let joined = ServerMessage::Joined {
+        let joined = Joined {
             id,
             room: room.clone(),
             epoch: state.epoch.clone(),
@@ -1415,7 +1442,7 @@ impl<C: Copy + Ord> Hub<C> {
             members_truncated,
             recovered,
         };
-        self.send(conn, joined.to_text().into());
+        self.send(conn, Delivery::Joined(Arc::new(joined)));
         self.refresh_lifetime(&room);
         if let (true, Some(presence)) = (rejoin, presence) {
             self.presence(conn, &room, presence, now)?;
@@ -1430,7 +1457,7 @@ impl<C: Copy + Ord> Hub<C> {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.rooms.remove(&room);
         }
-        self.send(conn, ServerMessage::Left { id, room }.to_text().into());
+        self.send(conn, ServerMessage::Left { id, room }.into_delivery());
         Ok(())
     }
 
@@ -1449,7 +1476,7 @@ impl<C: Copy + Ord> Hub<C> {
             .get(&client)
             .and_then(|c| c.recent.iter().find(|r| r.0 == id));
         if let Some(&(_, seq)) = seen {
-            self.send(conn, ServerMessage::Ack { id, seq }.to_text().into());
+            self.send(conn, ServerMessage::Ack { id, seq }.into_delivery());
             return Ok(());
         }
         if !self
@@ -1485,7 +1512,7 @@ impl<C: Copy + Ord> Hub<C> {
         let Some(state) = self.rooms.get_mut(&room) else {
             return Ok(());
         };
-        let (seq, text) = state.append(&room, &client, &data, now, history_size);
+        let (seq, message) = state.append(&room, client.clone(), data, now, history_size);
         self.reschedule_history(&room);
         if let Some(state) = self.clients.get_mut(&client) {
             state.recent.push_back((id.clone(), seq));
@@ -1493,9 +1520,9 @@ impl<C: Copy + Ord> Hub<C> {
                 state.recent.pop_front();
             }
         }
-        self.send(conn, ServerMessage::Ack { id, seq }.to_text().into());
+        self.send(conn, ServerMessage::Ack { id, seq }.into_delivery());
         self.stats.publishes += 1;
-        self.stats.deliveries += self.broadcast(&room, &text, None);
+        self.stats.deliveries += self.broadcast(&room, &Delivery::Message(message), None);
         Ok(())
     }
 
@@ -1531,7 +1558,7 @@ impl<C: Copy + Ord> Hub<C> {
                 presence,
             };
             self.stats.presence_updates +=
-                self.broadcast_presence(room, &event.to_text().into(), Some(conn));
+                self.broadcast_presence(room, &event.into_delivery(), Some(conn));
         } else if let Some(pending) = &mut member.pending {
             pending.0 = presence;
         } else {
@@ -1583,7 +1610,7 @@ impl<C: Copy + Ord> Hub<C> {
             presence,
         };
         self.stats.presence_updates +=
-            self.broadcast_presence(room, &event.to_text().into(), Some(conn));
+            self.broadcast_presence(room, &event.into_delivery(), Some(conn));
     }
 
     /// Removes `conn` from `room`, telling the others. False if it was not a member.
@@ -1608,7 +1635,7 @@ impl<C: Copy + Ord> Hub<C> {
                 room: room.into(),
                 client: member.client,
             };
-            self.broadcast(room, &event.to_text().into(), None);
+            self.broadcast(room, &event.into_delivery(), None);
         }
         self.refresh_lifetime(room);
         true
@@ -1733,10 +1760,11 @@ fn local_room<'a, C>(
     }
 }
 
-/// The `message` delivery of a publish. Room and client names are validated to need no JSON
-/// escaping, and `data` is compact JSON.
-pub fn message_text(room: &str, seq: u64, from: &str, data: &str) -> String {
-    format!(r#"{{"type":"message","room":"{room}","seq":{seq},"from":"{from}","data":{data}}}"#)
+impl ServerMessage {
+    /// This message as a delivery for one connection.
+    fn into_delivery(self) -> Delivery {
+        Delivery::reply(self)
+    }
 }
 
 /// What one entry of `joined.members` costs beyond its client id and presence:

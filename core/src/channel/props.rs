@@ -12,13 +12,13 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use super::PollText;
 use super::client::{ClientConfig, ClientEvent, ClientSession};
 use super::hub::{Hub, HubConfig};
 use super::protocol::{Id, ServerMessage, Since};
@@ -391,7 +391,7 @@ impl HubHarness {
     /// Moves the hub's deliveries into the inboxes, checking what the hub decided.
     fn drain(&mut self) -> Result<(), TestCaseError> {
         let mut batch = Vec::new();
-        while let Some((to, text)) = self.hub.poll_delivery() {
+        while let Some((to, text)) = self.hub.poll_text() {
             let message: ServerMessage = serde_json::from_str(&text)
                 .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
             batch.push((to, message));
@@ -701,7 +701,7 @@ struct Peer {
     session: ClientSession,
     conn: Option<u64>,
     up: VecDeque<String>,
-    down: VecDeque<Arc<str>>,
+    down: VecDeque<String>,
     network_down: bool,
     /// Application events, in order.
     log: Vec<ClientEvent>,
@@ -862,7 +862,7 @@ impl Sim {
 
     /// Moves hub deliveries onto the sockets they are for; a dead socket's are lost.
     fn route(&mut self) {
-        while let Some((conn, text)) = self.hub.poll_delivery() {
+        while let Some((conn, text)) = self.hub.poll_text() {
             if let Some(p) = self.peers.iter_mut().find(|p| p.conn == Some(conn)) {
                 p.down.push_back(text);
             }

@@ -174,10 +174,10 @@ impl ClientMessage {
 }
 
 impl ServerMessage {
-    /// The JSON text of this message.
+    /// The JSON text of this message, as the `duplex.v1` codec writes it
+    /// ([`codec::json::reply`](super::codec::json::reply)).
     pub fn to_text(&self) -> String {
-        // Serialising these types cannot fail: every map key is a string.
-        serde_json::to_string(self).unwrap_or_default()
+        super::codec::json::reply(self)
     }
 }
 

@@ -9,6 +9,7 @@ use core::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use super::PollText;
 use super::hub::{Hub, HubConfig};
 use super::protocol::{ErrorCode, Id, Member, ServerMessage, decode};
 
@@ -25,7 +26,7 @@ fn hub() -> Hub<u32> {
 /// Every queued delivery, decoded.
 fn drain(hub: &mut Hub<u32>) -> Vec<(u32, ServerMessage)> {
     let mut out = Vec::new();
-    while let Some((conn, text)) = hub.poll_delivery() {
+    while let Some((conn, text)) = hub.poll_text() {
         let message = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         out.push((conn, message));
     }
@@ -820,7 +821,7 @@ fn every_error_code_echoes_the_id_and_the_connection_stays_usable() {
         T0,
     )
     .unwrap_err();
-    assert_eq!(&*hub.poll_delivery().unwrap().1, wire);
+    assert_eq!(&*hub.poll_text().unwrap().1, wire);
 }
 
 #[test]
@@ -1312,7 +1313,7 @@ fn presence_is_capped_and_the_member_list_is_cut_with_a_flag() {
     hello(&mut hub, 40, "solo", T0);
     hub.receive(40, r#"{"type":"join","id":1,"room":"app/solo"}"#, T0)
         .unwrap();
-    let (_, text) = hub.poll_delivery().unwrap();
+    let (_, text) = hub.poll_text().unwrap();
     assert!(!text.contains("members_truncated"), "{text}");
 }
 
@@ -1507,7 +1508,7 @@ proptest! {
             };
             let _ = hub.receive(conn, &text, now);
             while hub.poll_close().is_some() {}
-            while let Some((_, text)) = hub.poll_delivery() {
+            while let Some((_, text)) = hub.poll_text() {
                 prop_assert!(text.len() <= max_delivery, "{} bytes: {}", text.len(), &text[..200]);
             }
             prop_assert!(hub.room_count() <= ROOMS);
@@ -1859,6 +1860,62 @@ mod external_broker {
     }
 
     #[test]
+    fn messages_the_broker_dropped_are_reported_as_a_gap_once_and_in_order() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let (token, _) = join_token(&mut hub);
+        answer_join(&mut hub, token, "e1", 2, &[]);
+        drain(&mut hub);
+        live(&mut hub, "e1", 3);
+        // 4 and 5 were dropped by the broker's full queue; unknown rooms are not asked about.
+        hub.handle_broker(
+            BrokerEvent::Missed {
+                room: "app/other".into(),
+            },
+            T0,
+        );
+        hub.handle_broker(
+            BrokerEvent::Missed {
+                room: "app/chat".into(),
+            },
+            T0,
+        );
+        assert_eq!(
+            requests(&mut hub),
+            vec![BrokerRequest::Position {
+                room: "app/chat".into()
+            }]
+        );
+        let position = BrokerEvent::Position {
+            room: "app/chat".into(),
+            epoch: "e1".into(),
+            seq: 5,
+        };
+        hub.handle_broker(position, T0);
+        live(&mut hub, "e1", 5); // queued before the answer: not delivered twice
+        live(&mut hub, "e1", 6);
+        let out = to(&drain(&mut hub), 1);
+        let gap = ServerMessage::Gap {
+            room: "app/chat".into(),
+            from_seq: 4,
+            to_seq: 5,
+        };
+        assert_eq!(seqs(&out), vec![3, 6]);
+        assert_eq!(out.iter().filter(|m| **m == gap).count(), 1, "{out:?}");
+        // A dropped message shows by its seq too: 7 missing when 8 arrives.
+        live(&mut hub, "e1", 8);
+        let out = to(&drain(&mut hub), 1);
+        let gap = ServerMessage::Gap {
+            room: "app/chat".into(),
+            from_seq: 7,
+            to_seq: 7,
+        };
+        assert_eq!(out[0], gap);
+        assert_eq!(seqs(&out), vec![8]);
+    }
+
+    #[test]
     fn the_last_member_leaving_unsubscribes_and_a_resubscribe_checks_positions() {
         let mut hub = broker_hub();
         hello(&mut hub, 1, "ada", T0);
@@ -2056,13 +2113,13 @@ mod direct {
         );
         // The wire form.
         send(&mut hub, 2, 3, "ada", r#""hi""#, T0);
-        let (conn, text) = hub.poll_delivery().unwrap();
+        let (conn, text) = hub.poll_text().unwrap();
         assert_eq!(
             (conn, &*text),
             (1, r#"{"type":"direct","from":"bob","data":"hi"}"#)
         );
         assert_eq!(
-            hub.poll_delivery().map(|(c, t)| (c, String::from(&*t))),
+            hub.poll_text().map(|(c, t)| (c, String::from(&*t))),
             Some((2, r#"{"type":"sent","id":3}"#.to_string()))
         );
     }

@@ -60,6 +60,7 @@ use super::{Command, Decoder, Frame, FrameWriter, HeartBeat, Item, Limits, Versi
 #[cfg(test)]
 #[path = "session_tests.rs"]
 mod tests;
+use crate::channel::Delivery;
 use crate::channel::protocol::{self, ClientMessage, Id, ServerMessage, Since};
 
 /// Settings of [`StompSession`].
@@ -114,7 +115,7 @@ pub enum Output {
 /// The body of the `MESSAGE` frames of one room message, the same for every STOMP subscriber:
 /// a string `data` is the string (`text/plain`), any other `data` its compact JSON
 /// (`application/json`). A server delivering one message to many sessions makes it once
-/// ([`MessageBody::of`]) and hands it to each with [`StompSession::deliver_message`].
+/// ([`MessageBody::of_json`]) and hands it to each with [`StompSession::deliver_typed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageBody {
     /// The body bytes.
@@ -124,6 +125,25 @@ pub struct MessageBody {
 }
 
 impl MessageBody {
+    /// The body for a message's `data` given as JSON text ([`RoomMessage::data`]): a JSON
+    /// string becomes its text, anything else stays as it is (compact JSON).
+    ///
+    /// [`RoomMessage::data`]: crate::channel::RoomMessage::data
+    pub fn of_json(data: &str) -> MessageBody {
+        if data.starts_with('"')
+            && let Ok(text) = serde_json::from_str::<String>(data)
+        {
+            return MessageBody {
+                bytes: Arc::from(text.into_bytes()),
+                content_type: "text/plain",
+            };
+        }
+        MessageBody {
+            bytes: Arc::from(data.as_bytes()),
+            content_type: "application/json",
+        }
+    }
+
     /// The body for a message's `data`.
     pub fn of(data: &Value) -> MessageBody {
         match data {
@@ -321,32 +341,7 @@ impl StompSession {
                 seq,
                 recovered,
                 ..
-            } => {
-                let Some(Pending::Join { receipt, .. }) = self.pending.remove(&key(id)) else {
-                    return;
-                };
-                if let Some(state) = self.rooms.get_mut(room) {
-                    state.joining = false;
-                    if state.epoch.as_deref() != Some(epoch.as_str()) {
-                        // A first join, or the room started a new epoch (its history is
-                        // gone): the client goes on from here.
-                        state.epoch = Some(epoch.clone());
-                        state.last = Some(*seq);
-                    } else if !recovered {
-                        // The history no longer holds what followed `since`: what is missing
-                        // is lost, the client goes on from here.
-                        state.last = Some(state.last.map_or(*seq, |l| l.max(*seq)));
-                    }
-                    state.refilling = false;
-                    let held = core::mem::take(&mut state.held);
-                    for (seq, (from, body)) in held {
-                        self.message(room, seq, &from, &body, now);
-                    }
-                }
-                if let Some(receipt) = receipt {
-                    self.receipt(&receipt, now);
-                }
-            }
+            } => self.joined(id, room, epoch, *seq, *recovered, now),
             ServerMessage::Ack { id, .. } => {
                 if let Some(Pending::Publish { receipt }) = self.pending.remove(&key(id)) {
                     if let Some(receipt) = receipt {
@@ -386,18 +381,61 @@ impl StompSession {
         }
     }
 
-    /// A room `message` whose body was made once for every session ([`MessageBody::of`]): the
-    /// same as [`StompSession::deliver`] with [`ServerMessage::Message`].
-    pub fn deliver_message(
+    /// A typed delivery of the hub ([`Delivery`]): `body` is the room message's body made once
+    /// for its whole fan-out ([`MessageBody::of_json`]), or `None` to make it here.
+    pub fn deliver_typed(
         &mut self,
-        room: &str,
-        seq: u64,
-        from: &str,
-        body: &MessageBody,
+        delivery: &Delivery,
+        body: Option<&MessageBody>,
         now: Duration,
     ) {
-        if self.phase != Phase::Done {
-            self.message(room, seq, from, body, now);
+        if self.phase == Phase::Done {
+            return;
+        }
+        match delivery {
+            Delivery::Message(m) => match body {
+                Some(body) => self.message(&m.room, m.seq, &m.from, body, now),
+                None => self.message(&m.room, m.seq, &m.from, &MessageBody::of_json(&m.data), now),
+            },
+            Delivery::Joined(j) => self.joined(&j.id, &j.room, &j.epoch, j.seq, j.recovered, now),
+            Delivery::Reply(message) => self.deliver(message, now),
+            // No STOMP form (see the module documentation).
+            Delivery::Direct(_) => {}
+        }
+    }
+
+    fn joined(
+        &mut self,
+        id: &Id,
+        room: &str,
+        epoch: &str,
+        seq: u64,
+        recovered: bool,
+        now: Duration,
+    ) {
+        let Some(Pending::Join { receipt, .. }) = self.pending.remove(&key(id)) else {
+            return;
+        };
+        if let Some(state) = self.rooms.get_mut(room) {
+            state.joining = false;
+            if state.epoch.as_deref() != Some(epoch) {
+                // A first join, or the room started a new epoch (its history is gone): the
+                // client goes on from here.
+                state.epoch = Some(String::from(epoch));
+                state.last = Some(seq);
+            } else if !recovered {
+                // The history no longer holds what followed `since`: what is missing is lost,
+                // the client goes on from here.
+                state.last = Some(state.last.map_or(seq, |l| l.max(seq)));
+            }
+            state.refilling = false;
+            let held = core::mem::take(&mut state.held);
+            for (seq, (from, body)) in held {
+                self.message(room, seq, &from, &body, now);
+            }
+        }
+        if let Some(receipt) = receipt {
+            self.receipt(&receipt, now);
         }
     }
 

@@ -79,13 +79,13 @@ impl World {
                     Output::Close(clean) => self.closed = Some(clean),
                 }
             }
-            while let Some((conn, text)) = self.hub.poll_delivery() {
+            while let Some((conn, delivery)) = self.hub.poll_delivery() {
                 busy = true;
-                let message: ServerMessage = serde_json::from_str(&text).unwrap();
                 if conn == STOMP {
-                    self.session.deliver(&message, self.now);
+                    self.session.deliver_typed(&delivery, None, self.now);
                 } else {
-                    self.v1.push(message);
+                    let text = crate::channel::codec::json::encode(&delivery);
+                    self.v1.push(serde_json::from_str(&text).unwrap());
                 }
             }
             if !busy {

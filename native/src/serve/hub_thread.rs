@@ -4,8 +4,9 @@
 //!
 //! One hub for the whole process keeps rooms, seq numbers and history in one place whatever
 //! worker a member's socket landed on; the workers keep all socket work (reads, framing,
-//! compression, writes) in parallel. A broadcast is encoded to JSON once by the hub and shared
-//! (`Arc<str>`) by every delivery.
+//! compression, writes) in parallel. The hub's deliveries are typed
+//! ([`duplex_core::channel::Delivery`]); a broadcast is one shared value, which each worker
+//! encodes (with the connection's codec) and prepares once for all its members.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duplex_core::channel::protocol::{ClientMessage, CommandError};
-use duplex_core::channel::{BrokerEvent, Hub};
+use duplex_core::channel::{self, BrokerEvent, Hub};
 use duplex_core::close::CloseCode;
 
 use super::api::{ApiCall, ApiResponse};
@@ -87,7 +88,8 @@ pub(crate) enum Command {
 /// What the hub thread hands a worker for one of its connections.
 #[derive(Debug)]
 pub(crate) enum Delivery {
-    Text(Arc<str>),
+    /// A `duplex.v1` delivery of the hub, encoded by the worker.
+    Channel(channel::Delivery),
     Close(CloseCode, &'static str),
     /// The answer to an API call of an HTTP connection.
     Http(ApiResponse),
@@ -203,7 +205,12 @@ impl HubThread {
                 from,
                 to,
             } => self.hub.dropped(conn, &room, from, to),
-            Command::Broker(event) => self.hub.handle_broker(event, now),
+            Command::Broker(event) => {
+                if let Some(broker) = &self.broker {
+                    broker.handled(&event);
+                }
+                self.hub.handle_broker(event, now);
+            }
             Command::Api { conn, call } => self.api(conn, call, now, outboxes),
             Command::ApiReply(conn, response) => {
                 outboxes[conn.worker].push((conn.id, Delivery::Http(response)));
@@ -367,8 +374,8 @@ impl HubThread {
     /// Moves the hub's deliveries and closes (taken-over connections) into the outboxes, in
     /// the hub's order.
     fn collect(&mut self, outboxes: &mut [Vec<(ConnId, Delivery)>]) {
-        while let Some((conn, text)) = self.hub.poll_delivery() {
-            outboxes[conn.worker].push((conn.id, Delivery::Text(text)));
+        while let Some((conn, delivery)) = self.hub.poll_delivery() {
+            outboxes[conn.worker].push((conn.id, Delivery::Channel(delivery)));
         }
         while let Some((conn, reason)) = self.hub.poll_close() {
             outboxes[conn.worker].push((conn.id, Delivery::Close(CloseCode::Policy, reason)));

@@ -7,7 +7,7 @@
 //!  worker 0 ─┐  decoded commands (open, command,         ┌─ hub thread: Hub<HubConn>
 //!            │   refused, authenticated, closed, dropped)│
 //!  worker 1 ─┼──────────────── mpsc ───────────────────▶│  rooms, seq, history, presence
-//!  worker N ─┘◀── per-worker inbox + mio Waker ──────────┘  deliveries: Arc<str> shared
+//!  worker N ─┘◀── per-worker inbox + mio Waker ──────────┘  typed deliveries, shared
 //! ```
 //!
 //! Each worker decodes and validates the frames of its own connections (bounded by the
@@ -35,23 +35,17 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 
-use duplex_core::channel::protocol::{
-    self, ClientMessage, CommandError, DecodeLimits, ErrorCode, ServerMessage,
-};
-use duplex_core::channel::{Hub, HubConfig};
+use duplex_core::channel::protocol::{self, ClientMessage, CommandError, DecodeLimits, ErrorCode};
+use duplex_core::channel::{self, Hub, HubConfig, codec};
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::{Accept, Request};
 use duplex_core::message::{Closed, Message, PreparedMessage};
 use duplex_core::stomp::{MessageBody, StompConfig};
-
-/// A hub delivery read for STOMP connections: its text, the message, and a room message's body.
-type Parsed = (Arc<str>, ServerMessage, Option<MessageBody>);
-use serde::Deserialize;
 use tracing::{debug, warn};
 
 pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
 pub use metrics::{BrokerState, ChannelMetrics};
-pub use redis_broker::{BrokerStatus, BrokerUrl};
+pub use redis_broker::{BrokerStatus, BrokerUrl, MAX_PUBSUB_QUEUE};
 
 use self::api::{ApiKeys, ApiResponse};
 use self::hub_thread::{Command, Delivery, HubConn, HubThread, Inbox};
@@ -110,6 +104,9 @@ pub struct ServeConfig {
     pub dashboard: bool,
     /// Share rooms with other nodes through this Redis (`--broker`); `None`: in-process.
     pub broker: Option<BrokerUrl>,
+    /// With a broker: bytes of room messages from Redis queued for the hub thread at most
+    /// (`--broker-queue`; 0, as in `ServeConfig::default()`, means [`MAX_PUBSUB_QUEUE`]).
+    pub broker_queue: usize,
     /// Keys of the HTTP API (`--api-key`); none: every `/api/` path answers 404.
     pub api_keys: Vec<String>,
 }
@@ -174,6 +171,10 @@ impl ChannelServer {
                 &hub_config,
                 commands.clone(),
                 Arc::clone(status),
+                match config.broker_queue {
+                    0 => MAX_PUBSUB_QUEUE,
+                    cap => cap,
+                },
             )?),
             _ => None,
         };
@@ -372,7 +373,8 @@ impl ServeHandler {
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
-        text: &str,
+        delivery: &channel::Delivery,
+        len: usize,
         prepared: &mut PreparedMessage,
     ) {
         let Some(buffered) = ctx.buffered_amount(id) else {
@@ -383,7 +385,7 @@ impl ServeHandler {
         // Counted with the delivery itself, so that no kind of output, however large, takes a
         // member past its cap (room messages) or twice its cap (everything else). A member with
         // nothing buffered always gets its delivery, so a message above the cap still goes out.
-        let after = buffered.saturating_add(text.len());
+        let after = buffered.saturating_add(len);
         if !dropping && (after <= max || buffered == 0) {
             if let Err(e) = ctx.send_prepared(id, prepared) {
                 debug!(?id, "delivery not sent: {e}");
@@ -392,7 +394,7 @@ impl ServeHandler {
         }
         match self.shared.slow_consumer {
             SlowConsumer::Close => self.cut_off(ctx, id, after),
-            SlowConsumer::Gap => match room_message(text) {
+            SlowConsumer::Gap => match delivery.room_seq() {
                 Some((room, seq)) => {
                     self.shared
                         .metrics
@@ -403,7 +405,7 @@ impl ServeHandler {
                         ctx.watch_drain(id);
                     }
                     rooms
-                        .entry(room)
+                        .entry(room.to_string())
                         .and_modify(|range| range.1 = seq)
                         .or_insert((seq, seq));
                 }
@@ -422,14 +424,14 @@ impl ServeHandler {
     /// A hub delivery to a STOMP connection: its session turns it into frames. A STOMP reader
     /// with more than twice `--max-backlog` unsent is closed as a slow consumer (STOMP has no
     /// `gap`; the client resubscribes with `since`).
-    /// `parsed` holds the last text read (and, for a room message, its STOMP body), shared by
-    /// the consecutive deliveries of a broadcast.
+    /// `body` holds the STOMP body of the last room message, shared by the consecutive
+    /// deliveries of a broadcast.
     fn deliver_stomp(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
-        text: &Arc<str>,
-        parsed: &mut Option<Parsed>,
+        delivery: &channel::Delivery,
+        body: &mut Option<(channel::Delivery, MessageBody)>,
     ) {
         let Some(buffered) = ctx.buffered_amount(id) else {
             return;
@@ -437,28 +439,17 @@ impl ServeHandler {
         if buffered > self.shared.max_backlog.saturating_mul(2) {
             return self.cut_off(ctx, id, buffered);
         }
-        let (message, body) = match parsed {
-            Some((shared, message, body)) if Arc::ptr_eq(shared, text) => (&*message, &*body),
-            _ => match serde_json::from_str::<ServerMessage>(text) {
-                Ok(message) => {
-                    let body = match &message {
-                        ServerMessage::Message { data, .. } => Some(MessageBody::of(data)),
-                        _ => None,
-                    };
-                    let (_, message, body) = parsed.insert((Arc::clone(text), message, body));
-                    (&*message, &*body)
-                }
-                Err(e) => {
-                    warn!(?id, "hub delivery not understood: {e}");
-                    return;
-                }
-            },
+        let shared = match (delivery, &*body) {
+            (channel::Delivery::Message(_), Some((last, made))) if last.same(delivery) => {
+                Some(made)
+            }
+            (channel::Delivery::Message(m), _) => {
+                let made = MessageBody::of_json(&m.data);
+                Some(&body.insert((delivery.clone(), made)).1)
+            }
+            _ => None,
         };
-        let commands = match body {
-            Some(body) => self.stomp.deliver_message(ctx, id, message, body),
-            None => self.stomp.deliver(ctx, id, message),
-        };
-        for command in commands {
+        for command in self.stomp.deliver(ctx, id, delivery, shared) {
             self.command_message(id, command);
         }
     }
@@ -575,27 +566,6 @@ fn respond_api(ctx: &mut Ctx<'_>, id: ConnId, response: &ApiResponse) {
     };
     if let Err(e) = result {
         debug!(?id, "API answer not sent: {e}");
-    }
-}
-
-/// The room and seq of a `message` delivery; `None` for every other kind. Parsed only for
-/// deliveries that are about to be dropped.
-fn room_message(text: &str) -> Option<(String, u64)> {
-    #[derive(Deserialize)]
-    struct Head {
-        #[serde(rename = "type")]
-        kind: String,
-        room: Option<String>,
-        seq: Option<u64>,
-    }
-    let head: Head = serde_json::from_str(text).ok()?;
-    match head {
-        Head {
-            kind,
-            room: Some(room),
-            seq: Some(seq),
-        } if kind == "message" => Some((room, seq)),
-        _ => None,
     }
 }
 
@@ -755,25 +725,28 @@ impl Handler for ServeHandler {
             std::mem::swap(&mut *inbox, &mut self.taken);
         }
         let mut taken = std::mem::take(&mut self.taken);
-        // A broadcast reaches this worker as consecutive deliveries of one shared text: it is
-        // prepared (and compressed) once for all of them.
-        let mut current: Option<(Arc<str>, PreparedMessage)> = None;
-        // Likewise read once for the STOMP connections among them.
-        let mut parsed: Option<Parsed> = None;
+        // A broadcast reaches this worker as consecutive deliveries of one shared value: it is
+        // encoded, prepared (and compressed) once for all of them.
+        let mut current: Option<(channel::Delivery, usize, PreparedMessage)> = None;
+        // Likewise, the STOMP body of a room message is made once.
+        let mut body: Option<(channel::Delivery, MessageBody)> = None;
         for (id, delivery) in taken.drain(..) {
             match delivery {
-                Delivery::Text(text) if self.stomp.contains(id) => {
-                    self.deliver_stomp(ctx, id, &text, &mut parsed)
+                Delivery::Channel(delivery) if self.stomp.contains(id) => {
+                    self.deliver_stomp(ctx, id, &delivery, &mut body)
                 }
-                Delivery::Text(text) => {
-                    let prepared = match &mut current {
-                        Some((shared, prepared)) if Arc::ptr_eq(shared, &text) => prepared,
+                Delivery::Channel(delivery) => {
+                    let (len, prepared) = match &mut current {
+                        Some((shared, len, prepared)) if shared.same(&delivery) => (*len, prepared),
                         _ => {
-                            let prepared = PreparedMessage::text(&*text);
-                            &mut current.insert((Arc::clone(&text), prepared)).1
+                            let text = codec::json::encode(&delivery);
+                            let len = text.len();
+                            let prepared = PreparedMessage::text(text);
+                            let entry = current.insert((delivery.clone(), len, prepared));
+                            (entry.1, &mut entry.2)
                         }
                     };
-                    self.deliver(ctx, id, &text, prepared);
+                    self.deliver(ctx, id, &delivery, len, prepared);
                 }
                 Delivery::Close(code, reason) => {
                     let _ = ctx.close(id, code, reason);
@@ -839,19 +812,19 @@ mod tests {
     use duplex_core::channel::protocol::ServerMessage;
 
     #[test]
-    fn room_message_reads_only_messages() {
-        let message = ServerMessage::Message {
+    fn deliveries_name_room_and_seq_of_messages_only() {
+        let message = channel::Delivery::Message(Arc::new(channel::RoomMessage {
             room: "app/a".into(),
+            epoch: "e".into(),
             seq: 7,
             from: "c1".into(),
-            data: serde_json::json!({"seq": 99, "room": "x"}),
-        };
-        assert_eq!(room_message(&message.to_text()), Some(("app/a".into(), 7)));
-        let ack = ServerMessage::Ack {
+            data: r#"{"seq":99,"room":"x"}"#.into(),
+        }));
+        assert_eq!(message.room_seq(), Some(("app/a", 7)));
+        let ack = channel::Delivery::reply(ServerMessage::Ack {
             id: duplex_core::channel::protocol::Id::Number(3),
             seq: 4,
-        };
-        assert_eq!(room_message(&ack.to_text()), None);
-        assert_eq!(room_message("not json"), None);
+        });
+        assert_eq!(ack.room_seq(), None);
     }
 }

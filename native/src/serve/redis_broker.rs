@@ -9,7 +9,10 @@
 //! - the subscriber thread holds the pub/sub connection, subscribed to the rooms that have
 //!   members on this node only, and hands their messages to the hub in the order Redis sent
 //!   them (the room's seq order). It reconnects by itself and resubscribes; the hub then checks
-//!   each room's position and tells members of a hole.
+//!   each room's position and tells members of a hole. What it hands the hub is bounded
+//!   (`--broker-queue`, [`MAX_PUBSUB_QUEUE`] by default): beyond it room messages are dropped
+//!   and the hub checks those rooms' positions ([`BrokerEvent::Missed`]) in the same way. A node
+//!   that stops reading is cut by Redis's `client-output-buffer-limit pubsub` and reconnects.
 //!
 //! Keys, with the room in a hash tag (`{app/chat}`) so that a room's keys share a Cluster slot:
 //! `dx:{R}:m` (hash: `e` epoch, `s` seq; expires a day after its last use), `dx:{R}:h` (stream,
@@ -21,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,6 +54,14 @@ const META_TTL_SECS: u64 = 86_400;
 const DEDUP_TTL_SECS: u64 = 300;
 /// The subscriber pings Redis this often, and reconnects when no answer came in twice that.
 const PING_EVERY: Duration = Duration::from_secs(2);
+/// The default of `--broker-queue`: bytes of room messages (payload plus 160 bytes each) the
+/// subscriber may have handed to the hub thread and the hub not yet handled. Above it, the node
+/// drops room messages until the queue is down to half, and has the hub check the rooms'
+/// positions (members get `gap` and recover from Redis's history): a node slower than the
+/// cluster's traffic holds at most this much, never a growing queue.
+pub const MAX_PUBSUB_QUEUE: usize = 16 << 20;
+/// What one queued room message costs beyond its payload (the event and its strings).
+const MESSAGE_OVERHEAD: usize = 160;
 
 const PUBLISH_SCRIPT: &str = r#"
 local d = redis.call('GET', KEYS[3])
@@ -258,6 +269,10 @@ pub struct BrokerStatus {
     pub reconnects: AtomicU64,
     /// Requests queued for the command thread.
     pub backlog: AtomicU64,
+    /// Bytes of room messages queued for the hub thread (see [`MAX_PUBSUB_QUEUE`]).
+    pub pubsub_queue: AtomicUsize,
+    /// Room messages dropped because that queue was full.
+    pub pubsub_dropped: AtomicU64,
 }
 
 impl BrokerStatus {
@@ -284,12 +299,19 @@ impl BrokerStatus {
              # HELP duplex_broker_reconnects_total Redis connections reopened after a failure.\n\
              # TYPE duplex_broker_reconnects_total counter\nduplex_broker_reconnects_total {}\n\
              # HELP duplex_broker_backlog Requests waiting for the Redis command connection.\n\
-             # TYPE duplex_broker_backlog gauge\nduplex_broker_backlog {}\n",
+             # TYPE duplex_broker_backlog gauge\nduplex_broker_backlog {}\n\
+             # HELP duplex_broker_pubsub_queue_bytes Room messages from Redis waiting for the hub.\n\
+             # TYPE duplex_broker_pubsub_queue_bytes gauge\nduplex_broker_pubsub_queue_bytes {}\n\
+             # HELP duplex_broker_pubsub_dropped_total Room messages from Redis dropped because \
+             the queue to the hub was full (members got gap).\n\
+             # TYPE duplex_broker_pubsub_dropped_total counter\nduplex_broker_pubsub_dropped_total {}\n",
             self.round_trips.load(Ordering::Relaxed),
             self.round_trip_micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.errors.load(Ordering::Relaxed),
             self.reconnects.load(Ordering::Relaxed),
             self.backlog.load(Ordering::Relaxed),
+            self.pubsub_queue.load(Ordering::Relaxed),
+            self.pubsub_dropped.load(Ordering::Relaxed),
         );
     }
 }
@@ -342,6 +364,7 @@ impl RedisBroker {
         hub_config: &HubConfig,
         hub: Sender<Command>,
         status: Arc<BrokerStatus>,
+        queue_cap: usize,
     ) -> std::io::Result<RedisBroker> {
         let client = redis::Client::open(url.info.clone())
             .map_err(|e| std::io::Error::other(format!("--broker: {e}")))?;
@@ -386,6 +409,7 @@ impl RedisBroker {
             subscriber: Arc::clone(&subscriber),
             hub,
             status: Arc::clone(&status),
+            queue_cap,
         };
         std::thread::Builder::new()
             .name("duplex-redis-sub".into())
@@ -438,6 +462,83 @@ impl RedisBroker {
     pub fn request(&self, request: BrokerRequest) {
         self.status.backlog.fetch_add(1, Ordering::Relaxed);
         let _ = self.requests.send(request);
+    }
+
+    /// The hub thread took `event` from its queue: a room message no longer counts against
+    /// [`MAX_PUBSUB_QUEUE`].
+    pub fn handled(&self, event: &BrokerEvent) {
+        if let Some(cost) = queue_cost(event) {
+            self.status.pubsub_queue.fetch_sub(cost, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a room message from the pub/sub connection counts against [`MAX_PUBSUB_QUEUE`];
+/// `None` for other events (not counted, never dropped).
+fn queue_cost(event: &BrokerEvent) -> Option<usize> {
+    match event {
+        BrokerEvent::Message {
+            room,
+            epoch,
+            message,
+        } => Some(
+            room.len() + epoch.len() + message.from.len() + message.data.len() + MESSAGE_OVERHEAD,
+        ),
+        _ => None,
+    }
+}
+
+/// The subscriber's side of [`MAX_PUBSUB_QUEUE`]: admits room messages while the queue has
+/// room, drops them once it is full until it is down to half, and remembers the rooms that
+/// lost messages until the hub can be told ([`BrokerEvent::Missed`]).
+#[derive(Debug)]
+struct QueueGate {
+    cap: usize,
+    dropping: bool,
+    /// Rooms with dropped messages and no message queued since (at most the rooms this node
+    /// is subscribed to).
+    holes: BTreeSet<String>,
+}
+
+impl QueueGate {
+    fn new(cap: usize) -> Self {
+        QueueGate {
+            cap,
+            dropping: false,
+            holes: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `event` may be queued for the hub; counts it if so, counts the drop if not.
+    fn admit(&mut self, event: &BrokerEvent, status: &BrokerStatus) -> bool {
+        let (Some(cost), BrokerEvent::Message { room, .. }) = (queue_cost(event), event) else {
+            return true;
+        };
+        let queued = status.pubsub_queue.load(Ordering::Relaxed);
+        if self.dropping && queued <= self.cap / 2 {
+            self.dropping = false;
+        }
+        if !self.dropping && queued + cost > self.cap && queued > 0 {
+            self.dropping = true;
+        }
+        if self.dropping {
+            status.pubsub_dropped.fetch_add(1, Ordering::Relaxed);
+            self.holes.insert(room.clone());
+            return false;
+        }
+        // The hub sees this room's hole by the seq of this message.
+        self.holes.remove(room.as_str());
+        status.pubsub_queue.fetch_add(cost, Ordering::Relaxed);
+        true
+    }
+
+    /// The rooms to report as [`BrokerEvent::Missed`] now that the queue drained to half.
+    fn missed(&mut self, status: &BrokerStatus) -> Vec<String> {
+        if self.holes.is_empty() || status.pubsub_queue.load(Ordering::Relaxed) > self.cap / 2 {
+            return Vec::new();
+        }
+        self.dropping = false;
+        std::mem::take(&mut self.holes).into_iter().collect()
     }
 }
 
@@ -1011,6 +1112,8 @@ struct SubscriberThread {
     subscriber: Arc<Subscriber>,
     hub: Sender<Command>,
     status: Arc<BrokerStatus>,
+    /// See [`MAX_PUBSUB_QUEUE`].
+    queue_cap: usize,
 }
 
 impl SubscriberThread {
@@ -1103,6 +1206,8 @@ impl SubscriberThread {
             .set_read_timeout(None)
             .map_err(|e| e.to_string())?;
         let mut ready = false;
+        // Holes left on a previous connection are covered by the resubscribe's positions.
+        let mut gate = QueueGate::new(self.queue_cap);
         loop {
             let value = match parser.parse_value(&mut reader) {
                 Ok(value) => value,
@@ -1114,6 +1219,13 @@ impl SubscriberThread {
                 }
             };
             self.subscriber.lock().last_heard = Some(Instant::now());
+            // Checked on every read, pongs included (every PING_EVERY at least).
+            for room in gate.missed(&self.status) {
+                let event = BrokerEvent::Missed { room };
+                if self.hub.send(Command::Broker(event)).is_err() {
+                    return Ok(());
+                }
+            }
             let items = match value {
                 Value::Array(items) => items,
                 // `PING ready` before any subscription is answered outside pub/sub mode.
@@ -1169,6 +1281,9 @@ impl SubscriberThread {
                         }
                     }
                     if let Some(event) = parse_message(&channel, &payload) {
+                        if !gate.admit(&event, &self.status) {
+                            continue;
+                        }
                         if self.hub.send(Command::Broker(event)).is_err() {
                             return Ok(());
                         }
@@ -1514,6 +1629,57 @@ impl ApiReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pubsub_queue_is_bounded_and_reports_each_room_that_lost_messages() {
+        let status = BrokerStatus::default();
+        let message = |room: &str, seq: u64| BrokerEvent::Message {
+            room: room.into(),
+            epoch: "e".into(),
+            message: duplex_core::channel::BrokerMessage {
+                seq,
+                from: "ada".into(),
+                data: "x".repeat(40),
+            },
+        };
+        let cost = queue_cost(&message("app/a", 1)).unwrap();
+        let mut gate = QueueGate::new(cost * 4);
+        let mut queued = Vec::new();
+        for seq in 1..=10 {
+            let event = message(if seq % 2 == 0 { "app/a" } else { "app/b" }, seq);
+            if gate.admit(&event, &status) {
+                queued.push(event);
+            }
+        }
+        assert_eq!(queued.len(), 4, "the cap holds four");
+        assert_eq!(status.pubsub_dropped.load(Ordering::Relaxed), 6);
+        assert_eq!(status.pubsub_queue.load(Ordering::Relaxed), cost * 4);
+        // Not below half yet: still dropping, nothing reported.
+        let handled = |event: &BrokerEvent| {
+            status
+                .pubsub_queue
+                .fetch_sub(queue_cost(event).unwrap(), Ordering::Relaxed);
+        };
+        handled(&queued[0]);
+        assert!(gate.missed(&status).is_empty());
+        assert!(!gate.admit(&message("app/a", 11), &status));
+        handled(&queued[1]);
+        // Other events are never counted nor dropped.
+        assert!(gate.admit(&BrokerEvent::Resubscribed, &status));
+        assert_eq!(
+            gate.missed(&status),
+            vec!["app/a".to_string(), "app/b".into()]
+        );
+        assert!(
+            gate.missed(&status).is_empty(),
+            "each hole is reported once"
+        );
+        // Below half: messages are queued again; a room whose next message is queued needs
+        // no report (the hub sees the hole by its seq).
+        assert!(!gate.dropping);
+        assert!(gate.admit(&message("app/a", 12), &status));
+        assert_eq!(status.pubsub_dropped.load(Ordering::Relaxed), 7);
+    }
 
     #[test]
     fn channel_names_round_trip() {

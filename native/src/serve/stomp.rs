@@ -6,7 +6,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-use duplex_core::channel::protocol::{ClientMessage, ServerMessage};
+use duplex_core::channel::Delivery;
+use duplex_core::channel::protocol::ClientMessage;
 use duplex_core::close::CloseCode;
 use duplex_core::handshake::server::Request;
 use duplex_core::message::Message;
@@ -105,45 +106,25 @@ impl StompConns {
         self.flush(ctx, id)
     }
 
-    /// A message the hub sent to the connection; returns the commands it leads to.
+    /// A delivery of the hub to the connection (`body`: a room message's STOMP body, made once
+    /// for its whole fan-out); returns the commands it leads to.
     pub(super) fn deliver(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
-        message: &ServerMessage,
+        delivery: &Delivery,
+        body: Option<&MessageBody>,
     ) -> Vec<ClientMessage> {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(&id) else {
             return Vec::new();
         };
-        conn.session.deliver(message, now);
+        conn.session.deliver_typed(delivery, body, now);
         self.flush(ctx, id)
     }
 
     pub(super) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| self.epoch + *at)
-    }
-
-    /// A room message for the connection, its body made once for the whole broadcast.
-    pub(super) fn deliver_message(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        message: &ServerMessage,
-        body: &MessageBody,
-    ) -> Vec<ClientMessage> {
-        let ServerMessage::Message {
-            room, seq, from, ..
-        } = message
-        else {
-            return self.deliver(ctx, id, message);
-        };
-        let now = self.now();
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return Vec::new();
-        };
-        conn.session.deliver_message(room, *seq, from, body, now);
-        self.flush(ctx, id)
     }
 
     /// Runs the sessions whose heart-beat deadline passed; returns the commands they lead to.

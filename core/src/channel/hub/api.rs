@@ -135,9 +135,9 @@ impl<C: Copy + Ord> Hub<C> {
         let history_size = self.config.history_size;
         let state = local_room(&mut self.rooms, self.seed, &self.generations, &room);
         let epoch = state.epoch.clone();
-        let (seq, text) = state.append(&room, &from, &data, now, history_size);
+        let (seq, message) = state.append(&room, from.clone(), data, now, history_size);
         self.stats.publishes += 1;
-        self.stats.deliveries += self.broadcast(&room, &text, None);
+        self.stats.deliveries += self.broadcast(&room, &Delivery::Message(message), None);
         self.refresh_lifetime(&room);
         let published = ApiPublished { room, epoch, seq };
         if let Some(id) = id {
@@ -269,14 +269,8 @@ impl<C: Copy + Ord> Hub<C> {
                 .filter(|m| m.seq > since_seq)
                 .take(limit)
             {
-                let parsed: Value = serde_json::from_str(&stored.text).unwrap_or(Value::Null);
-                let from = parsed
-                    .get("from")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .into();
-                let data = parsed.get("data").cloned().unwrap_or(Value::Null);
-                messages.push((stored.seq, from, data));
+                let data = serde_json::from_str(&stored.message.data).unwrap_or(Value::Null);
+                messages.push((stored.seq, stored.message.from.clone(), data));
             }
         }
         ApiHistory {

@@ -13,6 +13,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 use super::Hub;
 use crate::channel::broker::{BrokerError, BrokerRequest};
+use crate::channel::codec::{Delivery, DirectMessage};
 use crate::channel::protocol::{self, CommandError, ErrorCode, Id, ServerMessage};
 
 /// The `from` of a direct message sent through the HTTP API.
@@ -68,10 +70,12 @@ pub struct ApiDirect {
     pub pending: Option<u64>,
 }
 
-/// The `direct` delivery. `from` is a valid client id (or `api`), so it needs no JSON escaping;
-/// `data` is compact JSON.
-fn direct_text(from: &str, data: &str) -> String {
-    format!(r#"{{"type":"direct","from":"{from}","data":{data}}}"#)
+/// The `direct` delivery. `from` is a valid client id (or `api`); `data` is compact JSON.
+fn direct_message(from: &str, data: String) -> Delivery {
+    Delivery::Direct(Arc::new(DirectMessage {
+        from: from.into(),
+        data,
+    }))
 }
 
 impl<C: Copy + Ord> Hub<C> {
@@ -97,8 +101,8 @@ impl<C: Copy + Ord> Hub<C> {
             if !shared {
                 return Err(not_found(id));
             }
-            self.send(target, direct_text(&client, &data).into());
-            self.send(conn, ServerMessage::Sent { id }.to_text().into());
+            self.send(target, direct_message(&client, data));
+            self.send(conn, ServerMessage::Sent { id }.into_delivery());
             return Ok(());
         }
         let rooms: Vec<String> = self
@@ -154,7 +158,7 @@ impl<C: Copy + Ord> Hub<C> {
             ));
         }
         if let Some(target) = self.clients.get(client).and_then(|c| c.conn) {
-            self.send(target, direct_text(API_SENDER, &data).into());
+            self.send(target, direct_message(API_SENDER, data));
             return Ok(ApiDirect {
                 delivered: 1,
                 pending: None,
@@ -190,7 +194,7 @@ impl<C: Copy + Ord> Hub<C> {
     /// A message from another node for client `to`, if it is held here.
     pub(super) fn deliver_direct(&mut self, from: &str, to: &str, data: &str) {
         if let Some(target) = self.clients.get(to).and_then(|c| c.conn) {
-            self.send(target, direct_text(from, data).into());
+            self.send(target, direct_message(from, data.into()));
         }
     }
 
@@ -208,7 +212,7 @@ impl<C: Copy + Ord> Hub<C> {
                 let error = CommandError::new(Some(id), ErrorCode::NotFound, NOT_FOUND);
                 self.refuse(conn, &error);
             }
-            Ok(_) => self.send(conn, ServerMessage::Sent { id }.to_text().into()),
+            Ok(_) => self.send(conn, ServerMessage::Sent { id }.into_delivery()),
             Err(BrokerError(reason)) => {
                 let error = CommandError::new(
                     Some(id),
