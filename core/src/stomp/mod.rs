@@ -102,11 +102,19 @@ impl Version {
     /// The highest common version for a `CONNECT` frame's `accept-version` header (a list such
     /// as `1.2,1.1,1.0`; absent means 1.0), or `None` when there is none.
     pub fn negotiate(accept_version: Option<&str>) -> Option<Version> {
+        Version::negotiate_up_to(accept_version, Version::V1_2)
+    }
+
+    /// [`Version::negotiate`] among the versions up to `highest` (the version of the
+    /// WebSocket subprotocol the upgrade chose, say).
+    pub fn negotiate_up_to(accept_version: Option<&str>, highest: Version) -> Option<Version> {
         match accept_version {
+            // Absent means 1.0, which every cap allows.
             None => Some(Version::V1_0),
             Some(list) => list
                 .split(',')
                 .filter_map(|v| Version::ALL.into_iter().find(|k| k.as_str() == v.trim()))
+                .filter(|v| *v <= highest)
                 .max(),
         }
     }
@@ -271,23 +279,11 @@ impl Frame {
 
     /// [`Frame::encode`] appending to `out`.
     pub fn encode_into(&self, version: Version, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.command.as_str().as_bytes());
-        out.push(b'\n');
-        let escape = self.command.escapes_headers();
+        let mut writer = FrameWriter::new(self.command, version, out);
         for (name, value) in &self.headers {
-            write_header_part(out, name, version, escape, true);
-            out.push(b':');
-            write_header_part(out, value, version, escape, false);
-            out.push(b'\n');
+            writer.header(name, value);
         }
-        if !self.body.is_empty() && self.header("content-length").is_none() {
-            out.extend_from_slice(b"content-length:");
-            push_decimal(out, self.body.len());
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out.push(0);
+        writer.end(&self.body, self.header("content-length").is_none());
     }
 
     fn encoded_len_hint(&self) -> usize {
@@ -301,19 +297,17 @@ impl Frame {
 }
 
 /// Writes a frame straight into bytes, header by header, without building a [`Frame`] (the
-/// server's hot path: one `MESSAGE` per subscriber). The result is what [`Frame::encode`] gives
-/// for the same headers and body.
+/// server's hot path: one `MESSAGE` per subscriber). [`Frame::encode`] writes with it too.
 #[derive(Debug)]
-pub struct FrameWriter {
-    out: Vec<u8>,
+pub struct FrameWriter<'a> {
+    out: &'a mut Vec<u8>,
     version: Version,
     escape: bool,
 }
 
-impl FrameWriter {
-    /// Starts a frame of `command` for `version`, with room for `capacity` bytes.
-    pub fn new(command: Command, version: Version, capacity: usize) -> FrameWriter {
-        let mut out = Vec::with_capacity(capacity);
+impl<'a> FrameWriter<'a> {
+    /// Starts a frame of `command` for `version`, appended to `out`.
+    pub fn new(command: Command, version: Version, out: &'a mut Vec<u8>) -> FrameWriter<'a> {
         out.extend_from_slice(command.as_str().as_bytes());
         out.push(b'\n');
         FrameWriter {
@@ -324,25 +318,30 @@ impl FrameWriter {
     }
 
     /// Adds a header.
-    pub fn header(&mut self, name: &str, value: &str) -> &mut FrameWriter {
-        write_header_part(&mut self.out, name, self.version, self.escape, true);
+    pub fn header(&mut self, name: &str, value: &str) -> &mut FrameWriter<'a> {
+        write_header_part(self.out, name, self.version, self.escape, true);
         self.out.push(b':');
-        write_header_part(&mut self.out, value, self.version, self.escape, false);
+        write_header_part(self.out, value, self.version, self.escape, false);
         self.out.push(b'\n');
         self
     }
 
     /// Ends the frame with `body` (and a `content-length` header when it is not empty).
-    pub fn body(mut self, body: &[u8]) -> Vec<u8> {
-        if !body.is_empty() {
+    pub fn body(self, body: &[u8]) {
+        self.end(body, true);
+    }
+
+    /// Ends the frame with `body`, preceded by a `content-length` header when `length` is
+    /// asked and the body is not empty.
+    fn end(self, body: &[u8], length: bool) {
+        if length && !body.is_empty() {
             self.out.extend_from_slice(b"content-length:");
-            push_decimal(&mut self.out, body.len());
+            push_decimal(self.out, body.len());
             self.out.push(b'\n');
         }
         self.out.push(b'\n');
         self.out.extend_from_slice(body);
         self.out.push(0);
-        self.out
     }
 }
 

@@ -359,7 +359,7 @@ impl StompSession {
                 from,
                 data,
             } => self.message(room, *seq, from, &MessageBody::of(data), now),
-            ServerMessage::Gap { room, .. } => self.refill(room, now),
+            ServerMessage::Gap { room, .. } => self.refill(room),
             ServerMessage::Error { id, code, message } => {
                 let pending = id.as_ref().and_then(|id| self.pending.remove(&key(id)));
                 let receipt = match &pending {
@@ -495,16 +495,8 @@ impl StompSession {
 
     fn connect(&mut self, frame: &Frame, now: Duration) {
         let receipt = frame.header("receipt");
-        let accepted = match frame.header("accept-version") {
-            // Absent means 1.0, which every cap allows.
-            None => Some(Version::V1_0),
-            Some(list) => list
-                .split(',')
-                .filter_map(|v| Version::negotiate(Some(v)))
-                .filter(|v| *v <= self.highest)
-                .max(),
-        };
-        let Some(version) = accepted else {
+        let Some(version) = Version::negotiate_up_to(frame.header("accept-version"), self.highest)
+        else {
             let error = Frame::new(Command::Error)
                 .with_header("version", "1.2,1.1,1.0")
                 .with_header("content-type", "text/plain")
@@ -604,7 +596,7 @@ impl StompSession {
         }
         let receipt = frame.header("receipt").map(String::from);
         match frame.command {
-            Command::Send => return self.send(&frame, receipt, now),
+            Command::Send => return self.send(&frame, receipt),
             Command::Subscribe => return self.subscribe(&frame, receipt, now),
             Command::Unsubscribe => {
                 let id = required(&frame, "id")?;
@@ -773,12 +765,7 @@ impl StompSession {
         }));
     }
 
-    fn send(
-        &mut self,
-        frame: &Frame,
-        receipt: Option<String>,
-        now: Duration,
-    ) -> Result<(), String> {
+    fn send(&mut self, frame: &Frame, receipt: Option<String>) -> Result<(), String> {
         let room = room_of(required(frame, "destination")?)?;
         let json = frame.header("content-type").is_some_and(|t| {
             t.split(';')
@@ -799,7 +786,6 @@ impl StompSession {
             // happen (no subscription names the room).
             self.join(room.clone(), None, None);
         }
-        let _ = now;
         let id = match frame.header("id") {
             Some(id) if id.len() <= 120 => Id::Text(format!("u:{id}")),
             Some(_) => return Err(String::from("id header longer than 120 bytes")),
@@ -823,7 +809,7 @@ impl StompSession {
                     state.held.insert(seq, (String::from(from), body.clone()));
                 }
                 if !state.refilling && !state.joining {
-                    self.refill(room, now);
+                    self.refill(room);
                 }
                 return;
             }
@@ -842,7 +828,8 @@ impl StompSession {
             128 + destination.len() + 2 * message_id.len() + from.len() + body.bytes.len();
         for i in 0..state.subscriptions.len() {
             let sub = &state.subscriptions[i];
-            let mut w = FrameWriter::new(Command::Message, self.version, capacity + sub.len());
+            let mut bytes = Vec::with_capacity(capacity + sub.len());
+            let mut w = FrameWriter::new(Command::Message, self.version, &mut bytes);
             w.header("destination", &destination)
                 .header("subscription", sub)
                 .header("message-id", &message_id)
@@ -855,7 +842,7 @@ impl StompSession {
             {
                 w.header("ack", &message_id);
             }
-            let bytes = w.body(&body.bytes);
+            w.body(&body.bytes);
             self.last_out = self.last_out.max(now);
             self.out.push_back(Output::Send(bytes));
         }
@@ -873,8 +860,7 @@ impl StompSession {
     }
 
     /// Joins `room` again with `since` = the last message passed on, to refill a hole.
-    fn refill(&mut self, room: &str, now: Duration) {
-        let _ = now;
+    fn refill(&mut self, room: &str) {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };

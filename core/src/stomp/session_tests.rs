@@ -110,6 +110,25 @@ impl World {
         }
     }
 
+    /// The epoch of the room the `duplex.v1` connection joined.
+    fn v1_epoch(&self) -> String {
+        self.v1
+            .iter()
+            .find_map(|m| match m {
+                ServerMessage::Joined { epoch, .. } => Some(epoch.clone()),
+                _ => None,
+            })
+            .expect("the duplex.v1 connection joined")
+    }
+
+    /// The `message-id` of each frame received since the last `take`.
+    fn message_ids(&mut self) -> Vec<String> {
+        self.take()
+            .iter()
+            .map(|f| f.header("message-id").unwrap().to_string())
+            .collect()
+    }
+
     fn take(&mut self) -> Vec<Frame> {
         core::mem::take(&mut self.frames)
             .into_iter()
@@ -206,13 +225,7 @@ fn stomp_and_duplex_v1_members_share_one_sequence() {
     // duplex.v1 → STOMP: JSON data as JSON, string data as text.
     w.v1_command(json!({"type": "publish", "id": 2, "room": "app/chat", "data": {"text": "hi"}}));
     w.v1_command(json!({"type": "publish", "id": 3, "room": "app/chat", "data": "plain"}));
-    let epoch =
-        w.v1.iter()
-            .find_map(|m| match m {
-                ServerMessage::Joined { epoch, .. } => Some(epoch.clone()),
-                _ => None,
-            })
-            .unwrap();
+    let epoch = w.v1_epoch();
     let frames = w.take();
     assert_eq!(frames.len(), 2, "{frames:?}");
     assert_eq!(frames[0].command, Command::Message);
@@ -323,21 +336,11 @@ fn subscribe_with_since_replays_what_followed() {
     for n in 1..=5 {
         w.v1_command(json!({"type": "publish", "id": n + 1, "room": "app/h", "data": n}));
     }
-    let epoch =
-        w.v1.iter()
-            .find_map(|m| match m {
-                ServerMessage::Joined { epoch, .. } => Some(epoch.clone()),
-                _ => None,
-            })
-            .unwrap();
+    let epoch = w.v1_epoch();
     w.connect(&[("accept-version", "1.2")]);
     let since = format!("{epoch}:3");
     w.frame(subscribe("s", "/topic/app/h").with_header("since", since.as_str()));
-    let ids: Vec<String> = w
-        .take()
-        .iter()
-        .map(|f| f.header("message-id").unwrap().to_string())
-        .collect();
+    let ids: Vec<String> = w.message_ids();
     assert_eq!(ids, [format!("{epoch}:4"), format!("{epoch}:5")]);
 }
 
@@ -356,13 +359,7 @@ fn a_hole_is_refilled_from_history_in_order_and_once() {
         .map(|f| serde_json::from_slice(&f.body).unwrap())
         .collect();
     assert_eq!(got, (1..=12).map(|n| json!(n)).collect::<Vec<_>>());
-    let epoch =
-        w.v1.iter()
-            .find_map(|m| match m {
-                ServerMessage::Joined { epoch, .. } => Some(epoch.clone()),
-                _ => None,
-            })
-            .unwrap();
+    let epoch = w.v1_epoch();
     let message = |seq: u64, n: u64| ServerMessage::Message {
         room: "app/g".into(),
         seq,
@@ -412,11 +409,7 @@ fn a_hole_is_refilled_from_history_in_order_and_once() {
         now,
     );
     w.pump();
-    let got: Vec<String> = w
-        .take()
-        .iter()
-        .map(|f| f.header("message-id").unwrap().to_string())
-        .collect();
+    let got: Vec<String> = w.message_ids();
     assert_eq!(got, [format!("{epoch}:13"), format!("{epoch}:14")]);
 }
 
