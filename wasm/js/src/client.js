@@ -10,7 +10,12 @@
 
 // No import of socket.js or Node modules here: this file is part of the browser entry. The Node
 // entry (index.js) sets DuplexSocket as the default socket class.
+//
+// Transports: a connection is a WebSocket or, where none can open, one of the HTTP transports of
+// transports.js (SSE or long polling), which look like a WebSocket to this file. See
+// "Transports" in README.md for how one is chosen.
 import { loaded } from './glue.js';
+import { LongPollTransport, OPEN_TIMEOUT_MS, SseTransport } from './transports.js';
 
 /** The subprotocol of the channels server (`duplex serve`, path `/ws`). */
 export const SUBPROTOCOL = 'duplex.v1';
@@ -24,6 +29,25 @@ export function setDefaultWebSocket(Socket) {
 }
 const OPEN = 1;
 const now = () => performance.now();
+
+/** The transports DuplexClient knows, in its default order of preference. */
+export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'longpoll']);
+/** How often a client on a fallback transport tries a WebSocket again (ms). */
+const PROBE_INTERVAL_MS = 5 * 60_000;
+/** Connections in a row that die before `welcome` before the next transport is tried. */
+const DEATHS_BEFORE_FALLBACK = 3;
+/** The key of the remembered transport in sessionStorage (per endpoint URL). */
+const storageKey = (url) => `duplex-ws:transport:${url}`;
+
+/** sessionStorage when the page has one and may use it, else null. */
+function defaultStorage() {
+  try {
+    const storage = globalThis.sessionStorage;
+    return storage && typeof storage.getItem === 'function' ? storage : null;
+  } catch {
+    return null; // a sandboxed frame throws on access
+  }
+}
 
 /** An Error with the `code` of the server or the session (`too_large`, `queue_full`, ...). */
 function codeError(code, message) {
@@ -149,12 +173,32 @@ export class Room {
  * connection), `close` `{reason, final}` (each lost connection; `final` after close() or
  * when another connection took this client id over, reason `taken_over`),
  * `reconnecting` `{attempt, delay}`, `error` (an Error with `code`, for server errors no call
- * answers and refused rejoins), `direct` `{from, data}` (a message to this client alone).
+ * answers and refused rejoins), `direct` `{from, data}` (a message to this client alone),
+ * `transport` `{transport, previous}` (a connection opened on another transport than the last).
  */
 export class DuplexClient {
   #url;
   #Socket;
   #socketOptions;
+  /** The transports to use, in order of preference (those this platform can run). */
+  #transports;
+  /** What the HTTP transports are given: fetch, EventSource, openTimeout. */
+  #httpOptions;
+  #openTimeout;
+  #probeInterval;
+  #storage;
+  /** Index in #transports where each connection attempt starts (the one that worked last). */
+  #preferred = 0;
+  /** Index of the transport of the current (or last) connection. */
+  #using = 0;
+  /** Whether the current connection opened, and whether it got its `welcome`. */
+  #socketOpened = false;
+  #welcomed = false;
+  /** Connections in a row that opened and died without `welcome`. */
+  #deaths = 0;
+  #openTimer = null;
+  #probeTimer = null;
+  #probe = null;
   #session;
   #socket = null;
   #timer = null;
@@ -181,7 +225,8 @@ export class DuplexClient {
    * @param {string | URL} url The server's channels endpoint, e.g. ws://127.0.0.1:9001/ws.
    * @param {object} [options] See README.md: clientId, token, initialBackoff, maxBackoff,
    *   backoffMultiplier, maxOfflinePublishes, welcomeTimeout (ms), unavailableRetries,
-   *   unavailableTimeout (ms), WebSocket, socketOptions.
+   *   unavailableTimeout (ms), WebSocket, socketOptions, transports, openTimeout (ms),
+   *   probeInterval (ms), fetch, EventSource, storage.
    */
   constructor(url, options = {}) {
     const parsed = new URL(String(url));
@@ -190,10 +235,39 @@ export class DuplexClient {
     }
     this.#url = parsed.href;
     this.#Socket = options.WebSocket ?? fallbackSocket ?? globalThis.WebSocket;
-    if (typeof this.#Socket !== 'function') {
-      throw new TypeError('no WebSocket class here: pass one as options.WebSocket');
-    }
     this.#socketOptions = options.socketOptions;
+    const fetchFn = options.fetch ?? globalThis.fetch;
+    const EventSourceClass = options.EventSource ?? globalThis.EventSource;
+    this.#openTimeout = ms(options.openTimeout, OPEN_TIMEOUT_MS);
+    this.#probeInterval = ms(options.probeInterval, PROBE_INTERVAL_MS);
+    this.#httpOptions = { fetch: fetchFn, EventSource: EventSourceClass, openTimeout: this.#openTimeout };
+    const wanted = options.transports === undefined ? TRANSPORTS : [...options.transports].map(String);
+    for (const name of wanted) {
+      if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport '${name}' (${TRANSPORTS.join(', ')})`);
+    }
+    // Those this platform can run: a WebSocket class, fetch (both HTTP transports), EventSource.
+    const runs = {
+      websocket: typeof this.#Socket === 'function',
+      sse: typeof fetchFn === 'function' && typeof EventSourceClass === 'function',
+      longpoll: typeof fetchFn === 'function',
+    };
+    this.#transports = [...new Set(wanted)].filter((name) => runs[name]);
+    if (this.#transports.length === 0) {
+      throw new TypeError(
+        wanted.includes('websocket')
+          ? 'no WebSocket class here: pass one as options.WebSocket'
+          : `none of the transports ${wanted.join(', ')} can run here: pass options.fetch and options.EventSource`,
+      );
+    }
+    this.#storage = options.storage === undefined ? defaultStorage() : options.storage;
+    let remembered = null;
+    try {
+      remembered = this.#storage?.getItem(storageKey(this.#url)) ?? null;
+    } catch {
+      // Storage refused: start at the first transport.
+    }
+    const index = this.#transports.indexOf(remembered);
+    this.#preferred = this.#using = index < 0 ? 0 : index;
     this.#session = new (loaded().ChannelSession)(
       options.clientId ?? undefined,
       options.token ?? undefined,
@@ -221,6 +295,12 @@ export class DuplexClient {
   /** This client's id: the configured one, then the server's from each `welcome`. */
   get clientId() {
     return this.#session.client_id() ?? null;
+  }
+
+  /** The transport of the current connection (or of the next attempt): `websocket`, `sse` or
+   * `longpoll`. */
+  get transport() {
+    return this.#transports[this.#using];
   }
 
   /** Whether a connection is welcomed right now. */
@@ -397,19 +477,54 @@ export class DuplexClient {
     }, Math.max(0, Math.ceil(at - now())));
   }
 
+  /** A connection attempt: the preferred transport first, then the next ones (see #failed). */
   #openSocket() {
+    this.#tryTransport(this.#preferred);
+  }
+
+  #makeSocket(name) {
+    switch (name) {
+      case 'websocket':
+        return new this.#Socket(this.#url, SUBPROTOCOL, this.#socketOptions);
+      case 'sse':
+        return new SseTransport(this.#url, SUBPROTOCOL, this.#httpOptions);
+      default:
+        return new LongPollTransport(this.#url, SUBPROTOCOL, this.#httpOptions);
+    }
+  }
+
+  #tryTransport(index) {
     let socket;
     try {
-      socket = new this.#Socket(this.#url, SUBPROTOCOL, this.#socketOptions);
+      socket = this.#makeSocket(this.#transports[index]);
     } catch (error) {
       this.#listeners.emit('error', error, this);
-      this.#session.disconnected(now());
+      this.#failed(index, 'refused');
       return;
     }
     this.#socket = socket;
+    this.#welcomed = false;
+    this.#socketOpened = false;
+    let opened = false;
     const current = () => this.#socket === socket && !this.#closed;
+    // Not open within openTimeout: the next transport (a proxy that holds the upgrade, a
+    // buffered stream). The last one gets the welcome timeout's time instead.
+    const last = index === this.#transports.length - 1;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = last
+      ? null
+      : setTimeout(() => {
+          this.#openTimer = null;
+          if (!current() || opened) return;
+          this.#dropSocket();
+          this.#failed(index, socket.failure ?? 'timeout');
+          this.#pump();
+        }, this.#openTimeout);
     socket.onopen = () => {
       if (!current()) return;
+      opened = this.#socketOpened = true;
+      clearTimeout(this.#openTimer);
+      this.#openTimer = null;
       if (socket.protocol !== SUBPROTOCOL) {
         this.#listeners.emit(
           'error',
@@ -419,6 +534,7 @@ export class DuplexClient {
         this.#dropSocket();
         this.#session.disconnected(now());
       } else {
+        this.#use(index);
         this.#session.connected(now());
       }
       this.#pump();
@@ -431,15 +547,131 @@ export class DuplexClient {
     socket.onclose = () => {
       if (!current()) return;
       this.#socket = null;
-      this.#session.disconnected(now());
+      clearTimeout(this.#openTimer);
+      this.#openTimer = null;
+      if (!opened) {
+        this.#failed(index, socket.failure ?? 'error');
+      } else {
+        this.#stopProbe();
+        if (!this.#welcomed) this.#died();
+        this.#session.disconnected(now());
+      }
       this.#pump();
     };
     // `close` follows every `error`.
     socket.onerror = () => {};
   }
 
+  /**
+   * The transport at `index` could not open. Unless the server itself is out of reach (an HTTP
+   * transport saw a network error or a 5xx: changing transport would not help), the next one is
+   * tried at once, in the same attempt; when none is left, the attempt failed (backoff).
+   */
+  #failed(index, why) {
+    if (this.#closed) return;
+    if (why !== 'unreachable' && index + 1 < this.#transports.length) {
+      this.#tryTransport(index + 1);
+      return;
+    }
+    this.#session.disconnected(now());
+  }
+
+  /** The connection opened, then ended before `welcome`: three in a row, the next transport. */
+  #died() {
+    if (++this.#deaths < DEATHS_BEFORE_FALLBACK) return;
+    this.#deaths = 0;
+    if (this.#using + 1 < this.#transports.length) this.#prefer(this.#using + 1);
+  }
+
+  /** A connection opened on the transport at `index`. */
+  #use(index) {
+    const previous = this.#transports[this.#using];
+    this.#using = index;
+    const transport = this.#transports[index];
+    if (transport !== previous) this.#listeners.emit('transport', { transport, previous }, this);
+  }
+
+  /** Connections start at the transport at `index` from now on (kept in sessionStorage). */
+  #prefer(index) {
+    this.#preferred = index;
+    try {
+      this.#storage?.setItem(storageKey(this.#url), this.#transports[index]);
+    } catch {
+      // Storage full or refused: the choice lasts as long as this client.
+    }
+  }
+
+  /** A welcomed connection on a fallback: try a WebSocket again every probeInterval. */
+  #scheduleProbe() {
+    this.#stopProbe();
+    if (this.#using === 0 || this.#transports[0] !== 'websocket' || this.#closed) return;
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = null;
+      this.#runProbe();
+    }, this.#probeInterval);
+  }
+
+  /**
+   * Opens a WebSocket beside the connection in use. If it opens with the subprotocol, it is
+   * closed and the client reconnects, WebSocket first: the rejoin with `since` recovers what
+   * arrived meanwhile, as after any reconnect. Otherwise the next probe is scheduled.
+   */
+  #runProbe() {
+    if (this.#closed || !this.#session.is_open()) return;
+    let probe;
+    try {
+      probe = new this.#Socket(this.#url, SUBPROTOCOL, this.#socketOptions);
+    } catch {
+      this.#scheduleProbe();
+      return;
+    }
+    this.#probe = probe;
+    const settle = (works) => {
+      if (this.#probe !== probe) return;
+      this.#probe = null;
+      clearTimeout(timer);
+      probe.onopen = probe.onclose = probe.onerror = probe.onmessage = null;
+      try {
+        probe.close();
+      } catch {
+        // Already closing.
+      }
+      if (this.#closed) return;
+      if (!works || !this.#session.is_open()) {
+        this.#scheduleProbe();
+        return;
+      }
+      this.#prefer(0);
+      this.#dropSocket();
+      this.#session.disconnected(now());
+      this.#session.reconnect_now();
+      this.#pump();
+    };
+    const timer = setTimeout(() => settle(false), this.#openTimeout);
+    probe.onopen = () => settle(probe.protocol === SUBPROTOCOL);
+    probe.onclose = () => settle(false);
+    probe.onerror = () => {};
+  }
+
+  #stopProbe() {
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
+    const probe = this.#probe;
+    this.#probe = null;
+    if (probe !== null) {
+      probe.onopen = probe.onclose = probe.onerror = probe.onmessage = null;
+      try {
+        probe.close();
+      } catch {
+        // Already closing.
+      }
+    }
+  }
+
   /** Closes the current socket; nothing more of it is reported to the session. */
   #dropSocket() {
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
     const socket = this.#socket;
     this.#socket = null;
     if (socket === null) return;
@@ -457,12 +689,19 @@ export class DuplexClient {
         this.#openSocket();
         break;
       case 'close_socket':
+        // The session gave up on the socket (no `welcome` in time, a missed heartbeat, close()).
+        if (this.#socket !== null && this.#socketOpened && !this.#welcomed) this.#died();
+        this.#stopProbe();
         this.#dropSocket();
         break;
       case 'reconnecting':
         this.#listeners.emit('reconnecting', { attempt: event.attempt, delay: event.delay_ms }, this);
         break;
       case 'welcome':
+        this.#welcomed = true;
+        this.#deaths = 0;
+        if (this.#using !== this.#preferred) this.#prefer(this.#using);
+        this.#scheduleProbe();
         this.#listeners.emit('open', { clientId: event.client, heartbeatMs: event.heartbeat_ms }, this);
         break;
       case 'disconnected':
@@ -559,6 +798,9 @@ export class DuplexClient {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = null;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = null;
+    this.#stopProbe();
     this.#dropSocket();
     const reason = this.#endReason;
     const closed = () =>

@@ -260,6 +260,8 @@ test('offline: publishes queue up to the bound, then reject; close settles every
     ...FAST,
     maxOfflinePublishes: 2,
     WebSocket: network.WebSocket,
+    // The network down is the WebSocket's alone: no fallback to the HTTP transports here.
+    transports: ['websocket'],
   });
   const delays = checkSchedule(client);
   const closes = [];
@@ -301,7 +303,7 @@ test('offline: publishes queue up to the bound, then reject; close settles every
 test('dropped socket, server up: missed messages recovered with since, once, in order', { timeout: 30_000 }, async () => {
   const server = await startServe();
   const network = await controlledNetwork();
-  const ada = new DuplexClient(server.url, { ...FAST, clientId: 'ada', WebSocket: network.WebSocket });
+  const ada = new DuplexClient(server.url, { ...FAST, clientId: 'ada', WebSocket: network.WebSocket, transports: ['websocket'] });
   const bob = new DuplexClient(server.url, { ...FAST, clientId: 'bob' });
   checkSchedule(ada);
   try {
@@ -360,7 +362,7 @@ test('server killed and restarted on the same port: reconnect, resync, queued pu
   let server = await startServe();
   const { port } = server;
   const network = await controlledNetwork();
-  const ada = new DuplexClient(server.url, { ...FAST, clientId: 'ada', WebSocket: network.WebSocket });
+  const ada = new DuplexClient(server.url, { ...FAST, clientId: 'ada', WebSocket: network.WebSocket, transports: ['websocket'] });
   const bob = new DuplexClient(server.url, { ...FAST, clientId: 'bob' });
   const delaysA = checkSchedule(ada);
   const delaysB = checkSchedule(bob);
