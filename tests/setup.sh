@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the conformance and interop steps need, idempotently.
 #
-#   tests/setup.sh [python] [node] [browser] [bundle] [redis] [haproxy]   (no argument: the
-#   first three and redis)
+#   tests/setup.sh [python] [node] [browser] [bundle] [wasm] [redis] [haproxy]   (no argument:
+#   the first three and redis)
 #
 # - python:  a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
 #   runner) and websockets, pinned below.
@@ -15,6 +15,8 @@
 #   otherwise a SKIP line, and the Chromium interop cases skip too.
 # - bundle:  `npm ci` in tests/bundle/ (esbuild and Vite, the bundlers
 #   tests/bundle.sh builds a page importing duplex-ws with).
+# - wasm:    `npm ci` in wasm/js/ (the duplex-ws package's devDependencies: the `eventsource`
+#   package, a real EventSource over Node's fetch for the SSE transport's tests).
 # - redis:   Debian's redis-server (the multi-node tests start their own on a free
 #   port), installed with apt-get when missing and we are root; without root and
 #   without it: a failure, since tests/cluster.sh cannot run.
@@ -106,6 +108,11 @@ setup_browser() {
     npm_ci "$BROWSER_DIR" playwright-core
 }
 
+setup_wasm() {
+    ensure_node
+    npm_ci "$REPO_ROOT/wasm/js" eventsource
+}
+
 setup_redis() {
     command -v redis-server >/dev/null && return 0
     if can_apt_install; then
@@ -149,9 +156,10 @@ main() {
         node) setup_node ;;
         browser) setup_browser ;;
         bundle) setup_bundle ;;
+        wasm) setup_wasm ;;
         redis) setup_redis ;;
         haproxy) setup_haproxy ;;
-        *) die "unknown part '$part' (expected: python, node, browser, bundle, redis, haproxy)" ;;
+        *) die "unknown part '$part' (expected: python, node, browser, bundle, wasm, redis, haproxy)" ;;
         esac
     done
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The duplex-ws npm package (wasm/js): builds the WebAssembly and its glue (wasm/build.sh),
 # then runs the package's node --test suites against `duplex echo` (and a TLS terminator in
-# front of it), `duplex serve` (the DuplexClient suite) and scripted servers, all on 127.0.0.1.
+# front of it), `duplex serve` (the DuplexClient suites, over WebSocket, SSE and long polling)
+# and scripted servers, all on 127.0.0.1.
 #
 #   tests/wasm.sh
 #
@@ -29,6 +30,8 @@ fi
 export DUPLEX_BIN
 
 bash "$REPO_ROOT/wasm/build.sh"
+# The package's devDependencies (the eventsource package, for the SSE transport's tests).
+bash "$REPO_ROOT/tests/setup.sh" wasm
 
 log "node --test wasm/js/test/*.test.mjs (DUPLEX_BIN=$DUPLEX_BIN)"
 tests=("$REPO_ROOT"/wasm/js/test/*.test.mjs)

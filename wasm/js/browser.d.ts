@@ -5,6 +5,8 @@ export type {
   DuplexError,
   WebSocketConstructor,
   DuplexClientOptions,
+  Transport,
+  EventSourceConstructor,
   DuplexClientEventMap,
   RoomEventMap,
 } from './index.js';

@@ -202,6 +202,37 @@ export interface DuplexClientOptions {
   WebSocket?: WebSocketConstructor;
   /** Third constructor argument of the WebSocket class, e.g. DuplexSocketOptions in Node. */
   socketOptions?: DuplexSocketOptions | Record<string, unknown>;
+  /**
+   * The transports to use, in order of preference (default `['websocket', 'sse', 'longpoll']`);
+   * those this platform cannot run (no WebSocket class, no `fetch`, no `EventSource`) are left
+   * out. See "Transports" in README.md.
+   */
+  transports?: Transport[];
+  /** How long a transport may take to open before the next one is tried (default 3000). */
+  openTimeout?: number;
+  /** How often a client on a fallback transport tries a WebSocket again (default 300000). */
+  probeInterval?: number;
+  /** The fetch of the HTTP transports (default: the global fetch). */
+  fetch?: typeof fetch;
+  /** The EventSource class of the `sse` transport (default: the global one; in Node, e.g. the
+   * `eventsource` npm package's). */
+  EventSource?: EventSourceConstructor;
+  /** Where the transport that worked is remembered (default: sessionStorage when there is one;
+   * null: nowhere). */
+  storage?: { getItem(key: string): string | null; setItem(key: string, value: string): void } | null;
+}
+
+/** How a DuplexClient reaches the server: a WebSocket, Server-Sent Events + POST, or long
+ * polling + POST. */
+export type Transport = 'websocket' | 'sse' | 'longpoll';
+
+/** Anything constructed like the browser's EventSource. */
+export interface EventSourceConstructor {
+  new (url: string, init?: any): {
+    readonly readyState: number;
+    addEventListener(type: string, listener: (event: any) => unknown): void;
+    close(): void;
+  };
 }
 
 export interface DuplexClientEventMap {
@@ -221,6 +252,9 @@ export interface DuplexClientEventMap {
   /** A message to this client alone (`send` of a client sharing a room, or `api`, the server's
    * HTTP API). */
   direct: { from: string; data: Json };
+  /** A connection opened on another transport than the previous one (a fallback, or back to
+   * WebSocket after a probe). */
+  transport: { transport: Transport; previous: Transport };
 }
 
 export interface RoomEventMap {
@@ -273,6 +307,8 @@ export class DuplexClient {
   constructor(url: string | URL, options?: DuplexClientOptions);
   /** The configured id, then the server's from each `welcome`; null until known. */
   readonly clientId: string | null;
+  /** The transport of the current connection (or of the next attempt). */
+  readonly transport: Transport;
   /** Whether a connection is welcomed right now. */
   readonly connected: boolean;
   /** Publishes not yet acknowledged or refused. */
