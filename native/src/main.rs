@@ -290,6 +290,7 @@ impl ServeArgs {
             api_keys: self.api_keys.iter().map(|k| k.trim().to_string()).collect(),
             broker,
             broker_queue: self.broker_queue,
+            fallback: Default::default(),
             server,
             hub,
             slow_consumer: if self.slow_consumer == "close" {

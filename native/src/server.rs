@@ -109,6 +109,22 @@ pub struct ConnId {
     serial: u64,
 }
 
+impl ConnId {
+    /// An id that names no connection of any worker: an application's own endpoint beside
+    /// them (e.g. a session of HTTP requests), distinct for each `serial`. Sending to it fails.
+    pub fn detached(serial: u64) -> ConnId {
+        ConnId {
+            key: usize::MAX,
+            serial,
+        }
+    }
+
+    /// Made by [`ConnId::detached`].
+    pub fn is_detached(&self) -> bool {
+        self.key == usize::MAX
+    }
+}
+
 /// What the application answers to an upgrade request.
 #[derive(Debug)]
 pub enum Decision {
@@ -180,6 +196,13 @@ pub trait Handler {
             &[("Content-Type", "text/plain; charset=utf-8")],
             b"not found\n",
         );
+    }
+
+    /// A plain HTTP connection the handler still had a hold on ended: a response started with
+    /// [`Ctx::respond_stream`], or a request taken with [`Handler::http_body_limit`] whose
+    /// answer was still due (the client left, or the wait timed out). `id` is dead afterwards.
+    fn on_http_closed(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let _ = (ctx, id);
     }
 
     /// The handshake completed.
@@ -266,6 +289,8 @@ struct Conn {
     unfinished: bool,
     /// A plain HTTP request taken by [`Handler::http_body_limit`], not answered yet.
     http: Option<Box<HttpWait>>,
+    /// Answered with [`Ctx::respond_stream`]: the handler hears of its end.
+    streaming: bool,
 }
 
 /// A request whose body is awaited, or whose answer is.
@@ -364,6 +389,55 @@ impl Ctx<'_> {
         } else {
             conn.core.respond(status, headers, body)?;
         }
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Answers the request handed to [`Handler::on_http_request`] with a body written over
+    /// time by [`Ctx::write_stream`] (no `Content-Length`; the connection ends with the body,
+    /// by [`Ctx::end_stream`] or when the client leaves, reported by
+    /// [`Handler::on_http_closed`]). Its output counts against `max_backlog` like a
+    /// WebSocket's ([`Ctx::buffered_amount`], [`Ctx::watch_drain`]).
+    pub fn respond_stream(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<(), SendError> {
+        let conn = self.conn(id)?;
+        if conn.http.is_none() {
+            return Err(SendError::NotOpen);
+        }
+        conn.core.respond_streaming(status, headers)?;
+        conn.http = None;
+        conn.streaming = true;
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Queues more of a body started by [`Ctx::respond_stream`].
+    pub fn write_stream(&mut self, id: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.conn(id)?.core.send_body(data)?;
+        self.queued(id, data.len());
+        Ok(())
+    }
+
+    /// Ends a body started by [`Ctx::respond_stream`] (the connection closes once it is
+    /// written; [`Handler::on_http_closed`] follows).
+    pub fn end_stream(&mut self, id: ConnId) -> Result<(), SendError> {
+        self.conn(id)?.core.end_body()?;
+        self.mark(id);
+        Ok(())
+    }
+
+    /// Lets the request handed to [`Handler::on_http_request`] wait up to `timeout` from now
+    /// for its answer instead of the handshake timeout (a held long poll).
+    pub fn hold_http(&mut self, id: ConnId, timeout: Duration) -> Result<(), SendError> {
+        let conn = self.conn(id)?;
+        if conn.http.is_none() {
+            return Err(SendError::NotOpen);
+        }
+        conn.core.hold_request(timeout)?;
         self.mark(id);
         Ok(())
     }
@@ -765,6 +839,7 @@ impl<H: Handler> Worker<H> {
             eof: false,
             write_failed: false,
             opened: false,
+            streaming: false,
             over_limit: held >= max,
             drain_watch: false,
             counted_output: 0,
@@ -1100,6 +1175,18 @@ impl<H: Handler> Worker<H> {
                 }
                 Event::Closed(closed) => {
                     if !conn.opened {
+                        let held =
+                            conn.streaming || conn.http.as_ref().is_some_and(|w| w.delivered);
+                        conn.streaming = false;
+                        conn.http = None;
+                        if held {
+                            let mut ctx = Ctx {
+                                conns: &mut self.conns,
+                                dirty: &mut self.dirty,
+                                metrics: wm,
+                            };
+                            self.handler.on_http_closed(&mut ctx, id);
+                        }
                         continue;
                     }
                     conn.opened = false;
@@ -1304,6 +1391,12 @@ impl<H: Handler> Worker<H> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
+            if conn.core.is_streaming() {
+                // A streamed response ends; its client resumes elsewhere.
+                let _ = conn.core.end_body();
+                self.service(key);
+                continue;
+            }
             match conn.core.state() {
                 ConnectionState::Open => {
                     let _ = conn
@@ -1326,6 +1419,19 @@ impl<H: Handler> Worker<H> {
             &self.metrics.worker(self.index).output_buffered,
             conn.counted_output as u64,
         );
+        if conn.streaming || conn.http.as_ref().is_some_and(|w| w.delivered) {
+            // Dropped without a Closed event (drain timeout, failed write).
+            let id = ConnId {
+                key,
+                serial: conn.serial,
+            };
+            let mut ctx = Ctx {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                metrics: self.metrics.worker(self.index),
+            };
+            self.handler.on_http_closed(&mut ctx, id);
+        }
         if conn.opened {
             // Dropped without a Closed event (drain timeout): still accounted for.
             WorkerMetrics::sub(&self.metrics.worker(self.index).connections_open, 1);

@@ -3,6 +3,9 @@
 //! ```text
 //!            server: Request event            accept()
 //! Handshake ───────────────────▶ AwaitingDecision ─────────▶ Open
+//!                                       │ respond_streaming()
+//!                                       ▼
+//!                                   Streaming ── end_body() / peer's EOF ──▶ Closed
 //!     │  client: valid 101 response ──────────────────────────▲ │
 //!     │                                                         │ close() / idle timeout
 //!     │  bad head, timeout, EOF, respond()/reject()             ▼
@@ -29,7 +32,7 @@ use crate::handshake::client::{ClientRequest, Response};
 use crate::handshake::key::generate_key;
 use crate::handshake::server::{
     Accept, Request, write_accept_response, write_error_response, write_response,
-    write_response_keep_alive,
+    write_response_keep_alive, write_streaming_head,
 };
 use crate::handshake::{HandshakeError, find_head_end};
 use crate::heartbeat::{Heartbeat, HeartbeatAction};
@@ -74,6 +77,9 @@ enum State {
         key: Option<String>,
     },
     Open,
+    /// Server only: a plain HTTP request answered with a body of unknown length that the
+    /// application writes over time (Server-Sent Events); ends with the connection.
+    Streaming,
     CloseSent,
     Closed,
 }
@@ -278,7 +284,7 @@ impl Connection {
     pub fn state(&self) -> ConnectionState {
         match self.state {
             State::Handshake | State::AwaitingDecision { .. } => ConnectionState::Connecting,
-            State::Open => ConnectionState::Open,
+            State::Open | State::Streaming => ConnectionState::Open,
             State::CloseSent => ConnectionState::Closing,
             State::Closed => ConnectionState::Closed,
         }
@@ -370,6 +376,9 @@ impl Connection {
         }
         if matches!(self.state, State::Closed) {
             self.deadline = None;
+        } else if matches!(self.state, State::Streaming) {
+            // The reader of a streamed response left: its normal end.
+            self.finish(CloseCode::Normal, "reader left".into(), true, true);
         } else {
             self.events.push_back(Event::Error(Error::ConnectionReset));
             self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
@@ -398,7 +407,7 @@ impl Connection {
                     break;
                 }
                 State::AwaitingDecision { .. } => break,
-                State::Closed => {
+                State::Streaming | State::Closed => {
                     // Nothing after the end is ever looked at.
                     self.rx_filled = 0;
                     break;
@@ -924,6 +933,68 @@ impl Connection {
         Ok(())
     }
 
+    /// Answers the plain HTTP request reported by [`Event::Request`] with a body of unknown
+    /// length (no `Content-Length`, `Connection: close`), written later with
+    /// [`Connection::send_body`] and ended with [`Connection::end_body`] (Server-Sent Events,
+    /// streamed downloads). The state is then `Open` for [`Connection::state`] and
+    /// [`Connection::is_streaming`] is true; no timeout applies (the application ends the
+    /// stream), bytes the client sends are ignored, and its EOF ends the stream with
+    /// [`Event::Closed`] (code 1000, `initiated_by_peer`).
+    pub fn respond_streaming(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<(), SendError> {
+        if !matches!(self.state, State::AwaitingDecision { key: None }) {
+            return Err(SendError::NotOpen);
+        }
+        let mut out = Vec::new();
+        write_streaming_head(status, headers, &mut out);
+        self.tx.extend_from_slice(&out);
+        self.state = State::Streaming;
+        self.deadline = None;
+        self.rx_filled = 0;
+        self.process();
+        if self.peer_eof {
+            self.apply_eof();
+        }
+        Ok(())
+    }
+
+    /// A response started by [`Connection::respond_streaming`] is being written.
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.state, State::Streaming)
+    }
+
+    /// Queues more of a streamed response's body.
+    pub fn send_body(&mut self, data: &[u8]) -> Result<(), SendError> {
+        if !matches!(self.state, State::Streaming) {
+            return Err(SendError::NotOpen);
+        }
+        self.tx.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Ends a streamed response: the connection closes once the output is written.
+    pub fn end_body(&mut self) -> Result<(), SendError> {
+        if !matches!(self.state, State::Streaming) {
+            return Err(SendError::NotOpen);
+        }
+        self.finish(CloseCode::Normal, "response complete".into(), true, false);
+        Ok(())
+    }
+
+    /// Lets the answer to the plain HTTP request reported by [`Event::Request`] wait up to
+    /// `timeout` from now instead of the handshake timeout (a long poll held until there is
+    /// something to answer).
+    pub fn hold_request(&mut self, timeout: Duration) -> Result<(), SendError> {
+        if !matches!(self.state, State::AwaitingDecision { key: None }) {
+            return Err(SendError::NotOpen);
+        }
+        self.deadline = Some(self.now + timeout);
+        Ok(())
+    }
+
     /// The bytes received after the head of the plain HTTP request reported by
     /// [`Event::Request`] (its body, and whatever the client pipelined after it); empty once
     /// the request is answered.
@@ -1241,6 +1312,7 @@ impl Connection {
                 self.config.idle_timeout.map(|t| self.last_received + t),
             ],
             State::CloseSent | State::Closed => [self.deadline, None],
+            State::Streaming => [None, None],
         };
         deadlines.into_iter().flatten().min()
     }
@@ -1292,6 +1364,7 @@ impl Connection {
                     None => {}
                 }
             }
+            State::Streaming => {}
             State::CloseSent => {
                 if self.deadline.is_some_and(|d| now >= d) {
                     self.events.push_back(Event::Error(Error::CloseTimeout));

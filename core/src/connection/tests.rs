@@ -645,6 +645,85 @@ fn a_request_answered_with_keep_alive_lets_the_next_pipelined_one_through() {
 }
 
 #[test]
+fn a_streamed_response_has_no_length_no_timeout_and_ends_with_either_side() {
+    let mut server = Connection::server(Config::default(), T0);
+    server.receive(T0, b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(matches!(drain(&mut server).as_slice(), [Event::Request(_)]));
+    assert_eq!(server.send_body(b"early"), Err(SendError::NotOpen));
+    server
+        .respond_streaming(
+            200,
+            &[
+                ("Content-Type", "text/event-stream"),
+                ("Content-Length", "9"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+        )
+        .unwrap();
+    assert!(server.is_streaming());
+    assert_eq!(server.state(), ConnectionState::Open);
+    assert_eq!(server.respond(200, &[], b""), Err(SendError::NotOpen));
+    server.send_body(b"data: 1\n\n").unwrap();
+    let out = String::from_utf8(take_output(&mut server)).unwrap();
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n\
+         data: 1\n\n"
+    );
+    // No deadline: a stream lasts as long as the application wants; what the reader sends is
+    // ignored.
+    assert_eq!(server.poll_timeout(), None);
+    server.handle_timeout(T0 + 3600 * SEC);
+    server.receive(T0, b"GET /more HTTP/1.1\r\n\r\n");
+    assert!(drain(&mut server).is_empty());
+    assert_eq!(server.received_len(), 0);
+    server.send_body(b"data: 2\n\n").unwrap();
+    assert_eq!(take_output(&mut server), b"data: 2\n\n");
+    // The server ends it: closed once the output is written.
+    server.end_body().unwrap();
+    assert!(
+        matches!(drain(&mut server).as_slice(), [Event::Closed(c)] if c.clean && !c.initiated_by_peer)
+    );
+    assert!(server.is_terminated());
+    assert_eq!(server.send_body(b"late"), Err(SendError::NotOpen));
+
+    // The reader leaves.
+    let mut server = Connection::server(Config::default(), T0);
+    server.receive(T0, b"GET /events HTTP/1.1\r\n\r\n");
+    drain(&mut server);
+    server.respond_streaming(200, &[]).unwrap();
+    server.receive_eof(T0 + SEC);
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Event::Closed(c)] if c.initiated_by_peer && c.code == CloseCode::Normal
+    ));
+    assert!(!server.is_streaming());
+
+    // An upgrade request cannot be streamed to.
+    let mut server = Connection::server(Config::default(), T0);
+    let mut client = Connection::client(request(), Config::default(), counter_random(), T0);
+    server.receive(T0, &take_output(&mut client));
+    drain(&mut server);
+    assert_eq!(server.respond_streaming(200, &[]), Err(SendError::NotOpen));
+}
+
+#[test]
+fn a_held_request_waits_past_the_handshake_timeout_until_its_own() {
+    let mut server = Connection::server(Config::default(), T0);
+    server.receive(T0, b"GET /poll HTTP/1.1\r\n\r\n");
+    drain(&mut server);
+    let handshake = server.poll_timeout().unwrap();
+    server.hold_request(120 * SEC).unwrap();
+    assert_eq!(server.poll_timeout(), Some(T0 + 120 * SEC));
+    assert!(handshake < T0 + 120 * SEC);
+    server.handle_timeout(handshake);
+    assert!(drain(&mut server).is_empty());
+    server.respond_and_continue(200, &[], b"[]", 0).unwrap();
+    assert!(take_output(&mut server).starts_with(b"HTTP/1.1 200"));
+    assert_eq!(server.hold_request(SEC), Err(SendError::NotOpen));
+}
+
+#[test]
 fn frames_pipelined_after_the_request_are_processed_on_accept() {
     let mut client = Connection::client(request(), Config::default(), counter_random(), T0);
     let mut server = Connection::server(Config::default(), T0);

@@ -281,6 +281,32 @@ pub fn write_response_keep_alive(
     write_response_with(status, headers, body, true, out);
 }
 
+/// Appends the head of a response whose body follows over time (no `Content-Length`,
+/// `Connection: close`: the body ends with the connection), e.g. `text/event-stream`.
+/// Content-Length, Connection and Transfer-Encoding in `headers` are left out.
+pub fn write_streaming_head(status: u16, headers: &[(&str, &str)], out: &mut Vec<u8>) {
+    let status = if (100..=999).contains(&status) {
+        status
+    } else {
+        500
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("Content-Length")
+            || name.eq_ignore_ascii_case("Connection")
+            || name.eq_ignore_ascii_case("Transfer-Encoding")
+        {
+            continue;
+        }
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+}
+
 fn write_response_with(
     status: u16,
     headers: &[(&str, &str)],

@@ -95,6 +95,9 @@ pub(crate) enum Delivery {
     Http(ApiResponse),
     /// `POST /api/disconnect`: close with this code and reason.
     Disconnect(CloseCode, String),
+    /// From another worker: the session of this worker's SSE stream or held poll has
+    /// messages (or ended).
+    Flush,
 }
 
 /// Deliveries waiting for one worker.

@@ -22,6 +22,7 @@
 
 mod api;
 mod auth;
+mod fallback;
 mod files;
 mod hub_thread;
 mod metrics;
@@ -44,6 +45,7 @@ use duplex_core::stomp::{MessageBody, StompConfig};
 use tracing::{debug, warn};
 
 pub use auth::{Claims, OriginPolicy, TokenError, TokenVerifier};
+pub use fallback::FallbackConfig;
 pub use metrics::{BrokerState, ChannelMetrics};
 pub use redis_broker::{BrokerStatus, BrokerUrl, MAX_PUBSUB_QUEUE};
 
@@ -109,6 +111,8 @@ pub struct ServeConfig {
     pub broker_queue: usize,
     /// Keys of the HTTP API (`--api-key`); none: every `/api/` path answers 404.
     pub api_keys: Vec<String>,
+    /// Timings of the HTTP transports (SSE, long polling) for clients without WebSocket.
+    pub fallback: FallbackConfig,
 }
 
 /// A bound `duplex serve`, ready to [`ChannelServer::run`].
@@ -178,6 +182,15 @@ impl ChannelServer {
             )?),
             _ => None,
         };
+        let sessions = Arc::new(fallback::Sessions::new(
+            config.fallback,
+            inboxes
+                .iter()
+                .cloned()
+                .zip(wakers.iter().cloned())
+                .collect(),
+            config.server.max_connections,
+        ));
         let hub = HubThread {
             hub: Hub::new(hub_config, random_seed()),
             commands: receiver,
@@ -221,6 +234,7 @@ impl ChannelServer {
                 server: concat!("duplex/", env!("CARGO_PKG_VERSION")).into(),
                 ..StompConfig::default()
             }),
+            fallback: fallback::Fallback::new(Arc::clone(&sessions), worker),
         });
         // The workers' senders are gone (the broker's threads may still hold some).
         let _ = commands
@@ -239,6 +253,78 @@ fn random_seed() -> u64 {
     let mut seed = [0u8; 8];
     crate::random_source()(&mut seed);
     u64::from_le_bytes(seed)
+}
+
+/// What the hub is told of one decoded command of a hub connection (a socket, a STOMP
+/// connection or a session of the HTTP transports): with tokens required, only `hello {token}`
+/// with a valid token goes through until one did.
+fn admit(
+    verifier: Option<&TokenVerifier>,
+    conn: HubConn,
+    standing: &mut Standing,
+    message: ClientMessage,
+) -> Command {
+    let (Standing::NeedsToken, Some(verifier)) = (*standing, verifier) else {
+        return Command::Message(conn, message);
+    };
+    let refused = |code, message: String, close| Command::Refused {
+        conn,
+        error: CommandError::new(None, code, message),
+        close,
+    };
+    match message {
+        ClientMessage::Hello {
+            token: Some(token), ..
+        } => match verifier.verify(&token) {
+            Ok(claims) => {
+                *standing = Standing::Ready;
+                Command::Authenticated {
+                    conn,
+                    client: claims.sub,
+                    namespaces: claims.ns,
+                }
+            }
+            Err(e) => {
+                debug!(?conn, "token refused: {e}");
+                refused(ErrorCode::Unauthorized, e.to_string(), true)
+            }
+        },
+        ClientMessage::Hello { token: None, .. } => refused(
+            ErrorCode::Unauthorized,
+            "this server requires `hello.token` (an HS256 JWT)".into(),
+            true,
+        ),
+        other => Command::Refused {
+            conn,
+            error: CommandError::new(
+                other.id().cloned(),
+                ErrorCode::HelloRequired,
+                "send `hello` with a token first",
+            ),
+            close: false,
+        },
+    }
+}
+
+/// What a session of the HTTP transports needs of the handler.
+fn fallback_env<'a>(
+    shared: &'a Shared,
+    commands: &'a Sender<Command>,
+    cors: Option<&'a str>,
+) -> fallback::Env<'a> {
+    fallback::Env {
+        commands,
+        limits: &shared.limits,
+        max_backlog: shared.max_backlog,
+        slow_consumer: shared.slow_consumer,
+        verifier: shared.verifier.as_ref(),
+        standing: if shared.verifier.is_some() {
+            Standing::NeedsToken
+        } else {
+            Standing::Ready
+        },
+        cors,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +373,8 @@ struct ServeHandler {
     /// Connections of this worker speaking STOMP (also in `channel_conns`: they are hub
     /// connections).
     stomp: stomp::StompConns,
+    /// Streams and polls of the HTTP transports held by this worker, and the node's sessions.
+    fallback: fallback::Fallback,
 }
 
 impl ServeHandler {
@@ -320,46 +408,7 @@ impl ServeHandler {
         let Some(standing) = self.channel_conns.get_mut(&id) else {
             return;
         };
-        let (Standing::NeedsToken, Some(verifier)) = (*standing, &self.shared.verifier) else {
-            return self.tell(Command::Message(conn, message));
-        };
-        let refused = |code, message: String, close| Command::Refused {
-            conn,
-            error: CommandError::new(None, code, message),
-            close,
-        };
-        let command = match message {
-            ClientMessage::Hello {
-                token: Some(token), ..
-            } => match verifier.verify(&token) {
-                Ok(claims) => {
-                    *standing = Standing::Ready;
-                    Command::Authenticated {
-                        conn,
-                        client: claims.sub,
-                        namespaces: claims.ns,
-                    }
-                }
-                Err(e) => {
-                    debug!(?conn, "token refused: {e}");
-                    refused(ErrorCode::Unauthorized, e.to_string(), true)
-                }
-            },
-            ClientMessage::Hello { token: None, .. } => refused(
-                ErrorCode::Unauthorized,
-                "this server requires `hello.token` (an HS256 JWT)".into(),
-                true,
-            ),
-            other => Command::Refused {
-                conn,
-                error: CommandError::new(
-                    other.id().cloned(),
-                    ErrorCode::HelloRequired,
-                    "send `hello` with a token first",
-                ),
-                close: false,
-            },
-        };
+        let command = admit(self.shared.verifier.as_ref(), conn, standing, message);
         self.tell(command);
     }
 
@@ -451,6 +500,35 @@ impl ServeHandler {
         };
         for command in self.stomp.deliver(ctx, id, delivery, shared) {
             self.command_message(id, command);
+        }
+    }
+
+    /// A delivery of the hub for a session of the HTTP transports (a detached id), or a
+    /// worker's word that a session of this worker's stream or poll `id` has messages.
+    fn session_delivery(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        delivery: Delivery,
+        text: &mut Option<(channel::Delivery, Arc<str>)>,
+    ) {
+        let env = fallback_env(&self.shared, &self.commands, None);
+        match delivery {
+            Delivery::Channel(delivery) => {
+                let made = match &*text {
+                    Some((last, made)) if last.same(&delivery) => Arc::clone(made),
+                    _ => {
+                        let made: Arc<str> = Arc::from(codec::json::encode(&delivery));
+                        *text = Some((delivery.clone(), Arc::clone(&made)));
+                        made
+                    }
+                };
+                self.fallback.deliver(ctx, id, &delivery, &made, &env);
+            }
+            Delivery::Close(code, reason) => self.fallback.close(ctx, id, code, reason, &env),
+            Delivery::Disconnect(code, reason) => self.fallback.close(ctx, id, code, &reason, &env),
+            Delivery::Flush => self.fallback.flush(ctx, id, &env),
+            Delivery::Http(_) => {}
         }
     }
 
@@ -634,6 +712,9 @@ impl Handler for ServeHandler {
     }
 
     fn http_body_limit(&mut self, request: &Request) -> Option<usize> {
+        if fallback::is_fallback_path(request.path()) {
+            return Some(fallback::MAX_POST_BODY);
+        }
         self.shared.api.as_ref()?;
         if self.shared.dashboard && request.path() == "/dashboard" {
             // Behind the API keys: answered by `on_http_request`.
@@ -652,6 +733,28 @@ impl Handler for ServeHandler {
     ) {
         if request.path() == "/dashboard" {
             return self.dashboard_with_key(ctx, id, request);
+        }
+        if fallback::is_fallback_path(request.path()) {
+            let origin = request.origin();
+            if !self.shared.origins.allows(origin) {
+                let body = serde_json::json!({
+                    "error": "origin",
+                    "message": format!(
+                        "origin {:?} is not allowed (see --allowed-origin)",
+                        origin.unwrap_or_default()
+                    ),
+                })
+                .to_string();
+                let _ = ctx.respond_http(
+                    id,
+                    403,
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                );
+                return;
+            }
+            let env = fallback_env(&self.shared, &self.commands, origin);
+            return self.fallback.request(ctx, id, request, body, &env);
         }
         match self.api_call(request, body) {
             Ok(call) => self.tell(Command::Api {
@@ -730,7 +833,13 @@ impl Handler for ServeHandler {
         let mut current: Option<(channel::Delivery, usize, PreparedMessage)> = None;
         // Likewise, the STOMP body of a room message is made once.
         let mut body: Option<(channel::Delivery, MessageBody)> = None;
+        // And the text of a broadcast for the sessions of the HTTP transports.
+        let mut session_text: Option<(channel::Delivery, Arc<str>)> = None;
         for (id, delivery) in taken.drain(..) {
+            if id.is_detached() || matches!(delivery, Delivery::Flush) {
+                self.session_delivery(ctx, id, delivery, &mut session_text);
+                continue;
+            }
             match delivery {
                 Delivery::Channel(delivery) if self.stomp.contains(id) => {
                     self.deliver_stomp(ctx, id, &delivery, &mut body)
@@ -755,22 +864,36 @@ impl Handler for ServeHandler {
                 Delivery::Disconnect(code, reason) => {
                     let _ = ctx.close(id, code, &reason);
                 }
+                Delivery::Flush => {}
             }
         }
         self.taken = taken;
     }
 
+    fn on_http_closed(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        self.fallback.closed(id);
+    }
+
     fn next_timer(&self) -> Option<std::time::Instant> {
-        self.stomp.next_timer()
+        match (self.stomp.next_timer(), self.fallback.next_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, _now: std::time::Instant) {
         for (id, command) in self.stomp.on_timer(ctx) {
             self.command_message(id, command);
         }
+        let env = fallback_env(&self.shared, &self.commands, None);
+        self.fallback.on_timer(ctx, &env);
     }
 
-    fn on_drained(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+    fn on_drained(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if self.fallback.is_attached(id) {
+            let env = fallback_env(&self.shared, &self.commands, None);
+            return self.fallback.flush(ctx, id, &env);
+        }
         let Some(rooms) = self.dropping.remove(&id) else {
             return;
         };
@@ -793,6 +916,7 @@ impl Handler for ServeHandler {
     }
 
     fn render_metrics(&self, out: &mut String) {
+        self.fallback.sessions.metrics.render(out);
         if let Some(broker) = &self.shared.broker {
             self.shared.metrics.set_broker(BrokerState {
                 kind: "redis",
