@@ -147,6 +147,10 @@ step_stomp() {
     bash tests/stomp.sh
 }
 
+step_fallback() {
+    bash tests/fallback.sh
+}
+
 step_cluster_bench() {
     bash tests/setup.sh redis
     bash benches/cluster.sh --quick
@@ -261,6 +265,9 @@ plan_steps() {
         add_step cluster step_cluster "tests/cluster.sh (duplex serve --broker: three nodes over a real redis-server; order, recovery, dedup, Redis killed and back; tests/cluster_lb.sh: behind HAProxy, the demo in Chromium on two pages, a node SIGKILLed)"
         add_step api step_api "tests/api.sh (curl against duplex serve --api-key: the README's publish reaches a duplex connect member; keep-alive reads, 401, 405; the key in no log)"
         add_step stomp step_stomp "tests/stomp.sh (@stomp/stompjs in Node and in headless Chromium beside duplex.v1 clients: one sequence, receipts, since, heart-beats, ERROR frames, JWT passcode)"
+        if [[ -f wasm/Cargo.toml ]]; then
+            add_step fallback step_fallback "tests/fallback.sh (nginx without upgrades in front of duplex serve: the demo's WASM client in Chromium falls back to SSE, to long polling behind a buffering nginx; messages with a WebSocket page, a server restart; fallback time printed)"
+        fi
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load, ws:// and wss://)"

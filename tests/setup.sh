@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the conformance and interop steps need, idempotently.
 #
-#   tests/setup.sh [python] [node] [browser] [bundle] [wasm] [redis] [haproxy]   (no argument:
-#   the first three and redis)
+#   tests/setup.sh [python] [node] [browser] [bundle] [wasm] [redis] [haproxy] [nginx]   (no
+#   argument: the first three and redis)
 #
 # - python:  a venv at tests/.cache/venv with kosoku (Autobahn TestSuite
 #   runner) and websockets, pinned below.
@@ -23,6 +23,8 @@
 # - haproxy: Debian's haproxy (tests/cluster_lb.sh runs its own in front of several nodes),
 #   installed with apt-get when missing and we are root, without starting the package's own
 #   service; without root and without it: a failure.
+# - nginx:   Debian's nginx (tests/fallback.sh runs its own in front of `duplex serve`), the same
+#   way as haproxy.
 #
 # Each part is skipped when its stamp file matches the pins (or, for
 # Chromium, when the binary is there), so a second run costs nothing.
@@ -125,9 +127,19 @@ setup_redis() {
 }
 
 setup_haproxy() {
-    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] && return 0
-    can_apt_install || die "haproxy not found and not root: install it (apt-get install haproxy)"
-    log "haproxy missing: installing Debian's haproxy"
+    setup_proxy haproxy
+}
+
+setup_nginx() {
+    setup_proxy nginx
+}
+
+# setup_proxy NAME: Debian's package NAME (haproxy, nginx), whose binary has the same name.
+setup_proxy() {
+    local name=$1
+    command -v "$name" >/dev/null || [[ -x /usr/sbin/$name ]] && return 0
+    can_apt_install || die "$name not found and not root: install it (apt-get install $name)"
+    log "$name missing: installing Debian's $name"
     # Without starting the package's own service (it would take port 80).
     local policy=/usr/sbin/policy-rc.d added= rc=0
     if [[ ! -e $policy ]]; then
@@ -135,10 +147,10 @@ setup_haproxy() {
         chmod 755 "$policy"
         added=1
     fi
-    apt_install haproxy || rc=$?
+    apt_install "$name" || rc=$?
     [[ -z $added ]] || rm -f "$policy"
-    ((rc == 0)) || die "apt-get install haproxy failed (exit $rc)"
-    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || die "haproxy installed, but not found"
+    ((rc == 0)) || die "apt-get install $name failed (exit $rc)"
+    command -v "$name" >/dev/null || [[ -x /usr/sbin/$name ]] || die "$name installed, but not found"
 }
 
 setup_bundle() {
@@ -159,7 +171,8 @@ main() {
         wasm) setup_wasm ;;
         redis) setup_redis ;;
         haproxy) setup_haproxy ;;
-        *) die "unknown part '$part' (expected: python, node, browser, bundle, wasm, redis, haproxy)" ;;
+        nginx) setup_nginx ;;
+        *) die "unknown part '$part' (expected: python, node, browser, bundle, wasm, redis, haproxy, nginx)" ;;
         esac
     done
 }

@@ -97,8 +97,10 @@ class HttpTransport {
     this.url = String(url);
     this.base = httpBase(url);
     this.#requested = Array.isArray(protocol) ? protocol[0] : protocol;
-    this.#fetch = options.fetch ?? globalThis.fetch;
-    if (typeof this.#fetch !== 'function') throw new TypeError('no fetch here: pass one as options.fetch');
+    const fetchFn = options.fetch ?? globalThis.fetch;
+    if (typeof fetchFn !== 'function') throw new TypeError('no fetch here: pass one as options.fetch');
+    // Called unbound: a browser's fetch refuses any `this` but the window.
+    this.#fetch = (input, init) => fetchFn(input, init);
     this.#openTimeout = options.openTimeout ?? OPEN_TIMEOUT_MS;
     this.pollTimeout = 25_000;
     queueMicrotask(() => this.#start());

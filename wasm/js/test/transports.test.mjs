@@ -102,7 +102,12 @@ test('sse and longpoll beside a WebSocket: one sequence, acks, presence and memb
   const server = await startServe();
   const ada = new DuplexClient(server.url, on('websocket', { clientId: 'ada' }));
   const bob = new DuplexClient(server.url, on('sse', { clientId: 'bob' }));
-  const cyd = new DuplexClient(server.url, on('longpoll', { clientId: 'cyd' }));
+  // A fetch that refuses to be called as a method, like a browser's (`Illegal invocation`).
+  const strictFetch = function (input, init) {
+    if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
+    return fetch(input, init);
+  };
+  const cyd = new DuplexClient(server.url, on('longpoll', { clientId: 'cyd', fetch: strictFetch }));
   const clients = [ada, bob, cyd];
   try {
     const rooms = [];
