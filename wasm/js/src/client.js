@@ -34,6 +34,12 @@ const now = () => performance.now();
 export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'longpoll']);
 /** How often a client on a fallback transport tries a WebSocket again (ms). */
 const PROBE_INTERVAL_MS = 5 * 60_000;
+/**
+ * Once a WebSocket has been welcomed, failures to open the next ones are taken for an outage (a
+ * server restart, a network change) rather than a proxy blocking WebSocket: the client falls
+ * back only when they have lasted this long (ms).
+ */
+const PROVEN_WEBSOCKET_MS = 10_000;
 /** Connections in a row that die before `welcome` before the next transport is tried. */
 const DEATHS_BEFORE_FALLBACK = 3;
 /** The key of the remembered transport in sessionStorage (per endpoint URL). */
@@ -196,6 +202,10 @@ export class DuplexClient {
   #welcomed = false;
   /** Connections in a row that opened and died without `welcome`. */
   #deaths = 0;
+  /** Whether a WebSocket was welcomed in this client's life, and since when the WebSockets
+   * fail to open (null: the last one opened). */
+  #webSocketWorked = false;
+  #webSocketFailingSince = null;
   #openTimer = null;
   #probeTimer = null;
   #probe = null;
@@ -569,6 +579,14 @@ export class DuplexClient {
    */
   #failed(index, why) {
     if (this.#closed) return;
+    if (this.#transports[index] === 'websocket' && this.#webSocketWorked) {
+      // A WebSocket worked here before: an outage, unless it lasts (see PROVEN_WEBSOCKET_MS).
+      this.#webSocketFailingSince ??= now();
+      if (now() - this.#webSocketFailingSince < PROVEN_WEBSOCKET_MS) {
+        this.#session.disconnected(now());
+        return;
+      }
+    }
     if (why !== 'unreachable' && index + 1 < this.#transports.length) {
       this.#tryTransport(index + 1);
       return;
@@ -700,6 +718,10 @@ export class DuplexClient {
       case 'welcome':
         this.#welcomed = true;
         this.#deaths = 0;
+        if (this.#transports[this.#using] === 'websocket') {
+          this.#webSocketWorked = true;
+          this.#webSocketFailingSince = null;
+        }
         if (this.#using !== this.#preferred) this.#prefer(this.#using);
         this.#scheduleProbe();
         this.#listeners.emit('open', { clientId: event.client, heartbeatMs: event.heartbeat_ms }, this);

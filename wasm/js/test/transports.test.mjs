@@ -6,6 +6,7 @@
 // and polls cut mid-way (resumed without loss or duplicate); the fallback from a WebSocket that
 // cannot open, from a stream a proxy buffers, and the probe that moves back to WebSocket.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { test } from 'node:test';
 
 import { EventSource } from 'eventsource';
@@ -447,6 +448,57 @@ test('a server that is down is no reason to change transport', { timeout: 30_000
     server = await restartServe([], port);
     await opened;
     assert.equal(client.transport, 'websocket');
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+test('a WebSocket that worked and fails to reopen: an outage for 10 s, then the fallback', { timeout: 40_000 }, async () => {
+  const server = await startServe();
+  const deadPort = await unusedPort();
+  const state = { blocked: false, sockets: new Set(), opens: 0 };
+  // The network path of the WebSocket: cut (drop) and blocked (new ones go nowhere) at will.
+  const Path = class extends DuplexSocket {
+    constructor(url, protocols, options) {
+      super(state.blocked ? `ws://127.0.0.1:${deadPort}/ws` : url, protocols, {
+        ...options,
+        createConnection: ({ host, port }) => {
+          const socket = net.connect(port, host);
+          state.sockets.add(socket);
+          socket.on('close', () => state.sockets.delete(socket));
+          return socket;
+        },
+      });
+    }
+  };
+  const opens = [];
+  const countingFetch = (input, init) => {
+    if (String(input).endsWith('/open')) opens.push(performance.now());
+    return fetch(input, init);
+  };
+  const client = new DuplexClient(server.url, {
+    ...FAST,
+    clientId: 'eve',
+    WebSocket: Path,
+    EventSource,
+    fetch: countingFetch,
+    storage: null,
+  });
+  try {
+    await client.join('app/outage');
+    assert.equal(client.transport, 'websocket');
+    state.blocked = true;
+    const cutAt = performance.now();
+    for (const socket of state.sockets) socket.destroy();
+    const reconnecting = [];
+    client.on('reconnecting', (e) => reconnecting.push(e));
+    await waitFor(() => reconnecting.length >= 4, 8_000, 'four failed attempts');
+    assert.equal(opens.length, 0, 'the HTTP transports were tried during a short outage');
+    assert.equal(client.transport, 'websocket');
+    // Still failing after 10 s: now the client falls back (the server is up: SSE opens).
+    await waitFor(() => client.transport === 'sse' && client.connected, 15_000, 'the fallback to sse');
+    assert.ok(opens[0] - cutAt >= 10_000, `POST open ${opens[0] - cutAt} ms after the cut`);
   } finally {
     client.close();
     await server.stop();
