@@ -612,3 +612,139 @@ fn origins_methods_and_limits_are_checked() {
     let (_, messages, _) = server.poll(&session, 0);
     assert_eq!(messages[0]["type"], "error", "{messages:?}");
 }
+
+fn node(redis: &common::Redis) -> common::DuplexProcess {
+    common::DuplexProcess::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--broker",
+        &redis.url(),
+    ])
+}
+
+/// The node holding a session is reached through Redis from any other: three nodes behind no
+/// sticky load balancer, each request of one session on the next node.
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn on_a_cluster_every_request_of_a_session_works_on_any_node() {
+    let redis = common::Redis::start();
+    let nodes = [node(&redis), node(&redis), node(&redis)];
+    let addr = |i: usize| nodes[i % 3].addr;
+    let member = |i: usize, client: &str| {
+        let url = format!("ws://{}/ws", addr(i));
+        let ws = Client::connect(&url, ClientOptions::default().with_subprotocol("duplex.v1"))
+            .expect("connect");
+        let mut peer = Peer { ws };
+        peer.send(json!({"type": "hello", "client": client}));
+        peer.until("welcome");
+        peer.send(json!({"type": "join", "id": 1, "room": "app/lb"}));
+        peer.until("joined");
+        peer
+    };
+    let mut ws = member(0, "ws");
+    let open = request(addr(1), "POST", "/ws/open", &[], "");
+    let session = open.json()["session"].as_str().unwrap().to_string();
+    let send = |i: usize, seq: u64, commands: &[Value]| {
+        let body: Vec<String> = commands.iter().map(Value::to_string).collect();
+        let path = format!("/ws/send?session={session}&seq={seq}");
+        request(addr(i), "POST", &path, &[], &body.join("\n")).status
+    };
+    // Commands through the two other nodes, in seq order.
+    assert_eq!(send(2, 1, &[json!({"type": "hello", "client": "lp"})]), 204);
+    assert_eq!(
+        send(0, 2, &[json!({"type": "join", "id": 1, "room": "app/lb"})]),
+        204
+    );
+    assert_eq!(send(2, 2, &[]), 204, "a duplicate through another node");
+    assert_eq!(send(0, 9, &[]), 409);
+    assert_eq!(ws.until("join")["client"], "lp");
+
+    // Long polls on every node in turn, acked as they go.
+    let mut ack = 0;
+    let mut got = Vec::new();
+    for i in 0..6 {
+        ws.send(json!({"type": "publish", "id": 10 + i, "room": "app/lb", "data": i}));
+        let mut round = 0;
+        while !got.contains(&json!(i)) {
+            let path = format!("/ws/poll?session={session}&ack={ack}");
+            let reply = request(addr(i as usize + round), "GET", &path, &[], "");
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let body = reply.json();
+            for m in body["messages"].as_array().unwrap() {
+                if m["type"] == "message" {
+                    got.push(m["data"].clone());
+                }
+            }
+            ack = body["last"].as_u64().unwrap();
+            round += 1;
+            assert!(round < 10, "message {i} never came: {got:?}");
+        }
+    }
+    assert_eq!(got, (0..6).map(|i| json!(i)).collect::<Vec<_>>());
+
+    // A stream held by another node than the session's, then resumed on a third.
+    let mut stream = Stream::open(addr(2), &session, Some(ack));
+    assert!(stream.head.starts_with("HTTP/1.1 200"), "{}", stream.head);
+    assert!(stream.head.contains("text/event-stream"));
+    assert_eq!(stream.event().unwrap().0, "open");
+    let mut last = ack;
+    for i in 6..9 {
+        ws.send(json!({"type": "publish", "id": 10 + i, "room": "app/lb", "data": i}));
+        let (index, message) = stream.until("message");
+        assert_eq!(message["data"], i);
+        last = index;
+    }
+    drop(stream);
+    ws.send(json!({"type": "publish", "id": 20, "room": "app/lb", "data": 9}));
+    let mut stream = Stream::open(addr(0), &session, Some(last));
+    assert_eq!(stream.event().unwrap().0, "open");
+    assert_eq!(stream.until("message").1["data"], 9);
+    // Closed through yet another node: the member sees it leave.
+    let reply = request(
+        addr(2),
+        "POST",
+        &format!("/ws/close?session={session}"),
+        &[],
+        "",
+    );
+    assert_eq!(reply.status, 204);
+    assert_eq!(ws.until("leave")["client"], "lp");
+    assert_eq!(send(1, 3, &[]), 404);
+}
+
+/// A session of a node that died is unknown on the others at once (no subscriber for its
+/// relay), so the client opens a new one instead of waiting.
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_session_of_a_dead_node_is_unknown_elsewhere() {
+    let redis = common::Redis::start();
+    let mut a = node(&redis);
+    let b = node(&redis);
+    let open = request(a.addr, "POST", "/ws/open", &[], "");
+    let session = open.json()["session"].as_str().unwrap().to_string();
+    let path = format!("/ws/send?session={session}&seq=1");
+    let hello = json!({"type": "hello", "client": "x"}).to_string();
+    assert_eq!(request(b.addr, "POST", &path, &[], &hello).status, 204);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let started = Instant::now();
+    let reply = request(
+        b.addr,
+        "GET",
+        &format!("/ws/poll?session={session}"),
+        &[],
+        "",
+    );
+    assert_eq!(
+        (reply.status, reply.json()["error"].as_str()),
+        (404, Some("unknown_session"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -27,6 +27,7 @@ mod files;
 mod hub_thread;
 mod metrics;
 pub mod redis_broker;
+mod relay;
 mod stomp;
 
 use std::collections::{BTreeMap, HashMap};
@@ -218,6 +219,16 @@ impl ChannelServer {
             api: ApiKeys::new(&config.api_keys),
             api_limits: ApiLimits::for_payload(config.hub.max_payload, &config.hub.decode_limits()),
         };
+        let env = fallback::Env {
+            commands: commands.clone(),
+            limits: shared.limits,
+            max_backlog: shared.max_backlog,
+            slow_consumer: shared.slow_consumer,
+            verifier: shared.verifier.clone(),
+        };
+        if let Some(url) = &config.broker {
+            relay::Relay::start(url, &sessions, env.clone())?;
+        }
         let commands = Mutex::new(commands);
         let result = server.run(|worker| ServeHandler {
             worker,
@@ -234,8 +245,11 @@ impl ChannelServer {
                 server: concat!("duplex/", env!("CARGO_PKG_VERSION")).into(),
                 ..StompConfig::default()
             }),
-            fallback: fallback::Fallback::new(Arc::clone(&sessions), worker),
+            fallback: fallback::Fallback::new(Arc::clone(&sessions), worker, env.clone()),
         });
+        if let Some(relay) = sessions.relay.get() {
+            relay.stop();
+        }
         // The workers' senders are gone (the broker's threads may still hold some).
         let _ = commands
             .lock()
@@ -303,27 +317,6 @@ fn admit(
             ),
             close: false,
         },
-    }
-}
-
-/// What a session of the HTTP transports needs of the handler.
-fn fallback_env<'a>(
-    shared: &'a Shared,
-    commands: &'a Sender<Command>,
-    cors: Option<&'a str>,
-) -> fallback::Env<'a> {
-    fallback::Env {
-        commands,
-        limits: &shared.limits,
-        max_backlog: shared.max_backlog,
-        slow_consumer: shared.slow_consumer,
-        verifier: shared.verifier.as_ref(),
-        standing: if shared.verifier.is_some() {
-            Standing::NeedsToken
-        } else {
-            Standing::Ready
-        },
-        cors,
     }
 }
 
@@ -512,7 +505,6 @@ impl ServeHandler {
         delivery: Delivery,
         text: &mut Option<(channel::Delivery, Arc<str>)>,
     ) {
-        let env = fallback_env(&self.shared, &self.commands, None);
         match delivery {
             Delivery::Channel(delivery) => {
                 let made = match &*text {
@@ -523,11 +515,12 @@ impl ServeHandler {
                         made
                     }
                 };
-                self.fallback.deliver(ctx, id, &delivery, &made, &env);
+                self.fallback.deliver(ctx, id, &delivery, &made);
             }
-            Delivery::Close(code, reason) => self.fallback.close(ctx, id, code, reason, &env),
-            Delivery::Disconnect(code, reason) => self.fallback.close(ctx, id, code, &reason, &env),
-            Delivery::Flush => self.fallback.flush(ctx, id, &env),
+            Delivery::Close(code, reason) => self.fallback.close(ctx, id, code, reason),
+            Delivery::Disconnect(code, reason) => self.fallback.close(ctx, id, code, &reason),
+            Delivery::Flush => self.fallback.flush(ctx, id),
+            Delivery::Relayed(answer) => self.fallback.relayed(ctx, id, answer),
             Delivery::Http(_) => {}
         }
     }
@@ -753,8 +746,7 @@ impl Handler for ServeHandler {
                 );
                 return;
             }
-            let env = fallback_env(&self.shared, &self.commands, origin);
-            return self.fallback.request(ctx, id, request, body, &env);
+            return self.fallback.request(ctx, id, request, body, origin);
         }
         match self.api_call(request, body) {
             Ok(call) => self.tell(Command::Api {
@@ -836,7 +828,7 @@ impl Handler for ServeHandler {
         // And the text of a broadcast for the sessions of the HTTP transports.
         let mut session_text: Option<(channel::Delivery, Arc<str>)> = None;
         for (id, delivery) in taken.drain(..) {
-            if id.is_detached() || matches!(delivery, Delivery::Flush) {
+            if id.is_detached() || matches!(delivery, Delivery::Flush | Delivery::Relayed(_)) {
                 self.session_delivery(ctx, id, delivery, &mut session_text);
                 continue;
             }
@@ -864,7 +856,7 @@ impl Handler for ServeHandler {
                 Delivery::Disconnect(code, reason) => {
                     let _ = ctx.close(id, code, &reason);
                 }
-                Delivery::Flush => {}
+                Delivery::Flush | Delivery::Relayed(_) => {}
             }
         }
         self.taken = taken;
@@ -885,14 +877,12 @@ impl Handler for ServeHandler {
         for (id, command) in self.stomp.on_timer(ctx) {
             self.command_message(id, command);
         }
-        let env = fallback_env(&self.shared, &self.commands, None);
-        self.fallback.on_timer(ctx, &env);
+        self.fallback.on_timer(ctx);
     }
 
     fn on_drained(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         if self.fallback.is_attached(id) {
-            let env = fallback_env(&self.shared, &self.commands, None);
-            return self.fallback.flush(ctx, id, &env);
+            return self.fallback.flush(ctx, id);
         }
         let Some(rooms) = self.dropping.remove(&id) else {
             return;
