@@ -748,3 +748,122 @@ fn a_session_of_a_dead_node_is_unknown_elsewhere() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_session_that_reads_too_slowly_gets_a_gap_and_recovers_from_history() {
+    let mut config = config();
+    config.server.max_backlog = 4096;
+    let server = TestServer::with(config);
+    let mut ws = server.member("ws", "app/busy");
+    let session = server.open();
+    let hello = json!({"type": "hello", "client": "slow"});
+    let join = json!({"type": "join", "id": 1, "room": "app/busy"});
+    assert_eq!(server.send(&session, 1, &[hello, join]), 204);
+    let mut ack = 0;
+    let epoch = loop {
+        let (last, messages, _) = server.poll(&session, ack);
+        ack = last;
+        if let Some(joined) = messages.iter().find(|m| m["type"] == "joined") {
+            break joined["epoch"].clone();
+        }
+    };
+    // Nobody polls while 100 messages of ~200 bytes come: above the cap, room messages are
+    // dropped.
+    let payload = "x".repeat(200);
+    for i in 0..100 {
+        ws.send(json!({"type": "publish", "id": 10 + i, "room": "app/busy", "data": payload}));
+    }
+    for _ in 0..100 {
+        ws.until("ack");
+    }
+    let mut seqs = Vec::new();
+    let gap = loop {
+        let (last, messages, _) = server.poll(&session, ack);
+        ack = last;
+        if let Some(gap) = messages.iter().find(|m| m["type"] == "gap") {
+            break gap.clone();
+        }
+        seqs.extend(messages.iter().filter_map(|m| m["seq"].as_u64()));
+        assert!(seqs.len() < 100, "no gap although messages were dropped");
+    };
+    assert_eq!(gap["room"], "app/busy");
+    let (from, to) = (
+        gap["from_seq"].as_u64().unwrap(),
+        gap["to_seq"].as_u64().unwrap(),
+    );
+    assert_eq!(from, seqs.last().unwrap() + 1, "{gap} after {seqs:?}");
+    assert_eq!(to, 100);
+    let metrics = common::get(server.addr, "/metrics");
+    assert_eq!(
+        common::metric_value(&metrics, "duplex_http_slow_dropped_total"),
+        to - from + 1
+    );
+    // The hole is in history: re-joins with `since` fill it, as a client does (a replay is
+    // capped like anything else, so a client refills until `joined.seq` is reached).
+    let mut replayed: Vec<u64> = Vec::new();
+    let mut seq = 2;
+    while replayed.last().copied().unwrap_or(from - 1) < to {
+        let since = replayed.last().copied().unwrap_or(from - 1);
+        let rejoin = json!({"type": "join", "id": seq, "room": "app/busy",
+            "since": {"epoch": epoch, "seq": since}});
+        assert_eq!(server.send(&session, seq, &[rejoin]), 204);
+        seq += 1;
+        assert!(seq < 50, "no progress: {replayed:?}");
+        loop {
+            let (last, messages, _) = server.poll(&session, ack);
+            ack = last;
+            for m in &messages {
+                match m["type"].as_str() {
+                    Some("message") => {
+                        let s = m["seq"].as_u64().unwrap();
+                        if s == replayed.last().copied().unwrap_or(from - 1) + 1 {
+                            replayed.push(s);
+                        }
+                    }
+                    Some("joined") => assert_eq!(m["recovered"], true, "{m}"),
+                    _ => {}
+                }
+            }
+            if messages.iter().any(|m| m["type"] == "joined") {
+                break;
+            }
+        }
+    }
+    assert_eq!(replayed, (from..=to).collect::<Vec<_>>());
+    let metrics = common::get(server.addr, "/metrics");
+}
+
+#[test]
+fn with_tokens_a_session_needs_a_valid_hello_token_first() {
+    let server = TestServer::with(ServeConfig {
+        jwt_secret: Some(b"s3cret".to_vec()),
+        ..config()
+    });
+    // Without a token: refused, the session ends with 1008.
+    let session = server.open();
+    assert_eq!(server.send(&session, 1, &[json!({"type": "hello"})]), 204);
+    let (_, messages, body) = server.poll(&session, 0);
+    assert_eq!(messages[0]["code"], "unauthorized", "{body}");
+    let closed = if body["close"].is_null() {
+        server.poll(&session, body["last"].as_u64().unwrap()).2
+    } else {
+        body
+    };
+    assert_eq!(closed["close"]["code"], 1008, "{closed}");
+    // With one: the token's subject is the client id.
+    let session = server.open();
+    let join = json!({"type": "join", "id": 1, "room": "app/x"});
+    let hello = json!({"type": "hello", "token": common::token(b"s3cret", "dana", None, 60)});
+    assert_eq!(server.send(&session, 1, &[join.clone()]), 204);
+    assert_eq!(server.send(&session, 2, &[hello, join]), 204);
+    let mut kinds = Vec::new();
+    let mut ack = 0;
+    while !kinds.iter().any(|k: &Value| k["type"] == "joined") {
+        let (last, messages, _) = server.poll(&session, ack);
+        ack = last;
+        kinds.extend(messages);
+    }
+    assert_eq!(kinds[0]["code"], "hello_required", "{kinds:?}");
+    assert_eq!(kinds[1]["type"], "welcome");
+    assert_eq!(kinds[1]["client"], "dana");
+}

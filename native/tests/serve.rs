@@ -14,7 +14,7 @@ use duplex_core::message::Message;
 use serde_json::{Value, json};
 
 mod common;
-use common::{DuplexProcess, get, metric_value};
+use common::{DuplexProcess, get, metric_value, token};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -444,23 +444,6 @@ fn origins_outside_the_allow_list_are_refused() {
     assert!(err.to_string().contains("403"), "{err}");
     let good = ClientOptions::default().with_origin("https://app.example");
     assert!(Peer::connect_with(&server.url("/ws"), good).is_ok());
-}
-
-fn token(secret: &[u8], sub: &str, ns: Option<&[&str]>, exp_from_now: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut claims = json!({"sub": sub, "exp": now + exp_from_now});
-    if let Some(ns) = ns {
-        claims["ns"] = json!(ns);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .unwrap()
 }
 
 #[test]

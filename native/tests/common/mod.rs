@@ -320,3 +320,21 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// An HS256 JWT for `sub` (and namespaces `ns`), expiring `exp_from_now` seconds from now.
+pub fn token(secret: &[u8], sub: &str, ns: Option<&[&str]>, exp_from_now: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims = serde_json::json!({"sub": sub, "exp": now + exp_from_now});
+    if let Some(ns) = ns {
+        claims["ns"] = serde_json::json!(ns);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
