@@ -830,7 +830,6 @@ fn a_session_that_reads_too_slowly_gets_a_gap_and_recovers_from_history() {
         }
     }
     assert_eq!(replayed, (from..=to).collect::<Vec<_>>());
-    let metrics = common::get(server.addr, "/metrics");
 }
 
 #[test]
@@ -854,7 +853,7 @@ fn with_tokens_a_session_needs_a_valid_hello_token_first() {
     let session = server.open();
     let join = json!({"type": "join", "id": 1, "room": "app/x"});
     let hello = json!({"type": "hello", "token": common::token(b"s3cret", "dana", None, 60)});
-    assert_eq!(server.send(&session, 1, &[join.clone()]), 204);
+    assert_eq!(server.send(&session, 1, std::slice::from_ref(&join)), 204);
     assert_eq!(server.send(&session, 2, &[hello, join]), 204);
     let mut kinds = Vec::new();
     let mut ack = 0;
