@@ -368,7 +368,7 @@ fn an_sse_session_exchanges_messages_with_a_websocket_member_and_resumes_without
         "",
     );
     assert_eq!(
-        (reply.status, reply.json()["error"].as_str()),
+        (reply.status, reply.json()["code"].as_str()),
         (404, Some("unknown_session"))
     );
 }
@@ -542,7 +542,7 @@ fn origins_methods_and_limits_are_checked() {
         "",
     );
     assert_eq!(
-        (reply.status, reply.json()["error"].as_str()),
+        (reply.status, reply.json()["code"].as_str()),
         (403, Some("origin"))
     );
     let reply = request(
@@ -588,7 +588,7 @@ fn origins_methods_and_limits_are_checked() {
     );
     let reply = request(server.addr, "GET", "/ws/sse", &[], "");
     assert_eq!(
-        (reply.status, reply.json()["error"].as_str()),
+        (reply.status, reply.json()["code"].as_str()),
         (400, Some("bad_request"))
     );
     let reply = request(server.addr, "GET", "/ws/sse?session=0123abcd", &[], "");
@@ -739,7 +739,7 @@ fn a_session_of_a_dead_node_is_unknown_elsewhere() {
         "",
     );
     assert_eq!(
-        (reply.status, reply.json()["error"].as_str()),
+        (reply.status, reply.json()["code"].as_str()),
         (404, Some("unknown_session"))
     );
     assert!(
@@ -865,4 +865,93 @@ fn with_tokens_a_session_needs_a_valid_hello_token_first() {
     assert_eq!(kinds[0]["code"], "hello_required", "{kinds:?}");
     assert_eq!(kinds[1]["type"], "welcome");
     assert_eq!(kinds[1]["client"], "dana");
+}
+
+#[test]
+fn clients_short_poll_history_with_their_token_and_cors() {
+    let server = TestServer::with(ServeConfig {
+        jwt_secret: Some(b"s3cret".to_vec()),
+        origins: OriginPolicy::new(vec!["https://app.example".into()]),
+        ..config()
+    });
+    let url = format!("ws://{}/ws", server.addr);
+    let ws = Client::connect(&url, ClientOptions::default().with_subprotocol("duplex.v1")).unwrap();
+    let mut ws = Peer { ws };
+    let hello = json!({"type": "hello", "token": common::token(b"s3cret", "pub", None, 60)});
+    ws.send(hello);
+    ws.until("welcome");
+    ws.send(json!({"type": "join", "id": "j", "room": "app/news"}));
+    ws.until("joined");
+    for i in 0..3 {
+        ws.send(json!({"type": "publish", "id": i, "room": "app/news", "data": i}));
+        ws.until("ack");
+    }
+    let path = "/api/rooms/app/news/history";
+    let origin = "Origin: https://app.example";
+    // No token, a bad one, one for another namespace, a refused origin.
+    let reply = request(server.addr, "GET", path, &[origin], "");
+    assert_eq!(
+        (reply.status, reply.json()["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert!(
+        reply
+            .headers
+            .contains("Access-Control-Allow-Origin: https://app.example")
+    );
+    let bad = "Authorization: Bearer not.a.token";
+    assert_eq!(
+        request(server.addr, "GET", path, &[origin, bad], "").status,
+        401
+    );
+    let other = format!(
+        "Authorization: Bearer {}",
+        common::token(b"s3cret", "reader", Some(&["admin"]), 60)
+    );
+    assert_eq!(
+        request(server.addr, "GET", path, &[origin, &other], "").status,
+        403
+    );
+    let good = format!(
+        "Authorization: Bearer {}",
+        common::token(b"s3cret", "reader", Some(&["app"]), 60)
+    );
+    let evil = "Origin: https://evil.example";
+    assert_eq!(
+        request(server.addr, "GET", path, &[evil, &good], "").status,
+        403
+    );
+    // The preflight, then the read.
+    let preflight = request(server.addr, "OPTIONS", path, &[origin], "");
+    assert_eq!(preflight.status, 204);
+    assert!(
+        preflight
+            .headers
+            .contains("Access-Control-Allow-Headers: Authorization")
+    );
+    let reply = request(server.addr, "GET", path, &[origin, &good], "");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply
+            .headers
+            .contains("Access-Control-Allow-Origin: https://app.example")
+    );
+    let body = reply.json();
+    let data: Vec<Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(data, [json!(0), json!(1), json!(2)], "{body}");
+    // Since the second: only the third.
+    let epoch = body["epoch"].as_str().unwrap();
+    let since = format!("{path}?since={epoch}:2");
+    let body = request(server.addr, "GET", &since, &[origin, &good], "").json();
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1, "{body}");
+    // Other API calls still need an API key (none here: the API is off).
+    assert_eq!(
+        request(server.addr, "GET", "/api/rooms", &[&good], "").status,
+        404
+    );
 }

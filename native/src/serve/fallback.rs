@@ -319,7 +319,7 @@ pub(crate) struct Refusal(pub u16, pub &'static str, pub String);
 
 impl Refusal {
     pub fn body(&self) -> String {
-        serde_json::json!({"error": self.1, "message": self.2}).to_string()
+        serde_json::json!({"code": self.1, "message": self.2}).to_string()
     }
 }
 
