@@ -27,6 +27,7 @@ use duplex_core::handshake::server::Request;
 use tracing::debug;
 
 use super::hub_thread::{Command, Delivery, HubConn, Inbox};
+use super::relay::Request as SessionRequest;
 use super::{SlowConsumer, Standing, TokenVerifier};
 use crate::server::{BodyError, ConnId, Ctx, WorkerWaker};
 
@@ -795,34 +796,8 @@ impl Sessions {
 enum Call {
     Preflight,
     Open,
-    Sse {
-        session: String,
-        last: Option<u64>,
-    },
-    Poll {
-        session: String,
-        ack: u64,
-    },
-    Send {
-        session: String,
-        seq: u64,
-        ack: Option<u64>,
-    },
-    Close {
-        session: String,
-    },
-}
-
-impl Call {
-    fn session(&self) -> Option<&str> {
-        match self {
-            Call::Preflight | Call::Open => None,
-            Call::Sse { session, .. }
-            | Call::Poll { session, .. }
-            | Call::Send { session, .. }
-            | Call::Close { session } => Some(session),
-        }
-    }
+    /// A request on a session (a command POST's body is filled in once read).
+    Session(SessionRequest),
 }
 
 fn bad(message: impl Into<String>) -> Refusal {
@@ -899,7 +874,7 @@ fn parse(request: &Request) -> Result<Call, Refusal> {
         return Ok(Call::Open);
     }
     let session = session.ok_or_else(|| bad("`session` is missing (from POST /ws/open)"))?;
-    Ok(match path {
+    Ok(Call::Session(match path {
         "/ws/sse" => {
             let header = request
                 .header_str("Last-Event-ID")
@@ -909,22 +884,23 @@ fn parse(request: &Request) -> Result<Call, Refusal> {
                         .map_err(|_| bad("Last-Event-ID must be a message index"))
                 })
                 .transpose()?;
-            Call::Sse {
+            SessionRequest::Sse {
                 session,
                 last: header.or(last),
             }
         }
-        "/ws/poll" => Call::Poll {
+        "/ws/poll" => SessionRequest::Poll {
             session,
             ack: ack.unwrap_or(0),
         },
-        "/ws/send" => Call::Send {
+        "/ws/send" => SessionRequest::Send {
             session,
             seq: seq.ok_or_else(|| bad("`seq` is missing"))?,
             ack,
+            body: String::new(),
         },
-        _ => Call::Close { session },
-    })
+        _ => SessionRequest::Close { session },
+    }))
 }
 
 /// One SSE event carrying message `index`.
@@ -1077,14 +1053,31 @@ impl Fallback {
                 let _ = ctx.respond_http(id, 204, &headers, b"");
                 return;
             }
-            Ok(call) => match body {
-                Ok(body) => match call.session().and_then(|s| self.sessions.remote_owner(s)) {
-                    Some(owner) => {
-                        let owner = owner.to_string();
-                        self.forward(ctx, id, call, body, owner, cors)
+            Ok(Call::Open) => self.open(ctx, id, cors),
+            Ok(Call::Session(mut call)) => match body {
+                Ok(body) => {
+                    if let SessionRequest::Send { body: text, .. } = &mut call {
+                        match std::str::from_utf8(body) {
+                            Ok(body) => body.clone_into(text),
+                            Err(_) => {
+                                return respond_refusal(
+                                    ctx,
+                                    id,
+                                    &bad("the body is not UTF-8"),
+                                    cors,
+                                );
+                            }
+                        }
                     }
-                    None => self.call(ctx, id, call, body, cors),
-                },
+                    match self.sessions.remote_owner(call.session()) {
+                        Some(owner) => {
+                            let owner = owner.to_string();
+                            self.forward(ctx, id, call, owner, cors);
+                            Ok(())
+                        }
+                        None => self.call(ctx, id, call, cors),
+                    }
+                }
                 Err(BodyError::TooLarge { limit, .. }) => Err(Refusal(
                     413,
                     "too_large",
@@ -1115,38 +1108,43 @@ impl Fallback {
         }
     }
 
+    /// `POST /ws/open`.
+    fn open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, cors: Option<&str>) -> Result<(), Refusal> {
+        let session = self.sessions.open(self.worker, &self.env)?;
+        self.schedule(Instant::now() + Duration::from_secs(1));
+        let config = self.sessions.config;
+        let answer = serde_json::json!({
+            "session": session,
+            "poll_ms": config.poll.as_millis() as u64,
+            "idle_ms": config.idle.as_millis() as u64,
+        })
+        .to_string();
+        respond_json(ctx, id, 200, &answer, cors);
+        Ok(())
+    }
+
     /// A request for a session of this node.
     fn call(
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
-        call: Call,
-        body: &[u8],
+        call: SessionRequest,
         cors: Option<&str>,
     ) -> Result<(), Refusal> {
         let sessions = Arc::clone(&self.sessions);
         let now = Instant::now();
         match call {
-            Call::Preflight => Ok(()),
-            Call::Open => {
-                let session = sessions.open(self.worker, &self.env)?;
-                self.schedule(now + Duration::from_secs(1));
-                let config = sessions.config;
-                let answer = serde_json::json!({
-                    "session": session,
-                    "poll_ms": config.poll.as_millis() as u64,
-                    "idle_ms": config.idle.as_millis() as u64,
-                })
-                .to_string();
-                respond_json(ctx, id, 200, &answer, cors);
-                Ok(())
-            }
-            Call::Send { session, seq, ack } => {
-                sessions.send(&session, seq, ack, body, &self.env)?;
+            SessionRequest::Send {
+                session,
+                seq,
+                ack,
+                body,
+            } => {
+                sessions.send(&session, seq, ack, body.as_bytes(), &self.env)?;
                 respond_empty(ctx, id, cors);
                 Ok(())
             }
-            Call::Close { session } => {
+            SessionRequest::Close { session } => {
                 let waiter = sessions.close(&session, &self.env)?;
                 if let Some(waiter) = waiter {
                     self.wake(ctx, &session, &waiter);
@@ -1154,7 +1152,7 @@ impl Fallback {
                 respond_empty(ctx, id, cors);
                 Ok(())
             }
-            Call::Sse { session, last } => {
+            SessionRequest::Sse { session, last } => {
                 let place = Place::Local {
                     worker: self.worker,
                     id,
@@ -1183,7 +1181,7 @@ impl Fallback {
                 self.flush(ctx, id);
                 Ok(())
             }
-            Call::Poll { session, ack } => {
+            SessionRequest::Poll { session, ack } => {
                 let place = Place::Local {
                     worker: self.worker,
                     id,
@@ -1217,29 +1215,28 @@ impl Fallback {
         &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
-        call: Call,
-        body: &[u8],
+        call: SessionRequest,
         owner: String,
         cors: Option<&str>,
-    ) -> Result<(), Refusal> {
+    ) {
         let Some(relay) = self.sessions.relay.get() else {
-            return Err(unknown_session());
+            return;
         };
         let now = Instant::now();
         let config = self.sessions.config;
         let token = relay.register(self.worker, id);
         let (kind, ack, ends_at) = match &call {
-            Call::Poll { ack, .. } => (Kind::Poll, *ack, now + config.poll),
-            Call::Sse { .. } => (Kind::Sse, 0, now + super::relay::ANSWER_WITHIN),
-            Call::Close { .. } => (Kind::Close, 0, now + super::relay::ANSWER_WITHIN),
-            _ => (Kind::Send, 0, now + super::relay::ANSWER_WITHIN),
+            SessionRequest::Poll { ack, .. } => (Kind::Poll, *ack, now + config.poll),
+            SessionRequest::Sse { .. } => (Kind::Sse, 0, now + super::relay::ANSWER_WITHIN),
+            SessionRequest::Close { .. } => (Kind::Close, 0, now + super::relay::ANSWER_WITHIN),
+            SessionRequest::Send { .. } => (Kind::Send, 0, now + super::relay::ANSWER_WITHIN),
         };
-        let session = call.session().unwrap_or_default().to_string();
+        let session = call.session().to_string();
         let _ = ctx.hold_http(
             id,
             ends_at.saturating_duration_since(now) + Duration::from_secs(5),
         );
-        relay.forward(&owner, token, call_wire(call, body));
+        relay.forward(&owner, token, call);
         self.attach_local(
             id,
             Attached {
@@ -1256,7 +1253,6 @@ impl Fallback {
                 cors: cors.map(str::to_string),
             },
         );
-        Ok(())
     }
 
     /// The answer of another node to the relayed request `id` of this worker.
@@ -1512,23 +1508,6 @@ pub(crate) fn relay_unavailable() -> Refusal {
     )
 }
 
-/// The wire form of a request relayed to the session's node.
-fn call_wire(call: Call, body: &[u8]) -> super::relay::Request {
-    use super::relay::Request as R;
-    match call {
-        Call::Sse { session, last } => R::Sse { session, last },
-        Call::Poll { session, ack } => R::Poll { session, ack },
-        Call::Send { session, seq, ack } => R::Send {
-            session,
-            seq,
-            ack,
-            body: String::from_utf8_lossy(body).into_owned(),
-        },
-        Call::Close { session } => R::Close { session },
-        Call::Preflight | Call::Open => unreachable!("no session to relay"),
-    }
-}
-
 fn is_get(path: &str) -> bool {
     matches!(path, "/ws/sse" | "/ws/poll")
 }
@@ -1587,27 +1566,30 @@ mod tests {
         let sse = request("GET /ws/sse?session=ab12&last=7 HTTP/1.1\r\n\r\n");
         assert_eq!(
             parse(&sse),
-            Ok(Call::Sse {
+            Ok(Call::Session(SessionRequest::Sse {
                 session: "ab12".into(),
                 last: Some(7)
-            })
+            }))
         );
         let header =
             request("GET /ws/sse?session=ab12&last=7 HTTP/1.1\r\nLast-Event-ID: 9\r\n\r\n");
         assert!(matches!(
             parse(&header),
-            Ok(Call::Sse { last: Some(9), .. })
+            Ok(Call::Session(SessionRequest::Sse { last: Some(9), .. }))
         ));
         let poll = request("GET /ws/poll?session=ab12 HTTP/1.1\r\n\r\n");
-        assert!(matches!(parse(&poll), Ok(Call::Poll { ack: 0, .. })));
+        assert!(matches!(
+            parse(&poll),
+            Ok(Call::Session(SessionRequest::Poll { ack: 0, .. }))
+        ));
         let send = request("POST /ws/send?session=ab12&seq=3&ack=2 HTTP/1.1\r\n\r\n");
         assert!(matches!(
             parse(&send),
-            Ok(Call::Send {
+            Ok(Call::Session(SessionRequest::Send {
                 seq: 3,
                 ack: Some(2),
                 ..
-            })
+            }))
         ));
         let preflight = request("OPTIONS /ws/send HTTP/1.1\r\n\r\n");
         assert_eq!(parse(&preflight), Ok(Call::Preflight));

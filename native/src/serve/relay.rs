@@ -59,7 +59,7 @@ pub(crate) enum Request {
 }
 
 impl Request {
-    fn session(&self) -> &str {
+    pub fn session(&self) -> &str {
         match self {
             Request::Sse { session, .. }
             | Request::Poll { session, .. }
