@@ -6,45 +6,26 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use duplex::client::{Client, ClientOptions};
-use duplex::serve::{ChannelServer, FallbackConfig, OriginPolicy, ServeConfig};
-use duplex::server::{ServerConfig, ShutdownHandle};
+use duplex::serve::{FallbackConfig, OriginPolicy, ServeConfig};
+use duplex::server::ServerConfig;
 use duplex_core::channel::HubConfig;
 use duplex_core::limits::Config;
 use serde_json::{Value, json};
 
 mod common;
+use common::TestServer;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: ShutdownHandle,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
 impl TestServer {
-    fn start(fallback: FallbackConfig) -> TestServer {
-        Self::with(ServeConfig {
+    fn with_fallback(fallback: FallbackConfig) -> TestServer {
+        TestServer::start(ServeConfig {
             fallback,
             ..config()
         })
-    }
-
-    fn with(mut config: ServeConfig) -> TestServer {
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        let server = ChannelServer::bind(config).expect("bind");
-        let addr = server.local_addr();
-        let stop = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run());
-        TestServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
     }
 
     fn member(&self, client: &str, room: &str) -> Peer {
@@ -68,6 +49,15 @@ impl TestServer {
         body["session"].as_str().unwrap().to_string()
     }
 
+    /// A new session that said `hello` as `client` and joined `room` (POST seq 1).
+    fn session_in(&self, client: &str, room: &str) -> String {
+        let session = self.open();
+        let hello = json!({"type": "hello", "client": client});
+        let join = json!({"type": "join", "id": 1, "room": room});
+        assert_eq!(self.send(&session, 1, &[hello, join]), 204);
+        session
+    }
+
     /// `POST /ws/send` with `commands`, one per line; its status.
     fn send(&self, session: &str, seq: u64, commands: &[Value]) -> u16 {
         let body: Vec<String> = commands.iter().map(Value::to_string).collect();
@@ -83,18 +73,6 @@ impl TestServer {
         let body = reply.json();
         let messages = body["messages"].as_array().unwrap().clone();
         (body["last"].as_u64().unwrap(), messages, body)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + WAIT;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
     }
 }
 
@@ -255,7 +233,7 @@ impl Peer {
 
 #[test]
 fn an_sse_session_exchanges_messages_with_a_websocket_member_and_resumes_without_loss() {
-    let server = TestServer::start(FallbackConfig::default());
+    let server = TestServer::with_fallback(FallbackConfig::default());
     let mut ws = server.member("ws", "app/chat");
     let session = server.open();
     let mut stream = Stream::open(server.addr, &session, None);
@@ -375,15 +353,12 @@ fn an_sse_session_exchanges_messages_with_a_websocket_member_and_resumes_without
 
 #[test]
 fn long_polls_are_held_until_a_message_and_acks_drop_what_was_answered() {
-    let server = TestServer::start(FallbackConfig {
+    let server = TestServer::with_fallback(FallbackConfig {
         poll: Duration::from_millis(600),
         ..FallbackConfig::default()
     });
     let mut ws = server.member("ws", "app/chat");
-    let session = server.open();
-    let hello = json!({"type": "hello", "client": "lp"});
-    let join = json!({"type": "join", "id": 1, "room": "app/chat"});
-    assert_eq!(server.send(&session, 1, &[hello, join]), 204);
+    let session = server.session_in("lp", "app/chat");
     let mut ack = 0;
     let mut kinds = Vec::new();
     while !kinds.contains(&"joined".to_string()) {
@@ -444,15 +419,12 @@ fn long_polls_are_held_until_a_message_and_acks_drop_what_was_answered() {
 
 #[test]
 fn an_idle_session_ends_and_its_member_leaves() {
-    let server = TestServer::start(FallbackConfig {
+    let server = TestServer::with_fallback(FallbackConfig {
         idle: Duration::from_millis(500),
         ..FallbackConfig::default()
     });
     let mut ws = server.member("ws", "app/chat");
-    let session = server.open();
-    let hello = json!({"type": "hello", "client": "gone"});
-    let join = json!({"type": "join", "id": 1, "room": "app/chat"});
-    assert_eq!(server.send(&session, 1, &[hello, join]), 204);
+    let session = server.session_in("gone", "app/chat");
     assert_eq!(ws.until("join")["client"], "gone");
     let started = Instant::now();
     assert_eq!(ws.until("leave")["client"], "gone");
@@ -469,7 +441,7 @@ fn an_idle_session_ends_and_its_member_leaves() {
 
 #[test]
 fn a_second_get_replaces_the_first_and_a_takeover_ends_the_session() {
-    let server = TestServer::start(FallbackConfig::default());
+    let server = TestServer::with_fallback(FallbackConfig::default());
     let session = server.open();
     assert_eq!(
         server.send(&session, 1, &[json!({"type": "hello", "client": "twice"})]),
@@ -530,7 +502,7 @@ fn a_second_get_replaces_the_first_and_a_takeover_ends_the_session() {
 
 #[test]
 fn origins_methods_and_limits_are_checked() {
-    let server = TestServer::with(ServeConfig {
+    let server = TestServer::start(ServeConfig {
         origins: OriginPolicy::new(vec!["https://app.example".into()]),
         ..config()
     });
@@ -753,12 +725,9 @@ fn a_session_of_a_dead_node_is_unknown_elsewhere() {
 fn a_session_that_reads_too_slowly_gets_a_gap_and_recovers_from_history() {
     let mut config = config();
     config.server.max_backlog = 4096;
-    let server = TestServer::with(config);
+    let server = TestServer::start(config);
     let mut ws = server.member("ws", "app/busy");
-    let session = server.open();
-    let hello = json!({"type": "hello", "client": "slow"});
-    let join = json!({"type": "join", "id": 1, "room": "app/busy"});
-    assert_eq!(server.send(&session, 1, &[hello, join]), 204);
+    let session = server.session_in("slow", "app/busy");
     let mut ack = 0;
     let epoch = loop {
         let (last, messages, _) = server.poll(&session, ack);
@@ -834,7 +803,7 @@ fn a_session_that_reads_too_slowly_gets_a_gap_and_recovers_from_history() {
 
 #[test]
 fn with_tokens_a_session_needs_a_valid_hello_token_first() {
-    let server = TestServer::with(ServeConfig {
+    let server = TestServer::start(ServeConfig {
         jwt_secret: Some(b"s3cret".to_vec()),
         ..config()
     });
@@ -869,7 +838,7 @@ fn with_tokens_a_session_needs_a_valid_hello_token_first() {
 
 #[test]
 fn clients_short_poll_history_with_their_token_and_cors() {
-    let server = TestServer::with(ServeConfig {
+    let server = TestServer::start(ServeConfig {
         jwt_secret: Some(b"s3cret".to_vec()),
         origins: OriginPolicy::new(vec!["https://app.example".into()]),
         ..config()

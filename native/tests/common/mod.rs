@@ -338,3 +338,38 @@ pub fn token(secret: &[u8], sub: &str, ns: Option<&[&str]>, exp_from_now: i64) -
     )
     .unwrap()
 }
+
+/// A `duplex serve` ([`duplex::serve::ChannelServer`]) run by a test in this process on a free
+/// port, shut down on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: duplex::server::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start(mut config: duplex::serve::ServeConfig) -> TestServer {
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let server = duplex::serve::ChannelServer::bind(config).expect("bind");
+        let addr = server.local_addr();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + WAIT;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
