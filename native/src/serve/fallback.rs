@@ -585,6 +585,7 @@ impl Sessions {
                 last: Some(entry.acked),
             };
         }
+        let mut ended = false;
         let output = match waiter.kind {
             Kind::Sse => {
                 let batch = entry.take(budget);
@@ -603,6 +604,7 @@ impl Sessions {
                 self.metrics
                     .sse_messages
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                ended = closed.is_some();
                 Output::Stream {
                     bytes,
                     count: batch.len() as u64,
@@ -625,6 +627,7 @@ impl Sessions {
                 let closed = entry.closed.clone().filter(|_| !entry.has_unsent());
                 if let Some((code, reason)) = &closed {
                     let _ = write!(body, ",\"close\":{}", close_json(*code, reason));
+                    ended = true;
                 }
                 body.push('}');
                 self.metrics
@@ -641,11 +644,6 @@ impl Sessions {
         entry.trim(env.max_backlog);
         let rooms = entry.drained(env.max_backlog);
         env.dropped(entry.conn, rooms);
-        let ended = match &output {
-            Output::Stream { end, .. } => *end,
-            Output::Answer { body, .. } => body.ends_with("}}") && body.contains(",\"close\":"),
-            _ => false,
-        };
         if ended {
             self.end(&mut table, session, env);
         }
@@ -1278,6 +1276,14 @@ impl Fallback {
                     self.schedule(now + config.ping.min(config.stream_lifetime));
                 }
                 let _ = ctx.write_stream(id, data.as_bytes());
+                if ctx.buffered_amount(id).unwrap_or(0) > self.env.max_backlog.saturating_mul(2) {
+                    // The session's node does not wait for this reader: the stream ends, and
+                    // the client resumes after what it got.
+                    if let Some(attached) = self.forget(id) {
+                        self.left(id, &attached);
+                    }
+                    let _ = ctx.end_stream(id);
+                }
             }
             Answer::End => {
                 self.forget(id);
