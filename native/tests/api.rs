@@ -4,44 +4,24 @@
 //! nodes over Redis are in `cluster.rs`.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use duplex::client::{Client, ClientEvent, ClientOptions};
-use duplex::serve::{ChannelServer, ServeConfig};
-use duplex::server::{ServerConfig, ShutdownHandle};
+use duplex::serve::ServeConfig;
+use duplex::server::ServerConfig;
 use duplex_core::channel::HubConfig;
 use duplex_core::limits::Config;
 use duplex_core::message::Message;
 use serde_json::{Value, json};
 
 mod common;
-use common::{ApiClient, get};
+use common::{ApiClient, TestServer, get};
 
 const WAIT: Duration = Duration::from_secs(10);
 const KEY: &str = "test-key-1";
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: ShutdownHandle,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
 impl TestServer {
-    fn start(mut config: ServeConfig) -> TestServer {
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        let server = ChannelServer::bind(config).expect("bind");
-        let addr = server.local_addr();
-        let stop = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run());
-        TestServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
     fn api(&self) -> ApiClient {
         ApiClient::connect(self.addr, Some(KEY))
     }
@@ -56,18 +36,6 @@ impl TestServer {
         peer.send(json!({"type": "join", "id": 1, "room": room, "presence": {"name": client}}));
         peer.until("joined");
         peer
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + WAIT;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
     }
 }
 

@@ -1,43 +1,22 @@
 //! End-to-end tests of `duplex serve` over 127.0.0.1: a [`ChannelServer`] in this process,
 //! clients from `duplex::client` speaking `duplex.v1`. Every wait is bounded.
 
-use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use duplex::client::{Client, ClientError, ClientEvent, ClientOptions};
-use duplex::serve::{ChannelServer, OriginPolicy, ServeConfig, SlowConsumer};
-use duplex::server::{ServerConfig, ShutdownHandle};
+use duplex::serve::{OriginPolicy, ServeConfig, SlowConsumer};
+use duplex::server::ServerConfig;
 use duplex_core::channel::HubConfig;
 use duplex_core::limits::Config;
 use duplex_core::message::Message;
 use serde_json::{Value, json};
 
 mod common;
-use common::{DuplexProcess, get, metric_value};
+use common::{DuplexProcess, TestServer, get, metric_value, token};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct TestServer {
-    addr: SocketAddr,
-    stop: ShutdownHandle,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
 impl TestServer {
-    fn start(mut config: ServeConfig) -> TestServer {
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
-        let server = ChannelServer::bind(config).expect("bind");
-        let addr = server.local_addr();
-        let stop = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run());
-        TestServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
     fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
@@ -56,18 +35,6 @@ impl TestServer {
         }
         peer.id = welcome["client"].as_str().unwrap().to_owned();
         peer
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + WAIT;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
     }
 }
 
@@ -444,23 +411,6 @@ fn origins_outside_the_allow_list_are_refused() {
     assert!(err.to_string().contains("403"), "{err}");
     let good = ClientOptions::default().with_origin("https://app.example");
     assert!(Peer::connect_with(&server.url("/ws"), good).is_ok());
-}
-
-fn token(secret: &[u8], sub: &str, ns: Option<&[&str]>, exp_from_now: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut claims = json!({"sub": sub, "exp": now + exp_from_now});
-    if let Some(ns) = ns {
-        claims["ns"] = json!(ns);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .unwrap()
 }
 
 #[test]

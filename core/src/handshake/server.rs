@@ -285,33 +285,16 @@ pub fn write_response_keep_alive(
 /// `Connection: close`: the body ends with the connection), e.g. `text/event-stream`.
 /// Content-Length, Connection and Transfer-Encoding in `headers` are left out.
 pub fn write_streaming_head(status: u16, headers: &[(&str, &str)], out: &mut Vec<u8>) {
-    let status = if (100..=999).contains(&status) {
-        status
-    } else {
-        500
-    };
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, usize::from(status));
-    out.push(b' ');
-    out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("Content-Length")
-            || name.eq_ignore_ascii_case("Connection")
-            || name.eq_ignore_ascii_case("Transfer-Encoding")
-        {
-            continue;
-        }
-        push_header(out, name, value);
-    }
+    write_status_and_headers(status, headers, true, out);
     out.extend_from_slice(b"Connection: close\r\n\r\n");
 }
 
-fn write_response_with(
+/// The status line and the application's headers, without the framing ones written after them
+/// (Content-Length, Connection, and Transfer-Encoding with `streaming`).
+fn write_status_and_headers(
     status: u16,
     headers: &[(&str, &str)],
-    body: &[u8],
-    keep_alive: bool,
+    streaming: bool,
     out: &mut Vec<u8>,
 ) {
     let status = if (100..=999).contains(&status) {
@@ -325,11 +308,24 @@ fn write_response_with(
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("Connection") {
+        if name.eq_ignore_ascii_case("Content-Length")
+            || name.eq_ignore_ascii_case("Connection")
+            || (streaming && name.eq_ignore_ascii_case("Transfer-Encoding"))
+        {
             continue;
         }
         push_header(out, name, value);
     }
+}
+
+fn write_response_with(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) {
+    write_status_and_headers(status, headers, false, out);
     out.extend_from_slice(b"Content-Length: ");
     push_decimal(out, body.len());
     if keep_alive {

@@ -98,6 +98,8 @@ pub(crate) enum Delivery {
     /// From another worker: the session of this worker's SSE stream or held poll has
     /// messages (or ended).
     Flush,
+    /// The answer of another node to a request of the HTTP transports this worker relayed.
+    Relayed(super::fallback::Answer),
 }
 
 /// Deliveries waiting for one worker.

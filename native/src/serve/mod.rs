@@ -27,6 +27,7 @@ mod files;
 mod hub_thread;
 mod metrics;
 pub mod redis_broker;
+mod relay;
 mod stomp;
 
 use std::collections::{BTreeMap, HashMap};
@@ -218,6 +219,16 @@ impl ChannelServer {
             api: ApiKeys::new(&config.api_keys),
             api_limits: ApiLimits::for_payload(config.hub.max_payload, &config.hub.decode_limits()),
         };
+        let env = fallback::Env {
+            commands: commands.clone(),
+            limits: shared.limits,
+            max_backlog: shared.max_backlog,
+            slow_consumer: shared.slow_consumer,
+            verifier: shared.verifier.clone(),
+        };
+        if let Some(url) = &config.broker {
+            relay::Relay::start(url, &sessions, env.clone())?;
+        }
         let commands = Mutex::new(commands);
         let result = server.run(|worker| ServeHandler {
             worker,
@@ -234,8 +245,12 @@ impl ChannelServer {
                 server: concat!("duplex/", env!("CARGO_PKG_VERSION")).into(),
                 ..StompConfig::default()
             }),
-            fallback: fallback::Fallback::new(Arc::clone(&sessions), worker),
+            fallback: fallback::Fallback::new(Arc::clone(&sessions), worker, env.clone()),
+            api_cors: HashMap::new(),
         });
+        if let Some(relay) = sessions.relay.get() {
+            relay.stop();
+        }
         // The workers' senders are gone (the broker's threads may still hold some).
         let _ = commands
             .lock()
@@ -306,27 +321,6 @@ fn admit(
     }
 }
 
-/// What a session of the HTTP transports needs of the handler.
-fn fallback_env<'a>(
-    shared: &'a Shared,
-    commands: &'a Sender<Command>,
-    cors: Option<&'a str>,
-) -> fallback::Env<'a> {
-    fallback::Env {
-        commands,
-        limits: &shared.limits,
-        max_backlog: shared.max_backlog,
-        slow_consumer: shared.slow_consumer,
-        verifier: shared.verifier.as_ref(),
-        standing: if shared.verifier.is_some() {
-            Standing::NeedsToken
-        } else {
-            Standing::Ready
-        },
-        cors,
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Shared {
     /// Where `/duplex-ws/` comes from.
@@ -375,6 +369,8 @@ struct ServeHandler {
     stomp: stomp::StompConns,
     /// Streams and polls of the HTTP transports held by this worker, and the node's sessions.
     fallback: fallback::Fallback,
+    /// History reads of clients from another (allowed) origin, awaiting the hub's answer.
+    api_cors: HashMap<ConnId, String>,
 }
 
 impl ServeHandler {
@@ -512,7 +508,6 @@ impl ServeHandler {
         delivery: Delivery,
         text: &mut Option<(channel::Delivery, Arc<str>)>,
     ) {
-        let env = fallback_env(&self.shared, &self.commands, None);
         match delivery {
             Delivery::Channel(delivery) => {
                 let made = match &*text {
@@ -523,11 +518,12 @@ impl ServeHandler {
                         made
                     }
                 };
-                self.fallback.deliver(ctx, id, &delivery, &made, &env);
+                self.fallback.deliver(ctx, id, &delivery, &made);
             }
-            Delivery::Close(code, reason) => self.fallback.close(ctx, id, code, reason, &env),
-            Delivery::Disconnect(code, reason) => self.fallback.close(ctx, id, code, &reason, &env),
-            Delivery::Flush => self.fallback.flush(ctx, id, &env),
+            Delivery::Close(code, reason) => self.fallback.close(ctx, id, code, reason),
+            Delivery::Disconnect(code, reason) => self.fallback.close(ctx, id, code, &reason),
+            Delivery::Flush => self.fallback.flush(ctx, id),
+            Delivery::Relayed(answer) => self.fallback.relayed(ctx, id, answer),
             Delivery::Http(_) => {}
         }
     }
@@ -583,6 +579,93 @@ impl ServeHandler {
     }
 }
 
+/// `GET /api/rooms/NS/NAME/history` (short polling).
+fn is_history_path(path: &str) -> bool {
+    path.starts_with("/api/rooms/") && path.ends_with("/history")
+}
+
+impl ServeHandler {
+    /// Short polling: a room's history read by a client (a browser, from an allowed origin),
+    /// with a client token when tokens are required (its namespaces apply), not an API key.
+    fn history_for_client(&mut self, ctx: &mut Ctx<'_>, id: ConnId, request: &Request) {
+        let origin = request.origin().map(str::to_string);
+        let cors = origin.as_deref();
+        let refuse = |ctx: &mut Ctx<'_>, status, code: &'static str, message: &str| {
+            let error = ApiError::new(status, code, message);
+            respond_api(ctx, id, &ApiResponse::error(&error), cors);
+        };
+        if !self.shared.origins.allows(cors) {
+            let message = format!(
+                "origin {:?} is not allowed (see --allowed-origin)",
+                cors.unwrap_or_default()
+            );
+            return refuse(ctx, 403, "origin", &message);
+        }
+        if request.method == "OPTIONS" {
+            let mut headers = vec![
+                ("Access-Control-Allow-Methods", "GET, OPTIONS"),
+                ("Access-Control-Allow-Headers", "Authorization"),
+                ("Access-Control-Max-Age", "600"),
+            ];
+            if let Some(origin) = cors {
+                headers.extend([
+                    ("Access-Control-Allow-Origin", origin),
+                    ("Access-Control-Allow-Credentials", "true"),
+                    ("Vary", "Origin"),
+                ]);
+            }
+            let _ = ctx.respond_http(id, 204, &headers, b"");
+            return;
+        }
+        let call = match duplex_core::channel::api::parse_request(
+            &request.method,
+            &request.target,
+            b"",
+            &self.shared.api_limits,
+        ) {
+            Ok(call) => call,
+            Err(error) => return respond_api(ctx, id, &ApiResponse::error(&error), cors),
+        };
+        if let Some(verifier) = &self.shared.verifier {
+            let token = request
+                .header_str("Authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            let Some(token) = token else {
+                return refuse(
+                    ctx,
+                    401,
+                    "unauthorized",
+                    "send `Authorization: Bearer TOKEN` with a client token (as in hello.token)",
+                );
+            };
+            let claims = match verifier.verify(token) {
+                Ok(claims) => claims,
+                Err(e) => return refuse(ctx, 401, "unauthorized", &e.to_string()),
+            };
+            let namespace = match &call {
+                api::ApiCall::History { room, .. } => room.split('/').next().unwrap_or_default(),
+                _ => "",
+            };
+            if claims
+                .ns
+                .as_ref()
+                .is_some_and(|ns| !ns.iter().any(|n| n == namespace))
+            {
+                let message = format!("the token does not allow the namespace {namespace:?}");
+                return refuse(ctx, 403, "unauthorized", &message);
+            }
+        }
+        if let Some(origin) = origin {
+            self.api_cors.insert(id, origin);
+        }
+        self.tell(Command::Api {
+            conn: self.conn(id),
+            call,
+        });
+    }
+}
+
 /// Writes an API answer (JSON) on its HTTP connection.
 impl ServeHandler {
     /// `/dashboard` when API keys are set: for a key as a Bearer token or as the password of
@@ -620,28 +703,21 @@ impl ServeHandler {
     }
 }
 
-fn respond_api(ctx: &mut Ctx<'_>, id: ConnId, response: &ApiResponse) {
-    let content_type = ("Content-Type", "application/json");
-    let result = match response.allow {
-        Some(allow) => ctx.respond_http(
-            id,
-            response.status,
-            &[content_type, ("Allow", allow)],
-            response.body.as_bytes(),
-        ),
-        None if response.status == 401 => ctx.respond_http(
-            id,
-            response.status,
-            &[content_type, ("WWW-Authenticate", "Bearer")],
-            response.body.as_bytes(),
-        ),
-        None => ctx.respond_http(
-            id,
-            response.status,
-            &[content_type],
-            response.body.as_bytes(),
-        ),
-    };
+fn respond_api(ctx: &mut Ctx<'_>, id: ConnId, response: &ApiResponse, cors: Option<&str>) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    match response.allow {
+        Some(allow) => headers.push(("Allow", allow)),
+        None if response.status == 401 => headers.push(("WWW-Authenticate", "Bearer")),
+        None => {}
+    }
+    if let Some(origin) = cors {
+        headers.extend([
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ]);
+    }
+    let result = ctx.respond_http(id, response.status, &headers, response.body.as_bytes());
     if let Err(e) = result {
         debug!(?id, "API answer not sent: {e}");
     }
@@ -715,6 +791,10 @@ impl Handler for ServeHandler {
         if fallback::is_fallback_path(request.path()) {
             return Some(fallback::MAX_POST_BODY);
         }
+        if is_history_path(request.path()) {
+            // Short polling by clients, with or without API keys.
+            return Some(self.shared.api_limits.max_body);
+        }
         self.shared.api.as_ref()?;
         if self.shared.dashboard && request.path() == "/dashboard" {
             // Behind the API keys: answered by `on_http_request`.
@@ -738,7 +818,7 @@ impl Handler for ServeHandler {
             let origin = request.origin();
             if !self.shared.origins.allows(origin) {
                 let body = serde_json::json!({
-                    "error": "origin",
+                    "code": "origin",
                     "message": format!(
                         "origin {:?} is not allowed (see --allowed-origin)",
                         origin.unwrap_or_default()
@@ -753,15 +833,22 @@ impl Handler for ServeHandler {
                 );
                 return;
             }
-            let env = fallback_env(&self.shared, &self.commands, origin);
-            return self.fallback.request(ctx, id, request, body, &env);
+            return self.fallback.request(ctx, id, request, body, origin);
+        }
+        let with_key = self
+            .shared
+            .api
+            .as_ref()
+            .is_some_and(|keys| keys.verify(request.header("Authorization")));
+        if is_history_path(request.path()) && !with_key {
+            return self.history_for_client(ctx, id, request);
         }
         match self.api_call(request, body) {
             Ok(call) => self.tell(Command::Api {
                 conn: self.conn(id),
                 call,
             }),
-            Err(error) => respond_api(ctx, id, &ApiResponse::error(&error)),
+            Err(error) => respond_api(ctx, id, &ApiResponse::error(&error), None),
         }
     }
 
@@ -836,7 +923,7 @@ impl Handler for ServeHandler {
         // And the text of a broadcast for the sessions of the HTTP transports.
         let mut session_text: Option<(channel::Delivery, Arc<str>)> = None;
         for (id, delivery) in taken.drain(..) {
-            if id.is_detached() || matches!(delivery, Delivery::Flush) {
+            if id.is_detached() || matches!(delivery, Delivery::Flush | Delivery::Relayed(_)) {
                 self.session_delivery(ctx, id, delivery, &mut session_text);
                 continue;
             }
@@ -860,17 +947,21 @@ impl Handler for ServeHandler {
                 Delivery::Close(code, reason) => {
                     let _ = ctx.close(id, code, reason);
                 }
-                Delivery::Http(response) => respond_api(ctx, id, &response),
+                Delivery::Http(response) => {
+                    let cors = self.api_cors.remove(&id);
+                    respond_api(ctx, id, &response, cors.as_deref())
+                }
                 Delivery::Disconnect(code, reason) => {
                     let _ = ctx.close(id, code, &reason);
                 }
-                Delivery::Flush => {}
+                Delivery::Flush | Delivery::Relayed(_) => {}
             }
         }
         self.taken = taken;
     }
 
     fn on_http_closed(&mut self, _ctx: &mut Ctx<'_>, id: ConnId) {
+        self.api_cors.remove(&id);
         self.fallback.closed(id);
     }
 
@@ -885,14 +976,12 @@ impl Handler for ServeHandler {
         for (id, command) in self.stomp.on_timer(ctx) {
             self.command_message(id, command);
         }
-        let env = fallback_env(&self.shared, &self.commands, None);
-        self.fallback.on_timer(ctx, &env);
+        self.fallback.on_timer(ctx);
     }
 
     fn on_drained(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         if self.fallback.is_attached(id) {
-            let env = fallback_env(&self.shared, &self.commands, None);
-            return self.fallback.flush(ctx, id, &env);
+            return self.fallback.flush(ctx, id);
         }
         let Some(rooms) = self.dropping.remove(&id) else {
             return;

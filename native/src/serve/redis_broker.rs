@@ -345,6 +345,11 @@ impl BrokerUrl {
     pub fn as_str(&self) -> &str {
         &self.url
     }
+
+    /// A client of this Redis (connections are opened by its users).
+    pub(crate) fn client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.info.clone())
+    }
 }
 
 /// The running broker of one node: hand it the hub's requests.

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use duplex::client::{Client, ClientError, ClientEvent};
@@ -241,5 +242,134 @@ impl ApiClient {
     pub fn closed(&mut self) -> bool {
         let mut chunk = [0u8; 1024];
         matches!(self.stream.read(&mut chunk), Ok(0))
+    }
+}
+
+/// A `redis-server` of a test: no persistence, 127.0.0.1 only, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut redis = Redis {
+            port,
+            extra,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again, empty) on the same port and waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; tests/setup.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.command("PING\r\n").as_deref() != Some("+PONG\r\n") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One inline command; its raw answer.
+    pub fn command(&self, line: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(line.as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HS256 JWT for `sub` (and namespaces `ns`), expiring `exp_from_now` seconds from now.
+pub fn token(secret: &[u8], sub: &str, ns: Option<&[&str]>, exp_from_now: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims = serde_json::json!({"sub": sub, "exp": now + exp_from_now});
+    if let Some(ns) = ns {
+        claims["ns"] = serde_json::json!(ns);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// A `duplex serve` ([`duplex::serve::ChannelServer`]) run by a test in this process on a free
+/// port, shut down on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: duplex::server::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start(mut config: duplex::serve::ServeConfig) -> TestServer {
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let server = duplex::serve::ChannelServer::bind(config).expect("bind");
+        let addr = server.local_addr();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + WAIT;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
