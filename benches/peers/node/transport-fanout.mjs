@@ -353,13 +353,13 @@ for (let n = 1; n <= messages && !failure; n += 1) {
 }
 const sentIn = performance.now() - t0;
 await finished;
-const cpu = serverCpu() - cpu0;
-const load = process.cpuUsage(load0);
-done = true;
 if (failure) {
   console.error(failure);
   process.exit(1);
 }
+const cpu = serverCpu() - cpu0;
+const load = process.cpuUsage(load0);
+done = true;
 const seconds = (lastAt - t0) / 1000;
 const sorted = latencies.sort();
 const pct = (p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
