@@ -10,7 +10,7 @@
 #                         [--quick] [--no-build]
 #
 # Each round starts a fresh `duplex serve --threads 1` pinned to CPU 0 (the Node subscribers
-# and the publisher on CPU 1 when there are two) and runs the three kinds, in an order that
+# and the publisher on CPU 1 when there are two) and runs the four kinds, in an order that
 # rotates from round to round. One WebSocket publisher sends --messages publishes at --rate per
 # second (50: the most one Node process keeps up with for 1,000 WebSocket subscribers on one
 # core); every subscriber must get every message once and in order, or the run fails. Prints
@@ -32,7 +32,7 @@ while (($#)); do
     --rounds) rounds=$2; shift 2 ;;
     --quick) quick=1 subscribers=200 messages=100 rounds=1; shift ;;
     --no-build) build=0; shift ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "transports.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done

@@ -1,9 +1,10 @@
 // Fan-out of one room of `duplex serve` to subscribers on one transport: WebSocket (`ws`,
 // duplex.v1), Server-Sent Events (`sse`: `POST /ws/open`, commands by `POST /ws/send`, a stream
 // from `GET /ws/sse`) or long polling (`longpoll`: the same session, `GET /ws/poll` in a loop with
-// `ack`), as docs/PROTOCOL.md "HTTP transports" specifies them.
+// `ack` on Node's keep-alive `http.Agent`; `longpoll-socket`: the same polls written by hand on
+// one keep-alive socket per subscriber), as docs/PROTOCOL.md "HTTP transports" specifies them.
 //
-//   node transport-fanout.mjs PORT SERVER_PID KIND SUBSCRIBERS MESSAGES RATE
+//   CLK_TCK=$(getconf CLK_TCK) node transport-fanout.mjs PORT SERVER_PID KIND SUBSCRIBERS MESSAGES RATE
 //
 // One duplex.v1 WebSocket publisher sends MESSAGES publishes at RATE per second (on a fixed
 // schedule, not waiting for deliveries), each carrying its send time in `data.t`. Every
