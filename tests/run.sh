@@ -156,6 +156,11 @@ step_cluster_bench() {
     bash benches/cluster.sh --quick
 }
 
+step_transports_bench() {
+    bash tests/setup.sh node
+    bash benches/transports.sh --quick
+}
+
 step_load() {
     bash tests/load.sh
 }
@@ -272,6 +277,7 @@ plan_steps() {
         if [[ -f benches/load/Cargo.toml ]]; then
             add_step load step_load "tests/load.sh (duplex-load verifies every echo under load, ws:// and wss://)"
             add_step cluster-bench step_cluster_bench "benches/cluster.sh --quick (300 members on 1 vs 3 duplex serve --broker nodes and 2 Socket.IO + redis-adapter nodes; every delivery checked, figures printed, not judged)"
+            add_step transports-bench step_transports_bench "benches/transports.sh --quick (200 subscribers of one duplex serve room over WebSocket, SSE + POST and long polling + POST; every delivery checked once and in order, CPU and latency printed, not judged)"
         fi
     fi
     if [[ -f fuzz/Cargo.toml ]]; then
