@@ -246,7 +246,7 @@ fn an_sse_session_exchanges_messages_with_a_websocket_member_and_resumes_without
         assert!(stream.head.contains(header), "{header} in {}", stream.head);
     }
     let (event, _, data) = stream.event().unwrap();
-    assert_eq!(event, "open");
+    assert_eq!(event, "ready");
     assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["last"], 0);
     let hello = json!({"type": "hello", "client": "sse"});
     let join = json!({"type": "join", "id": 1, "room": "app/chat", "presence": {"name": "sse"}});
@@ -309,7 +309,7 @@ fn an_sse_session_exchanges_messages_with_a_websocket_member_and_resumes_without
             event.as_str(),
             serde_json::from_str::<Value>(&data).unwrap()["last"].as_u64()
         ),
-        ("open", Some(last - 2))
+        ("ready", Some(last - 2))
     );
     let mut seen = Vec::new();
     while seen.len() < 4 {
@@ -448,7 +448,7 @@ fn a_second_get_replaces_the_first_and_a_takeover_ends_the_session() {
         204
     );
     let mut first = Stream::open(server.addr, &session, None);
-    assert_eq!(first.event().unwrap().0, "open");
+    assert_eq!(first.event().unwrap().0, "ready");
     assert_eq!(first.message().1["type"], "welcome");
     // A poll replaces the stream: the stream ends, the poll gets nothing new.
     let poller = {
@@ -661,7 +661,7 @@ fn on_a_cluster_every_request_of_a_session_works_on_any_node() {
     let mut stream = Stream::open(addr(2), &session, Some(ack));
     assert!(stream.head.starts_with("HTTP/1.1 200"), "{}", stream.head);
     assert!(stream.head.contains("text/event-stream"));
-    assert_eq!(stream.event().unwrap().0, "open");
+    assert_eq!(stream.event().unwrap().0, "ready");
     let mut last = ack;
     for i in 6..9 {
         ws.send(json!({"type": "publish", "id": 10 + i, "room": "app/lb", "data": i}));
@@ -672,7 +672,7 @@ fn on_a_cluster_every_request_of_a_session_works_on_any_node() {
     drop(stream);
     ws.send(json!({"type": "publish", "id": 20, "room": "app/lb", "data": 9}));
     let mut stream = Stream::open(addr(0), &session, Some(last));
-    assert_eq!(stream.event().unwrap().0, "open");
+    assert_eq!(stream.event().unwrap().0, "ready");
     assert_eq!(stream.until("message").1["data"], 9);
     // Closed through yet another node: the member sees it leave.
     let reply = request(

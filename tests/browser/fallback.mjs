@@ -13,7 +13,7 @@
 //   - ben through --proxy: client.transport must become 'sse'; the fallback time (the page's
 //     first WebSocket attempt → `welcome` over the fallback, the first server message) is
 //     measured in the page and must be under 3 s;
-//   - cat through --buffering: SSE's `open` event never comes through, the client must end on
+//   - cat through --buffering: SSE's `ready` event never comes through, the client must end on
 //     'longpoll' (its time is printed: the 3 s bound of the SSE stream is part of it);
 //   - #transport names each transport; all three see each other in #members; a message from
 //     each reaches every page exactly once;

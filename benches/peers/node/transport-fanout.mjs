@@ -159,7 +159,7 @@ async function wsSubscriber(i) {
 /**
  * An SSE stream of `session` from after message `last` (none: from the start), read from a
  * plain `http.request` without keep-alive; it reopens itself with `Last-Event-ID` when the
- * server ends it (after its lifetime). `opened` resolves at its `open` event.
+ * server ends it (after its lifetime). `opened` resolves at its `ready` event.
  */
 function sseStream(i, session, state, opened) {
   const headers = { Accept: 'text/event-stream' };
@@ -184,7 +184,7 @@ function sseStream(i, session, state, opened) {
           else if (line.startsWith('id: ')) id = Number(line.slice(4));
           else if (line.startsWith('event: ')) event = line.slice(7);
         }
-        if (event === 'open') {
+        if (event === 'ready') {
           opened();
         } else if (event === 'close') {
           fail(`sse subscriber ${i}: the session was closed: ${data}`);

@@ -538,7 +538,7 @@ impl Sessions {
     }
 
     /// A stream (`last`: where it resumes) or a poll (`last`: its ack) attaches to the session.
-    /// Returns the `open` event's data for a stream, and the waiter it replaced.
+    /// Returns the `ready` event's data for a stream, and the waiter it replaced.
     pub fn attach(
         &self,
         session: &str,
@@ -919,9 +919,9 @@ fn close_json(code: u16, reason: &str) -> String {
     serde_json::json!({"code": code, "reason": reason}).to_string()
 }
 
-/// The first bytes of a stream: the reconnection delay and the `open` event.
+/// The first bytes of a stream: the reconnection delay and the `ready` event.
 pub(crate) fn stream_head(open: &str) -> String {
-    format!("retry: 1000\nevent: open\ndata: {open}\n\n")
+    format!("retry: 1000\nevent: ready\ndata: {open}\n\n")
 }
 
 /// The headers of an SSE stream.

@@ -15,7 +15,7 @@ const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
 
-/** How long the first stream's `open` event (or the `open` POST) may take (ms). */
+/** How long the first stream's `ready` event (or the `open` POST) may take (ms). */
 export const OPEN_TIMEOUT_MS = 3_000;
 /** Retries of a broken stream, poll or POST before the transport gives up (then onclose). */
 const RETRIES = 4;
@@ -74,7 +74,7 @@ class HttpTransport {
    * Why the transport closed before it opened, for DuplexClient's choice of transport:
    * `unreachable` (the server could not be reached, or answered 5xx: a reason to retry, not to
    * change transport), `refused` (the endpoint answered otherwise, e.g. 404 on a server
-   * without HTTP transports), `buffered` (the stream's `open` event did not arrive within
+   * without HTTP transports), `buffered` (the stream's `ready` event did not arrive within
    * openTimeout: a proxy holds the stream back), `timeout`. Null once open.
    */
   failure = null;
@@ -314,7 +314,7 @@ class HttpTransport {
 
 /**
  * Server messages down an EventSource (`GET …/sse?session=S`), commands up by POST. The stream's
- * `open` event opens the socket; one that does not come within openTimeout (3 s) means a proxy
+ * `ready` event opens the socket; one that does not come within openTimeout (3 s) means a proxy
  * buffers the stream: the transport fails with `failure` `buffered`. A stream that breaks (or
  * ends by itself, every 50 s) is resumed after the last message seen (`&last=N`), up to 4
  * retries in a row; a stream the server refuses (404: the session is gone) closes the socket.
@@ -348,13 +348,13 @@ export class SseTransport extends HttpTransport {
     const live = () => this.#source === source;
     this.#timer = setTimeout(() => {
       if (!live()) return;
-      if (this.readyState === CONNECTING) this.fail('buffered', 'the stream sent no open event in time');
+      if (this.readyState === CONNECTING) this.fail('buffered', 'the stream sent no ready event in time');
       else this.#broken();
     }, this.openTimeout);
-    // An EventSource dispatches its own `open` (an Event) and the server's `event: open` (a
-    // MessageEvent, with data) as the same type: only the server's counts.
-    source.addEventListener('open', (event) => {
-      if (!live() || typeof event.data !== 'string') return;
+    // The server's `event: ready` (not the EventSource's own `open`, which a buffering proxy
+    // lets through) proves the stream flows.
+    source.addEventListener('ready', () => {
+      if (!live()) return;
       clearTimeout(this.#timer);
       this.#timer = null;
       this.#retries = 0;
