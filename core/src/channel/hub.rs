@@ -1487,9 +1487,11 @@ impl<C: Copy + Ord> Hub<C> {
                 let presence = serde_json::to_string(&m.presence).unwrap_or_default();
                 members.push(&m.client, &presence);
             }
-            // Members on other nodes, as the broker read them.
+            // Members on other nodes, as the broker read them (a set of the ones here: a
+            // scan of them per remote member made a join cost here × remote comparisons).
+            let here: BTreeSet<&str> = state.members.values().map(|m| m.client.as_str()).collect();
             for (client, presence) in remote {
-                if state.members.values().any(|m| m.client == client) {
+                if here.contains(client.as_str()) {
                     continue;
                 }
                 let cost = client.len() + presence.len() + MEMBER_OVERHEAD;
