@@ -19,8 +19,9 @@
 # The side by side: two duplex nodes and two Socket.IO nodes (benches/peers/node/socketio-room.mjs,
 # each its own redis-server), same members, same publisher, same messages, paced at
 # --peer-deliveries / M publishes/s (a rate both sustain), for deliveries per server CPU second.
-# Redis round trips per join (hello + join, per connection) and per publish come from the
-# nodes' /metrics (duplex_broker_round_trips_total), in the same runs.
+# Redis round trips per connection (its hello and its join: one each) and per publish come
+# from the nodes' /metrics (duplex_broker_round_trips_total less duplex_broker_heartbeats_total),
+# in the same runs.
 #
 # --quick (tests/run.sh cluster-bench): 300 members, 1 vs 3 nodes and the Socket.IO pair, a
 # second each, no throughput runs. It fails when a delivery is missing, repeated or out of order,
@@ -65,7 +66,7 @@ while (($#)); do
         shift
         ;;
     -h | --help)
-        sed -n '2,26p' "$0"
+        sed -n '2,27p' "$0"
         exit 0
         ;;
     *) die "unknown option $1 (see --help)" ;;

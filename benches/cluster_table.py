@@ -39,7 +39,7 @@ def main(path):
 
     print("| server | members | publishes/s asked (sent) | p50 | p99 | deliveries/s"
           " | CPU µs per delivery, per node | all nodes | deliveries/s, 8 publishes outstanding"
-          " | Redis round trips per join | per publish |")
+          " | Redis round trips per connection (hello + join) | per publish |")
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     members_seen = sorted({k[2] for k in runs})
     for m in members_seen:

@@ -1268,3 +1268,147 @@ fn a_stopped_node_stalls_no_other_and_its_members_recover_every_message_once_in_
     assert_eq!(subscribers(), ":1", "the stopped node resubscribed");
     assert!(healthz(&c).contains("broker: redis up"), "{}", healthz(&c));
 }
+
+/// Round trips to Redis on `node`'s command connection, heartbeats left out.
+fn round_trips(node: &DuplexProcess) -> u64 {
+    let metrics = get(node.addr, "/metrics");
+    common::metric_value(&metrics, "duplex_broker_round_trips_total")
+        - common::metric_value(&metrics, "duplex_broker_heartbeats_total")
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_join_costs_one_redis_round_trip_and_its_member_is_known_everywhere() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis), node(&redis));
+    let mut watcher = Peer::hello(b.addr, "watcher");
+    watcher.join("app/rt", 1, None);
+    let mut peers: Vec<Peer> = (0..6)
+        .map(|i| Peer::hello(a.addr, &format!("p{i}")))
+        .collect();
+    let before = round_trips(&a);
+    for (i, peer) in peers.iter_mut().enumerate() {
+        // New rooms and a room with members here already, with and without presence.
+        let room = if i < 4 { "app/rt" } else { "app/rt2" };
+        peer.send(json!({"type": "join", "id": 1, "room": room, "presence": {"i": i}}));
+        let joined = peer.until("joined");
+        assert_eq!(joined["room"], room);
+    }
+    let joins = round_trips(&a) - before;
+    eprintln!("6 joins took {joins} Redis round trips");
+    assert_eq!(joins, 6, "one round trip per join");
+    // The member recorded by the join's round trip is announced on the other node and listed
+    // by a later join there.
+    for i in 0..4 {
+        let join = watcher.until("join");
+        assert_eq!(
+            (join["client"].clone(), join["presence"].clone()),
+            (json!(format!("p{i}")), json!({"i": i}))
+        );
+    }
+    let mut late = Peer::hello(b.addr, "late");
+    let (_, joined) = late.join("app/rt", 1, None);
+    assert_eq!(
+        clients(&joined),
+        vec!["late", "p0", "p1", "p2", "p3", "watcher"]
+    );
+    // A rejoin (with since) records nothing again: one round trip, no second `join` event.
+    let before = round_trips(&a);
+    let epoch = joined["epoch"].clone();
+    peers[0].join("app/rt", 2, Some(json!({"epoch": epoch, "seq": 0})));
+    assert_eq!(round_trips(&a) - before, 1);
+    peers[1].publish("app/rt", 3, json!("marker"));
+    loop {
+        let m = watcher.recv();
+        let again = m["type"] == "join" && m["client"] == "p0";
+        assert!(!again, "a rejoin announced again: {m}");
+        if m["type"] == "message" {
+            break;
+        }
+    }
+}
+
+/// A node with `--presence-limit N`.
+fn limited_node(redis: &Redis, limit: usize) -> DuplexProcess {
+    DuplexProcess::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--presence-limit",
+        &limit.to_string(),
+        "--broker",
+        &redis.url(),
+    ])
+}
+
+/// Messages up to and including the room message carrying `data`.
+fn until_message(peer: &mut Peer, data: &Value) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let m = peer.recv();
+        let done = m["type"] == "message" && &m["data"] == data;
+        seen.push(m);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn the_presence_limit_is_judged_on_the_room_s_members_on_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (limited_node(&redis, 3), limited_node(&redis, 3));
+    let mut ada = Peer::hello(a.addr, "ada");
+    ada.join("app/big", 1, None);
+    let mut ben = Peer::hello(a.addr, "ben");
+    ben.join("app/big", 1, None);
+    assert_eq!(ada.until("join")["client"], "ben");
+    let mut cy = Peer::hello(b.addr, "cy");
+    let (_, joined) = cy.join("app/big", 1, None);
+    assert_eq!(
+        clients(&joined),
+        vec!["ada", "ben", "cy"],
+        "3 in all: tracked"
+    );
+    assert_eq!(ada.until("join")["client"], "cy");
+    assert_eq!(ben.until("join")["client"], "cy");
+    // A fourth member, on b: 4 in all (2 per node, each under the limit alone). Nobody is
+    // told, and it gets no member list.
+    let mut dan = Peer::hello(b.addr, "dan");
+    let (_, joined) = dan.join("app/big", 1, None);
+    assert_eq!(
+        clients(&joined),
+        Vec::<String>::new(),
+        "4 in all: untracked"
+    );
+    // Presence changes in the room, on both nodes, are not told either.
+    cy.send(json!({"type": "presence", "room": "app/big", "presence": {"typing": true}}));
+    ben.send(json!({"type": "presence", "room": "app/big", "presence": {"typing": true}}));
+    std::thread::sleep(Duration::from_millis(800)); // past the presence window
+    // Ordered behind dan's join and the presence changes on the room's channel.
+    ben.publish("app/big", 2, json!("after dan"));
+    for m in until_message(&mut ada, &json!("after dan")) {
+        assert!(
+            !matches!(m["type"].as_str(), Some("join" | "presence")),
+            "the room has 4 members across nodes, over the limit of 3: {m}"
+        );
+    }
+    for m in until_message(&mut cy, &json!("after dan")) {
+        assert!(
+            !matches!(m["type"].as_str(), Some("join" | "presence")),
+            "over the limit: {m}"
+        );
+    }
+    // Dan leaves (back to 3: its leave is not told, as its join was not), then cy (from 3 to
+    // 2: told on both nodes).
+    dan.send(json!({"type": "leave", "id": 2, "room": "app/big"}));
+    dan.until("left");
+    cy.send(json!({"type": "leave", "id": 2, "room": "app/big"}));
+    cy.until("left");
+    let leave = ada.until("leave");
+    assert_eq!(leave["client"], "cy", "dan's leave was told: {leave}");
+    assert_eq!(ben.until("leave")["client"], "cy");
+}

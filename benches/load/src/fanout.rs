@@ -611,8 +611,9 @@ fn members_on(members: usize, nodes: usize, node: usize) -> usize {
     members / nodes + usize::from(node < members % nodes)
 }
 
-/// `duplex_broker_round_trips_total` of the server at `addr` (`GET /metrics`); `None` when the
-/// server has no broker figures (single-node mode).
+/// `duplex_broker_round_trips_total` of the server at `addr` (`GET /metrics`) less its
+/// `duplex_broker_heartbeats_total`; `None` when the server has no broker figures (single-node
+/// mode).
 pub fn broker_round_trips(addr: SocketAddr) -> Result<Option<u64>, String> {
     let fail = |e: std::io::Error| format!("GET http://{addr}/metrics: {e}");
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(fail)?;
@@ -632,11 +633,19 @@ pub fn broker_round_trips(addr: SocketAddr) -> Result<Option<u64>, String> {
             excerpt(body.lines().next().unwrap_or(""))
         ));
     }
-    Ok(body.lines().find_map(|line| {
-        line.strip_prefix("duplex_broker_round_trips_total ")
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    }))
+    let metric = |name: &str| {
+        body.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|v| v as u64)
+        })
+    };
+    // The node's heartbeats (one every 2 s) are no work of the run's.
+    let heartbeats = metric("duplex_broker_heartbeats_total").unwrap_or(0);
+    Ok(metric("duplex_broker_round_trips_total").map(|trips| trips.saturating_sub(heartbeats)))
 }
 
 /// Every node's round trips so far (all `None` without `--metrics`).

@@ -16,7 +16,13 @@
 //!   out to every node subscribed to the room, as [`BrokerEvent::Message`]s in seq order.
 //! - [`BrokerRequest::Join`] subscribes this node to the room first and reads the room's epoch,
 //!   seq and history after that, so every message is either in the answer or arrives later as a
-//!   [`BrokerEvent::Message`] (the hub drops the ones it sees twice).
+//!   [`BrokerEvent::Message`] (the hub drops the ones it sees twice). When it carries a new
+//!   member, the same round trip records it as [`BrokerRequest::MemberJoined`] would, before
+//!   the read (so the answer's members and count include it).
+//! - Every change of a room's members (on any node, this one included) is numbered by the
+//!   broker, per room, and reported to every node subscribed to the room as a
+//!   [`BrokerEvent::MemberCount`]: the room's members on all nodes after it. The hub judges
+//!   `--presence-limit` on that count, not on its own members.
 //! - After losing its subscriptions (a reconnect), it resubscribes and sends
 //!   [`BrokerEvent::Resubscribed`]; the hub then asks each room's [`BrokerRequest::Position`] and
 //!   tells members of a hole with `gap`, so that they recover from history.
@@ -58,6 +64,11 @@ pub enum BrokerRequest {
         token: u64,
         room: String,
         since: Option<Since>,
+        /// The joining `(client, presence as compact JSON)` when it is not a member of the
+        /// room here yet: recorded (and announced to other nodes) in the same round trip, as
+        /// [`BrokerRequest::MemberJoined`] would. If the hub then does not admit it (the
+        /// connection went away meanwhile), it sends [`BrokerRequest::MemberLeft`].
+        member: Option<(String, String)>,
     },
     /// Read the epoch and seq of `room`. Answered with [`BrokerEvent::Position`].
     Position { room: String },
@@ -150,8 +161,21 @@ pub struct RoomState {
     /// The stored messages after `since.seq`, oldest first (empty without `since`, or when
     /// `since.epoch` is not the room's epoch).
     pub history: Vec<BrokerMessage>,
-    /// The room's members on every node, as `(client, presence as compact JSON)`.
+    /// The room's members on every node, as `(client, presence as compact JSON)`: listed
+    /// only while there are at most `--presence-limit` of them.
     pub members: Vec<(String, String)>,
+    /// How many members the room has on every node (this node's included, and the joining
+    /// one when the join carried it), and the number of the last member change counted (see
+    /// [`BrokerEvent::MemberCount`]).
+    pub member_count: MemberCount,
+}
+
+/// A room's members on every node after its `version`th member change (the broker numbers a
+/// room's member changes: a higher version is a later count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberCount {
+    pub version: u64,
+    pub members: u64,
 }
 
 /// The broker could not be reached or did not answer in time; the message says why.
@@ -189,8 +213,12 @@ pub enum BrokerEvent {
     /// The broker dropped messages of `room` (its queue toward the hub was full): the hub
     /// checks the room's position and tells members of the hole.
     Missed { room: String },
-    /// A member of `room` on another node joined, left or changed its presence.
+    /// A member of `room` on another node joined, left or changed its presence. It comes
+    /// after the [`BrokerEvent::MemberCount`] of the same change.
     Member { room: String, change: MemberChange },
+    /// The members of `room` on every node after a member change on any node (this one's
+    /// included; a node's members removed because it died too).
+    MemberCount { room: String, count: MemberCount },
     /// The answer to [`BrokerRequest::Claim`]: the claim's serial (claims of one client id are
     /// numbered in the order the broker took them).
     Claimed { client: String, serial: u64 },

@@ -17,7 +17,8 @@ use core::time::Duration;
 use serde_json::Value;
 
 use super::broker::{
-    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, MemberCount, RoomState,
+    Sequenced,
 };
 use super::codec::{Delivery, Joined, MemberList, RoomMessage};
 use super::protocol::{
@@ -269,9 +270,28 @@ struct Room<C> {
     /// The deadline under which this room sits in `history_timers`.
     expiry: Option<Duration>,
     members: BTreeMap<C, RoomMember>,
+    /// With an external broker: the room's members on every node, as last counted by the
+    /// broker (`None` until its first count).
+    count: Option<MemberCount>,
 }
 
 impl<C> Room<C> {
+    /// The room's members for `--presence-limit`: on every node with an external broker
+    /// (never fewer than the ones here), here otherwise.
+    fn size(&self) -> usize {
+        let here = self.members.len();
+        self.count.map_or(here, |count| {
+            usize::try_from(count.members).map_or(usize::MAX, |n| n.max(here))
+        })
+    }
+
+    /// Takes the broker's `count` unless a later one is known already.
+    fn counted(&mut self, count: MemberCount) {
+        if self.count.is_none_or(|known| known.version < count.version) {
+            self.count = Some(count);
+        }
+    }
+
     /// Sequences a publish of `data` (compact JSON) by `from` in this in-process room (`name`)
     /// and keeps it in the history (at most `history_size` messages); its seq and the message.
     /// The caller answers the publisher, delivers and schedules the history's expiry.
@@ -383,6 +403,8 @@ struct PendingJoin<C> {
     presence: Option<Value>,
     presence_len: Option<usize>,
     since: Option<Since>,
+    /// The broker records the member with the join's read (it was not one here yet).
+    recorded: bool,
 }
 
 impl<C: Copy + Ord> Hub<C> {
@@ -591,6 +613,12 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
             BrokerEvent::Resubscribed => {
+                for state in self.rooms.values_mut() {
+                    // A Redis that came back empty numbers the member changes from 1 again.
+                    if let Some(count) = &mut state.count {
+                        count.version = 0;
+                    }
+                }
                 for (room, state) in &self.rooms {
                     if state.known {
                         self.broker_out
@@ -607,6 +635,11 @@ impl<C: Copy + Ord> Hub<C> {
                 }
             }
             BrokerEvent::Member { room, change } => self.remote_member(&room, change),
+            BrokerEvent::MemberCount { room, count } => {
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.counted(count);
+                }
+            }
             BrokerEvent::Direct { from, to, data } => self.deliver_direct(&from, &to, &data),
             BrokerEvent::Sent { token, result } => self.direct_sent(token, result),
             BrokerEvent::Claimed { client, serial } => {
@@ -673,7 +706,17 @@ impl<C: Copy + Ord> Hub<C> {
             },
         };
         let is_presence = matches!(event, ServerMessage::Presence { .. });
-        let sent = self.broadcast_presence(room, &event.into_delivery(), None);
+        // Judged on the room's size with the member (its count came first): a `leave` is
+        // told where its `join` was.
+        let with_it = usize::from(matches!(event, ServerMessage::Leave { .. }));
+        let tracked = self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.size().saturating_add(with_it) <= self.config.presence_limit);
+        if !tracked {
+            return;
+        }
+        let sent = self.broadcast(room, &event.into_delivery(), None);
         if is_presence {
             self.stats.presence_updates += sent;
         }
@@ -709,16 +752,29 @@ impl<C: Copy + Ord> Hub<C> {
             history: VecDeque::new(),
             expiry: None,
             members: BTreeMap::new(),
+            count: None,
         });
         // A member rejoining (to recover a gap) gets no live message until the answer: they
         // are buffered and come after the replay, none twice.
-        if let Some(member) = state.members.get_mut(&conn) {
-            member.after = u64::MAX;
-        }
+        let member = match state.members.get_mut(&conn) {
+            Some(member) => {
+                member.after = u64::MAX;
+                None
+            }
+            // Recorded by the broker in the join's round trip (a connection has one join
+            // awaited at a time: its later commands wait).
+            None => {
+                let initial = presence.as_ref().unwrap_or(&Value::Null);
+                let initial = serde_json::to_string(initial).unwrap_or_default();
+                Some((client.clone(), initial))
+            }
+        };
+        let recorded = member.is_some();
         self.broker_out.push_back(BrokerRequest::Join {
             token,
             room: room.clone(),
             since: since.clone(),
+            member,
         });
         self.pending_joins.insert(
             token,
@@ -730,6 +786,7 @@ impl<C: Copy + Ord> Hub<C> {
                 presence,
                 presence_len,
                 since,
+                recorded,
             },
         );
     }
@@ -801,6 +858,20 @@ impl<C: Copy + Ord> Hub<C> {
                 .is_some_and(|s| !s.taken_over && s.client.as_ref() == Some(&join.client))
         });
         let (Some(conn), Ok(read)) = (conn, result.as_ref()) else {
+            // Recorded by the broker (or maybe, when its answer was lost) but not admitted:
+            // forgotten again (the broker tells other nodes only of a member it had).
+            if join.recorded
+                && !join.conn.is_some_and(|c| {
+                    self.rooms
+                        .get(&join.room)
+                        .is_some_and(|r| r.members.contains_key(&c))
+                })
+            {
+                self.broker_out.push_back(BrokerRequest::MemberLeft {
+                    room: join.room.clone(),
+                    client: join.client.clone(),
+                });
+            }
             // A member whose rejoin failed is live again from where the room is.
             if let (Some(c), Some(state)) = (join.conn, self.rooms.get_mut(&join.room)) {
                 let seq = state.seq;
@@ -830,6 +901,7 @@ impl<C: Copy + Ord> Hub<C> {
         let Some(state) = self.rooms.get_mut(&join.room) else {
             return;
         };
+        state.counted(read.member_count);
         if !state.known {
             // The first answer for this room: take the broker's view, keeping the live
             // messages newer than its read.
@@ -1045,7 +1117,7 @@ impl<C: Copy + Ord> Hub<C> {
         let tracked = self
             .rooms
             .get(room)
-            .is_some_and(|r| r.members.len() <= self.config.presence_limit);
+            .is_some_and(|r| r.size() <= self.config.presence_limit);
         if tracked {
             self.broadcast(room, text, except)
         } else {
@@ -1368,25 +1440,13 @@ impl<C: Copy + Ord> Hub<C> {
         }
         let rejoin = state.members.contains_key(&conn);
         if !rejoin {
+            // With an external broker, the join's read recorded the member (and counted it).
             let initial = presence.clone().unwrap_or(Value::Null);
             let event = ServerMessage::Join {
                 room: room.clone(),
                 client: client.clone(),
                 presence: initial.clone(),
             };
-            if state.members.len() < self.config.presence_limit {
-                let event = event.into_delivery();
-                for &member in state.members.keys() {
-                    self.out.push_back((member, event.clone()));
-                }
-            }
-            if self.config.external_broker {
-                self.broker_out.push_back(BrokerRequest::MemberJoined {
-                    room: room.clone(),
-                    client: client.clone(),
-                    presence: serde_json::to_string(&initial).unwrap_or_default(),
-                });
-            }
             let member = RoomMember {
                 client,
                 presence: initial,
@@ -1395,12 +1455,20 @@ impl<C: Copy + Ord> Hub<C> {
                 after,
             };
             state.members.insert(conn, member);
+            if state.size() <= self.config.presence_limit {
+                let event = event.into_delivery();
+                for &member in state.members.keys() {
+                    if member != conn {
+                        self.out.push_back((member, event.clone()));
+                    }
+                }
+            }
             self.stats.members += 1;
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.rooms.insert(room.clone());
             }
         }
-        let tracked = state.members.len() <= self.config.presence_limit;
+        let tracked = state.size() <= self.config.presence_limit;
         let mut members = MemberList::default();
         let mut members_truncated = false;
         if tracked {
@@ -1419,9 +1487,11 @@ impl<C: Copy + Ord> Hub<C> {
                 let presence = serde_json::to_string(&m.presence).unwrap_or_default();
                 members.push(&m.client, &presence);
             }
-            // Members on other nodes, as the broker read them.
+            // Members on other nodes, as the broker read them (a set of the ones here: a
+            // scan of them per remote member made a join cost here × remote comparisons).
+            let here: BTreeSet<&str> = state.members.values().map(|m| m.client.as_str()).collect();
             for (client, presence) in remote {
-                if state.members.values().any(|m| m.client == client) {
+                if here.contains(client.as_str()) {
                     continue;
                 }
                 let cost = client.len() + presence.len() + MEMBER_OVERHEAD;
@@ -1619,10 +1689,14 @@ impl<C: Copy + Ord> Hub<C> {
             return false;
         };
         // Judged on the room as it was: the member's arrival was announced if it was tracked.
-        let tracked = state.members.len() <= self.config.presence_limit;
+        let tracked = state.size() <= self.config.presence_limit;
         let Some(member) = state.members.remove(&conn) else {
             return false;
         };
+        // Until the broker counts the leave.
+        if let Some(count) = &mut state.count {
+            count.members = count.members.saturating_sub(1);
+        }
         self.stats.members = self.stats.members.saturating_sub(1);
         if self.config.external_broker {
             self.broker_out.push_back(BrokerRequest::MemberLeft {
@@ -1755,6 +1829,7 @@ fn local_room<'a, C>(
                 history: VecDeque::new(),
                 expiry: None,
                 members: BTreeMap::new(),
+                count: None,
             })
         }
     }

@@ -58,7 +58,8 @@ impl<C: Copy + Ord> PollText<C> for Hub<C> {
 }
 
 pub use broker::{
-    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, MemberCount, RoomState,
+    Sequenced,
 };
 pub use client::{ClientConfig, ClientError, ClientEvent, ClientSession, DisconnectReason};
 pub use codec::{Delivery, DirectMessage, Joined, MemberList, RoomMessage};

@@ -1536,7 +1536,8 @@ proptest! {
 mod external_broker {
     use super::*;
     use crate::channel::broker::{
-        BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, RoomState, Sequenced,
+        BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, MemberChange, MemberCount,
+        RoomState, Sequenced,
     };
     use crate::channel::protocol::Since;
 
@@ -1581,6 +1582,7 @@ mod external_broker {
             seq,
             history,
             members: Vec::new(),
+            member_count: Default::default(),
         };
         hub.handle_broker(
             BrokerEvent::Joined {
@@ -1964,12 +1966,27 @@ mod external_broker {
             T0,
         )
         .unwrap();
-        let (token, _) = join_token(&mut hub);
+        // The new member is recorded by the join's own round trip.
+        let token = match &core::iter::from_fn(|| hub.poll_broker()).collect::<Vec<_>>()[..] {
+            [
+                BrokerRequest::Claim { .. },
+                BrokerRequest::Join {
+                    token,
+                    member: Some(member),
+                    ..
+                },
+            ] => {
+                assert_eq!(member, &("ada".to_string(), r#"{"n":1}"#.to_string()));
+                *token
+            }
+            other => panic!("expected one join carrying its member, got {other:?}"),
+        };
         let state = RoomState {
             epoch: "e1".into(),
             seq: 0,
             history: Vec::new(),
             members: vec![("bob".into(), r#"{"n":2}"#.into())],
+            member_count: Default::default(),
         };
         let result = Ok(state);
         hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
@@ -1981,14 +1998,7 @@ mod external_broker {
             }
             other => panic!("expected joined, got {other:?}"),
         }
-        assert_eq!(
-            core::iter::from_fn(|| hub.poll_broker()).collect::<Vec<_>>(),
-            vec![BrokerRequest::MemberJoined {
-                room: "app/chat".into(),
-                client: "ada".into(),
-                presence: r#"{"n":1}"#.into()
-            }]
-        );
+        assert_eq!(hub.poll_broker(), None, "no second round trip for the join");
         let change = MemberChange::Left {
             client: "bob".into(),
         };
@@ -2015,6 +2025,154 @@ mod external_broker {
                 }
             ]
         );
+    }
+
+    /// Joins `conn` (said `hello` already) to `app/chat` and answers the join with the broker's
+    /// count of the room's members on every node (the joining one included).
+    fn join_counted(hub: &mut Hub<u32>, conn: u32, members: u64, version: u64) {
+        join(hub, conn, "app/chat", T0);
+        let token = core::iter::from_fn(|| hub.poll_broker())
+            .find_map(|r| match r {
+                BrokerRequest::Join { token, .. } => Some(token),
+                _ => None,
+            })
+            .unwrap();
+        let state = RoomState {
+            epoch: "e1".into(),
+            seq: 0,
+            history: Vec::new(),
+            members: Vec::new(),
+            member_count: MemberCount { version, members },
+        };
+        let result = Ok(state);
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+    }
+
+    fn count(hub: &mut Hub<u32>, version: u64, members: u64) {
+        let count = MemberCount { version, members };
+        let room = "app/chat".into();
+        hub.handle_broker(BrokerEvent::MemberCount { room, count }, T0);
+    }
+
+    fn remote(hub: &mut Hub<u32>, change: MemberChange) {
+        let room = "app/chat".into();
+        hub.handle_broker(BrokerEvent::Member { room, change }, T0);
+    }
+
+    fn kinds(out: &[(u32, ServerMessage)]) -> Vec<(u32, &'static str)> {
+        out.iter()
+            .map(|(c, m)| {
+                let kind = match m {
+                    ServerMessage::Join { .. } => "join",
+                    ServerMessage::Leave { .. } => "leave",
+                    ServerMessage::Presence { .. } => "presence",
+                    ServerMessage::Joined { .. } => "joined",
+                    _ => "other",
+                };
+                (*c, kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_presence_limit_is_judged_on_the_members_of_every_node() {
+        // Limit 3; two members here, the broker counts the room's members on all nodes.
+        let mut hub = Hub::new(
+            HubConfig::default()
+                .with_external_broker(true)
+                .with_presence_limit(3),
+            7,
+        );
+        hello(&mut hub, 1, "ada", T0);
+        hello(&mut hub, 2, "ben", T0);
+        join_counted(&mut hub, 1, 2, 10); // one member elsewhere
+        drain(&mut hub);
+        join_counted(&mut hub, 2, 3, 11); // 3 in all: still told
+        assert_eq!(kinds(&drain(&mut hub)), vec![(1, "join"), (2, "joined")]);
+        // A fourth member on another node: beyond the limit, so nothing is told here (the
+        // two members here alone would be well under it).
+        count(&mut hub, 12, 4);
+        let joined = MemberChange::Joined {
+            client: "cy".into(),
+            presence: "null".into(),
+        };
+        remote(&mut hub, joined.clone());
+        let presence = MemberChange::Presence {
+            client: "cy".into(),
+            presence: "1".into(),
+        };
+        remote(&mut hub, presence.clone());
+        assert_eq!(drain(&mut hub), vec![]);
+        // A presence update here is not broadcast either (after the window).
+        hub.receive(
+            1,
+            r#"{"type":"presence","room":"app/chat","presence":{"x":1}}"#,
+            T0,
+        )
+        .unwrap();
+        hub.handle_timeout(T0 + Duration::from_secs(5));
+        assert_eq!(drain(&mut hub), vec![]);
+        // A third member joining here is told no member list and tells nobody.
+        hello(&mut hub, 3, "cat", T0);
+        drain(&mut hub);
+        join_counted(&mut hub, 3, 5, 13);
+        match &to(&drain(&mut hub), 3)[..] {
+            [ServerMessage::Joined { members, .. }] => assert!(members.is_empty()),
+            other => panic!("expected joined, got {other:?}"),
+        }
+        // An older count arriving late changes nothing.
+        count(&mut hub, 11, 2);
+        remote(&mut hub, presence);
+        assert_eq!(drain(&mut hub), vec![]);
+        // Members leave elsewhere: at 3 in all the room is tracked again. The leave that
+        // takes it from 4 to 3 is not told (its join was not).
+        count(&mut hub, 14, 4);
+        count(&mut hub, 15, 3);
+        remote(
+            &mut hub,
+            MemberChange::Left {
+                client: "cy".into(),
+            },
+        );
+        assert_eq!(drain(&mut hub), vec![]);
+        count(&mut hub, 16, 3);
+        remote(&mut hub, joined);
+        assert_eq!(
+            kinds(&drain(&mut hub)),
+            vec![(1, "join"), (2, "join"), (3, "join")]
+        );
+    }
+
+    #[test]
+    fn a_join_recorded_by_the_broker_but_not_admitted_is_forgotten_again() {
+        let mut hub = broker_hub();
+        hello(&mut hub, 1, "ada", T0);
+        join(&mut hub, 1, "app/chat", T0);
+        let token = core::iter::from_fn(|| hub.poll_broker())
+            .find_map(|r| match r {
+                BrokerRequest::Join { token, .. } => Some(token),
+                _ => None,
+            })
+            .unwrap();
+        hub.disconnect(1, T0);
+        while hub.poll_broker().is_some() {}
+        let state = RoomState {
+            epoch: "e1".into(),
+            seq: 0,
+            history: Vec::new(),
+            members: Vec::new(),
+            member_count: MemberCount {
+                version: 1,
+                members: 1,
+            },
+        };
+        let result = Ok(state);
+        hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
+        assert!(core::iter::from_fn(|| hub.poll_broker()).any(|r| r
+            == BrokerRequest::MemberLeft {
+                room: "app/chat".into(),
+                client: "ada".into()
+            }));
     }
 
     #[test]
@@ -2324,6 +2482,7 @@ mod direct {
             seq: 0,
             history: Vec::new(),
             members: vec![("bob".into(), "null".into())],
+            member_count: Default::default(),
         };
         let result = Ok(state);
         hub.handle_broker(BrokerEvent::Joined { token, result }, T0);
@@ -2423,6 +2582,7 @@ mod direct {
             seq: 0,
             history: Vec::new(),
             members: Vec::new(),
+            member_count: Default::default(),
         };
         let result = Ok(state);
         hub.handle_broker(BrokerEvent::Joined { token, result }, T0);

@@ -4,8 +4,9 @@
 //! Two threads per node, neither of them the hub's:
 //! - the command thread runs the hub's requests in order on one connection: one Lua script call
 //!   per publish (dedup check on `(client, publish id)`, the room's next seq, history append
-//!   with trim and expiry, PUBLISH to the room's channel) and one per join (epoch, seq and
-//!   history after `since`, read after the node's subscription to the room is confirmed);
+//!   with trim and expiry, PUBLISH to the room's channel) and one per join (the new member
+//!   recorded and announced, then epoch, seq, the members and their count, and history after
+//!   `since`, run after the node's subscription to the room is confirmed);
 //! - the subscriber thread holds the pub/sub connection, subscribed to the rooms that have
 //!   members on this node only, and hands their messages to the hub in the order Redis sent
 //!   them (the room's seq order). It reconnects by itself and resubscribes; the hub then checks
@@ -18,7 +19,9 @@
 //! `dx:{R}:m` (hash: `e` epoch, `s` seq; expires a day after its last use), `dx:{R}:h` (stream,
 //! entry id `seq-0`, fields `t` ms, `f` client, `d` data; trimmed to `--history-size`, expires
 //! `--history-ttl` after the last publish, older entries skipped on read),
-//! `dx:{R}:dd:{client}:{id}` (the seq and epoch a publish id got, for 5 minutes). Channel:
+//! `dx:{R}:dd:{client}:{id}` (the seq and epoch a publish id got, for 5 minutes), `dx:{R}:p`
+//! (hash of the members on every node, field `node/client`), `dx:{R}:pv` (the number of the
+//! room's last member change, which orders the member counts nodes receive). Channel:
 //! `dx:{R}:c`, payload `epoch seq client data`.
 
 use std::collections::BTreeSet;
@@ -30,8 +33,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use duplex_core::channel::{
-    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, HubConfig, MemberChange, RoomState,
-    Sequenced,
+    BrokerError, BrokerEvent, BrokerMessage, BrokerRequest, HubConfig, MemberChange, MemberCount,
+    RoomState, Sequenced,
 };
 use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use tracing::{debug, info, warn};
@@ -86,7 +89,32 @@ redis.call('SET', KEYS[3], s .. ' ' .. e, 'EX', ARGV[8])
 return {0, s .. ' ' .. e}
 "#;
 
-const READ_SCRIPT: &str = r#"
+/// Lua: `bump(key, ttl)`, the number of a room's next member change (`dx:{R}:pv`), as a
+/// string. A missing counter (new, expired, or a Redis that came back empty) starts from Redis's
+/// clock in microseconds, so that the numbers a node has seen stay below the new ones.
+macro_rules! bump_lua {
+    () => {
+        r#"
+local function bump(k, ttl)
+  if redis.call('EXISTS', k) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', k, string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+  end
+  local v = redis.call('INCR', k)
+  redis.call('EXPIRE', k, ttl)
+  return string.format('%d', v)
+end
+"#
+    };
+}
+
+/// A join's one round trip (also a position read, without ARGV[7]): the room's epoch and seq
+/// (created if new), the member recorded when ARGV[7] (node) is given, as [`MEMBER_SCRIPT`]
+/// does for `J`, then the room's member count and the number of its last member change, its
+/// members (while at most ARGV[6], `--presence-limit`), and the history after `since`.
+const READ_SCRIPT: &str = concat!(
+    bump_lua!(),
+    r#"
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
   e = ARGV[1]
@@ -94,10 +122,19 @@ if not e then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
-local out = {e, s}
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[7] .. '/' .. ARGV[8], ARGV[8] .. ' ' .. ARGV[9])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('SADD', 'dx:node:' .. ARGV[7] .. ':rooms', ARGV[11])
+  local v = bump(KEYS[4], ARGV[5])
+  local n = redis.call('HLEN', KEYS[3])
+  redis.call('PUBLISH', ARGV[10], '! ' .. ARGV[7] .. ' J ' .. v .. ' ' .. n .. ' ' .. ARGV[8] .. ' ' .. ARGV[9])
+end
+local n = redis.call('HLEN', KEYS[3])
+local out = {e, s, n, redis.call('GET', KEYS[4]) or '0'}
 -- Members are listed while the room tracks presence (at most --presence-limit of them).
 local members = {}
-if redis.call('HLEN', KEYS[3]) <= tonumber(ARGV[6]) then
+if n <= tonumber(ARGV[6]) then
   members = redis.call('HVALS', KEYS[3])
 end
 table.insert(out, #members)
@@ -119,31 +156,44 @@ if ARGV[2] == e and since < s then
   end
 end
 return out
-"#;
+"#
+);
 
 /// A member joined (`J`), changed its presence (`P`) or left (`L`) on this node: recorded in the
-/// room's presence hash (field `node/client`, value `client presence`) and sent to the other
-/// nodes on the room's channel as `! node kind client [presence]`.
-const MEMBER_SCRIPT: &str = r#"
+/// room's presence hash (field `node/client`, value `client presence`), numbered (`dx:{R}:pv`)
+/// and sent to every node on the room's channel as `! node kind number members client
+/// [presence]` (`members`: the room's members on all nodes after the change). A leave of a
+/// member the hash does not hold (reaped already) is not sent again.
+const MEMBER_SCRIPT: &str = concat!(
+    bump_lua!(),
+    r#"
 local field = ARGV[1] .. '/' .. ARGV[2]
+local head = '! ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' '
 if ARGV[3] == 'L' then
-  redis.call('HDEL', KEYS[1], field)
-  redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' L ' .. ARGV[2])
+  if redis.call('HDEL', KEYS[1], field) == 0 then return 0 end
+  local v = bump(KEYS[2], ARGV[7])
+  redis.call('PUBLISH', ARGV[5], head .. v .. ' ' .. redis.call('HLEN', KEYS[1]) .. ' ' .. ARGV[2])
 else
   redis.call('HSET', KEYS[1], field, ARGV[2] .. ' ' .. ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('SADD', 'dx:node:' .. ARGV[1] .. ':rooms', ARGV[6])
-  redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
+  local v = bump(KEYS[2], ARGV[7])
+  local n = redis.call('HLEN', KEYS[1])
+  redis.call('PUBLISH', ARGV[5], head .. v .. ' ' .. n .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
 end
 return 1
-"#;
+"#
+);
 
 /// The node's heartbeat (`dx:nodes`, score = Redis time in ms), and the reaper: every node
 /// whose heartbeat is older than ARGV[2] ms has its members removed from the rooms it held,
 /// each with a `leave` to the remaining nodes, unless the same client is still a member of the
-/// room through another node (it reconnected there before the reap). Atomic, so one node reaps
+/// room through another node (it reconnected there before the reap; the other nodes then get
+/// the room's new member count alone, `! node C number members`). Atomic, so one node reaps
 /// each dead one.
-const HEARTBEAT_SCRIPT: &str = r#"
+const HEARTBEAT_SCRIPT: &str = concat!(
+    bump_lua!(),
+    r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', 'dx:nodes', now, ARGV[1])
@@ -163,8 +213,13 @@ for _, node in ipairs(dead) do
           local slash = string.find(g, '/', 1, true)
           if slash and string.sub(g, slash + 1) == client then elsewhere = true break end
         end
-        if not elsewhere then
-          redis.call('PUBLISH', 'dx:{' .. room .. '}:c', '! ' .. node .. ' L ' .. client)
+        local v = bump('dx:{' .. room .. '}:pv', ARGV[3])
+        local n = redis.call('HLEN', p)
+        local head = '! ' .. node .. ' '
+        if elsewhere then
+          redis.call('PUBLISH', 'dx:{' .. room .. '}:c', head .. 'C ' .. v .. ' ' .. n)
+        else
+          redis.call('PUBLISH', 'dx:{' .. room .. '}:c', head .. 'L ' .. v .. ' ' .. n .. ' ' .. client)
         end
         reaped = reaped + 1
       end
@@ -174,7 +229,8 @@ for _, node in ipairs(dead) do
   redis.call('ZREM', 'dx:nodes', node)
 end
 return reaped
-"#;
+"#
+);
 
 /// Claims a client id for node ARGV[1]; the node that held it before is told on its node
 /// channel (`client serial`) to close its connection if its claim is older.
@@ -238,6 +294,11 @@ fn presence_key(room: &str) -> String {
     format!("dx:{{{room}}}:p")
 }
 
+/// The number of the room's last member change.
+fn member_version_key(room: &str) -> String {
+    format!("dx:{{{room}}}:pv")
+}
+
 fn meta_key(room: &str) -> String {
     format!("dx:{{{room}}}:m")
 }
@@ -259,8 +320,11 @@ pub struct BrokerStatus {
     pub commands_up: AtomicBool,
     /// The pub/sub connection is subscribed.
     pub subscriber_up: AtomicBool,
-    /// Script calls and subscription changes sent.
+    /// Round trips to Redis on the command connection (script calls, a pipeline of publishes
+    /// counting once), heartbeats included.
     pub round_trips: AtomicU64,
+    /// Of those, the node's heartbeats (one every [`PING_EVERY`]).
+    pub heartbeats: AtomicU64,
     /// Microseconds spent waiting for script answers, in all.
     pub round_trip_micros: AtomicU64,
     /// Commands that failed (each answered `unavailable`).
@@ -289,8 +353,11 @@ impl BrokerStatus {
         use std::fmt::Write as _;
         let _ = write!(
             out,
-            "# HELP duplex_broker_round_trips_total Redis script calls and subscription changes.\n\
+            "# HELP duplex_broker_round_trips_total Round trips to Redis for commands (a pipeline \
+             of publishes counts once), heartbeats included.\n\
              # TYPE duplex_broker_round_trips_total counter\nduplex_broker_round_trips_total {}\n\
+             # HELP duplex_broker_heartbeats_total Of those, the node's heartbeats.\n\
+             # TYPE duplex_broker_heartbeats_total counter\nduplex_broker_heartbeats_total {}\n\
              # HELP duplex_broker_round_trip_seconds_total Time spent waiting for Redis.\n\
              # TYPE duplex_broker_round_trip_seconds_total counter\n\
              duplex_broker_round_trip_seconds_total {:.6}\n\
@@ -306,6 +373,7 @@ impl BrokerStatus {
              the queue to the hub was full (members got gap).\n\
              # TYPE duplex_broker_pubsub_dropped_total counter\nduplex_broker_pubsub_dropped_total {}\n",
             self.round_trips.load(Ordering::Relaxed),
+            self.heartbeats.load(Ordering::Relaxed),
             self.round_trip_micros.load(Ordering::Relaxed) as f64 / 1e6,
             self.errors.load(Ordering::Relaxed),
             self.reconnects.load(Ordering::Relaxed),
@@ -720,13 +788,21 @@ impl CommandThread {
                 // /healthz tells the truth before the next publish.
                 last_heartbeat = Some(Instant::now());
                 let (node, script) = (self.node.clone(), self.heartbeat.clone());
-                match self.call(|c| script.arg(&node).arg(NODE_DEAD_MS).invoke::<u64>(c)) {
+                let reaped = self.call(|c| {
+                    script
+                        .arg(&node)
+                        .arg(NODE_DEAD_MS)
+                        .arg(META_TTL_SECS)
+                        .invoke::<u64>(c)
+                });
+                self.status.heartbeats.fetch_add(1, Ordering::Relaxed);
+                match reaped {
                     Ok(0) | Err(_) => {}
                     Ok(reaped) => info!(reaped, "members of dead nodes removed"),
                 }
             }
             for room in std::mem::take(&mut positions) {
-                match self.run_read(&room, None) {
+                match self.run_read(&room, None, None) {
                     Ok(state) => {
                         let event = BrokerEvent::Position {
                             room,
@@ -797,10 +873,16 @@ impl CommandThread {
                     }
                     continue;
                 }
-                BrokerRequest::Join { token, room, since } => {
+                BrokerRequest::Join {
+                    token,
+                    room,
+                    since,
+                    member,
+                } => {
+                    // Subscribed first, read (and the member recorded) after, in one call.
                     let result = self.subscriber.subscribe(&room).and_then(|()| {
                         let since = since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
-                        self.run_read(&room, since)
+                        self.run_read(&room, since, member.as_ref())
                     });
                     if let Err(BrokerError(e)) = &result {
                         debug!(room, "join not read from Redis: {e}");
@@ -808,7 +890,7 @@ impl CommandThread {
                     }
                     BrokerEvent::Joined { token, result }
                 }
-                BrokerRequest::Position { room } => match self.run_read(&room, None) {
+                BrokerRequest::Position { room } => match self.run_read(&room, None, None) {
                     Ok(state) => BrokerEvent::Position {
                         room,
                         epoch: state.epoch,
@@ -1033,6 +1115,7 @@ impl CommandThread {
         let result = self.call(|c| {
             script
                 .key(presence_key(room))
+                .key(member_version_key(room))
                 .arg(&node)
                 .arg(client)
                 .arg(kind)
@@ -1051,8 +1134,16 @@ impl CommandThread {
         &mut self,
         room: &str,
         since: Option<(&str, u64)>,
+        member: Option<&(String, String)>,
     ) -> Result<RoomState, BrokerError> {
         let (since_epoch, since_seq) = since.unwrap_or(("", 0));
+        let node = if member.is_some() {
+            self.node.as_str()
+        } else {
+            ""
+        };
+        let (client, presence) = member.map_or(("", ""), |(c, p)| (c.as_str(), p.as_str()));
+        let node = node.to_string();
         let ttl = self.history_ttl_ms.max(1);
         let presence_limit = self.presence_limit;
         let script = self.read.clone();
@@ -1061,12 +1152,18 @@ impl CommandThread {
                 .key(meta_key(room))
                 .key(history_key(room))
                 .key(presence_key(room))
+                .key(member_version_key(room))
                 .arg(new_epoch())
                 .arg(since_epoch)
                 .arg(since_seq)
                 .arg(ttl)
                 .arg(META_TTL_SECS)
                 .arg(presence_limit)
+                .arg(&node)
+                .arg(client)
+                .arg(presence)
+                .arg(channel(room))
+                .arg(room)
                 .invoke(c)
         })?;
         parse_read(values).ok_or_else(|| BrokerError("unexpected answer from Redis".into()))
@@ -1077,6 +1174,10 @@ fn parse_read(values: Vec<Value>) -> Option<RoomState> {
     let mut values = values.into_iter();
     let epoch: String = redis::from_redis_value(values.next()?).ok()?;
     let seq: u64 = redis::from_redis_value(values.next()?).ok()?;
+    let member_count = MemberCount {
+        members: redis::from_redis_value(values.next()?).ok()?,
+        version: redis::from_redis_value(values.next()?).ok()?,
+    };
     let count: usize = redis::from_redis_value(values.next()?).ok()?;
     let mut members = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
@@ -1098,6 +1199,7 @@ fn parse_read(values: Vec<Value>) -> Option<RoomState> {
         seq,
         history,
         members,
+        member_count,
     })
 }
 
@@ -1278,12 +1380,15 @@ impl SubscriberThread {
                         }
                         continue;
                     }
-                    if let Some(rest) = payload.strip_prefix("! ") {
-                        if rest.starts_with(&self.node)
-                            && rest.as_bytes().get(self.node.len()) == Some(&b' ')
-                        {
-                            continue; // this node's own presence event
+                    if let Some((node, count, member)) = parse_member(&channel, &payload) {
+                        // This node's own changes count; their events were told here already.
+                        let own = node == self.node;
+                        for event in std::iter::once(count).chain(member.filter(|_| !own)) {
+                            if self.hub.send(Command::Broker(event)).is_err() {
+                                return Ok(());
+                            }
                         }
+                        continue;
                     }
                     if let Some(event) = parse_message(&channel, &payload) {
                         if !gate.admit(&event, &self.status) {
@@ -1359,26 +1464,50 @@ fn parse_disconnect(payload: &str) -> Option<Command> {
     })
 }
 
-/// A room message from its channel and its `epoch seq client data` payload, or a presence event
-/// from a `! node kind client [presence]` one.
+/// A member change from its room's channel and its `! node kind number members [client
+/// [presence]]` payload: the node it happened on, the room's member count after it, and the
+/// change itself (none for kind `C`, a count alone).
+fn parse_member<'a>(
+    channel: &str,
+    payload: &'a str,
+) -> Option<(&'a str, BrokerEvent, Option<BrokerEvent>)> {
+    let room = channel_room(channel)?;
+    let mut parts = payload.strip_prefix("! ")?.splitn(6, ' ');
+    let node = parts.next()?;
+    let kind = parts.next()?;
+    let count = MemberCount {
+        version: parts.next()?.parse().ok()?,
+        members: parts.next()?.parse().ok()?,
+    };
+    let change = match kind {
+        "C" => None,
+        _ => {
+            let client = parts.next()?.to_string();
+            let presence = parts.next().unwrap_or("null").to_string();
+            Some(match kind {
+                "J" => MemberChange::Joined { client, presence },
+                "P" => MemberChange::Presence { client, presence },
+                "L" => MemberChange::Left { client },
+                _ => return None,
+            })
+        }
+    };
+    let member = change.map(|change| BrokerEvent::Member {
+        room: room.into(),
+        change,
+    });
+    let count = BrokerEvent::MemberCount {
+        room: room.into(),
+        count,
+    };
+    Some((node, count, member))
+}
+
+/// A room message from its channel and its `epoch seq client data` payload.
 fn parse_message(channel: &str, payload: &str) -> Option<BrokerEvent> {
     let room = channel_room(channel)?;
-    if let Some(rest) = payload.strip_prefix("! ") {
-        let mut parts = rest.splitn(4, ' ');
-        let _node = parts.next()?;
-        let kind = parts.next()?;
-        let client = parts.next()?.to_string();
-        let presence = parts.next().unwrap_or("null").to_string();
-        let change = match kind {
-            "J" => MemberChange::Joined { client, presence },
-            "P" => MemberChange::Presence { client, presence },
-            "L" => MemberChange::Left { client },
-            _ => return None,
-        };
-        return Some(BrokerEvent::Member {
-            room: room.into(),
-            change,
-        });
+    if payload.starts_with("! ") {
+        return None;
     }
     let mut parts = payload.splitn(4, ' ');
     let epoch = parts.next()?;
@@ -1711,5 +1840,44 @@ mod tests {
             })
         );
         assert_eq!(parse_direct("ada 7"), None);
+    }
+
+    #[test]
+    fn member_changes_carry_the_room_s_count() {
+        let c = channel("app/a");
+        let (node, count, member) = parse_member(&c, r#"! n1 J 17 3 ada {"a b":1}"#).unwrap();
+        assert_eq!(node, "n1");
+        assert_eq!(
+            count,
+            BrokerEvent::MemberCount {
+                room: "app/a".into(),
+                count: MemberCount {
+                    version: 17,
+                    members: 3
+                },
+            }
+        );
+        assert_eq!(
+            member,
+            Some(BrokerEvent::Member {
+                room: "app/a".into(),
+                change: MemberChange::Joined {
+                    client: "ada".into(),
+                    presence: r#"{"a b":1}"#.into()
+                },
+            })
+        );
+        let (_, _, member) = parse_member(&c, "! n1 L 18 2 ada").unwrap();
+        assert!(matches!(
+            member,
+            Some(BrokerEvent::Member {
+                change: MemberChange::Left { .. },
+                ..
+            })
+        ));
+        let (_, count, member) = parse_member(&c, "! n2 C 19 1").unwrap();
+        assert!(matches!(count, BrokerEvent::MemberCount { .. }) && member.is_none());
+        assert_eq!(parse_member(&c, "! n1 X 20 1 ada"), None);
+        assert_eq!(parse_message(&c, "! n1 J 17 3 ada null"), None);
     }
 }
