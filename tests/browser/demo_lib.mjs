@@ -10,6 +10,7 @@
 //
 // Every wait has a deadline; a failed check throws a Failure whose message
 // ends with what each page shows (status, members, typing, log).
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
 import { chromiumVersion } from './lib.mjs';
@@ -328,5 +329,60 @@ export class Demo {
     for (const u of users) {
       await this.check(u.errors.length === 0, `${u.name}: the page reported errors: ${u.errors.join('; ')}`);
     }
+  }
+}
+
+/** `duplex serve` (the binary `bin`, serving the client of `clientDir`) on `port`, restartable;
+ * its output is kept for failure reports. */
+export class ServeProcess {
+  constructor(bin, clientDir, port) {
+    this.bin = bin;
+    this.clientDir = clientDir;
+    this.port = port;
+    this.child = null;
+    this.output = '';
+    this.starts = 0;
+  }
+
+  /** Starts it and resolves once /healthz answers (or rejects after 10 s). */
+  async start() {
+    this.starts++;
+    const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--threads', '2', '--client-dir', this.clientDir];
+    const child = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    const keep = (chunk) => {
+      // eslint-disable-next-line no-control-regex
+      const text = String(chunk).replace(/\x1b\[[0-9;]*m/g, '');
+      this.output = (this.output + `[${this.starts}] ${text}`).slice(-4_000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.exited = exited;
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      const gone = await Promise.race([exited, sleep(100).then(() => null)]);
+      if (gone) throw new Error(`duplex serve exited at start (${gone.signal ?? gone.code}): ${this.output}`);
+      try {
+        const r = await fetch(`http://127.0.0.1:${this.port}/healthz`, { signal: AbortSignal.timeout(1_000) });
+        if (r.ok) return;
+      } catch {
+        // not listening yet
+      }
+    }
+    throw new Error(`duplex serve did not answer /healthz on port ${this.port} within 10 s: ${this.output}`);
+  }
+
+  /** SIGKILL, and wait until it is gone. */
+  async kill() {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGKILL');
+    await child.exited;
+  }
+
+  /** Synchronous, for process exit paths. */
+  killNow() {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
 }

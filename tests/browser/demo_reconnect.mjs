@@ -29,12 +29,11 @@
 // failure with both pages' state (and the server's output) and exits 1.
 // Bounded: every wait has a deadline, the whole run has one, and the server
 // is killed however the run ends.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Demo, parseArgs, report, sleep } from './demo_lib.mjs';
+import { Demo, ServeProcess, parseArgs, report, sleep } from './demo_lib.mjs';
 import { withBrowser } from './lib.mjs';
 
 const TOTAL_TIMEOUT_MS = 60_000;
@@ -76,59 +75,7 @@ function freePort() {
   });
 }
 
-/** `duplex serve` on `port`, restartable; its output is kept for failure reports. */
-class Server {
-  constructor(port) {
-    this.port = port;
-    this.child = null;
-    this.output = '';
-    this.starts = 0;
-  }
-
-  /** Starts it and resolves once /healthz answers (or rejects after 10 s). */
-  async start() {
-    this.starts++;
-    const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--threads', '2', '--client-dir', CLIENT_DIR];
-    const child = spawn(DUPLEX_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    const keep = (chunk) => {
-      // eslint-disable-next-line no-control-regex
-      const text = String(chunk).replace(/\x1b\[[0-9;]*m/g, '');
-      this.output = (this.output + `[${this.starts}] ${text}`).slice(-4_000);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    child.exited = exited;
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const gone = await Promise.race([exited, sleep(100).then(() => null)]);
-      if (gone) throw new Error(`duplex serve exited at start (${gone.signal ?? gone.code}): ${this.output}`);
-      try {
-        const r = await fetch(`http://127.0.0.1:${this.port}/healthz`, { signal: AbortSignal.timeout(1_000) });
-        if (r.ok) return;
-      } catch {
-        // not listening yet
-      }
-    }
-    throw new Error(`duplex serve did not answer /healthz on port ${this.port} within 10 s: ${this.output}`);
-  }
-
-  /** SIGKILL, and wait until it is gone. */
-  async kill() {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGKILL');
-    await child.exited;
-  }
-
-  /** Synchronous, for process exit paths. */
-  killNow() {
-    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
-}
-
-const server = new Server(await freePort());
+const server = new ServeProcess(DUPLEX_BIN, CLIENT_DIR, await freePort());
 // A run stopped from outside (tests/interop.sh's timeout) still takes the server down.
 process.on('exit', () => server.killNow());
 for (const signal of ['SIGINT', 'SIGTERM']) {

@@ -21,11 +21,10 @@
 //     the same port: every page is 'open' again, on the same transport as before, and every
 //     message sent while down shows up exactly once on every page; one more live message too.
 // Prints `fallback: ok (...)` with the times, or the first failure with every page's state.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Demo, report, sleep } from './demo_lib.mjs';
+import { Demo, ServeProcess, report, sleep } from './demo_lib.mjs';
 import { withBrowser } from './lib.mjs';
 
 const TOTAL_TIMEOUT_MS = 90_000;
@@ -65,55 +64,7 @@ for (const [path, how] of [[DUPLEX_BIN, 'cargo build --release -p duplex, or set
   }
 }
 
-/** `duplex serve` on `port`, restartable; its output is kept for failure reports. */
-class Server {
-  constructor(port) {
-    this.port = port;
-    this.child = null;
-    this.output = '';
-    this.starts = 0;
-  }
-
-  async start() {
-    this.starts++;
-    const args = ['serve', '--listen', `127.0.0.1:${this.port}`, '--threads', '2', '--client-dir', CLIENT_DIR];
-    const child = spawn(DUPLEX_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
-    const keep = (chunk) => {
-      // eslint-disable-next-line no-control-regex
-      const text = String(chunk).replace(/\x1b\[[0-9;]*m/g, '');
-      this.output = (this.output + `[${this.starts}] ${text}`).slice(-4_000);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const gone = await Promise.race([child.exited, sleep(100).then(() => null)]);
-      if (gone) throw new Error(`duplex serve exited at start (${gone.signal ?? gone.code}): ${this.output}`);
-      try {
-        const r = await fetch(`http://127.0.0.1:${this.port}/healthz`, { signal: AbortSignal.timeout(1_000) });
-        if (r.ok) return;
-      } catch {
-        // not listening yet
-      }
-    }
-    throw new Error(`duplex serve did not answer /healthz on port ${this.port} within 10 s: ${this.output}`);
-  }
-
-  async kill() {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGKILL');
-    await child.exited;
-  }
-
-  killNow() {
-    if (this.child && this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
-}
-
-const server = new Server(Number(opts['server-port']));
+const server = new ServeProcess(DUPLEX_BIN, CLIENT_DIR, Number(opts['server-port']));
 process.on('exit', () => server.killNow());
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => {

@@ -6,52 +6,7 @@ import net from 'node:net';
 import { test } from 'node:test';
 
 import { DuplexClient, DuplexSocket } from '../index.js';
-import { accept, frame, startDuplex, startRawServer, unusedPort } from './helpers.mjs';
-
-/** Starts `duplex serve` (port 0: a free one); resolves to { port, url, kill, stop }. */
-async function startServe(args = [], port = 0) {
-  const server = await startDuplex('serve', ['--threads', '2', ...args], port);
-  return { ...server, url: `ws://127.0.0.1:${server.port}/ws` };
-}
-
-/** Restarts on `port`, retrying while the port is not yet free again. */
-async function restartServe(args, port) {
-  for (let i = 0; ; i++) {
-    try {
-      return await startServe(args, port);
-    } catch (error) {
-      if (i >= 20) throw error;
-      await sleep(100);
-    }
-  }
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `predicate` until true, failing after `ms`. */
-async function waitFor(predicate, ms, what) {
-  const deadline = performance.now() + ms;
-  while (!predicate()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-/** The next `type` event of a client or room, failing after `ms`. */
-function next(target, type, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      target.off(type, listener);
-      reject(new Error(`no ${type} event within ${ms} ms`));
-    }, ms);
-    const listener = (event) => {
-      clearTimeout(timer);
-      target.off(type, listener);
-      resolve(event);
-    };
-    target.on(type, listener);
-  });
-}
+import { accept, frame, next, restartServe, sleep, startRawServer, startServe, unusedPort, waitFor } from './helpers.mjs';
 
 /** Records a room's events. */
 function record(room) {

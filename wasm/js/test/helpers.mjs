@@ -319,3 +319,50 @@ export function within(promise, ms, what) {
     }),
   ]).finally(() => clearTimeout(timer));
 }
+
+/** Starts `duplex serve` (port 0: a free one); resolves to { port, url, kill, stop }. */
+export async function startServe(args = [], port = 0) {
+  const server = await startDuplex('serve', ['--threads', '2', ...args], port);
+  return { ...server, url: `ws://127.0.0.1:${server.port}/ws` };
+}
+
+/** Restarts on `port`, retrying while the port is not yet free again. */
+export async function restartServe(args, port) {
+  for (let i = 0; ; i++) {
+    try {
+      return await startServe(args, port);
+    } catch (error) {
+      if (i >= 20) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `predicate` until true, failing after `ms`. */
+export async function waitFor(predicate, ms, what) {
+  const deadline = performance.now() + ms;
+  while (!predicate()) {
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'function' ? what() : what}`);
+    }
+    await sleep(5);
+  }
+}
+
+/** The next `type` event of a client or room, failing after `ms`. */
+export function next(target, type, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      target.off(type, listener);
+      reject(new Error(`no ${type} event within ${ms} ms`));
+    }, ms);
+    const listener = (event) => {
+      clearTimeout(timer);
+      target.off(type, listener);
+      resolve(event);
+    };
+    target.on(type, listener);
+  });
+}

@@ -13,50 +13,8 @@ import { EventSource } from 'eventsource';
 
 import { DuplexClient, DuplexSocket } from '../index.js';
 import { httpBase } from '../src/transports.js';
-import { startDuplex, unusedPort } from './helpers.mjs';
+import { next, restartServe, sleep, startServe, unusedPort, waitFor } from './helpers.mjs';
 
-async function startServe(args = [], port = 0) {
-  const server = await startDuplex('serve', ['--threads', '2', ...args], port);
-  return { ...server, url: `ws://127.0.0.1:${server.port}/ws` };
-}
-
-async function restartServe(args, port) {
-  for (let i = 0; ; i++) {
-    try {
-      return await startServe(args, port);
-    } catch (error) {
-      if (i >= 20) throw error;
-      await sleep(100);
-    }
-  }
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(predicate, ms, what) {
-  const deadline = performance.now() + ms;
-  while (!predicate()) {
-    if (performance.now() > deadline) {
-      throw new Error(`timed out after ${ms} ms waiting for ${typeof what === 'function' ? what() : what}`);
-    }
-    await sleep(5);
-  }
-}
-
-function next(target, type, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      target.off(type, listener);
-      reject(new Error(`no ${type} event within ${ms} ms`));
-    }, ms);
-    const listener = (event) => {
-      clearTimeout(timer);
-      target.off(type, listener);
-      resolve(event);
-    };
-    target.on(type, listener);
-  });
-}
 
 const FAST = { initialBackoff: 50, maxBackoff: 200, backoffMultiplier: 2 };
 
