@@ -70,9 +70,13 @@ const START = async ({ name, transport, room }) => {
   const fetch = async (input, init) => {
     const url = String(input instanceof Request ? input.url : input);
     const path = new URL(url).pathname;
+    const started = performance.now();
     try {
       const r = await nativeFetch(input, init);
-      t.reqs.push({ path, status: r.status, node: r.headers.get('x-served-by'), session: new URL(url).searchParams.get('session') });
+      t.reqs.push({
+        path, status: r.status, node: r.headers.get('x-served-by'), session: new URL(url).searchParams.get('session'),
+        at: Date.now(), ms: Math.round(performance.now() - started),
+      });
       if (path.endsWith('/ws/open') && r.ok) t.sessions.push((await r.clone().json()).session);
       return r;
     } catch (e) {
@@ -297,6 +301,14 @@ async function scenario(browser) {
     }
   }
   await check(reconnects.ben !== undefined, `ben: no new 'open' after his node was killed`);
+  // The slowest answer ben and cat got after the kill (a request the balancer sent to the dead
+  // node is held while HAProxy retries it there, then answered 503).
+  const slowest = {};
+  for (const u of [ben, cat]) {
+    const after = (await state(u)).reqs.filter((r) => r.at > killedAt && r.ms !== undefined);
+    const worst = after.reduce((a, r) => (a === null || r.ms > a.ms ? r : a), null);
+    slowest[u.name] = worst ? `${worst.ms} ms (${worst.path} ${worst.status})` : 'none';
+  }
   const recoveredMs = await deliveredAllOnce(sent, RECONNECT_MS);
 
   // 5. One more round after the recovery.
@@ -321,7 +333,7 @@ async function scenario(browser) {
     const bad = u.pageErrors.filter((m) => !expectedError(m));
     await check(bad.length === 0, `${u.name}: page errors ${JSON.stringify(bad)}`);
   }
-  return { liveMs, spread, sessions, victim: victim.name, reconnects, recoveredMs, messages: sent.length, beforeKill, expected };
+  return { liveMs, spread, sessions, victim: victim.name, reconnects, slowest, recoveredMs, messages: sent.length, beforeKill, expected };
 }
 
 try {
@@ -329,7 +341,8 @@ try {
   console.log(`${NAME}: ok (${room}: ann websocket, ben sse, cat longpoll through round-robin; ` +
     `${r.beforeKill} messages once everywhere in ${r.liveMs} ms; requests answered per node: ` +
     `ben ${showCount(r.spread.ben)}, cat ${showCount(r.spread.cat)}; ben's session's node ${r.victim} SIGKILLed: ` +
-    `${Object.entries(r.reconnects).map(([u, ms]) => `${u} open again after ${ms} ms`).join(', ')}; ` +
+    `${Object.entries(r.reconnects).map(([u, ms]) => `${u} open again after ${ms} ms`).join(', ')} ` +
+    `(slowest answer after the kill: ben ${r.slowest.ben}, cat ${r.slowest.cat}); ` +
     `sessions ${Object.entries(r.sessions).map(([u, s]) => `${u} ${s}`).join(', ')}; all ${r.messages} messages ` +
     `(${r.messages - r.beforeKill} from the kill on) once and in one order on every page, ${r.recoveredMs} ms after ` +
     `reconnecting; ${r.expected} failed requests while the node died)`);
