@@ -9,9 +9,9 @@
 # 2. three `duplex serve --broker redis://127.0.0.1:P` on free ports: $DUPLEX_BIN, the release
 #    binary with the WASM client embedded (as tests/demo.sh: wasm/build.sh when wasm/js/dist is
 #    missing, then `cargo build --release -p duplex`, unless DUPLEX_BIN is given);
-# 3. HAProxy with docs/deploy/haproxy.cfg, its `bind :80` moved to a free port and its one
-#    `server` line replaced by the three nodes, `balance roundrobin` (the default, said
-#    explicitly), no stickiness;
+# 3. HAProxy with docs/deploy/haproxy.cfg (tests/lib.sh haproxy_round_robin), its `bind :80`
+#    moved to a free port and its one `server` line replaced by the three nodes, `balance
+#    roundrobin` (the default, said explicitly), no stickiness;
 # 4. node tests/browser/cluster_demo.mjs against HAProxy, with each node's port and pid.
 # Everything started here is stopped on exit, however the run ends.
 #
@@ -37,8 +37,6 @@ trap 'cleanup_bg; rm -rf "$TMP"' EXIT
 
 bash "$REPO_ROOT/tests/setup.sh" redis haproxy browser
 command -v redis-server >/dev/null || die "redis-server not found (tests/setup.sh redis installs it)"
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-[[ -x $HAPROXY ]] || die "haproxy not found (tests/setup.sh haproxy installs it)"
 [[ -x $CHROMIUM ]] || die "$CHROMIUM not found (tests/setup.sh browser installs it)"
 # As tests/demo.sh: the release binary with the WASM client embedded, unless DUPLEX_BIN is given.
 if [[ -z $given_bin ]]; then
@@ -77,35 +75,9 @@ fi
 if [[ -n $broker ]]; then how="on redis://127.0.0.1:$redis_port"; else how="WITHOUT --broker"; fi
 log "$NODES nodes $how: ${node_args[*]} (port:pid)"
 
-# 3. HAProxy: the documented configuration, with the three nodes.
+# 3. HAProxy: the documented configuration, with the three nodes (tests/lib.sh).
 lb_port=$(free_port)
-cfg="$TMP/haproxy.cfg"
-server_line='^\s*server duplex1 127\.0\.0\.1:9001 check inter 2s$'
-grep -Eq '^\s*bind :80$' docs/deploy/haproxy.cfg || die "docs/deploy/haproxy.cfg: no 'bind :80' to move"
-grep -q "$server_line" docs/deploy/haproxy.cfg || die "docs/deploy/haproxy.cfg: no 'server duplex1 127.0.0.1:9001 check inter 2s' to replace"
-servers_text=$(printf '%s\n' "    balance roundrobin" "${servers[@]}")
-python3 -c '
-import re, sys
-port, servers, src = sys.argv[1:]
-text = open(src).read()
-text = re.sub(r"(?m)^(\s*)bind :80$", rf"\1bind 127.0.0.1:{port}", text)
-text = re.sub(r"(?m)^\s*server duplex1 127\.0\.0\.1:9001 check inter 2s$", lambda m: servers, text)
-sys.stdout.write(text)
-' "$lb_port" "$servers_text" docs/deploy/haproxy.cfg >"$cfg"
-! grep -Eq 'stick|cookie|balance source|hash-type' "$cfg" || die "the HAProxy configuration has stickiness: $(grep -E 'stick|cookie|balance source|hash-type' "$cfg")"
-"$HAPROXY" -c -q -f "$cfg" || {
-    cat "$cfg" >&2
-    die "haproxy -c refused the configuration above"
-}
-# `-n`: see tests/deploy.sh (a test machine's file limit may be lower than the production maxconn).
-start_server "$TMP/haproxy.log" "$lb_port" "$WAIT" haproxy "$HAPROXY" -n 1000 -f "$cfg" -db
-# Until HAProxy's first health checks passed: every node answers through it.
-deadline=$((SECONDS + WAIT))
-until [[ $(curl -fsS --max-time 2 "http://127.0.0.1:$lb_port/healthz" 2>/dev/null | head -1) == ok ]]; do
-    ((SECONDS < deadline)) || die "GET /healthz through HAProxy did not answer ok within ${WAIT}s"
-    sleep 0.2
-done
-log "$("$HAPROXY" -v | head -1 | cut -d' ' -f1-3) on 127.0.0.1:$lb_port, round-robin over $NODES nodes"
+haproxy_round_robin "$TMP" "$lb_port" "$WAIT" "" "${servers[@]}"
 
 # 4. The pages.
 rc=0

@@ -16,6 +16,7 @@
 # time is printed and must be under 3 s) and through "buffering" (ends on long polling); messages
 # between all three, then a server restart with messages sent while it is down, each delivered
 # once. The node script owns `duplex serve` (it kills and restarts it on the same port).
+# Then tests/fallback_lb.sh: the same transports on three nodes behind round-robin HAProxy.
 #
 # Needs nginx, Node, Chromium and playwright-core (tests/setup.sh browser nginx, run here) and
 # wasm/js/dist (bash wasm/build.sh, run here when missing). Honours DUPLEX_BIN and
@@ -109,3 +110,5 @@ if ((rc != 0)); then
     show_log "$dir/logs/error.log"
     die "tests/browser/fallback.mjs failed (exit $rc)"
 fi
+
+DUPLEX_BIN=$DUPLEX_BIN bash "$REPO_ROOT/tests/fallback_lb.sh"

@@ -140,3 +140,43 @@ show_log() {
     tail -n 30 "$1" >&2
     printf -- '---\n' >&2
 }
+
+# haproxy_round_robin DIR PORT SECONDS EXTRA SERVER_LINE... : HAProxy with docs/deploy/haproxy.cfg,
+# its `bind :80` moved to 127.0.0.1:PORT and its one `server` line replaced by `balance
+# roundrobin`, EXTRA (backend lines, may be empty) and the SERVER_LINEs; no stickiness (checked),
+# `haproxy -c` first. Started in the background (log DIR/haproxy.log, configuration
+# DIR/haproxy.cfg); returns once GET /healthz answers ok through it (every node up for it),
+# within SECONDS, or dies. Used by tests/cluster_lb.sh and tests/fallback_lb.sh.
+haproxy_round_robin() {
+    local dir=$1 port=$2 timeout=$3 extra=$4 haproxy cfg server_line servers_text deadline
+    shift 4
+    haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
+    [[ -x $haproxy ]] || die "haproxy not found (tests/setup.sh haproxy installs it)"
+    cfg="$dir/haproxy.cfg"
+    server_line='^\s*server duplex1 127\.0\.0\.1:9001 check inter 2s$'
+    grep -Eq '^\s*bind :80$' docs/deploy/haproxy.cfg || die "docs/deploy/haproxy.cfg: no 'bind :80' to move"
+    grep -q "$server_line" docs/deploy/haproxy.cfg || die "docs/deploy/haproxy.cfg: no 'server duplex1 127.0.0.1:9001 check inter 2s' to replace"
+    servers_text=$(printf '%s\n' "    balance roundrobin" ${extra:+"$extra"} "$@")
+    python3 -c '
+import re, sys
+port, servers, src = sys.argv[1:]
+text = open(src).read()
+text = re.sub(r"(?m)^(\s*)bind :80$", rf"\1bind 127.0.0.1:{port}", text)
+text = re.sub(r"(?m)^\s*server duplex1 127\.0\.0\.1:9001 check inter 2s$", lambda m: servers, text)
+sys.stdout.write(text)
+' "$port" "$servers_text" docs/deploy/haproxy.cfg >"$cfg"
+    ! grep -Eq 'stick|cookie|balance source|hash-type' "$cfg" || die "the HAProxy configuration has stickiness: $(grep -E 'stick|cookie|balance source|hash-type' "$cfg")"
+    "$haproxy" -c -q -f "$cfg" || {
+        cat "$cfg" >&2
+        die "haproxy -c refused the configuration above"
+    }
+    # `-n`: see tests/deploy.sh (a test machine's file limit may be lower than the production maxconn).
+    start_server "$dir/haproxy.log" "$port" "$timeout" haproxy "$haproxy" -n 1000 -f "$cfg" -db
+    # Until HAProxy's first health checks passed: every node answers through it.
+    deadline=$((SECONDS + timeout))
+    until [[ $(curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz" 2>/dev/null | head -1) == ok ]]; do
+        ((SECONDS < deadline)) || die "GET /healthz through HAProxy did not answer ok within ${timeout}s"
+        sleep 0.2
+    done
+    log "$("$haproxy" -v | head -1 | cut -d' ' -f1-3) on 127.0.0.1:$port, round-robin over $# nodes"
+}

@@ -271,7 +271,7 @@ plan_steps() {
         add_step api step_api "tests/api.sh (curl against duplex serve --api-key: the README's publish reaches a duplex connect member; keep-alive reads, 401, 405; the key in no log)"
         add_step stomp step_stomp "tests/stomp.sh (@stomp/stompjs in Node and in headless Chromium beside duplex.v1 clients: one sequence, receipts, since, heart-beats, ERROR frames, JWT passcode)"
         if [[ -f wasm/Cargo.toml ]]; then
-            add_step fallback step_fallback "tests/fallback.sh (nginx without upgrades in front of duplex serve: the demo's WASM client in Chromium falls back to SSE, to long polling behind a buffering nginx; messages with a WebSocket page, a server restart; fallback time printed)"
+            add_step fallback step_fallback "tests/fallback.sh (nginx without upgrades in front of duplex serve: the demo's WASM client in Chromium falls back to SSE, to long polling behind a buffering nginx; messages with a WebSocket page, a server restart; fallback time printed; tests/fallback_lb.sh: SSE and long-polling sessions on three duplex serve --broker nodes behind round-robin HAProxy, the node of a session SIGKILLed)"
         fi
         add_step tls step_tls "tests/tls.sh (wss/https: openssl s_client, curl, Python websockets, duplex connect, headless Chromium; bad certificates, stalled handshake, SIGTERM)"
         if [[ -f benches/load/Cargo.toml ]]; then
