@@ -323,7 +323,7 @@ pub struct BrokerStatus {
     /// Round trips to Redis on the command connection (script calls, a pipeline of publishes
     /// counting once), heartbeats included.
     pub round_trips: AtomicU64,
-    /// Of those, the node's heartbeats (one every [`PING_EVERY`]).
+    /// Of those, the node's heartbeats (one every 2 s).
     pub heartbeats: AtomicU64,
     /// Microseconds spent waiting for script answers, in all.
     pub round_trip_micros: AtomicU64,
