@@ -3,8 +3,10 @@
 //!
 //! Per connection the loop is edge-triggered and keeps its own readiness flags:
 //!
-//! 1. **read** until `WouldBlock` straight into the core's receive buffer (`recv_buf` +
-//!    `commit`), unless the connection is paused by backpressure;
+//! 1. **read** until `WouldBlock` (or, on a plain socket, a read shorter than asked for),
+//!    into the worker's scratch buffer or, for the rest of a large frame, straight into the
+//!    core's receive buffer (`recv_buf` + `commit`), unless the connection is paused by
+//!    backpressure;
 //! 2. **dispatch** the core's events to the [`Handler`] (upgrade decisions, messages, closes)
 //!    and answer plain HTTP (`/healthz`, `/metrics`);
 //! 3. **write** the core's output until `WouldBlock`; WRITABLE interest is registered only
@@ -272,8 +274,12 @@ struct Conn {
     scheduled: Option<Duration>,
     /// After the core terminated with output still pending: drop the socket by then anyway.
     kill_at: Option<Duration>,
-    /// The socket may have bytes to read (edge-triggered: cleared only on `WouldBlock`/EOF).
+    /// The socket may have bytes to read (edge-triggered: cleared on `WouldBlock`/EOF, or on
+    /// a plain socket's short read, see [`Worker::read`]).
     readable: bool,
+    /// The peer's FIN or an error was reported: read until `WouldBlock` or EOF, since no
+    /// further edge will announce them.
+    read_to_block: bool,
     writable_interest: bool,
     paused: bool,
     eof: bool,
@@ -713,6 +719,9 @@ impl<H: Handler> Worker<H> {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             conn.readable = true;
                         }
+                        if event.is_read_closed() || event.is_error() {
+                            conn.read_to_block = true;
+                        }
                         self.service(key);
                     }
                 }
@@ -834,6 +843,7 @@ impl<H: Handler> Worker<H> {
             scheduled: None,
             kill_at: None,
             readable: true,
+            read_to_block: false,
             writable_interest: false,
             paused: false,
             eof: false,
@@ -894,11 +904,21 @@ impl<H: Handler> Worker<H> {
             // idle connection never holds a read buffer and a read that finds nothing costs no
             // allocation. The rest of a large frame is read straight into the core's buffer.
             let lend = conn.core.frame_remaining() >= LEND_THRESHOLD;
-            let result = if lend {
-                conn.stream.read(conn.core.recv_buf())
+            let (result, asked) = if lend {
+                let buf = conn.core.recv_buf();
+                let asked = buf.len();
+                (conn.stream.read(buf), asked)
             } else {
-                conn.stream.read(&mut self.scratch)
+                (conn.stream.read(&mut self.scratch), self.scratch.len())
             };
+            // A plain socket that returned less than asked for is drained: epoll (edge-
+            // triggered) reports the next bytes that arrive, so the read that would only say
+            // `WouldBlock` is skipped (one syscall per message less). Not for TLS, whose reads
+            // return plaintext, nor once the peer's FIN or an error was reported: their edge
+            // has passed, so those are read until `WouldBlock` or EOF.
+            let drained = matches!(result, Ok(n) if n > 0 && n < asked)
+                && !conn.read_to_block
+                && matches!(conn.stream, Transport::Plain(_));
             match result {
                 Ok(0) => {
                     conn.readable = false;
@@ -925,6 +945,10 @@ impl<H: Handler> Worker<H> {
                             .backpressure_pauses_total
                             .fetch_add(1, Ordering::Relaxed);
                         debug!(peer = %Peer(&conn.stream), "backpressure: reading paused");
+                        return;
+                    }
+                    if drained {
+                        conn.readable = false;
                         return;
                     }
                 }
