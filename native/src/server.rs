@@ -54,6 +54,9 @@ const FLUSH_THRESHOLD: usize = 64 * 1024;
 /// runs dry. Messages already received wait in the core; the rest is read on the next pass.
 const READ_BUDGET: usize = 256 * 1024;
 
+/// Pieces of output written by one vectored write at most.
+const MAX_PIECES: usize = 16;
+
 /// Size of each worker's read buffer.
 const SCRATCH_SIZE: usize = 64 * 1024;
 
@@ -260,7 +263,7 @@ pub struct Echo;
 
 impl Handler for Echo {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message) {
-        if let Err(e) = ctx.send(id, &message) {
+        if let Err(e) = ctx.send_owned(id, message) {
             debug!(?id, "echo not sent: {e}");
         }
     }
@@ -353,6 +356,15 @@ impl Ctx<'_> {
     pub fn send(&mut self, id: ConnId, message: &Message) -> Result<(), SendError> {
         self.conn(id)?.core.send(message)?;
         self.queued(id, message.len());
+        Ok(())
+    }
+
+    /// Queues a message given away: a large payload goes out as it is, without a copy (see
+    /// [`Connection::send_owned`]).
+    pub fn send_owned(&mut self, id: ConnId, message: Message) -> Result<(), SendError> {
+        let len = message.len();
+        self.conn(id)?.core.send_owned(message)?;
+        self.queued(id, len);
         Ok(())
     }
 
@@ -991,7 +1003,17 @@ impl<H: Handler> Worker<H> {
             if out.is_empty() {
                 break;
             }
-            match conn.stream.write(out) {
+            let result = match &mut conn.stream {
+                // Payloads sent owned are pieces of their own: one writev for all of them.
+                Transport::Plain(socket) if out.len() < conn.core.buffered_amount() => {
+                    let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+                    let n = conn.core.output_vectored(&mut pieces);
+                    let slices: [io::IoSlice<'_>; MAX_PIECES] = pieces.map(io::IoSlice::new);
+                    socket.write_vectored(&slices[..n])
+                }
+                stream => stream.write(out),
+            };
+            match result {
                 Ok(0) => {
                     conn.write_failed = true;
                     break;

@@ -6,7 +6,7 @@
 //! waker) never strands the other.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,9 @@ pub const DEFAULT_MAX_BUFFERED: usize = 1 << 20;
 
 /// Size of the stack buffer small reads go through.
 const SCRATCH: usize = 32 << 10;
+
+/// Pieces of output written by one vectored write at most.
+const MAX_PIECES: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another holder leaves the state consistent enough to report errors from.
@@ -147,7 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
         self.broken = true;
         self.read_closed = true;
-        let n = self.conn.output().len();
+        let n = self.conn.buffered_amount();
         self.conn.consume(n);
         let now = self.now();
         self.conn.receive_eof(now);
@@ -156,7 +159,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// Writes the pending output and flushes the socket. Ready once all of it is written.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while !self.broken && !self.conn.output().is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, self.conn.output()) {
+            // Large payloads sent owned are pieces of their own: one vectored write for all.
+            let write = if self.conn.output().len() < self.conn.buffered_amount()
+                && self.io.is_write_vectored()
+            {
+                let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+                let n = self.conn.output_vectored(&mut pieces);
+                let slices: [IoSlice<'_>; MAX_PIECES] = pieces.map(IoSlice::new);
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])
+            } else {
+                Pin::new(&mut self.io).poll_write(cx, self.conn.output())
+            };
+            match write {
                 Poll::Ready(Ok(0)) => {
                     self.fail_io(io::ErrorKind::WriteZero.into());
                 }
@@ -176,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
         }
         if self.broken {
-            let n = self.conn.output().len();
+            let n = self.conn.buffered_amount();
             self.conn.consume(n);
         }
         Poll::Ready(())
@@ -427,17 +441,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         lock(&self.inner)
     }
 
-    async fn send(&self, message: &Message) -> Result<(), Error> {
+    async fn send(&self, message: Message) -> Result<(), Error> {
         // One lock per poll: wait for room, queue the message, write it out.
-        let mut queued = false;
+        let mut message = Some(message);
         poll_fn(|cx| {
             self.with(cx, Side::Writer, |inner, cx| {
-                if !queued {
+                if message.is_some() {
                     ready!(inner.poll_ready(cx))?;
-                    inner.conn.send(message).map_err(|e| inner.send_error(e))?;
+                    if let Some(message) = message.take() {
+                        // Owned: a large payload goes out as it is, without a copy.
+                        inner
+                            .conn
+                            .send_owned(message)
+                            .map_err(|e| inner.send_error(e))?;
+                    }
                     // From here the message is in the connection's output: dropping this
                     // future loses nothing, the next poll of either half writes it.
-                    queued = true;
                 }
                 inner.poll_flush(cx)
             })
@@ -445,11 +464,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         .await
     }
 
-    async fn feed(&self, message: &Message) -> Result<(), Error> {
+    async fn feed(&self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
         let reader_waiting = {
             let mut inner = self.state();
-            inner.conn.send(message).map_err(|e| inner.send_error(e))?;
+            inner
+                .conn
+                .send_owned(message)
+                .map_err(|e| inner.send_error(e))?;
             inner.reader_waiting
         };
         if reader_waiting {
@@ -483,9 +505,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         self.flush().await
     }
 
-    fn start_send(&self, message: &Message) -> Result<(), Error> {
+    fn start_send(&self, message: Message) -> Result<(), Error> {
         let mut inner = self.state();
-        inner.conn.send(message).map_err(|e| inner.send_error(e))
+        inner
+            .conn
+            .send_owned(message)
+            .map_err(|e| inner.send_error(e))
     }
 
     fn poll_close(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -505,7 +530,7 @@ macro_rules! common_methods {
         /// ([`Self::set_max_buffered`]) is queued. Cancellation-safe: once the message is
         /// accepted it is in the connection's output, and dropping the future loses nothing.
         pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-            self.shared.send(&message.into()).await
+            self.shared.send(message.into()).await
         }
 
         /// Queues a message without waiting for it to be written (after waiting, like
@@ -513,7 +538,7 @@ macro_rules! common_methods {
         /// `send` or `flush`, or as soon as the receiving side waits for data: an echo loop
         /// of `recv` and `feed` writes a burst of replies at once instead of one by one.
         pub async fn feed(&self, message: impl Into<Message>) -> Result<(), Error> {
-            self.shared.feed(&message.into()).await
+            self.shared.feed(message.into()).await
         }
 
         /// Starts the close handshake with `code` and `reason` and writes the close frame.
@@ -628,7 +653,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketStream<S> {
         self.shared.with(cx, Side::Writer, Inner::poll_ready)
     }
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        self.shared.start_send(&item)
+        self.shared.start_send(item)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.with(cx, Side::Writer, Inner::poll_flush)
@@ -659,7 +684,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for SendHalf<S> {
         self.shared.with(cx, Side::Writer, Inner::poll_ready)
     }
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
-        self.shared.start_send(&item)
+        self.shared.start_send(item)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.shared.with(cx, Side::Writer, Inner::poll_flush)

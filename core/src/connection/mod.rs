@@ -41,8 +41,14 @@ use crate::mask::{apply_mask, apply_mask_at};
 use crate::message::{Closed, Event, Message, MessageKind, PreparedMessage, Utf8Bytes};
 use crate::utf8::Utf8Validator;
 
+mod output;
 mod queue;
+use output::Output;
 use queue::EventQueue;
+
+/// Payloads at least this large given to [`Connection::send_owned`] are queued without a
+/// copy; smaller ones cost less to copy than an extra piece of output.
+pub const OWNED_MIN: usize = 4096;
 
 /// Which end of the connection this is. Clients mask what they send; servers must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,7 +137,9 @@ pub struct Connection {
     random: Option<RandomSource>,
     client: Option<Box<ClientHandshake>>,
     response: Option<Box<Response>>,
-    protocol: Option<String>,
+    /// Boxed rather than a `String`: a connection is kept small (LESSONS: memory per
+    /// connection).
+    protocol: Option<Box<str>>,
     head_scanned: usize,
 
     /// `rx[..rx_filled]` holds received bytes; `rx[rx_filled..]` is initialised spare room
@@ -144,7 +152,7 @@ pub struct Connection {
     message: Option<Box<MessageInProgress>>,
     utf8: Utf8Validator,
 
-    tx: BytesMut,
+    tx: Output,
     stream: Option<Box<OutgoingStream>>,
     events: EventQueue,
 
@@ -259,7 +267,7 @@ impl Connection {
             frame: None,
             message: None,
             utf8: Utf8Validator::new(),
-            tx: BytesMut::new(),
+            tx: Output::new(),
             stream: None,
             events: EventQueue::new(),
             heartbeat: None,
@@ -488,7 +496,7 @@ impl Connection {
                     self.fail_handshake(e);
                     return false;
                 }
-                self.protocol = response.protocol.clone();
+                self.protocol = response.protocol.as_deref().map(Box::from);
                 self.response = Some(Box::new(response));
                 self.open();
                 true
@@ -853,27 +861,29 @@ impl Connection {
         self.events.pop_front()
     }
 
-    /// Bytes waiting to be written to the socket.
+    /// Bytes waiting to be written to the socket: the first contiguous piece of them. After
+    /// [`Connection::send_owned`] the output may come in several pieces (see
+    /// [`Connection::output_vectored`]); after other sends it is one piece.
     pub fn output(&self) -> &[u8] {
-        &self.tx
+        self.tx.front()
     }
 
-    /// Records that the socket took the first `n` bytes of [`Connection::output`].
+    /// Fills `out` with the pending output's pieces, in order, for a vectored write; returns
+    /// how many slots it filled (all pieces when `out` is long enough).
+    pub fn output_vectored<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        self.tx.vectored(out)
+    }
+
+    /// Records that the socket took the first `n` bytes of the pending output (across pieces
+    /// after a vectored write). `consume(buffered_amount())` discards all of it.
     pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.tx.len());
-        self.tx.advance(n);
-        if self.tx.is_empty() {
-            // An idle connection keeps no send buffer either.
-            self.tx = BytesMut::new();
-        }
+        self.tx.consume(n);
     }
 
-    /// Takes all pending output at once, for drivers that queue `Bytes` (vectored writes).
+    /// Takes the first piece of the pending output, for drivers that queue `Bytes`; all of it
+    /// when it is one piece.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.tx.is_empty() {
-            return None;
-        }
-        Some(core::mem::take(&mut self.tx).freeze())
+        self.tx.take()
     }
 
     /// Bytes queued but not yet taken by the driver (the WHATWG `bufferedAmount`).
@@ -908,7 +918,7 @@ impl Connection {
         let mut out = Vec::new();
         write_accept_response(key, &accept, &mut out);
         self.tx.extend_from_slice(&out);
-        self.protocol = accept.protocol;
+        self.protocol = accept.protocol.map(String::into_boxed_str);
         self.open();
         self.process();
         Ok(())
@@ -1097,6 +1107,29 @@ impl Connection {
         }
     }
 
+    /// Sends a message the caller gives away. A server queues a large payload (at least
+    /// [`OWNED_MIN`] bytes, or its compressed form) as it is, without copying it, so the
+    /// output then comes in pieces: write them with [`Connection::output_vectored`], or one
+    /// [`Connection::output`] at a time. Otherwise the same as [`Connection::send`].
+    pub fn send_owned(&mut self, message: Message) -> Result<(), SendError> {
+        self.check_data_send()?;
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+        };
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = self.deflate.as_mut() {
+            if codec.should_compress(payload.len()) {
+                let mut out = Vec::with_capacity(payload.len() / 2 + 16);
+                codec.compress(&payload, true, &mut out);
+                self.write_frames_owned(opcode, Bytes::from(out), true);
+                return Ok(());
+            }
+        }
+        self.write_frames_owned(opcode, payload, false);
+        Ok(())
+    }
+
     /// Sends a message prepared once for many connections (a broadcast). Connections that
     /// compress each message afresh with the same window and level share one compressed copy,
     /// kept in `message`; the others compress (or not) as [`Connection::send`] would.
@@ -1265,6 +1298,36 @@ impl Connection {
         }
     }
 
+    /// [`Connection::write_frames`] for a payload the connection owns: a server queues a large
+    /// one without copying it (a slice of it per fragment).
+    fn write_frames_owned(&mut self, opcode: OpCode, payload: Bytes, rsv1: bool) {
+        if self.role == Role::Client || payload.len() < OWNED_MIN {
+            return self.write_frames(opcode, &payload, rsv1);
+        }
+        let size = match self.config.fragment_size {
+            Some(size) if size > 0 => size,
+            _ => payload.len(),
+        };
+        let mut op = opcode;
+        let mut start = 0;
+        while start < payload.len() {
+            let end = payload.len().min(start + size);
+            let header = FrameHeader {
+                fin: end == payload.len(),
+                rsv1: rsv1 && start == 0,
+                rsv2: false,
+                rsv3: false,
+                opcode: op,
+                mask: None,
+                payload_len: (end - start) as u64,
+            };
+            self.tx.extend_from_slice(header.encode().as_slice());
+            self.tx.push_owned(payload.slice(start..end));
+            op = OpCode::Continuation;
+            start = end;
+        }
+    }
+
     fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         self.write_frame_rsv(fin, false, opcode, payload);
     }
@@ -1284,12 +1347,13 @@ impl Connection {
             payload_len: payload.len() as u64,
         };
         let encoded = header.encode();
-        self.tx.reserve(encoded.len() + payload.len());
-        self.tx.extend_from_slice(encoded.as_slice());
-        let start = self.tx.len();
-        self.tx.extend_from_slice(payload);
+        let tx = self.tx.tail();
+        tx.reserve(encoded.len() + payload.len());
+        tx.extend_from_slice(encoded.as_slice());
+        let start = tx.len();
+        tx.extend_from_slice(payload);
         if let Some(key) = mask {
-            apply_mask(&mut self.tx[start..], key);
+            apply_mask(&mut tx[start..], key);
         }
     }
 
@@ -1392,5 +1456,7 @@ fn truncate_reason(mut reason: String) -> String {
     reason
 }
 
+#[cfg(test)]
+mod owned_tests;
 #[cfg(test)]
 mod tests;
