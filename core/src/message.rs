@@ -159,7 +159,7 @@ pub struct PreparedMessage {
     pub(crate) payload: Bytes,
     /// Compressed payloads by (window bits, level), filled as connections need them.
     #[cfg(feature = "deflate")]
-    pub(crate) compressed: Vec<((u8, u8), Vec<u8>)>,
+    pub(crate) compressed: Vec<((u8, u8), Bytes)>,
 }
 
 impl PreparedMessage {

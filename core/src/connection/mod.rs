@@ -1132,7 +1132,9 @@ impl Connection {
 
     /// Sends a message prepared once for many connections (a broadcast). Connections that
     /// compress each message afresh with the same window and level share one compressed copy,
-    /// kept in `message`; the others compress (or not) as [`Connection::send`] would.
+    /// kept in `message`; the others compress (or not) as [`Connection::send`] would. A server
+    /// queues a large payload (or shared compressed copy) without copying it, as
+    /// [`Connection::send_owned`] does: the output may then come in pieces.
     pub fn send_prepared(&mut self, message: &mut PreparedMessage) -> Result<(), SendError> {
         self.check_data_send()?;
         let opcode = match message.kind {
@@ -1152,16 +1154,16 @@ impl Connection {
                 None => {
                     let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
                     codec.compress(&message.payload, true, &mut out);
-                    message.compressed.push((key, out));
+                    message.compressed.push((key, Bytes::from(out)));
                     message.compressed.len() - 1
                 }
             };
-            let compressed = core::mem::take(&mut message.compressed[index].1);
-            self.write_frames(opcode, &compressed, true);
-            message.compressed[index].1 = compressed;
+            // Shared, not copied, by every connection when large (see `send_owned`).
+            let compressed = message.compressed[index].1.clone();
+            self.write_frames_owned(opcode, compressed, true);
             return Ok(());
         }
-        self.write_frames(opcode, &message.payload, false);
+        self.write_frames_owned(opcode, message.payload.clone(), false);
         Ok(())
     }
 

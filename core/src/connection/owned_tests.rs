@@ -148,3 +148,47 @@ proptest! {
         let _ = (&mut client_b, &mut server_b);
     }
 }
+
+#[test]
+fn a_large_prepared_message_is_shared_by_every_connection() {
+    use crate::message::PreparedMessage;
+    let payload = Bytes::from(alloc::vec![3u8; 3 * OWNED_MIN]);
+    for deflate in [false, true] {
+        let mut prepared = PreparedMessage::binary(payload.clone());
+        let cfg = shared_deflate(Config::default(), deflate);
+        let (_, mut reference) = open_pair(cfg.clone(), cfg.clone());
+        reference.send_binary(&payload).unwrap();
+        let expected = take_front(&mut reference);
+        for _ in 0..2 {
+            let (mut client, mut server) = open_pair(cfg.clone(), cfg.clone());
+            server.send_prepared(&mut prepared).unwrap();
+            if !deflate {
+                let mut slices: [&[u8]; 4] = [&[]; 4];
+                assert_eq!(server.output_vectored(&mut slices), 2);
+                // A header, then the payload itself.
+                assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+            }
+            let wire = take_vectored(&mut server, 3, 5000);
+            assert_eq!(wire, expected);
+            client.receive(T0, &wire);
+            assert_eq!(
+                drain(&mut client),
+                alloc::vec![Event::Message(Message::Binary(payload.clone()))]
+            );
+        }
+        // Compressed once for both connections.
+        #[cfg(feature = "deflate")]
+        assert_eq!(prepared.compressed_copies(), usize::from(deflate));
+    }
+}
+
+/// Compression with a fresh compressor per message (what lets connections share a copy).
+fn shared_deflate(cfg: Config, on: bool) -> Config {
+    #[cfg(feature = "deflate")]
+    return cfg.with_deflate(on.then(|| crate::deflate::DeflateConfig {
+        server_no_context_takeover: true,
+        ..crate::deflate::DeflateConfig::default()
+    }));
+    #[cfg(not(feature = "deflate"))]
+    return with_deflate(cfg, on);
+}
