@@ -4,7 +4,7 @@
 # `ws.subscribe(topic)` when a connection opens, `app.publish(topic, msg)` for each message),
 # driven by duplex-load (benches/load, `--mode fanout`) in one run.
 #
-#   benches/fanout.sh                       1,000 and 10,000 subscribers (about 3 minutes)
+#   benches/fanout.sh                       1,000 and 10,000 subscribers (about 4 minutes)
 #   benches/fanout.sh --quick               1,000 subscribers only
 #   benches/fanout.sh --members "1000 5000" --messages 200 --rounds 3
 #
@@ -12,6 +12,10 @@
 #   duplex   `duplex serve --threads 1`: members `hello` and `join` one room (with presence), a
 #            publisher that is also a member `publish`es; every member reads the duplex.v1
 #            `message` envelope (`type`, `room`, `seq`, `from`, `data`), which users get.
+#   duplex-raw  the transport alone: duplex-tokio's chat_server example (tokio/examples: tokio's
+#            multi-thread runtime, one worker when pinned to one CPU; each text message relayed
+#            to every connection through a `tokio::sync::broadcast` channel, one writer task per
+#            connection): no rooms, no envelope, the same bytes as uws.
 #   uws      uWebSockets.js pub/sub: no envelope, the members read the publisher's bytes as they
 #            are (the same `data` object the duplex publisher sends, about 150 bytes of JSON).
 # duplex-load checks that every member, the publisher included, reads every message exactly once
@@ -45,10 +49,11 @@ Usage: benches/fanout.sh [options]
 Options:
   --quick            1,000 subscribers only
   --members LIST     subscriber counts, space- or comma-separated (default "1000 10000")
-  --messages N       publishes per run (default: 1,000,000 deliveries per run, 100 to 1,000)
+  --messages N       publishes per run (default: 500,000 deliveries per run, 50 to 1,000
+                     publishes)
   --rounds R         run every cell R times, servers in turn each round; the median is shown
                      (default 1)
-  --servers LIST     comma-separated subset of: duplex,uws (default duplex,uws)
+  --servers LIST     comma-separated subset of: duplex,duplex-raw,uws (default: all three)
   --settle SECS      pause between every member joined and the first publish (default 1)
   --profile          also profile `duplex serve` in one more run per cell (perf record -g)
   --timeout SECS     longest a duplex-load run may take (default 180)
@@ -59,7 +64,7 @@ EOF
 MEMBERS="1000 10000"
 MESSAGES=""
 ROUNDS=1
-SERVERS="duplex,uws"
+SERVERS="duplex,duplex-raw,uws"
 SETTLE=1
 PROFILE=0
 RUN_TIMEOUT=180
@@ -88,8 +93,8 @@ done
 IFS=',' read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
     case "$s" in
-        duplex|uws) ;;
-        *) echo "fanout.sh: unknown server $s (duplex, uws)" >&2; exit 2 ;;
+        duplex|duplex-raw|uws) ;;
+        *) echo "fanout.sh: unknown server $s (duplex, duplex-raw, uws)" >&2; exit 2 ;;
     esac
 done
 
@@ -141,6 +146,9 @@ fi
 if [[ $BUILD -eq 1 ]]; then
     echo "== building (release)" >&2
     cargo build --release -p duplex -p duplex-load >&2
+    if [[ " ${SERVER_LIST[*]} " == *" duplex-raw "* ]]; then
+        cargo build --release -p duplex-tokio --example chat_server >&2
+    fi
     if [[ " ${SERVER_LIST[*]} " == *" uws "* ]]; then
         ensure_node_peers
     fi
@@ -148,6 +156,10 @@ fi
 for bin in duplex duplex-load; do
     [[ -x $BIN/$bin ]] || { echo "fanout.sh: $BIN/$bin not built (drop --no-build)" >&2; exit 1; }
 done
+if [[ " ${SERVER_LIST[*]} " == *" duplex-raw "* && ! -x $BIN/examples/chat_server ]]; then
+    echo "fanout.sh: $BIN/examples/chat_server not built (drop --no-build)" >&2
+    exit 1
+fi
 
 max_members=0
 for m in $MEMBERS; do
@@ -181,6 +193,10 @@ start() {
         duplex)
             cmd=("$BIN/duplex" serve --listen "127.0.0.1:$port" --threads 1)
             URL="ws://127.0.0.1:$port/ws"
+            ;;
+        duplex-raw)
+            cmd=("$BIN/examples/chat_server" "127.0.0.1:$port")
+            URL="ws://127.0.0.1:$port/"
             ;;
         uws)
             cmd=(node "$NODE_DIR/uws-pubsub.mjs" "$port" fanout)
@@ -220,8 +236,8 @@ messages_for() {
     if [[ -n $MESSAGES ]]; then
         echo "$MESSAGES"
     else
-        local n=$((1000000 / $1))
-        echo $((n < 100 ? 100 : n > 1000 ? 1000 : n))
+        local n=$((500000 / $1))
+        echo $((n < 50 ? 50 : n > 1000 ? 1000 : n))
     fi
 }
 
@@ -248,7 +264,7 @@ EOF
 load() {
     local name="$1" members="$2" round="$3" protocol=duplex rc=0
     shift 3
-    if [[ $name == uws ]]; then protocol=uws; fi
+    if [[ $name != duplex ]]; then protocol=uws; fi
     local args=(--mode fanout --url "$URL" --server-pid "$SERVER_PID" --protocol "$protocol"
         --members "$members" --messages "$(messages_for "$members")" --settle "$SETTLE"
         --label "$name" --json)
@@ -291,15 +307,18 @@ profile() {
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
     stop
+    perf report -i "$WORKDIR/perf.data" --no-children --sort dso,symbol --stdio \
+        >"$WORKDIR/perf-symbols.txt" 2>/dev/null || true
+    perf report -i "$WORKDIR/perf.data" --no-children --sort dso --stdio \
+        >"$WORKDIR/perf-dso.txt" 2>/dev/null || true
     {
         echo "# perf record -g -p PID of duplex serve over one fanout run of $members subscribers (joins included)"
         grep -E 'fan-out to the last|node 0' "$WORKDIR/load.err" || true
-        perf report -i "$WORKDIR/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-            grep -v '^$' | grep -E '^ +[0-9]+\.[0-9]+%|^#' | head -n 60
-        echo
         echo "# by dso"
-        perf report -i "$WORKDIR/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-            grep -E '^ +[0-9]+\.[0-9]+%' | head -n 10
+        grep -E '^ +[0-9]+\.[0-9]+%' "$WORKDIR/perf-dso.txt" | sed -E 's/ +$//' | head -n 10 || true
+        echo "# perf report --no-children --sort dso,symbol (top 60)"
+        grep -E '^ +[0-9]+\.[0-9]+%' "$WORKDIR/perf-symbols.txt" |
+            sed -E 's/( +-)+ *$//; s/ +$//' | head -n 60 || true
     } >"$report"
     rm -f "$WORKDIR/perf.data"
     echo "  profile: $report" >&2
@@ -335,6 +354,7 @@ for r in runs:
 cells = sorted({r["members"] for r in runs})
 names = {
     "duplex": "duplex serve (duplex.v1 envelope)",
+    "duplex-raw": "duplex-tokio raw relay (raw payload)",
     "uws": "uWS.js pub/sub (raw payload)",
 }
 
@@ -360,25 +380,26 @@ print(f"Commit {meta.get('commit', '?')}, {meta.get('cpu', '?')}, Linux {meta.ge
       f"turn per cell; {meta.get('rounds', 1)} round(s), median shown. One publish at a time; "
       "every member, the publisher included, reads every message once and in order.")
 print()
-others = [s for s in servers if s != "duplex"]
-ratio_note = "Ratio columns: peer/duplex; above 1 = duplex better." if "duplex" in servers and others else ""
+# Each duplex server beside uWS.js: uws / duplex, above 1 = duplex better.
+ours = [s for s in servers if s != "uws"] if "uws" in servers else []
+ratio_note = "Ratio columns: uws / duplex; above 1 = duplex better." if ours else ""
 for title, get in metrics:
     print(f"#### {title}")
     print()
     if ratio_note:
         print(ratio_note)
         print()
-    head = ["subscribers"] + [names.get(s, s) for s in servers] + [f"vs {s}" for s in others if "duplex" in servers]
+    head = ["subscribers"] + [names.get(s, s) for s in servers] + [f"{s} vs uws" for s in ours]
     print("| " + " | ".join(head) + " |")
     print("|---|" + "|".join("---:" for _ in head[1:]) + "|")
     for m in cells:
         vals = [med(s, m, get) for s in servers]
         line = [f"{m:,}"] + [fmt(v) for v in vals]
-        if "duplex" in servers:
-            d = vals[servers.index("duplex")]
-            for s in others:
-                p = vals[servers.index(s)]
-                line.append(f"{p / d:.2f}×" if p is not None and d else "—")
+        if ours:
+            u = vals[servers.index("uws")]
+            for s in ours:
+                d = vals[servers.index(s)]
+                line.append(f"{u / d:.2f}×" if u is not None and d else "—")
         print("| " + " | ".join(line) + " |")
     print()
 
