@@ -4,7 +4,7 @@
 # `ws.subscribe(topic)` when a connection opens, `app.publish(topic, msg)` for each message),
 # driven by duplex-load (benches/load, `--mode fanout`) in one run.
 #
-#   benches/fanout.sh                       1,000 and 10,000 subscribers (about 4 minutes)
+#   benches/fanout.sh                       1,000 and 10,000 subscribers (3 to 6 minutes)
 #   benches/fanout.sh --quick               1,000 subscribers only
 #   benches/fanout.sh --members "1000 5000" --messages 200 --rounds 3
 #
@@ -17,7 +17,7 @@
 #            to every connection through a `tokio::sync::broadcast` channel, one writer task per
 #            connection): no rooms, no envelope, the same bytes as uws.
 #   uws      uWebSockets.js pub/sub: no envelope, the members read the publisher's bytes as they
-#            are (the same `data` object the duplex publisher sends, about 150 bytes of JSON).
+#            are (the same `data` object the duplex publisher sends, about 175 bytes of JSON).
 # duplex-load checks that every member, the publisher included, reads every message exactly once
 # and in order. The publisher sends one message at a time: the next publish waits until every
 # member has read the previous one.
@@ -41,7 +41,7 @@ cd "$ROOT"
 source "$ROOT/benches/lib.sh"
 
 usage() {
-    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Usage: benches/fanout.sh [options]
