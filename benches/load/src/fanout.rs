@@ -28,6 +28,14 @@
 //! `/socket.io/?EIO=4&transport=websocket`) to `benches/peers/node/socketio-room.mjs`: `40` to
 //! connect, then the events `join` and `publish` with acks, answered with the same JSON objects
 //! as duplex.v1 (`joined`, `ack`, `message` with `seq` and `data`), so every check is the same.
+//!
+//! `--protocol uws` loads a bare pub/sub server such as `benches/peers/node/uws-pubsub.mjs`
+//! (uWebSockets.js: every connection subscribed to one topic when it opens, every text message a
+//! connection sends published to the topic, the sender included): no subprotocol, no commands,
+//! no envelope. A member counts as joined once its handshake is done; the publisher sends the
+//! bare `data` object of each message, and every member (the publisher too, whose own copy stands
+//! for the ack) must read those bytes' `run` and `n` exactly once and in order. The seqs checked
+//! are then `n + 1`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -90,6 +98,20 @@ pub enum Protocol {
     Duplex,
     /// Socket.IO 4 (Engine.IO v4 over WebSocket), with `benches/peers/node/socketio-room.mjs`.
     SocketIo,
+    /// A bare pub/sub server (`benches/peers/node/uws-pubsub.mjs`): each text message is
+    /// relayed as it is to every connection.
+    Uws,
+}
+
+impl Protocol {
+    /// The name in the JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Duplex => "duplex.v1",
+            Protocol::SocketIo => "socket.io",
+            Protocol::Uws => "uws",
+        }
+    }
 }
 
 /// Time allowed for every member to open its connection.
@@ -231,8 +253,13 @@ impl Member {
         }
     }
 
-    /// Checks the handshake's subprotocol and queues `hello` and `join`.
-    fn start(&self, spec: &FanoutSpec, client: &mut Client) -> Result<(), Failure> {
+    /// Checks the handshake's subprotocol and queues `hello` and `join` (uws: nothing to send,
+    /// the server subscribed the connection when it opened).
+    fn start(&mut self, spec: &FanoutSpec, client: &mut Client) -> Result<(), Failure> {
+        if spec.protocol == Protocol::Uws {
+            self.joined_seq = Some(0);
+            return Ok(());
+        }
         if spec.protocol == Protocol::SocketIo {
             // The join waits for the server's `40`: an event sent before it may be dropped.
             return client
@@ -274,6 +301,9 @@ impl Member {
                         .map_err(|e| Failure::Protocol(format!("cannot send: {e}")))?;
                 }
                 Ok(got)
+            }
+            Event::Message(Message::Text(text)) if spec.protocol == Protocol::Uws => {
+                self.on_bare(spec, text.as_str(), t)
             }
             Event::Message(Message::Text(text)) => self.on_text(spec, text.as_str(), t),
             Event::Message(Message::Binary(b)) => Err(Failure::Protocol(format!(
@@ -331,6 +361,14 @@ impl Member {
             return self.on_text(spec, inner, t);
         }
         Err(unexpected())
+    }
+
+    /// A bare pub/sub message: the `data` object the publisher sent, as it is.
+    fn on_bare(&mut self, spec: &FanoutSpec, text: &str, t: Instant) -> Result<Got, Failure> {
+        let data: Data<'_> = serde_json::from_str(text)
+            .map_err(|e| Failure::Protocol(format!("cannot read {:?}: {e}", excerpt(text))))?;
+        let seq = data.n as u64 + 1;
+        self.on_message(spec, seq, &data, text, t)
     }
 
     fn on_text(&mut self, spec: &FanoutSpec, text: &str, t: Instant) -> Result<Got, Failure> {
@@ -470,14 +508,14 @@ fn serve_members(
         .iter()
         .map(|&index| Member::new(index, spec.messages))
         .collect();
-    for (i, (client, member)) in clients.iter_mut().zip(&members).enumerate() {
+    for (i, (client, member)) in clients.iter_mut().zip(&mut members).enumerate() {
         member
             .start(spec, client)
             .and_then(|()| client.flush(poll.registry(), Token(i)))
             .map_err(|e| member_error(member.index, &e))?;
     }
     let join_deadline = Instant::now() + join_budget(spec.members);
-    let mut joined = 0;
+    let mut joined = members.iter().filter(|m| m.joined_seq.is_some()).count();
     let mut is_ready = false;
     while !shared.stopped() {
         if !is_ready && Instant::now() >= join_deadline {
@@ -556,6 +594,7 @@ fn publish_text(spec: &FanoutSpec, n: usize) -> (String, usize) {
             r#"42{id}["publish",{{"id":{id},"room":"{}","data":{data}}}]"#,
             spec.room
         ),
+        Protocol::Uws => data,
     };
     (text, len)
 }
@@ -575,6 +614,10 @@ struct Published {
     broadcast: Duration,
     /// Per node (URL), in order.
     nodes: Vec<NodeSample>,
+    /// CPU over the publishes, in % of one core: this process's, and every other process's
+    /// but the nodes' (the interference).
+    load_cpu_percent: Option<f64>,
+    other_cpu_percent: Option<f64>,
 }
 
 /// One server (node) of the run, around the publishes.
@@ -588,6 +631,8 @@ pub struct NodeSample {
     pub deliveries: u64,
     /// utime + stime over the publishes (first publish to last delivery read).
     pub cpu_seconds: Option<f64>,
+    /// ... of which stime (in the kernel).
+    pub cpu_system_seconds: Option<f64>,
     pub rss_joined: Option<u64>,
     pub rss_bytes: Option<u64>,
     pub hwm_bytes: Option<u64>,
@@ -697,7 +742,17 @@ impl Publisher<'_> {
             }
             client
                 .service(target, registry, Token(0), buf, |conn, event, t| {
-                    if let Got::Ack { id, seq } = me.on_event(spec, conn, event, t)? {
+                    let got = me.on_event(spec, conn, event, t)?;
+                    // A bare pub/sub server acknowledges nothing: the publisher's own copy
+                    // tells that the server took the publish.
+                    let got = match got {
+                        Got::Message(n) if spec.protocol == Protocol::Uws => Got::Ack {
+                            id: FIRST_PUBLISH_ID + n as u64,
+                            seq: n as u64 + 1,
+                        },
+                        other => other,
+                    };
+                    if let Got::Ack { id, seq } = got {
                         let slot = id
                             .checked_sub(FIRST_PUBLISH_ID)
                             .and_then(|n| acks.get_mut(n as usize))
@@ -820,17 +875,19 @@ impl Publisher<'_> {
             self.poll_once(settled - now)?;
         }
         let round_trips_joined = all_round_trips(spec, targets)?;
-        let sample = |pid: u32| -> Result<(u64, procfs::Memory), String> {
+        let sample = |pid: u32| -> Result<((u64, u64), procfs::Memory), String> {
             let describe = |e: std::io::Error| format!("cannot read /proc/{pid}: {e}");
             Ok((
-                procfs::cpu_ticks(Some(pid)).map_err(describe)?,
+                procfs::cpu_ticks_split(Some(pid)).map_err(describe)?,
                 procfs::memory(Some(pid)).map_err(describe)?,
             ))
         };
-        let before: Vec<(u64, procfs::Memory)> = pids
+        let before: Vec<((u64, u64), procfs::Memory)> = pids
             .iter()
             .map(|&pid| sample(pid))
             .collect::<Result<_, _>>()?;
+        let machine_before = procfs::machine_busy_ticks().ok();
+        let load_before = procfs::cpu_ticks(None).ok();
 
         let mut sent = Vec::with_capacity(spec.messages);
         let mut data_bytes = Vec::with_capacity(spec.messages);
@@ -881,13 +938,25 @@ impl Publisher<'_> {
             self.poll_once(until.saturating_duration_since(now))?;
         }
         let broadcast = first.elapsed();
-        let after: Vec<(u64, procfs::Memory)> = pids
+        let after: Vec<((u64, u64), procfs::Memory)> = pids
             .iter()
             .map(|&pid| sample(pid))
             .collect::<Result<_, _>>()?;
+        let machine_after = procfs::machine_busy_ticks().ok();
+        let load_after = procfs::cpu_ticks(None).ok();
         let round_trips_end = all_round_trips(spec, targets)?;
         let ticks = procfs::clock_ticks_per_second() as f64;
         let diff = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+        let percent = |t: u64| t as f64 / ticks * 100.0 / broadcast.as_secs_f64().max(1e-9);
+        let load_ticks = diff(load_before, load_after);
+        let server_ticks: u64 = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (a.0.0 + a.0.1).saturating_sub(b.0.0 + b.0.1))
+            .sum();
+        let other_ticks = diff(machine_before, machine_after)
+            .zip(load_ticks)
+            .map(|(m, l)| m.saturating_sub(l + server_ticks));
         let nodes = (0..spec.nodes)
             .map(|k| {
                 let connections = members_on(spec.members, spec.nodes, k) + usize::from(k == 0);
@@ -899,7 +968,10 @@ impl Publisher<'_> {
                     deliveries: (connections * spec.messages) as u64,
                     cpu_seconds: b
                         .zip(a)
-                        .map(|(b, a)| a.0.saturating_sub(b.0) as f64 / ticks),
+                        .map(|(b, a)| (a.0.0 + a.0.1).saturating_sub(b.0.0 + b.0.1) as f64 / ticks),
+                    cpu_system_seconds: b
+                        .zip(a)
+                        .map(|(b, a)| a.0.1.saturating_sub(b.0.1) as f64 / ticks),
                     rss_joined: b.map(|b| b.1.rss),
                     rss_bytes: a.map(|a| a.1.rss),
                     hwm_bytes: a.map(|a| a.1.hwm),
@@ -915,6 +987,10 @@ impl Publisher<'_> {
             join,
             broadcast,
             nodes,
+            load_cpu_percent: load_ticks.map(percent),
+            other_cpu_percent: other_ticks
+                .filter(|_| pids.len() == spec.nodes)
+                .map(percent),
         })
     }
 }
@@ -992,6 +1068,11 @@ pub struct FanoutSummary {
     /// `join`, `leave` and `presence` events the members read.
     pub notices: u64,
     pub nodes: Vec<NodeSample>,
+    /// This process's CPU over the publishes, in % of one core.
+    pub load_cpu_percent: Option<f64>,
+    /// Every other process's CPU over the publishes (the nodes' not included), in % of one
+    /// core; only with every node's pid.
+    pub other_cpu_percent: Option<f64>,
 }
 
 impl FanoutSummary {
@@ -1118,7 +1199,8 @@ impl FanoutSummary {
             if let (Some(cpu), Some(per)) = (n.cpu_seconds, n.cpu_us_per_delivery()) {
                 let _ = write!(
                     line,
-                    "; CPU {cpu:.2} s over the publishes, {per:.2} µs per delivery"
+                    "; CPU {cpu:.2} s over the publishes ({:.2} s in the kernel), {per:.2} µs per delivery",
+                    n.cpu_system_seconds.unwrap_or(0.0)
                 );
             }
             if let (Some(joined), Some(rss), Some(hwm)) = (n.rss_joined, n.rss_bytes, n.hwm_bytes) {
@@ -1143,6 +1225,15 @@ impl FanoutSummary {
                 out,
                 "  all nodes: {:.2} s of CPU, {per:.2} µs per delivery",
                 self.cpu_seconds().unwrap_or(0.0)
+            );
+        }
+        if let Some(load) = self.load_cpu_percent {
+            let other = self
+                .other_cpu_percent
+                .map_or_else(String::new, |o| format!("; other processes {o:.0}%"));
+            let _ = writeln!(
+                out,
+                "  over the publishes, in % of one core: load generator {load:.0}%{other}"
             );
         }
         if let (Some(j), Some(p)) = (
@@ -1191,6 +1282,7 @@ impl FanoutSummary {
             .map(|n| {
                 format!(
                     "{{\"url\":{},\"pid\":{},\"connections\":{},\"deliveries\":{},\"cpu_s\":{},\
+                     \"cpu_system_s\":{},\
                      \"cpu_us_per_delivery\":{},\"rss_joined_bytes\":{},\"rss_bytes\":{},\
                      \"hwm_bytes\":{},\"round_trips_join\":{},\"round_trips_publish\":{}}}",
                     quote(&n.url),
@@ -1198,6 +1290,7 @@ impl FanoutSummary {
                     n.connections,
                     n.deliveries,
                     opt_f(n.cpu_seconds),
+                    opt_f(n.cpu_system_seconds),
                     opt_f(n.cpu_us_per_delivery()),
                     opt_u(n.rss_joined),
                     opt_u(n.rss_bytes),
@@ -1207,10 +1300,7 @@ impl FanoutSummary {
                 )
             })
             .collect();
-        let protocol = match self.protocol {
-            Protocol::Duplex => "duplex.v1",
-            Protocol::SocketIo => "socket.io",
-        };
+        let protocol = self.protocol.name();
         format!(
             "{{\"mode\":\"fanout\",\"label\":{},\"url\":{},\"protocol\":\"{protocol}\",\"room\":{},\
              \"members\":{},\"messages\":{},\"threads\":{},\"rate\":{},\"window\":{},\
@@ -1219,7 +1309,8 @@ impl FanoutSummary {
              \"deliveries_per_s\":{},\"deliveries_per_s_wall\":{},\"broadcast_s\":{},\
              \"notices\":{},\"server_cpu_s\":{},\"cpu_us_per_delivery\":{},\
              \"round_trips_join\":{},\"round_trips_publish\":{},\"server_rss_joined_bytes\":{},\
-             \"server_rss_bytes\":{},\"server_hwm_bytes\":{},\"nodes\":[{}]}}",
+             \"server_rss_bytes\":{},\"server_hwm_bytes\":{},\"load_cpu_percent\":{},\
+             \"other_cpu_percent\":{},\"nodes\":[{}]}}",
             quote(&self.label),
             quote(&self.url),
             quote(&self.room),
@@ -1246,6 +1337,8 @@ impl FanoutSummary {
             opt_u(first.and_then(|n| n.rss_joined)),
             opt_u(first.and_then(|n| n.rss_bytes)),
             opt_u(first.and_then(|n| n.hwm_bytes)),
+            opt_f(self.load_cpu_percent),
+            opt_f(self.other_cpu_percent),
             nodes.join(","),
         )
     }
@@ -1366,7 +1459,7 @@ pub fn run(
         waker,
     };
     let ready_deadline = open_deadline + join_budget(spec.members) + Duration::from_secs(5);
-    let (published, mut members) = std::thread::scope(|scope| {
+    let (mut published, mut members) = std::thread::scope(|scope| {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handles = Vec::with_capacity(spec.threads);
         for w in 0..spec.threads {
@@ -1433,7 +1526,7 @@ pub fn run(
         (Some(a), Some(b)) => b.saturating_duration_since(*a),
         _ => Duration::ZERO,
     };
-    let mut nodes = published.nodes;
+    let mut nodes = std::mem::take(&mut published.nodes);
     for (node, url) in nodes.iter_mut().zip(urls) {
         node.url.clone_from(url);
     }
@@ -1455,6 +1548,8 @@ pub fn run(
         broadcast: published.broadcast,
         notices: members.iter().map(|m| m.notices).sum(),
         nodes,
+        load_cpu_percent: published.load_cpu_percent,
+        other_cpu_percent: published.other_cpu_percent,
     })
 }
 
@@ -1614,6 +1709,44 @@ mod tests {
         assert!(text.starts_with(r#"423["publish",{"id":3,"room":"app/fanout","data":{"#));
         let v: serde_json::Value = serde_json::from_str(&text[3..]).unwrap();
         assert_eq!(v[1]["data"]["n"], 1);
+    }
+
+    #[test]
+    fn bare_pubsub_messages_are_the_publish_data() {
+        let spec = FanoutSpec {
+            protocol: Protocol::Uws,
+            ..spec()
+        };
+        let (text, len) = publish_text(&spec, 0);
+        assert_eq!(text.len(), len);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((v["n"].as_u64(), v["run"].as_str()), (Some(0), Some("r1")));
+
+        let t = Instant::now();
+        let mut m = Member::new(0, 3);
+        // Subscribed on open: nothing to send, joined at once.
+        m.joined_seq = None;
+        let bare = |n: usize| publish_text(&spec, n).0;
+        // A message before the member counts as joined is refused, as in duplex.v1.
+        assert!(m.on_bare(&spec, &bare(0), t).is_err());
+        m.joined_seq = Some(0);
+        for n in 0..2 {
+            assert_eq!(m.on_bare(&spec, &bare(n), t).unwrap(), Got::Message(n));
+        }
+        assert_eq!((m.first_seq, m.last_seq), (Some(1), 2));
+        // A repeat, a skip, another run's message, and text that is not a publish fail.
+        assert!(m.on_bare(&spec, &bare(1), t).is_err());
+        let mut skip = Member::new(1, 3);
+        skip.joined_seq = Some(0);
+        assert!(skip.on_bare(&spec, &bare(1), t).is_err());
+        let other = FanoutSpec {
+            run: "r2".into(),
+            ..spec.clone()
+        };
+        let mut m = Member::new(2, 3);
+        m.joined_seq = Some(0);
+        assert!(m.on_bare(&spec, &publish_text(&other, 0).0, t).is_err());
+        assert!(m.on_bare(&spec, "hello", t).is_err());
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //!   publisher on the first), `--server-pid` once per node in the same order; `--rate` paces the
 //!   publishes instead of waiting for each to be delivered; `--metrics` reads each node's Redis
 //!   round trips; `--protocol socketio` loads the Socket.IO peer
-//!   (`benches/peers/node/socketio-room.mjs`) with the same checks.
+//!   (`benches/peers/node/socketio-room.mjs`) with the same checks; `--protocol uws` a bare
+//!   pub/sub server (`benches/peers/node/uws-pubsub.mjs`: members subscribed on open, each
+//!   message relayed as it is), the publish number in the payload.
 //!
 //! `wss://` URLs are loaded over TLS (rustls, the `ring` provider, TLS 1.3 or 1.2): `--ca PEM`
 //! names the certificate to trust (the server's self-signed certificate or its CA); the
@@ -168,8 +170,10 @@ struct Args {
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     settle: f64,
 
-    /// The servers' protocol (fanout): duplex.v1, or Socket.IO 4 over WebSocket
-    /// (URL ws://127.0.0.1:PORT/socket.io/?EIO=4&transport=websocket).
+    /// The servers' protocol (fanout): duplex.v1, Socket.IO 4 over WebSocket
+    /// (URL ws://127.0.0.1:PORT/socket.io/?EIO=4&transport=websocket), or a bare pub/sub
+    /// server (uws: each connection subscribed when it opens, each text message relayed as it is
+    /// to every connection).
     #[arg(long, value_enum, default_value_t = WireProtocol::Duplex)]
     protocol: WireProtocol,
 }
@@ -180,6 +184,8 @@ enum WireProtocol {
     Duplex,
     /// Socket.IO 4: Engine.IO v4 over WebSocket (benches/peers/node/socketio-room.mjs).
     Socketio,
+    /// Bare pub/sub, no envelope (benches/peers/node/uws-pubsub.mjs, uWebSockets.js).
+    Uws,
 }
 
 impl Mode {
@@ -498,6 +504,7 @@ fn run_fanout(args: &Args) -> Result<fanout::FanoutSummary, String> {
         protocol: match args.protocol {
             WireProtocol::Duplex => fanout::Protocol::Duplex,
             WireProtocol::Socketio => fanout::Protocol::SocketIo,
+            WireProtocol::Uws => fanout::Protocol::Uws,
         },
         rate: args.rate,
         window: args

@@ -26,6 +26,11 @@ fn dir(pid: Option<u32>) -> String {
 
 /// User plus system CPU time of all the process's threads, in clock ticks.
 pub fn cpu_ticks(pid: Option<u32>) -> io::Result<u64> {
+    cpu_ticks_split(pid).map(|(user, system)| user + system)
+}
+
+/// User and system CPU time of all the process's threads, in clock ticks.
+pub fn cpu_ticks_split(pid: Option<u32>) -> io::Result<(u64, u64)> {
     let stat = fs::read_to_string(format!("{}/stat", dir(pid)))?;
     // The command name (field 2) is in parentheses and may hold spaces: count from its end.
     let after = stat
@@ -40,7 +45,7 @@ pub fn cpu_ticks(pid: Option<u32>) -> io::Result<u64> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| io::Error::other("unexpected /proc/PID/stat format"))
     };
-    Ok(field(14)? + field(15)?)
+    Ok((field(14)?, field(15)?))
 }
 
 /// Busy CPU time of the whole machine (all CPUs, everything but idle and I/O wait), in clock
