@@ -5,11 +5,11 @@
 //! being valid, so the validator rejects a byte the moment no continuation could make it valid
 //! instead of waiting for the end of the message.
 //!
-//! With the `std` feature, the bulk of every chunk is checked by
-//! [simdutf8](https://crates.io/crates/simdutf8) (SIMD, chosen at run time for the CPU); the
-//! standard library's validator then only sees the few bytes of a code point cut off by the end
-//! of a chunk, and a chunk that is invalid, to find where. Without `std`, `core::str::from_utf8`
-//! checks everything. Both give the same answers: the fast check only says "valid" or not.
+//! With the `std` feature, the bulk of every chunk is checked by the `simdutf8` crate (SIMD,
+//! chosen at run time for the CPU); the standard library's validator then only sees the few
+//! bytes of a code point cut off by the end of a chunk, and a chunk that is invalid, to find
+//! where. Without `std`, `core::str::from_utf8` checks everything. Both give the same answers:
+//! the fast check only says "valid" or not.
 
 /// Validator for one text message fed in chunks.
 ///
