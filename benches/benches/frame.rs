@@ -220,7 +220,7 @@ fn utf8(c: &mut Criterion) {
     let ascii = "{\"type\":\"message\",\"room\":\"lobby\",\"text\":\"the quick brown fox\"} ";
     let mut group = c.benchmark_group("utf8");
     for (name, text) in [("ascii", ascii), ("multilingual", MULTILINGUAL)] {
-        for (size, size_label) in [(1 << 10, "1KiB"), (64 << 10, "64KiB")] {
+        for (size, size_label) in [(1 << 10, "1KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB")] {
             let input = text_of_len(text, size);
             assert!(std::str::from_utf8(&input).is_ok());
             let label = format!("{name}-{size_label}");

@@ -7,9 +7,16 @@
 //! window than the peer's decodes its stream exactly.
 //!
 //! Memory: a compressor holds about 256 KiB and a decompressor about 40 KiB (15-bit windows).
-//! Without context takeover in a direction, that direction's state exists only while a message
-//! is being compressed or inflated and is released right after, so an idle connection holds
-//! nothing; with context takeover the state must live as long as the connection.
+//! Without context takeover in a direction, the connection holds that direction's state only
+//! while a message is being compressed or inflated and gives it back right after, so an idle
+//! connection holds nothing; with context takeover the state must live as long as the
+//! connection.
+//!
+//! Given back where? Allocating a compressor for every message costs more than compressing a
+//! small one. With the `std` feature the state goes to a small pool of the thread (at most two
+//! compressors and two decompressors, reset for their next message), which the
+//! next message of any connection on that thread takes; the memory is the thread's, bounded,
+//! and the same for 10 connections or 100,000. Without `std` it is freed.
 
 use alloc::string::ToString;
 use alloc::vec::Vec;
@@ -18,6 +25,131 @@ use bytes::BytesMut;
 use zlib_rs::{Deflate, DeflateFlush, Inflate, InflateFlush};
 
 use crate::handshake::{ExtensionOffer, HandshakeError};
+
+/// Idle compressors (and, apart, decompressors) a thread keeps for messages compressed or
+/// inflated on their own (no context takeover), with the `std` feature.
+#[cfg(feature = "std")]
+const POOLED: usize = 2;
+
+/// Compressor and decompressor states of messages without context takeover, kept per thread
+/// between messages instead of being freed and allocated again (module documentation).
+#[cfg(feature = "std")]
+mod pool {
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    use zlib_rs::{Deflate, Inflate};
+
+    use super::POOLED;
+
+    /// Every state here is reset, ready for a new stream; the most recently returned is last.
+    #[derive(Default)]
+    struct Pool {
+        /// With the window bits and level they were made for.
+        deflaters: Vec<(u8, u8, Deflate)>,
+        /// All with 15-bit windows (what `Inflate::reset` sets).
+        inflaters: Vec<Inflate>,
+    }
+
+    std::thread_local! {
+        static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+    }
+
+    pub(super) fn take_deflater(bits: u8, level: u8) -> Option<Deflate> {
+        POOL.try_with(|pool| {
+            let mut pool = pool.try_borrow_mut().ok()?;
+            let index = pool
+                .deflaters
+                .iter()
+                .rposition(|(b, l, _)| (*b, *l) == (bits, level))?;
+            Some(pool.deflaters.remove(index).2)
+        })
+        .ok()
+        .flatten()
+    }
+
+    pub(super) fn give_deflater(bits: u8, level: u8, mut deflater: Deflate) {
+        deflater.reset();
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                if pool.deflaters.len() >= POOLED {
+                    pool.deflaters.remove(0);
+                }
+                pool.deflaters.push((bits, level, deflater));
+            }
+        });
+    }
+
+    pub(super) fn take_inflater() -> Option<Inflate> {
+        POOL.try_with(|pool| pool.try_borrow_mut().ok()?.inflaters.pop())
+            .ok()
+            .flatten()
+    }
+
+    pub(super) fn give_inflater(mut inflater: Inflate) {
+        inflater.reset(false);
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut() {
+                if pool.inflaters.len() >= POOLED {
+                    pool.inflaters.remove(0);
+                }
+                pool.inflaters.push(inflater);
+            }
+        });
+    }
+
+    /// (compressors, decompressors) idle in this thread's pool.
+    #[cfg(test)]
+    pub(super) fn idle() -> (usize, usize) {
+        POOL.with(|pool| {
+            let pool = pool.borrow();
+            (pool.deflaters.len(), pool.inflaters.len())
+        })
+    }
+}
+
+/// A compressor for a new stream: from the thread's pool when the message is compressed on its
+/// own (`fresh`), else new.
+fn new_deflater(bits: u8, level: u8, fresh: bool) -> Deflate {
+    #[cfg(feature = "std")]
+    if fresh && let Some(deflater) = pool::take_deflater(bits, level) {
+        return deflater;
+    }
+    let _ = fresh;
+    Deflate::new(i32::from(level), false, bits)
+}
+
+/// Done with a compressor whose message ended (no context takeover).
+fn recycle_deflater(bits: u8, level: u8, deflater: Deflate) {
+    #[cfg(feature = "std")]
+    pool::give_deflater(bits, level, deflater);
+    #[cfg(not(feature = "std"))]
+    let _ = (bits, level, deflater);
+}
+
+/// A decompressor for a new stream. Only 15-bit ones are pooled (a reset sets 15 bits; a
+/// smaller window than the peer's limit would not do, a larger one would accept more).
+fn new_inflater(bits: u8, fresh: bool) -> Inflate {
+    #[cfg(feature = "std")]
+    if fresh
+        && bits == 15
+        && let Some(inflater) = pool::take_inflater()
+    {
+        return inflater;
+    }
+    let _ = fresh;
+    Inflate::new(false, bits)
+}
+
+/// Done with a decompressor whose message ended (no context takeover).
+fn recycle_inflater(bits: u8, inflater: Inflate) {
+    #[cfg(feature = "std")]
+    if bits == 15 {
+        pool::give_inflater(inflater);
+    }
+    #[cfg(not(feature = "std"))]
+    let _ = (bits, inflater);
+}
 
 /// The extension token.
 pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
@@ -392,10 +524,10 @@ impl Codec {
     /// here, so the RFC 7692 tail is stripped and, without context takeover, the state goes.
     pub(crate) fn compress(&mut self, data: &[u8], last: bool, out: &mut Vec<u8>) {
         let start_len = out.len();
-        let (bits, level) = (self.deflate_bits, self.level);
+        let (bits, level, fresh) = (self.deflate_bits, self.level, self.deflate_reset);
         let deflater = self
             .deflater
-            .get_or_insert_with(|| Deflate::new(i32::from(level), false, bits));
+            .get_or_insert_with(|| new_deflater(bits, level, fresh));
         let start_in = deflater.total_in();
         let mut consumed = 0usize;
         loop {
@@ -430,8 +562,10 @@ impl Codec {
                 // 3 header bits, as zlib writes it.
                 out.push(0x00);
             }
-            if self.deflate_reset {
-                self.deflater = None;
+            if self.deflate_reset
+                && let Some(deflater) = self.deflater.take()
+            {
+                recycle_deflater(bits, level, deflater);
             }
         }
     }
@@ -445,10 +579,10 @@ impl Codec {
         out: &mut BytesMut,
         limit: usize,
     ) -> Result<(), InflateFailure> {
-        let bits = self.inflate_bits;
+        let (bits, fresh) = (self.inflate_bits, self.inflate_reset);
         let inflater = self
             .inflater
-            .get_or_insert_with(|| Inflate::new(false, bits));
+            .get_or_insert_with(|| new_inflater(bits, fresh));
         let result = if self.inflate_ended {
             // The peer ended its deflate stream (a final block) earlier in this message:
             // RFC 7692 §7.2.3.4 pads after it; nothing more is data.
@@ -463,7 +597,10 @@ impl Codec {
         self.inflate_ended = ended && !last;
         if result.is_err() || (last && (self.inflate_reset || ended)) {
             // A stream that ended cannot continue: the next message starts a new one.
-            self.inflater = None;
+            let inflater = self.inflater.take();
+            if let (Ok(_), Some(inflater), true) = (&result, inflater, self.inflate_reset) {
+                recycle_inflater(bits, inflater);
+            }
         }
         result.map(|_| ())
     }
@@ -866,6 +1003,126 @@ mod tests {
         }
         assert_eq!(&out[..], b"Hello");
         round_trip(&mut client, &mut server, b"after");
+    }
+
+    fn no_takeover() -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+
+    /// What a compressor that never compressed anything makes of `msg`: on a thread of its own,
+    /// whose pool is empty.
+    fn compressed_by_a_new_state(msg: &[u8]) -> Vec<u8> {
+        let msg = msg.to_vec();
+        std::thread::spawn(move || {
+            let (mut client, _) = pair(no_takeover());
+            let mut wire = Vec::new();
+            client.compress(&msg, true, &mut wire);
+            wire
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Runs `test` on a thread of its own, so the thread's pool starts empty whatever ran before.
+    fn on_new_thread(test: fn()) {
+        std::thread::spawn(test).join().unwrap();
+    }
+
+    #[test]
+    fn without_takeover_a_reused_state_compresses_like_a_new_one() {
+        on_new_thread(reused_state_compresses_like_a_new_one);
+    }
+
+    fn reused_state_compresses_like_a_new_one() {
+        let (mut client, mut server) = pair(no_takeover());
+        let chat = b"{\"type\":\"message\",\"room\":\"app/general\",\"text\":\"hello everyone\"}";
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 13) as u8).collect();
+        let other: Vec<u8> = (0..5_000u32).map(|i| ((i * i) % 251) as u8).collect();
+        for msg in [&chat[..], &big, chat, &other, b"", chat] {
+            let mut wire = Vec::new();
+            client.compress(msg, true, &mut wire);
+            assert_eq!(wire, compressed_by_a_new_state(msg), "{} bytes", msg.len());
+            assert!(
+                client.deflater.is_none(),
+                "an idle connection holds no compressor"
+            );
+            let mut out = BytesMut::new();
+            server
+                .decompress(&wire, true, &mut out, usize::MAX - 1)
+                .unwrap();
+            assert_eq!(&out[..], msg);
+            assert!(server.inflater.is_none(), "nor a decompressor");
+            #[cfg(feature = "std")]
+            assert_eq!(pool::idle(), (1, 1), "one of each, reused");
+        }
+        // A streamed message keeps its compressor until its last piece.
+        let mut frames = Vec::new();
+        for (piece, last) in [(&b"hello "[..], false), (b"world", true)] {
+            let mut wire = Vec::new();
+            client.compress(piece, last, &mut wire);
+            assert_eq!(client.deflater.is_some(), !last);
+            frames.push((wire, last));
+        }
+        let mut out = BytesMut::new();
+        for (wire, last) in &frames {
+            server.decompress(wire, *last, &mut out, 1000).unwrap();
+            assert_eq!(server.inflater.is_some(), !last);
+        }
+        assert_eq!(&out[..], b"hello world");
+        // A failed inflation does not put a broken state back.
+        let mut out = BytesMut::new();
+        assert!(
+            server
+                .decompress(&[0xff, 0xff, 0xff], true, &mut out, 1000)
+                .is_err()
+        );
+        round_trip(&mut client, &mut server, chat);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn the_pool_is_bounded_and_keyed_by_window_and_level() {
+        on_new_thread(pool_is_bounded);
+    }
+
+    #[cfg(feature = "std")]
+    fn pool_is_bounded() {
+        let cfg = |level| DeflateConfig {
+            threshold: 0,
+            level,
+            ..DeflateConfig::default()
+        };
+        let mut codecs: Vec<Codec> = [(15, 6), (15, 1), (12, 6), (15, 6)]
+            .into_iter()
+            .map(|(bits, level)| {
+                let params = DeflateParams {
+                    server_max_window_bits: bits,
+                    ..no_takeover()
+                };
+                Codec::new(params, true, &cfg(level))
+            })
+            .collect();
+        // Four streamed messages in progress at once: four states, then all given back.
+        for codec in &mut codecs {
+            codec.compress(b"piece", false, &mut Vec::new());
+        }
+        for codec in &mut codecs {
+            codec.compress(b"end", true, &mut Vec::new());
+        }
+        assert_eq!(pool::idle().0, POOLED);
+        // A 9-bit decompressor is never pooled (a reset would widen it to 15 bits).
+        let params = DeflateParams {
+            client_max_window_bits: 9,
+            ..no_takeover()
+        };
+        let (mut client, mut server) = pair(params);
+        round_trip(&mut client, &mut server, b"some text, some text, some text");
+        assert_eq!(pool::idle().1, 0);
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! anywhere. RFC 6455 §8.1 asks an endpoint to fail the connection as soon as the text stops
 //! being valid, so the validator rejects a byte the moment no continuation could make it valid
 //! instead of waiting for the end of the message.
+//!
+//! With the `std` feature, the bulk of every chunk is checked by the `simdutf8` crate (SIMD,
+//! chosen at run time for the CPU); the standard library's validator then only sees the few
+//! bytes of a code point cut off by the end of a chunk, and a chunk that is invalid, to find
+//! where. Without `std`, `core::str::from_utf8` checks everything. Both give the same answers:
+//! the fast check only says "valid" or not.
 
 /// Validator for one text message fed in chunks.
 ///
@@ -70,24 +76,41 @@ impl Utf8Validator {
         }
 
         let rest_start = chunk_start.saturating_add(chunk.len() - rest.len());
-        match core::str::from_utf8(rest) {
-            Ok(_) => {}
+        // Fast path: all but a code point cut off at the end is valid text, which ends at a
+        // character boundary, so the rest is judged on its own (offsets shifted by the cut).
+        // Otherwise the whole is judged again, to find the first invalid byte.
+        let cut = incomplete_tail_start(rest);
+        let (head, tail) = rest.split_at(cut);
+        let checked = if is_valid(head) {
+            self.check(tail, rest_start.saturating_add(cut))
+        } else {
+            self.check(rest, rest_start)
+        };
+        checked?;
+        self.seen = self.seen.saturating_add(chunk.len());
+        Ok(())
+    }
+
+    /// Judges `bytes`, which start at a character boundary at offset `start` of the message,
+    /// keeping a valid prefix at the end as the pending sequence.
+    fn check(&mut self, bytes: &[u8], start: usize) -> Result<(), Utf8Error> {
+        match core::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
             Err(error) => {
                 let valid_up_to = error.valid_up_to();
                 if error.error_len().is_some() {
-                    return self.fail(rest_start.saturating_add(valid_up_to));
+                    return self.fail(start.saturating_add(valid_up_to));
                 }
                 // `error_len() == None` means the tail is a valid prefix of at most 3 bytes.
-                let tail = rest.get(valid_up_to..).unwrap_or_default();
+                let tail = bytes.get(valid_up_to..).unwrap_or_default();
                 let Some(slot) = self.pending.get_mut(..tail.len()) else {
-                    return self.fail(rest_start.saturating_add(valid_up_to));
+                    return self.fail(start.saturating_add(valid_up_to));
                 };
                 slot.copy_from_slice(tail);
                 self.pending_len = tail.len();
+                Ok(())
             }
         }
-        self.seen = self.seen.saturating_add(chunk.len());
-        Ok(())
     }
 
     /// End of message: fails if a multi-byte sequence is incomplete. Resets the validator either
@@ -114,6 +137,37 @@ impl Utf8Validator {
         self.reset();
         Err(Utf8Error { valid_up_to })
     }
+}
+
+/// Whether `bytes` is valid UTF-8 (no more than that: where it fails is not needed here).
+#[cfg(feature = "std")]
+fn is_valid(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes).is_ok()
+}
+
+/// Whether `bytes` is valid UTF-8.
+#[cfg(not(feature = "std"))]
+fn is_valid(bytes: &[u8]) -> bool {
+    core::str::from_utf8(bytes).is_ok()
+}
+
+/// Where a multi-byte sequence cut off by the end of `bytes` starts: the last lead byte among
+/// the final three bytes, when the bytes after it are fewer than it needs; otherwise
+/// `bytes.len()` (the validation proper judges whatever is there).
+fn incomplete_tail_start(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(3) {
+        let byte = bytes.get(len - back).copied().unwrap_or_default();
+        if byte & 0xC0 != 0x80 {
+            // Not a continuation byte: the start of the last sequence (or an invalid byte).
+            return if sequence_len(byte) > back {
+                len - back
+            } else {
+                len
+            };
+        }
+    }
+    len
 }
 
 /// Length of the sequence a valid lead byte starts (0 for a byte that cannot lead one).
@@ -281,38 +335,73 @@ mod tests {
             .collect()
     }
 
+    /// Feeds `bytes` cut at `cuts` and checks the outcome against `core::str::from_utf8`, the
+    /// oracle: the same verdict, the same offset, and the failure reported by the very call
+    /// whose chunk holds the byte that proves the text invalid.
+    fn agrees_with_oracle(
+        bytes: &[u8],
+        cuts: &[prop::sample::Index],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let chunks = split(bytes, cuts);
+        let chunk_refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let failure = first_failure(&chunk_refs);
+        match core::str::from_utf8(bytes) {
+            Ok(_) => prop_assert_eq!(failure, None),
+            Err(expected) => {
+                let (call, error) = failure.expect("invalid text must be rejected");
+                prop_assert_eq!(error.valid_up_to, expected.valid_up_to());
+                let expected_call = match expected.error_len() {
+                    // An impossible lead byte proves it by itself; otherwise the sequence is
+                    // a valid prefix broken by the byte right after it.
+                    Some(len) => {
+                        let start = expected.valid_up_to();
+                        let proof = if sequence_len(bytes[start]) == 0 {
+                            start
+                        } else {
+                            start + len
+                        };
+                        let mut end = 0;
+                        chunks
+                            .iter()
+                            .position(|chunk| {
+                                end += chunk.len();
+                                proof < end
+                            })
+                            .expect("the proof byte is in some chunk")
+                    }
+                    None => chunks.len(),
+                };
+                prop_assert_eq!(call, expected_call);
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn agrees_with_from_utf8_and_fails_fast(
             bytes in prop_oneof![almost_text(), proptest::collection::vec(any::<u8>(), 0..64)],
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
         ) {
-            let chunks = split(&bytes, &cuts);
-            let chunk_refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-            let failure = first_failure(&chunk_refs);
-            match core::str::from_utf8(&bytes) {
-                Ok(_) => prop_assert_eq!(failure, None),
-                Err(expected) => {
-                    let (call, error) = failure.expect("invalid text must be rejected");
-                    prop_assert_eq!(error.valid_up_to, expected.valid_up_to());
-                    let expected_call = match expected.error_len() {
-                        // The call whose chunk holds the byte that proves the text invalid:
-                        // an impossible lead byte proves it by itself; otherwise the sequence is
-                        // a valid prefix broken by the byte right after it.
-                        Some(len) => {
-                            let start = expected.valid_up_to();
-                            let proof = if sequence_len(bytes[start]) == 0 { start } else { start + len };
-                            let mut end = 0;
-                            chunks.iter().position(|chunk| {
-                                end += chunk.len();
-                                proof < end
-                            }).expect("the proof byte is in some chunk")
-                        }
-                        None => chunks.len(),
-                    };
-                    prop_assert_eq!(call, expected_call);
-                }
-            }
+            agrees_with_oracle(&bytes, &cuts)?;
+        }
+
+        /// Longer messages, mostly ASCII with multi-byte characters and the odd bad byte, so
+        /// the SIMD blocks (64 bytes and more) of the fast check are crossed by cuts and errors.
+        #[test]
+        fn long_messages_agree_with_from_utf8(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    6 => proptest::collection::vec(0x20u8..0x7f, 1..48),
+                    3 => almost_text(),
+                    1 => proptest::collection::vec(any::<u8>(), 0..4),
+                ],
+                0..24,
+            ).prop_map(|pieces| pieces.concat()),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            agrees_with_oracle(&bytes, &cuts)?;
+            agrees_with_oracle(&bytes, &[])?;
         }
 
         #[test]

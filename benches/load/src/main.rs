@@ -109,6 +109,13 @@ struct Args {
     #[arg(long)]
     text: bool,
 
+    /// Offer permessage-deflate (not in fanout mode) with duplex-core's default client
+    /// settings (window 15, zlib level 6, messages of 32 bytes and more compressed, the
+    /// context-takeover mode the server picks), so the server's figures include compressing and
+    /// inflating. Off by default: the comparisons run without compression.
+    #[arg(long)]
+    deflate: bool,
+
     /// Messages outstanding per connection (echo).
     #[arg(long, default_value_t = 1, value_name = "K")]
     in_flight: usize,
@@ -200,7 +207,7 @@ impl Mode {
 }
 
 /// Parses the URL and refuses anything but a server on 127.0.0.1; wss:// needs `ca`.
-fn target(url: &str, size: usize, ca: Option<&Path>) -> Result<Target, String> {
+fn target(url: &str, size: usize, ca: Option<&Path>, deflate: bool) -> Result<Target, String> {
     let request = ClientRequest::from_url(url).map_err(|e| format!("--url {url}: {e}"))?;
     let tls = match (request.secure, ca) {
         (true, Some(ca)) => Some(tls_target(ca, &request.hostname)?),
@@ -224,7 +231,8 @@ fn target(url: &str, size: usize, ca: Option<&Path>) -> Result<Target, String> {
         .with_max_message_size(limit)
         .with_max_frame_size(limit)
         .with_handshake_timeout(Some(Duration::from_secs(30)))
-        .with_close_timeout(Duration::from_secs(2));
+        .with_close_timeout(Duration::from_secs(2))
+        .with_deflate(deflate.then(duplex_core::deflate::DeflateConfig::default));
     Ok(Target {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, request.port)),
         request,
@@ -347,7 +355,7 @@ fn run(args: &Args) -> Result<Summary, String> {
     check_args(args)?;
     let mode = args.mode;
     let threads = args.threads.min(args.connections);
-    let target = target(&args.url[0], args.size, args.ca.as_deref())?;
+    let target = target(&args.url[0], args.size, args.ca.as_deref(), args.deflate)?;
     let ticks_per_second = procfs::clock_ticks_per_second() as f64;
     let server = args.server_pid.first().copied();
     let mut figures = match server {
@@ -516,7 +524,7 @@ fn run_fanout(args: &Args) -> Result<fanout::FanoutSummary, String> {
     };
     let mut targets = Vec::with_capacity(args.url.len());
     for url in &args.url {
-        let mut t = target(url, 64 << 10, args.ca.as_deref())?;
+        let mut t = target(url, 64 << 10, args.ca.as_deref(), false)?;
         // One origin of time for every node's connections.
         if let Some(first) = targets.first() {
             let first: &client::Target = first;
