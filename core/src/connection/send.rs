@@ -1,0 +1,282 @@
+//! Sending: data and control frames, whole, prepared and streamed messages, the output buffer.
+
+use alloc::boxed::Box;
+#[cfg(feature = "deflate")]
+use alloc::vec::Vec;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{Connection, Role, State};
+use crate::error::SendError;
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::mask::apply_mask;
+use crate::message::{Message, MessageKind, PreparedMessage};
+use crate::utf8::Utf8Validator;
+
+#[derive(Debug)]
+pub(super) struct OutgoingStream {
+    kind: MessageKind,
+    started: bool,
+    utf8: Utf8Validator,
+    compressed: bool,
+}
+
+impl Connection {
+    /// Bytes waiting to be written to the socket.
+    pub fn output(&self) -> &[u8] {
+        &self.tx
+    }
+
+    /// Records that the socket took the first `n` bytes of [`Connection::output`].
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.tx.len());
+        self.tx.advance(n);
+        if self.tx.is_empty() {
+            // An idle connection keeps no send buffer either.
+            self.tx = BytesMut::new();
+        }
+    }
+
+    /// Takes all pending output at once, for drivers that queue `Bytes` (vectored writes).
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.tx.is_empty() {
+            return None;
+        }
+        Some(core::mem::take(&mut self.tx).freeze())
+    }
+
+    /// Bytes queued but not yet taken by the driver (the WHATWG `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub(super) fn check_open(&self) -> Result<(), SendError> {
+        if matches!(self.state, State::Open) {
+            Ok(())
+        } else {
+            Err(SendError::NotOpen)
+        }
+    }
+
+    pub(super) fn check_data_send(&self) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.stream.is_some() {
+            return Err(SendError::StreamInProgress);
+        }
+        Ok(())
+    }
+
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.check_data_send()?;
+        self.write_message(OpCode::Text, text.as_bytes());
+        Ok(())
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.check_data_send()?;
+        self.write_message(OpCode::Binary, data);
+        Ok(())
+    }
+
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => {
+                self.check_data_send()?;
+                self.write_message(OpCode::Text, t.as_bytes());
+                Ok(())
+            }
+            Message::Binary(b) => self.send_binary(b),
+        }
+    }
+
+    /// Sends a message prepared once for many connections (a broadcast). Connections that
+    /// compress each message afresh with the same window and level share one compressed copy,
+    /// kept in `message`; the others compress (or not) as [`Connection::send`] would.
+    pub fn send_prepared(&mut self, message: &mut PreparedMessage) -> Result<(), SendError> {
+        self.check_data_send()?;
+        let opcode = match message.kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = self.deflate.as_mut()
+            && codec.should_compress(message.payload.len())
+        {
+            let Some(key) = codec.shared_key() else {
+                self.write_message(opcode, &message.payload);
+                return Ok(());
+            };
+            let index = match message.compressed.iter().position(|(k, _)| *k == key) {
+                Some(index) => index,
+                None => {
+                    let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
+                    codec.compress(&message.payload, true, &mut out);
+                    message.compressed.push((key, out));
+                    message.compressed.len() - 1
+                }
+            };
+            let compressed = core::mem::take(&mut message.compressed[index].1);
+            self.write_frames(opcode, &compressed, true);
+            message.compressed[index].1 = compressed;
+            return Ok(());
+        }
+        self.write_frames(opcode, &message.payload, false);
+        Ok(())
+    }
+
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// An unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    pub(super) fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        self.check_open()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong(payload.len()));
+        }
+        self.write_frame(true, opcode, payload);
+        Ok(())
+    }
+
+    /// Starts a message sent in pieces, for messages too large to hold at once.
+    pub fn begin_message(&mut self, kind: MessageKind) -> Result<(), SendError> {
+        self.check_data_send()?;
+        #[cfg(feature = "deflate")]
+        let compressed = self
+            .deflate
+            .as_ref()
+            .is_some_and(|c| c.compresses_streams());
+        #[cfg(not(feature = "deflate"))]
+        let compressed = false;
+        self.stream = Some(Box::new(OutgoingStream {
+            kind,
+            started: false,
+            utf8: Utf8Validator::new(),
+            compressed,
+        }));
+        Ok(())
+    }
+
+    /// Sends the next piece of the streamed message as one frame. Text may be split anywhere,
+    /// even inside a character; the whole must be UTF-8.
+    pub fn send_fragment(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.stream_piece(data, false)
+    }
+
+    /// Sends the last piece and ends the streamed message.
+    pub fn finish_message(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.stream_piece(data, true)
+    }
+
+    pub(super) fn stream_piece(&mut self, data: &[u8], fin: bool) -> Result<(), SendError> {
+        self.check_open()?;
+        let stream = self.stream.as_mut().ok_or(SendError::NoStreamInProgress)?;
+        if stream.kind == MessageKind::Text {
+            // Judge a copy so a refused piece leaves the stream as it was.
+            let mut utf8 = stream.utf8.clone();
+            utf8.feed(data).map_err(|_| SendError::InvalidUtf8)?;
+            if fin {
+                utf8.finish().map_err(|_| SendError::InvalidUtf8)?;
+            }
+            stream.utf8 = utf8;
+        }
+        let opcode = match (stream.started, stream.kind) {
+            (true, _) => OpCode::Continuation,
+            (false, MessageKind::Text) => OpCode::Text,
+            (false, MessageKind::Binary) => OpCode::Binary,
+        };
+        let first = !stream.started;
+        stream.started = true;
+        let compressed = stream.compressed;
+        if fin {
+            self.stream = None;
+        }
+        #[cfg(feature = "deflate")]
+        if compressed {
+            if let Some(codec) = self.deflate.as_mut() {
+                let mut out = Vec::with_capacity(data.len() / 2 + 16);
+                codec.compress(data, fin, &mut out);
+                self.write_frame_rsv(fin, first, opcode, &out);
+                return Ok(());
+            }
+        }
+        let _ = (first, compressed);
+        self.write_frame(fin, opcode, data);
+        Ok(())
+    }
+
+    pub(super) fn write_message(&mut self, opcode: OpCode, payload: &[u8]) {
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = self.deflate.as_mut() {
+            if codec.should_compress(payload.len()) {
+                let mut out = Vec::with_capacity(payload.len() / 2 + 16);
+                codec.compress(payload, true, &mut out);
+                return self.write_frames(opcode, &out, true);
+            }
+        }
+        self.write_frames(opcode, payload, false);
+    }
+
+    /// One message as one frame, or fragments of `fragment_size`; RSV1 on the first only.
+    pub(super) fn write_frames(&mut self, opcode: OpCode, payload: &[u8], rsv1: bool) {
+        match self.config.fragment_size {
+            Some(size) if payload.len() > size => {
+                let mut chunks = payload.chunks(size).peekable();
+                let mut op = opcode;
+                let mut first = true;
+                while let Some(chunk) = chunks.next() {
+                    self.write_frame_rsv(chunks.peek().is_none(), rsv1 && first, op, chunk);
+                    op = OpCode::Continuation;
+                    first = false;
+                }
+            }
+            _ => self.write_frame_rsv(true, rsv1, opcode, payload),
+        }
+    }
+
+    pub(super) fn write_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        self.write_frame_rsv(fin, false, opcode, payload);
+    }
+
+    pub(super) fn write_frame_rsv(
+        &mut self,
+        fin: bool,
+        rsv1: bool,
+        opcode: OpCode,
+        payload: &[u8],
+    ) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some(self.masking_key()),
+        };
+        let header = FrameHeader {
+            fin,
+            rsv1,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let encoded = header.encode();
+        self.tx.reserve(encoded.len() + payload.len());
+        self.tx.extend_from_slice(encoded.as_slice());
+        let start = self.tx.len();
+        self.tx.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.tx[start..], key);
+        }
+    }
+
+    pub(super) fn masking_key(&mut self) -> [u8; 4] {
+        let mut key = [0u8; 4];
+        if let Some(random) = &mut self.random {
+            random(&mut key);
+        }
+        key
+    }
+}
