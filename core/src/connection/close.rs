@@ -4,6 +4,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::time::Duration;
 
+use super::timers::Timer;
 use super::{Connection, Role, State};
 use crate::close::{CloseCode, CloseFrame, encode_close_payload, parse_close_payload};
 use crate::error::{Error, SendError};
@@ -29,7 +30,8 @@ impl Connection {
         self.state = State::CloseSent;
         self.stream = None;
         self.heartbeat = None;
-        self.deadline = Some(self.now + self.config.close_timeout);
+        self.timers
+            .set(Timer::CloseReply, self.now + self.config.close_timeout);
         Ok(())
     }
 
@@ -49,14 +51,21 @@ impl Connection {
         if !self.peer_eof || !self.events.is_empty() {
             return;
         }
-        if matches!(self.state, State::Closed) {
-            self.deadline = None;
-        } else if matches!(self.state, State::Streaming) {
-            // The reader of a streamed response left: its normal end.
-            self.finish(CloseCode::Normal, "reader left".into(), true, true);
-        } else {
-            self.events.push_back(Event::Error(Error::ConnectionReset));
-            self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
+        match self.state {
+            State::ClosedAwaitingFin => {
+                // The FIN the client waited for: done.
+                self.timers.stop(Timer::Linger);
+                self.state = State::Closed;
+            }
+            State::Closed => {}
+            State::Streaming => {
+                // The reader of a streamed response left: its normal end.
+                self.finish(CloseCode::Normal, "reader left".into(), true, true);
+            }
+            _ => {
+                self.events.push_back(Event::Error(Error::ConnectionReset));
+                self.finish(CloseCode::Abnormal, "connection reset".into(), false, false);
+            }
         }
     }
 
@@ -81,7 +90,9 @@ impl Connection {
         self.finish(code, reason, true, initiated_by_peer);
         if self.role == Role::Client {
             // The server closes TCP first; wait for it, but not forever.
-            self.deadline = Some(self.now + self.config.close_timeout);
+            self.state = State::ClosedAwaitingFin;
+            self.timers
+                .set(Timer::Linger, self.now + self.config.close_timeout);
         }
     }
 
@@ -106,7 +117,7 @@ impl Connection {
         clean: bool,
         initiated_by_peer: bool,
     ) {
-        if matches!(self.state, State::Closed) {
+        if matches!(self.state, State::ClosedAwaitingFin | State::Closed) {
             return;
         }
         self.state = State::Closed;
@@ -114,7 +125,7 @@ impl Connection {
         self.message = None;
         self.stream = None;
         self.heartbeat = None;
-        self.deadline = None;
+        self.timers.stop_all();
         self.client = None;
         self.rx_filled = 0;
         #[cfg(feature = "deflate")]

@@ -8,6 +8,7 @@ use core::time::Duration;
 
 use bytes::Buf;
 
+use super::timers::Timer;
 use super::{Connection, State};
 use crate::close::CloseCode;
 use crate::error::SendError;
@@ -85,7 +86,7 @@ impl Connection {
         write_streaming_head(status, headers, &mut out);
         self.tx.extend_from_slice(&out);
         self.state = State::Streaming;
-        self.deadline = None;
+        self.timers.stop_all();
         self.rx_filled = 0;
         self.process();
         if self.peer_eof {
@@ -124,7 +125,7 @@ impl Connection {
         if !matches!(self.state, State::AwaitingDecision { key: None }) {
             return Err(SendError::NotOpen);
         }
-        self.deadline = Some(self.now + timeout);
+        self.timers.set(Timer::HeldRequest, self.now + timeout);
         Ok(())
     }
 
@@ -171,8 +172,8 @@ impl Connection {
         self.rx_filled -= consumed;
         self.head_scanned = 0;
         self.state = State::Handshake;
-        self.kept_alive = true;
-        self.deadline = self.config.handshake_timeout.map(|t| self.now + t);
+        self.timers
+            .set_after(Timer::KeepAlive, self.now, self.config.handshake_timeout);
         self.process();
         if self.peer_eof {
             self.apply_eof();

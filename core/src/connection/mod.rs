@@ -12,7 +12,14 @@
 //!     └──────────────────────────────────────────────▶ Closed ◀── CloseSent
 //!                       peer's close frame (echoed) ───▲   ▲ peer's close reply / close timeout
 //!                       protocol error (close sent) ───┘
+//!
+//! client, after the close handshake:
+//!   ClosedAwaitingFin ── the server's FIN (EOF) / close timeout ──▶ Closed
 //! ```
+//!
+//! Each state arms at most one stored timer (`timers::Timer`): Handshake and AwaitingDecision
+//! the handshake (or keep-alive, or held-request) timer, CloseSent the close reply,
+//! ClosedAwaitingFin the linger; Open derives its heartbeat and idle deadlines.
 //!
 //! Every transition happens in this module; `Closed` is reported exactly once through
 //! [`Event::Closed`], after which nothing but the pending output is ever produced.
@@ -51,6 +58,7 @@ mod upgrade;
 use queue::EventQueue;
 use recv::{FrameInProgress, MessageInProgress};
 use send::OutgoingStream;
+use timers::{Timer, TimerTable};
 
 /// Which end of the connection this is. Clients mask what they send; servers must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,6 +92,9 @@ enum State {
     /// application writes over time (Server-Sent Events); ends with the connection.
     Streaming,
     CloseSent,
+    /// Client only: the close handshake is done ([`Event::Closed`] reported) and the server,
+    /// which closes TCP first, has not yet; waits for its FIN up to the close timeout.
+    ClosedAwaitingFin,
     Closed,
 }
 
@@ -125,17 +136,13 @@ pub struct Connection {
     stream: Option<Box<OutgoingStream>>,
     events: EventQueue,
 
-    /// The deadline of the current state: the handshake (Handshake, AwaitingDecision), the
-    /// peer's close reply (CloseSent), or, for a client after a clean close, the wait for the
-    /// server to close TCP (Closed). One field: only one applies at a time.
-    deadline: Option<Duration>,
+    /// The armed timer of the current state (handshake, keep-alive, held request, close
+    /// reply or linger); the heartbeat and idle deadlines follow from the fields below.
+    timers: TimerTable,
     heartbeat: Option<Heartbeat>,
     last_received: Duration,
     /// The peer closed its side of TCP; acted on once the frames before it are reported.
     peer_eof: bool,
-    /// Server: a plain HTTP request was answered with keep-alive; an idle wait for the next
-    /// one ends quietly rather than as a handshake timeout.
-    kept_alive: bool,
     /// permessage-deflate, once negotiated.
     #[cfg(feature = "deflate")]
     deflate: Option<Box<crate::deflate::Codec>>,
@@ -208,7 +215,7 @@ impl Connection {
         now: Duration,
     ) -> Connection {
         let mut conn = Connection::new(role, config.into(), random, State::Open, now);
-        conn.deadline = None;
+        conn.timers.stop(Timer::Handshake);
         conn.start_heartbeat();
         conn
     }
@@ -220,9 +227,13 @@ impl Connection {
         state: State,
         now: Duration,
     ) -> Connection {
+        let mut timers = TimerTable::default();
+        if let Some(t) = config.handshake_timeout {
+            timers.set(Timer::Handshake, now + t);
+        }
         Connection {
             role,
-            deadline: config.handshake_timeout.map(|t| now + t),
+            timers,
             config,
             state,
             now,
@@ -242,7 +253,6 @@ impl Connection {
             heartbeat: None,
             last_received: now,
             peer_eof: false,
-            kept_alive: false,
             #[cfg(feature = "deflate")]
             deflate: None,
             #[cfg(feature = "deflate")]
@@ -263,7 +273,7 @@ impl Connection {
             State::Handshake | State::AwaitingDecision { .. } => ConnectionState::Connecting,
             State::Open | State::Streaming => ConnectionState::Open,
             State::CloseSent => ConnectionState::Closing,
-            State::Closed => ConnectionState::Closed,
+            State::ClosedAwaitingFin | State::Closed => ConnectionState::Closed,
         }
     }
 
@@ -285,7 +295,7 @@ impl Connection {
     /// A server closes TCP right after the close handshake; a client waits for the server to
     /// do so, up to the close timeout.
     pub fn is_terminated(&self) -> bool {
-        matches!(self.state, State::Closed) && self.deadline.is_none()
+        matches!(self.state, State::Closed)
     }
 }
 

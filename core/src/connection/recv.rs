@@ -100,7 +100,7 @@ impl Connection {
                     break;
                 }
                 State::AwaitingDecision { .. } => break,
-                State::Streaming | State::Closed => {
+                State::Streaming | State::ClosedAwaitingFin | State::Closed => {
                     // Nothing after the end is ever looked at.
                     self.rx_filled = 0;
                     break;

@@ -132,7 +132,7 @@ impl Connection {
 
     pub(super) fn open(&mut self) {
         self.state = State::Open;
-        self.deadline = None;
+        self.timers.stop_all();
         self.last_received = self.now;
         self.start_heartbeat();
         self.events.push_back(Event::Open);
