@@ -128,11 +128,7 @@ impl Connection {
         self.timers.stop_all();
         self.client = None;
         self.rx_filled = 0;
-        #[cfg(feature = "deflate")]
-        {
-            self.deflate = None;
-            self.deflate_offer = None;
-        }
+        self.extensions.clear();
         self.events.push_back(Event::Closed(Closed {
             code,
             reason,

@@ -1,8 +1,6 @@
 //! Server decisions on a reported request: accept the upgrade, answer plain HTTP (whole,
 //! streamed, kept alive, held).
 
-#[cfg(feature = "deflate")]
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -23,22 +21,8 @@ impl Connection {
         let State::AwaitingDecision { key: Some(key) } = &self.state else {
             return Err(SendError::NotOpen);
         };
-        #[cfg(feature = "deflate")]
-        let accept = {
-            let mut accept = accept;
-            let app_chose = accept.extensions.iter().any(|e| {
-                e.name
-                    .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
-            });
-            if let (false, Some(offer), Some(policy)) =
-                (app_chose, self.deflate_offer.take(), &self.config.deflate)
-            {
-                let (params, response) = *offer;
-                accept.extensions.push(response);
-                self.deflate = Some(Box::new(crate::deflate::Codec::new(params, true, policy)));
-            }
-            accept
-        };
+        let mut accept = accept;
+        self.extensions.on_accept(&self.config, &mut accept);
         let mut out = Vec::new();
         write_accept_response(key, &accept, &mut out);
         self.tx.extend_from_slice(&out);

@@ -31,7 +31,8 @@
 //! - `recv`: the receive buffer, frames, messages, events;
 //! - `send`: frames and messages out, the output buffer;
 //! - `close`: the close handshake, failures, EOF, the end;
-//! - `timers`: deadlines and what happens when they pass.
+//! - `timers`: deadlines and what happens when they pass;
+//! - `extension`: the per-message extension seam (permessage-deflate), from offer to codec.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -48,6 +49,7 @@ use crate::limits::Config;
 use crate::utf8::Utf8Validator;
 
 mod close;
+mod extension;
 mod http;
 mod queue;
 mod recv;
@@ -55,6 +57,7 @@ mod send;
 mod timers;
 mod upgrade;
 
+use extension::Extensions;
 use queue::EventQueue;
 use recv::{FrameInProgress, MessageInProgress};
 use send::OutgoingStream;
@@ -143,17 +146,8 @@ pub struct Connection {
     last_received: Duration,
     /// The peer closed its side of TCP; acted on once the frames before it are reported.
     peer_eof: bool,
-    /// permessage-deflate, once negotiated.
-    #[cfg(feature = "deflate")]
-    deflate: Option<Box<crate::deflate::Codec>>,
-    /// Server: the answer to the client's deflate offers, applied by `accept`.
-    #[cfg(feature = "deflate")]
-    deflate_offer: Option<
-        Box<(
-            crate::deflate::DeflateParams,
-            crate::handshake::ExtensionOffer,
-        )>,
-    >,
+    /// The per-message extension (permessage-deflate), offered or agreed.
+    extensions: Extensions,
 }
 
 impl core::fmt::Debug for Connection {
@@ -181,20 +175,8 @@ impl Connection {
         now: Duration,
     ) -> Connection {
         let config = config.into();
-        #[cfg(feature = "deflate")]
-        let request = {
-            let mut request = request;
-            if let Some(deflate) = &config.deflate {
-                let offered = request.extensions.iter().any(|e| {
-                    e.name
-                        .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
-                });
-                if !offered {
-                    request.extensions.extend(deflate.offers());
-                }
-            }
-            request
-        };
+        let mut request = request;
+        Extensions::offer(&config, &mut request);
         let mut nonce = [0u8; 16];
         random(&mut nonce);
         let key = generate_key(nonce);
@@ -253,10 +235,7 @@ impl Connection {
             heartbeat: None,
             last_received: now,
             peer_eof: false,
-            #[cfg(feature = "deflate")]
-            deflate: None,
-            #[cfg(feature = "deflate")]
-            deflate_offer: None,
+            extensions: Extensions::default(),
         }
     }
 

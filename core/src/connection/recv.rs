@@ -5,6 +5,7 @@ use core::time::Duration;
 
 use bytes::{Buf, BytesMut};
 
+use super::extension::Extension;
 use super::{Connection, Role, State};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{FrameHeader, OpCode};
@@ -169,7 +170,7 @@ impl Connection {
         }
         // RSV1 marks the first frame of a compressed message, once permessage-deflate is agreed.
         let rsv1_allowed =
-            self.compression_agreed() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+            self.extensions.is_agreed() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
         if header.rsv2 || header.rsv3 || (header.rsv1 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits.into());
         }
@@ -219,16 +220,8 @@ impl Connection {
         })
     }
 
-    pub(super) fn compression_agreed(&self) -> bool {
-        #[cfg(feature = "deflate")]
-        return self.deflate.is_some();
-        #[cfg(not(feature = "deflate"))]
-        return false;
-    }
-
     /// Inflates one frame of a compressed message onto the message so far, validating text as
     /// it comes out. `Err` has already failed the connection.
-    #[cfg(feature = "deflate")]
     pub(super) fn inflate_frame(
         &mut self,
         kind: MessageKind,
@@ -236,28 +229,15 @@ impl Connection {
         payload: &[u8],
         mut data: BytesMut,
     ) -> Result<BytesMut, ()> {
-        use crate::deflate::InflateFailure;
         let max = self.config.max_message_size;
         let before = data.len();
-        let Some(codec) = self.deflate.as_mut() else {
+        let Some(extension) = self.extensions.agreed() else {
             self.fail(ProtocolError::ReservedBits.into());
             return Err(());
         };
-        match codec.decompress(payload, fin, &mut data, max) {
-            Ok(()) => {}
-            Err(InflateFailure::TooLarge) => {
-                codec.release();
-                self.fail(Error::MessageTooLarge {
-                    size: data.len() as u64,
-                    max,
-                });
-                return Err(());
-            }
-            Err(InflateFailure::Invalid) => {
-                codec.release();
-                self.fail(Error::InvalidCompressedData);
-                return Err(());
-            }
+        if let Err(e) = extension.decode(payload, fin, &mut data, max) {
+            self.fail(e);
+            return Err(());
         }
         if kind == MessageKind::Text {
             if let Err(e) = self.utf8.feed(&data[before..]) {
@@ -297,16 +277,11 @@ impl Connection {
                     _ => header.rsv1,
                 };
                 let data = if compressed {
-                    #[cfg(feature = "deflate")]
-                    {
-                        let so_far = self.message.take().map(|m| m.data).unwrap_or_default();
-                        match self.inflate_frame(kind, header.fin, &payload, so_far) {
-                            Ok(data) => data,
-                            Err(()) => return,
-                        }
+                    let so_far = self.message.take().map(|m| m.data).unwrap_or_default();
+                    match self.inflate_frame(kind, header.fin, &payload, so_far) {
+                        Ok(data) => data,
+                        Err(()) => return,
                     }
-                    #[cfg(not(feature = "deflate"))]
-                    return self.fail(ProtocolError::ReservedBits.into());
                 } else {
                     match self.message.take() {
                         None => payload,

@@ -1,11 +1,11 @@
 //! Sending: data and control frames, whole, prepared and streamed messages, the output buffer.
 
 use alloc::boxed::Box;
-#[cfg(feature = "deflate")]
 use alloc::vec::Vec;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::extension::Extension;
 use super::{Connection, Role, State};
 use crate::error::SendError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
@@ -98,11 +98,10 @@ impl Connection {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
         };
-        #[cfg(feature = "deflate")]
-        if let Some(codec) = self.deflate.as_mut()
-            && codec.should_compress(message.payload.len())
+        if let Some(extension) = self.extensions.agreed()
+            && extension.encodes(message.payload.len())
         {
-            let Some(key) = codec.shared_key() else {
+            let Some(key) = extension.shared_key() else {
                 self.write_message(opcode, &message.payload);
                 return Ok(());
             };
@@ -110,7 +109,7 @@ impl Connection {
                 Some(index) => index,
                 None => {
                     let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
-                    codec.compress(&message.payload, true, &mut out);
+                    extension.encode(&message.payload, true, &mut out);
                     message.compressed.push((key, out));
                     message.compressed.len() - 1
                 }
@@ -145,13 +144,7 @@ impl Connection {
     /// Starts a message sent in pieces, for messages too large to hold at once.
     pub fn begin_message(&mut self, kind: MessageKind) -> Result<(), SendError> {
         self.check_data_send()?;
-        #[cfg(feature = "deflate")]
-        let compressed = self
-            .deflate
-            .as_ref()
-            .is_some_and(|c| c.compresses_streams());
-        #[cfg(not(feature = "deflate"))]
-        let compressed = false;
+        let compressed = self.extensions.encodes_streams();
         self.stream = Some(Box::new(OutgoingStream {
             kind,
             started: false,
@@ -195,28 +188,23 @@ impl Connection {
         if fin {
             self.stream = None;
         }
-        #[cfg(feature = "deflate")]
-        if compressed {
-            if let Some(codec) = self.deflate.as_mut() {
-                let mut out = Vec::with_capacity(data.len() / 2 + 16);
-                codec.compress(data, fin, &mut out);
-                self.write_frame_rsv(fin, first, opcode, &out);
-                return Ok(());
-            }
+        if compressed && let Some(extension) = self.extensions.agreed() {
+            let mut out = Vec::with_capacity(data.len() / 2 + 16);
+            extension.encode(data, fin, &mut out);
+            self.write_frame_rsv(fin, first, opcode, &out);
+            return Ok(());
         }
-        let _ = (first, compressed);
         self.write_frame(fin, opcode, data);
         Ok(())
     }
 
     pub(super) fn write_message(&mut self, opcode: OpCode, payload: &[u8]) {
-        #[cfg(feature = "deflate")]
-        if let Some(codec) = self.deflate.as_mut() {
-            if codec.should_compress(payload.len()) {
-                let mut out = Vec::with_capacity(payload.len() / 2 + 16);
-                codec.compress(payload, true, &mut out);
-                return self.write_frames(opcode, &out, true);
-            }
+        if let Some(extension) = self.extensions.agreed()
+            && extension.encodes(payload.len())
+        {
+            let mut out = Vec::with_capacity(payload.len() / 2 + 16);
+            extension.encode(payload, true, &mut out);
+            return self.write_frames(opcode, &out, true);
         }
         self.write_frames(opcode, payload, false);
     }

@@ -50,12 +50,7 @@ impl Connection {
         let key = if request.is_websocket_upgrade() {
             match request.validate_upgrade() {
                 Ok(key) => {
-                    #[cfg(feature = "deflate")]
-                    if let (Some(policy), Ok(offers)) = (&self.config.deflate, request.extensions())
-                    {
-                        self.deflate_offer =
-                            crate::deflate::negotiate(&offers, policy).map(Box::new);
-                    }
+                    self.extensions.on_request(&self.config, &request);
                     Some(key.to_string())
                 }
                 Err(e) => {
@@ -77,8 +72,7 @@ impl Connection {
         };
         match Response::parse(head, &client.key, &client.request) {
             Ok(response) => {
-                #[cfg(feature = "deflate")]
-                if let Err(e) = self.accept_deflate_response(&response) {
+                if let Err(e) = self.extensions.on_response(&self.config, &response) {
                     self.fail_handshake(e);
                     return false;
                 }
@@ -92,31 +86,6 @@ impl Connection {
                 false
             }
         }
-    }
-
-    #[cfg(feature = "deflate")]
-    pub(super) fn accept_deflate_response(
-        &mut self,
-        response: &Response,
-    ) -> Result<(), HandshakeError> {
-        let mut accepted = response.extensions.iter().filter(|e| {
-            e.name
-                .eq_ignore_ascii_case(crate::deflate::PERMESSAGE_DEFLATE)
-        });
-        let Some(ext) = accepted.next() else {
-            return Ok(());
-        };
-        if accepted.next().is_some() {
-            return Err(HandshakeError::InvalidHeader {
-                name: "Sec-WebSocket-Extensions",
-                reason: "permessage-deflate accepted twice",
-            });
-        }
-        // We only offer what the config says; Response::parse refused unoffered extensions.
-        let policy = self.config.deflate.clone().unwrap_or_default();
-        let params = crate::deflate::accept_response(ext, &policy)?;
-        self.deflate = Some(Box::new(crate::deflate::Codec::new(params, false, &policy)));
-        Ok(())
     }
 
     pub(super) fn fail_handshake(&mut self, error: HandshakeError) {
