@@ -13,6 +13,8 @@ use crate::error::SendError;
 use crate::handshake::server::{
     Accept, write_accept_response, write_response, write_response_keep_alive, write_streaming_head,
 };
+#[cfg(doc)]
+use crate::message::Event;
 
 impl Connection {
     /// Accepts the upgrade request reported by [`Event::Request`]: queues the 101 response and

@@ -46,6 +46,8 @@ use crate::handshake::client::{ClientRequest, Response};
 use crate::handshake::key::generate_key;
 use crate::heartbeat::Heartbeat;
 use crate::limits::Config;
+#[cfg(doc)]
+use crate::message::Event;
 use crate::utf8::Utf8Validator;
 
 mod close;
