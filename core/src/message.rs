@@ -2,7 +2,6 @@
 
 use alloc::boxed::Box;
 use alloc::string::String;
-#[cfg(feature = "deflate")]
 use alloc::vec::Vec;
 use bytes::Bytes;
 
@@ -158,7 +157,6 @@ pub struct PreparedMessage {
     pub(crate) kind: MessageKind,
     pub(crate) payload: Bytes,
     /// Compressed payloads by (window bits, level), filled as connections need them.
-    #[cfg(feature = "deflate")]
     pub(crate) compressed: Vec<((u8, u8), Bytes)>,
 }
 
@@ -177,7 +175,6 @@ impl PreparedMessage {
         PreparedMessage {
             kind,
             payload,
-            #[cfg(feature = "deflate")]
             compressed: Vec::new(),
         }
     }
@@ -197,9 +194,6 @@ impl PreparedMessage {
 
     /// How many compressed copies were made (one per distinct compressor setting met).
     pub fn compressed_copies(&self) -> usize {
-        #[cfg(feature = "deflate")]
-        return self.compressed.len();
-        #[cfg(not(feature = "deflate"))]
-        0
+        self.compressed.len()
     }
 }

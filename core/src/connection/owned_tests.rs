@@ -3,6 +3,7 @@
 use alloc::vec::Vec;
 use core::time::Duration;
 
+use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;

@@ -1,0 +1,178 @@
+//! Time: the connection's timers, each named for what it waits for, the next deadline, and what
+//! happens when one passes.
+
+use core::time::Duration;
+
+use super::{Connection, State};
+use crate::close::CloseCode;
+use crate::error::Error;
+use crate::frame::OpCode;
+use crate::heartbeat::{Heartbeat, HeartbeatAction};
+use crate::message::Event;
+
+/// Every timer of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timer {
+    /// The opening handshake: the request or the 101 response, and the server's decision on
+    /// it, within `handshake_timeout` of the start.
+    Handshake,
+    /// Server: after a plain HTTP answer with keep-alive, the wait for the next request (and
+    /// the decision on it), bounded by `handshake_timeout`. Ends quietly if nothing came.
+    KeepAlive,
+    /// Server: a plain HTTP request whose answer the application holds (a long poll,
+    /// [`Connection::hold_request`]).
+    HeldRequest,
+    /// Our close frame is sent: the peer's reply, within `close_timeout`.
+    CloseReply,
+    /// Client, closed ([`State::ClosedAwaitingFin`]): the server closes TCP first; wait for
+    /// its FIN, but not beyond `close_timeout`.
+    Linger,
+    /// Open: the next heartbeat ping, or the pong it waits for (kept by [`Heartbeat`]).
+    Heartbeat,
+    /// Open: nothing received for `idle_timeout` (follows the last read).
+    Idle,
+}
+
+/// The armed timers whose deadline is stored: [`Timer::Handshake`], [`Timer::KeepAlive`],
+/// [`Timer::HeldRequest`], [`Timer::CloseReply`] and [`Timer::Linger`]. Each belongs to a state
+/// the others never share, and a transition stops the timer of the state it leaves, so one
+/// slot holds them all: the table costs one deadline per connection (memory per idle
+/// connection is a goal). [`Timer::Heartbeat`] and [`Timer::Idle`] are derived from the
+/// heartbeat and the last read instead of stored, so a read costs no timer update.
+///
+/// The deadline is kept as its seconds and nanoseconds beside the timer's name rather than as
+/// an `Option<(Timer, Duration)>`: that makes 16 bytes instead of 24 (a `Duration`'s padding
+/// cannot hold the name).
+#[derive(Debug, Default)]
+pub(super) struct TimerTable {
+    armed: Option<Timer>,
+    secs: u64,
+    nanos: u32,
+}
+
+impl TimerTable {
+    /// Arms `timer` for `at`, replacing the timer of the previous state.
+    pub(super) fn set(&mut self, timer: Timer, at: Duration) {
+        debug_assert!(!matches!(timer, Timer::Heartbeat | Timer::Idle));
+        self.armed = Some(timer);
+        self.secs = at.as_secs();
+        self.nanos = at.subsec_nanos();
+    }
+
+    /// Arms `timer` `after` from `now`; an unset timeout stops every stored timer instead.
+    pub(super) fn set_after(&mut self, timer: Timer, now: Duration, after: Option<Duration>) {
+        match after {
+            Some(after) => self.set(timer, now + after),
+            None => self.stop_all(),
+        }
+    }
+
+    pub(super) fn stop(&mut self, timer: Timer) {
+        if self.armed == Some(timer) {
+            self.armed = None;
+        }
+    }
+
+    pub(super) fn stop_all(&mut self) {
+        self.armed = None;
+    }
+
+    /// The stored timer that is armed, and when it fires.
+    pub(super) fn next(&self) -> Option<(Timer, Duration)> {
+        self.armed
+            .map(|timer| (timer, Duration::new(self.secs, self.nanos)))
+    }
+}
+
+impl Connection {
+    /// When `timer` fires, if it is armed.
+    fn deadline(&self, timer: Timer) -> Option<Duration> {
+        match timer {
+            Timer::Heartbeat if matches!(self.state, State::Open) => {
+                self.heartbeat.as_ref().map(Heartbeat::deadline)
+            }
+            Timer::Idle if matches!(self.state, State::Open) => {
+                self.config.idle_timeout.map(|t| self.last_received + t)
+            }
+            Timer::Heartbeat | Timer::Idle => None,
+            stored => self
+                .timers
+                .next()
+                .filter(|(t, _)| *t == stored)
+                .map(|(_, at)| at),
+        }
+    }
+
+    /// The next instant [`Connection::handle_timeout`] must be called at, if any.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        let stored = self.timers.next().map(|(_, at)| at);
+        [
+            stored,
+            self.deadline(Timer::Heartbeat),
+            self.deadline(Timer::Idle),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fires every deadline that `now` has reached.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = now;
+        if let Some((timer, at)) = self.timers.next() {
+            if now >= at {
+                self.timers.stop(timer);
+                self.expire(timer);
+            }
+        } else if matches!(self.state, State::Open) {
+            if self.deadline(Timer::Idle).is_some_and(|at| now >= at) {
+                return self.expire(Timer::Idle);
+            }
+            // The heartbeat judges its own deadline.
+            self.expire(Timer::Heartbeat);
+        }
+    }
+
+    fn expire(&mut self, timer: Timer) {
+        match timer {
+            Timer::KeepAlive if matches!(self.state, State::Handshake) && self.rx_filled == 0 => {
+                // An idle keep-alive connection: nothing failed.
+                self.finish(CloseCode::Normal, "keep-alive idle".into(), true, false);
+            }
+            Timer::Handshake | Timer::KeepAlive | Timer::HeldRequest => {
+                self.events.push_back(Event::Error(Error::HandshakeTimeout));
+                self.finish(
+                    CloseCode::Abnormal,
+                    "handshake timeout".into(),
+                    false,
+                    false,
+                );
+            }
+            Timer::CloseReply => {
+                self.events.push_back(Event::Error(Error::CloseTimeout));
+                self.finish(CloseCode::Abnormal, "close timeout".into(), false, false);
+            }
+            Timer::Linger => self.state = State::Closed,
+            Timer::Idle => {
+                // Failed like a dead heartbeat: a 1001 close frame, then Closed at once; a
+                // peer silent this long is not waited for.
+                self.fail(Error::IdleTimeout);
+            }
+            Timer::Heartbeat => {
+                let action = match &mut self.heartbeat {
+                    Some(hb) => hb.on_timeout(self.now),
+                    None => None,
+                };
+                match action {
+                    Some(HeartbeatAction::Ping(seq)) => {
+                        self.write_frame(true, OpCode::Ping, &seq.to_be_bytes());
+                    }
+                    Some(HeartbeatAction::Dead { missed }) => {
+                        self.fail(Error::HeartbeatTimeout { missed });
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
