@@ -375,6 +375,10 @@ pub struct Hub<C> {
     history_timers: BTreeSet<(Duration, String)>,
     client_timers: BTreeSet<(Duration, String)>,
     out: VecDeque<(C, Delivery)>,
+    /// Connections gone since deliveries were last taken: their queued deliveries are dropped
+    /// in one pass over `out` when the next one is taken, not in one pass per disconnect
+    /// (which made a batch of disconnects quadratic in the queue).
+    gone: BTreeSet<C>,
     /// Connections the driver must close, with the close reason.
     closes: VecDeque<(C, &'static str)>,
     /// Counters and the member gauge of [`HubStats`].
@@ -423,6 +427,7 @@ impl<C: Copy + Ord> Hub<C> {
             history_timers: BTreeSet::new(),
             client_timers: BTreeSet::new(),
             out: VecDeque::new(),
+            gone: BTreeSet::new(),
             closes: VecDeque::new(),
             stats: HubStats::default(),
             broker_out: VecDeque::new(),
@@ -442,6 +447,10 @@ impl<C: Copy + Ord> Hub<C> {
 
     /// A `duplex.v1` connection opened. Nothing is sent until the client says `hello`.
     pub fn connect(&mut self, conn: C, _now: Duration) {
+        if self.gone.contains(&conn) {
+            // The id is used again: what was queued for its previous connection goes first.
+            self.drop_gone();
+        }
         self.conns.entry(conn).or_default();
     }
 
@@ -566,7 +575,9 @@ impl<C: Copy + Ord> Hub<C> {
     pub fn disconnect(&mut self, conn: C, now: Duration) {
         self.detach(conn, now);
         self.conns.remove(&conn);
-        self.out.retain(|(to, _)| *to != conn);
+        if !self.out.is_empty() {
+            self.gone.insert(conn);
+        }
         self.pending_publishes.retain(|_, p| p.0 != conn);
         self.direct.forget(conn);
         for join in self.pending_joins.values_mut() {
@@ -1063,7 +1074,16 @@ impl<C: Copy + Ord> Hub<C> {
     /// The next delivery to send, in order. Encode it with the connection's codec
     /// ([`codec::json::encode`](super::codec::json::encode) for `duplex.v1`).
     pub fn poll_delivery(&mut self) -> Option<(C, Delivery)> {
+        self.drop_gone();
         self.out.pop_front()
+    }
+
+    /// Drops the queued deliveries of the connections gone since the last call.
+    fn drop_gone(&mut self) {
+        if !self.gone.is_empty() {
+            let gone = core::mem::take(&mut self.gone);
+            self.out.retain(|(to, _)| !gone.contains(to));
+        }
     }
 
     /// When [`Hub::handle_timeout`] has work: a presence window closing, history or an idle

@@ -401,6 +401,47 @@ fn abrupt_disconnect_sends_leave_to_the_others() {
 }
 
 #[test]
+fn a_batch_of_disconnects_drops_their_queued_deliveries_and_a_reused_id_gets_only_its_own() {
+    let mut hub = hub();
+    for conn in 1..=50 {
+        hello(&mut hub, conn, &format!("c{conn}"), T0);
+        join(&mut hub, conn, "app/chat", T0);
+    }
+    drain(&mut hub);
+    publish(&mut hub, 50, "x", "app/chat", "1", T0); // queued for all 50
+    for conn in 1..=40 {
+        hub.disconnect(conn, T0); // each also queues a leave for the members left
+    }
+    // Id 7 comes back before anything was taken: only what is queued from now on is its own.
+    hello(&mut hub, 7, "again", T0);
+    let out = drain(&mut hub);
+    for conn in (1..=40).filter(|c| *c != 7) {
+        assert!(
+            to(&out, conn).is_empty(),
+            "conn {conn} got {:?}",
+            to(&out, conn)
+        );
+    }
+    assert!(
+        to(&out, 7).iter().all(|m| !matches!(
+            m,
+            ServerMessage::Message { .. } | ServerMessage::Leave { .. }
+        )),
+        "{:?}",
+        to(&out, 7)
+    );
+    assert!(!to(&out, 7).is_empty(), "the new connection's welcome");
+    for conn in 41..=50 {
+        let leaves = to(&out, conn)
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Leave { .. }))
+            .count();
+        assert_eq!(leaves, 40, "conn {conn}");
+    }
+    assert_eq!(hub.member_count("app/chat"), 10);
+}
+
+#[test]
 fn a_retried_publish_is_acked_again_but_delivered_once_even_across_reconnect() {
     let mut hub = two_members();
     publish(&mut hub, 1, "p1", "app/chat", r#""hi""#, T0);
