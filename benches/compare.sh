@@ -126,21 +126,8 @@ IFS=',' read -r -a SERVER_LIST <<<"$SERVERS"
 
 # --- processes: everything started here is stopped on exit ------------------------------------
 
-PIDS=()
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_started
     if [[ -n ${CERT_DIR:-} ]]; then
         rm -rf "$CERT_DIR"
     fi
@@ -165,15 +152,7 @@ if [[ $TLS -eq 1 ]]; then
     need openssl "the test certificate of tls mode"
 fi
 
-CPUS="$(nproc)"
-if [[ "$CPUS" -ge 2 ]]; then
-    SERVER_CPU=(taskset -c 0)
-    LOAD_CPU=(taskset -c 1)
-else
-    echo "compare.sh: only $CPUS CPU: server and load generator share it (results are not comparable with a 2-CPU run)" >&2
-    SERVER_CPU=()
-    LOAD_CPU=()
-fi
+pin_cpus "server and load generator share it (results are not comparable with a 2-CPU run)"
 
 if [[ $BUILD -eq 1 ]]; then
     echo "== building (release)" >&2
@@ -211,10 +190,6 @@ server_command() { # NAME PORT
         ws) echo "node $NODE_DIR/ws-echo.mjs $2" ;;
         uws) echo "node $NODE_DIR/uws-echo.mjs $2" ;;
     esac
-}
-
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 # Each server gets a port nothing listens on (duplex and uWS use SO_REUSEPORT: a stale server
@@ -261,33 +236,14 @@ start_server() { # NAME
     # shellcheck disable=SC2046
     "${SERVER_CPU[@]}" $(server_command "$name" "$port") >"$LOG_DIR/$name.log" 2>&1 &
     pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 1 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "compare.sh: $name did not start:" >&2
-            cat "$LOG_DIR/$name.log" >&2
-            exit 1
-        fi
-        if port_in_use "$port"; then
-            PORT[$name]=$port
-            PID[$name]=$pid
-            return
-        fi
-        sleep 0.1
-    done
-    echo "compare.sh: $name is not listening on $port after 10 s" >&2
-    exit 1
+    STARTED_PIDS+=("$pid")
+    wait_listening "$name" "$pid" "$port" "$LOG_DIR/$name.log" 100
+    PORT[$name]=$port
+    PID[$name]=$pid
 }
 
 stop_server() { # NAME
-    local pid="${PID[$1]}"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_process "${PID[$1]}" 30
 }
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -324,7 +280,7 @@ run() {
         --label "$name" --json "$@")
     "${LOAD_CPU[@]}" "$BIN/duplex-load" "${args[@]}" >"$LOG_DIR/load.out" 2>"$LOG_DIR/load.err" &
     pid=$!
-    PIDS+=("$pid")
+    STARTED_PIDS+=("$pid")
     status=0
     wait "$pid" || status=$?
     if [[ $status -eq 0 ]] && line="$(tail -n 1 "$LOG_DIR/load.out")" && [[ "$line" == "{"* ]]; then

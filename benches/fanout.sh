@@ -100,20 +100,9 @@ done
 
 # --- processes: everything started here is stopped on exit ------------------------------------
 
-PIDS=()
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/duplex-fanout.XXXXXX")"
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_started
     rm -rf -- "$WORKDIR"
 }
 trap cleanup EXIT
@@ -133,15 +122,7 @@ if [[ $PROFILE -eq 1 ]]; then
     need perf "linux-perf, for --profile"
 fi
 
-CPUS="$(nproc)"
-if [[ "$CPUS" -ge 2 ]]; then
-    SERVER_CPU=(taskset -c 0)
-    LOAD_CPU=(taskset -c 1)
-else
-    echo "fanout.sh: only $CPUS CPU: servers and load generator share it" >&2
-    SERVER_CPU=()
-    LOAD_CPU=()
-fi
+pin_cpus "servers and load generator share it"
 
 if [[ $BUILD -eq 1 ]]; then
     echo "== building (release)" >&2
@@ -175,10 +156,6 @@ fi
 
 # --- servers ------------------------------------------------------------------------------------
 
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 # free_port: a port nothing listens on (duplex and uWS use SO_REUSEPORT: a stale server on the
 # same port would silently take half the connections).
 free_port() {
@@ -205,30 +182,12 @@ start() {
     esac
     "${SERVER_CPU[@]}" "${cmd[@]}" >"$WORKDIR/$name.log" 2>&1 </dev/null &
     SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 150); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "fanout.sh: $name did not start:" >&2
-            cat "$WORKDIR/$name.log" >&2
-            exit 1
-        fi
-        if port_in_use "$port"; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "fanout.sh: $name is not listening on $port after 15 s" >&2
-    exit 1
+    STARTED_PIDS+=("$SERVER_PID")
+    wait_listening "$name" "$SERVER_PID" "$port" "$WORKDIR/$name.log" 150
 }
 
 stop() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+    stop_process "$SERVER_PID" 50
 }
 
 # messages_for MEMBERS: the publishes of a run.
@@ -302,7 +261,7 @@ profile() {
     start duplex
     perf record -g -o "$WORKDIR/perf.data" -p "$SERVER_PID" >"$WORKDIR/perf.log" 2>&1 &
     perf_pid=$!
-    PIDS+=("$perf_pid")
+    STARTED_PIDS+=("$perf_pid")
     load duplex "$members" 0 profiling
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
