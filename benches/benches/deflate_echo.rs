@@ -97,25 +97,16 @@ impl Pair {
     }
 
     fn round_trip(&mut self, text: &str) -> Message {
-        self.client.send_text(text).unwrap();
-        self.client_socket.send_output(&mut self.client);
-        self.server_socket
-            .receive_into(&mut self.reader, &mut self.server);
-        let Some(Event::Message(message)) = self.server.poll_event() else {
-            panic!("server: no message");
-        };
-        self.server.send(&message).unwrap();
-        self.server_socket.send_output(&mut self.server);
-        self.client_socket
-            .receive_into(&mut self.reader, &mut self.client);
-        match self.client.poll_event() {
-            Some(Event::Message(message)) => message,
-            other => panic!("client: {other:?}"),
-        }
+        self.echo(text).0
     }
 
     /// Bytes the server sent for the last echo, to show that compression happened.
     fn wire_len(&mut self, text: &str) -> usize {
+        self.echo(text).1
+    }
+
+    /// One echo: the message the client got back, and the bytes the server sent for it.
+    fn echo(&mut self, text: &str) -> (Message, usize) {
         self.client.send_text(text).unwrap();
         self.client_socket.send_output(&mut self.client);
         self.server_socket
@@ -128,8 +119,10 @@ impl Pair {
         self.server_socket.send_output(&mut self.server);
         self.client_socket
             .receive_into(&mut self.reader, &mut self.client);
-        assert!(matches!(self.client.poll_event(), Some(Event::Message(_))));
-        len
+        match self.client.poll_event() {
+            Some(Event::Message(message)) => (message, len),
+            other => panic!("client: {other:?}"),
+        }
     }
 }
 
