@@ -2,6 +2,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use bytes::Bytes;
 
@@ -239,18 +240,10 @@ impl Connection {
 
     /// One message as one frame, or fragments of `fragment_size`; RSV1 on the first only.
     pub(super) fn write_frames(&mut self, opcode: OpCode, payload: &[u8], rsv1: bool) {
-        match self.config.fragment_size {
-            Some(size) if payload.len() > size => {
-                let mut chunks = payload.chunks(size).peekable();
-                let mut op = opcode;
-                let mut first = true;
-                while let Some(chunk) = chunks.next() {
-                    self.write_frame_rsv(chunks.peek().is_none(), rsv1 && first, op, chunk);
-                    op = OpCode::Continuation;
-                    first = false;
-                }
-            }
-            _ => self.write_frame_rsv(true, rsv1, opcode, payload),
+        for (range, fin) in fragments(payload.len(), self.config.fragment_size) {
+            let first = range.start == 0;
+            let op = if first { opcode } else { OpCode::Continuation };
+            self.write_frame_rsv(fin, rsv1 && first, op, &payload[range]);
         }
     }
 
@@ -260,27 +253,19 @@ impl Connection {
         if self.role == Role::Client || payload.len() < super::OWNED_MIN {
             return self.write_frames(opcode, &payload, rsv1);
         }
-        let size = match self.config.fragment_size {
-            Some(size) if size > 0 => size,
-            _ => payload.len(),
-        };
-        let mut op = opcode;
-        let mut start = 0;
-        while start < payload.len() {
-            let end = payload.len().min(start + size);
+        for (range, fin) in fragments(payload.len(), self.config.fragment_size) {
+            let first = range.start == 0;
             let header = FrameHeader {
-                fin: end == payload.len(),
-                rsv1: rsv1 && start == 0,
+                fin,
+                rsv1: rsv1 && first,
                 rsv2: false,
                 rsv3: false,
-                opcode: op,
+                opcode: if first { opcode } else { OpCode::Continuation },
                 mask: None,
-                payload_len: (end - start) as u64,
+                payload_len: range.len() as u64,
             };
             self.tx.extend_from_slice(header.encode().as_slice());
-            self.tx.push_owned(payload.slice(start..end));
-            op = OpCode::Continuation;
-            start = end;
+            self.tx.push_owned(payload.slice(range));
         }
     }
 
@@ -326,4 +311,21 @@ impl Connection {
         }
         key
     }
+}
+
+/// The fragments a message of `len` bytes is sent in: one frame, or pieces of `fragment_size`
+/// when it is longer; each one's byte range, and whether it is the last.
+fn fragments(
+    len: usize,
+    fragment_size: Option<usize>,
+) -> impl Iterator<Item = (Range<usize>, bool)> {
+    let size = match fragment_size {
+        Some(size) if len > size => size.max(1),
+        _ => len.max(1),
+    };
+    let count = len.div_ceil(size).max(1);
+    (0..count).map(move |i| {
+        let start = i * size;
+        (start..len.min(start + size), i + 1 == count)
+    })
 }
