@@ -66,6 +66,10 @@
 //! pump(&mut server, &mut client, now);
 //! assert_eq!(client.poll_event(), Some(Event::Message(Message::Text("hello".into()))));
 //!
+//! // The buffers kept for the next message go a second after the last frame received.
+//! assert_eq!(server.poll_timeout(), Some(Duration::from_secs(1)));
+//! server.handle_timeout(Duration::from_secs(1));
+//!
 //! // The heartbeat: at the deadline the server pings, the client answers by itself.
 //! let deadline = server.poll_timeout().unwrap();
 //! assert_eq!(deadline, Duration::from_secs(30));
@@ -95,7 +99,9 @@
 //!   before payloads are buffered; the handshake head is scanned once, never re-parsed.
 //! - Text is validated as it arrives: an invalid byte fails the connection at once, not at the
 //!   end of the message.
-//! - An idle connection holds no receive or send buffer.
+//! - An idle connection holds no receive or send buffer. One with traffic keeps its emptied
+//!   buffers (up to 64 KiB each) until a second after the last frame it received, so it does
+//!   not allocate per message ([`Config::with_buffer_keep`]).
 
 extern crate alloc;
 #[cfg(any(test, feature = "std"))]

@@ -26,6 +26,7 @@ pub struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) ping_interval: Option<Duration>,
     pub(crate) max_missed_pongs: u32,
+    pub(crate) buffer_keep: Option<Duration>,
     #[cfg(feature = "deflate")]
     pub(crate) deflate: Option<crate::deflate::DeflateConfig>,
 }
@@ -43,6 +44,7 @@ impl Default for Config {
             idle_timeout: None,
             ping_interval: None,
             max_missed_pongs: 3,
+            buffer_keep: Some(Duration::from_secs(1)),
             #[cfg(feature = "deflate")]
             deflate: None,
         }
@@ -117,6 +119,16 @@ impl Config {
         self
     }
 
+    /// How long an open connection keeps its emptied receive and send buffers (each up to
+    /// 64 KiB) after the last frame it received, so that a connection with traffic does not
+    /// allocate and free them for every message. `None` releases them as soon as they are
+    /// empty (least memory while busy). Idle connections hold no buffer either way. Default
+    /// 1 s.
+    pub fn with_buffer_keep(mut self, keep: Option<Duration>) -> Self {
+        self.buffer_keep = keep.filter(|k| !k.is_zero());
+        self
+    }
+
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size
     }
@@ -143,5 +155,8 @@ impl Config {
     }
     pub fn max_missed_pongs(&self) -> u32 {
         self.max_missed_pongs
+    }
+    pub fn buffer_keep(&self) -> Option<Duration> {
+        self.buffer_keep
     }
 }

@@ -200,13 +200,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     ///
     /// The sleep is polled only when it is (re)armed or has fired: a deadline that moved later
     /// (the idle timeout after each message) leaves it armed at the earlier time, and it is
-    /// re-armed when it fires early. Messages in between cost a comparison.
-    fn poll_timer(&mut self) {
+    /// re-armed when it fires early. Messages in between cost a comparison. Returns whether
+    /// a deadline was handled (it may have queued an event).
+    fn poll_timer(&mut self) -> bool {
+        let mut handled = false;
         while let Some(deadline) = self.conn.poll_timeout() {
             if self.armed.is_some_and(|armed| armed <= deadline)
                 && !self.wakers.timer_fired.load(Ordering::Acquire)
             {
-                return;
+                return handled;
             }
             self.wakers.timer_fired.store(false, Ordering::Relaxed);
             if self.armed != Some(deadline) {
@@ -215,12 +217,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             let mut cx = Context::from_waker(&self.timer_waker);
             if self.sleep.as_mut().poll(&mut cx).is_pending() {
-                return;
+                return handled;
             }
             self.armed = None;
             let now = self.now().max(deadline);
             self.conn.handle_timeout(now);
+            handled = true;
         }
+        handled
     }
 
     fn next_event(&mut self) -> Option<Event> {
@@ -242,9 +246,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             // Nothing queued: the timers run before this task writes and waits (a ping they
             // queue is written below), and may have queued an event (a timeout).
-            self.poll_timer();
-            if let Some(event) = self.next_event() {
-                return Poll::Ready(Some(event));
+            if self.poll_timer() {
+                if let Some(event) = self.next_event() {
+                    return Poll::Ready(Some(event));
+                }
             }
             // Nothing left to report: write what the events so far queued (echoes, pongs,
             // pings) in one go before waiting for more data. While a burst of messages is
@@ -342,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.poll_timer();
+        let _ = self.poll_timer();
         // Below the bound nothing is written here, so messages queued in a row (`feed`,
         // `send_all`) leave in one write.
         if self.conn.buffered_amount() >= self.max_buffered && self.poll_write_out(cx).is_pending()
@@ -356,7 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.poll_timer();
+        let _ = self.poll_timer();
         ready!(self.poll_write_out(cx));
         if self.broken {
             return Poll::Ready(Err(self.io_error_copy()));

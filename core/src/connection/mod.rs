@@ -71,6 +71,10 @@ use timers::{Timer, TimerTable};
 /// copy; smaller ones cost less to copy than an extra piece of output.
 pub const OWNED_MIN: usize = 4096;
 
+/// Largest emptied buffer an open connection with traffic keeps for its next message
+/// ([`Config::with_buffer_keep`]); a larger one is released at once.
+const KEEP_MAX: usize = 64 << 10;
+
 /// Which end of the connection this is. Clients mask what they send; servers must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -156,6 +160,9 @@ pub struct Connection {
     last_received: Duration,
     /// The peer closed its side of TCP; acted on once the frames before it are reported.
     peer_eof: bool,
+    /// Frames arrive: emptied buffers are kept for the next message until the buffer-keep
+    /// deadline after the last read (`Timer::BufferKeep`) releases them.
+    warm: bool,
     /// The per-message extension (permessage-deflate), offered or agreed.
     extensions: Extensions,
 }
@@ -245,6 +252,7 @@ impl Connection {
             heartbeat: None,
             last_received: now,
             peer_eof: false,
+            warm: false,
             extensions: Extensions::default(),
         }
     }

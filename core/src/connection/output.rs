@@ -95,8 +95,9 @@ impl Output {
         filled
     }
 
-    /// Drops the first `n` bytes of the output (across pieces).
-    pub(super) fn consume(&mut self, mut n: usize) {
+    /// Drops the first `n` bytes of the output (across pieces). An emptied tail keeps its
+    /// room for the next frames when `keep` is set, and is released otherwise.
+    pub(super) fn consume(&mut self, mut n: usize, keep: bool) {
         while n > 0 {
             let Some(pieces) = self.pieces.as_mut() else {
                 break;
@@ -119,8 +120,20 @@ impl Output {
         }
         let n = n.min(self.tail.len());
         self.tail.advance(n);
-        if self.tail.is_empty() {
+        if self.tail.is_empty() && !keep {
             // An idle connection keeps no send buffer.
+            self.tail = BytesMut::new();
+        }
+    }
+
+    /// The tail's room (what an emptied tail would keep).
+    pub(super) fn tail_capacity(&self) -> usize {
+        self.tail.capacity()
+    }
+
+    /// Releases the tail's room if it holds nothing.
+    pub(super) fn release(&mut self) {
+        if self.tail.is_empty() {
             self.tail = BytesMut::new();
         }
     }
@@ -154,7 +167,7 @@ mod tests {
             let front = output.front();
             let n = step.min(front.len());
             all.extend_from_slice(&front[..n]);
-            output.consume(n);
+            output.consume(n, false);
         }
         all
     }
@@ -182,7 +195,7 @@ mod tests {
         let n = o.vectored(&mut slices);
         assert_eq!(slices[..n].concat(), b"abcdefghijk");
         // A vectored write that took 5 bytes: across the first two pieces.
-        o.consume(5);
+        o.consume(5, false);
         assert_eq!(o.len(), 6);
         assert_eq!(o.front(), b"f");
         let mut taken = Vec::new();
@@ -193,7 +206,7 @@ mod tests {
         assert!(o.is_empty());
         // Consuming more than there is empties it.
         let mut o = build();
-        o.consume(usize::MAX);
+        o.consume(usize::MAX, false);
         assert!(o.is_empty() && o.pieces.is_none());
     }
 }

@@ -108,7 +108,7 @@ impl Connection {
                 }
             }
         }
-        if self.rx_filled == 0 {
+        if self.rx_filled == 0 && !self.keeps_buffer(self.rx.capacity()) {
             // An idle connection keeps no receive buffer (LESSONS: memory per connection).
             self.rx = BytesMut::new();
         }
@@ -155,6 +155,7 @@ impl Connection {
                 return;
             }
             self.frame = None;
+            self.warm = self.config.buffer_keep.is_some();
             let payload = self.rx.split_to(frame.len);
             self.rx_filled -= frame.len;
             self.on_frame(frame.header, payload);

@@ -40,7 +40,8 @@ impl Connection {
     /// Records that the socket took the first `n` bytes of the pending output (across pieces
     /// after a vectored write). `consume(buffered_amount())` discards all of it.
     pub fn consume(&mut self, n: usize) {
-        self.tx.consume(n);
+        let keep = self.keeps_buffer(self.tx.tail_capacity());
+        self.tx.consume(n, keep);
     }
 
     /// Takes the first piece of the pending output, for drivers that queue `Bytes`; all of it

@@ -522,6 +522,10 @@ fn idle_timeout_fails_the_connection_with_1001() {
     let mut server = open_server(cfg);
     server.receive(50 * SEC, &client_frame(0x8A, b""));
     drain(&mut server);
+    // First the release of the buffers kept after that frame, then the idle timeout.
+    assert_eq!(server.poll_timeout(), Some(51 * SEC));
+    server.handle_timeout(51 * SEC);
+    assert!(server.is_open());
     assert_eq!(server.poll_timeout(), Some(110 * SEC));
     server.handle_timeout(110 * SEC);
     // One Error, then Closed: nothing the silent peer might still send is reported after it.
@@ -912,13 +916,69 @@ fn eof_before_close_is_abnormal() {
 
 #[test]
 fn idle_connection_holds_no_buffers() {
-    let (mut client, mut server) = open_pair(Config::default(), Config::default());
+    let keep_none = Config::default().with_buffer_keep(None);
+    let (mut client, mut server) = open_pair(keep_none.clone(), keep_none);
     client.send_binary(&[1; 5000]).unwrap();
     pump(&mut client, &mut server, T0);
     drain(&mut server);
     assert_eq!(server.rx.capacity(), 0);
     assert_eq!(server.tx.capacity(), 0);
     assert_eq!(client.tx.capacity(), 0);
+    assert_eq!(server.poll_timeout(), None);
+}
+
+/// One echo on the server: a client frame in, the message sent back, the output taken into
+/// `wire` (which has room, so that only the server's own allocations are counted).
+fn server_echo(server: &mut Connection, now: Duration, frame: &[u8], wire: &mut Vec<u8>) -> u64 {
+    allocation_counter::measure(|| {
+        server.receive(now, frame);
+        while let Some(event) = server.poll_event() {
+            if let Event::Message(Message::Binary(data)) = event {
+                server.send_binary(&data).unwrap();
+            }
+        }
+        wire.clear();
+        wire.extend_from_slice(server.output());
+        server.consume(wire.len());
+    })
+    .count_total
+}
+
+#[test]
+fn buffers_are_kept_while_frames_arrive_then_released() {
+    let (_, mut server) = open_pair(Config::default(), Config::default());
+    // The handshake leaves nothing behind, and nothing is armed.
+    assert_eq!(server.tx.capacity(), 0);
+    assert_eq!(server.poll_timeout(), None);
+    let frame = client_frame(0x82, &[7; 1000]);
+    let mut wire = Vec::with_capacity(4096);
+    assert!(server_echo(&mut server, T0, &frame, &mut wire) > 0);
+    assert_eq!(wire, raw_frame(0x82, &[7; 1000], None));
+    // While frames arrive, the emptied buffers serve the next message: no allocation.
+    for i in 1..5u32 {
+        let now = T0 + Duration::from_millis(100) * i;
+        assert_eq!(server_echo(&mut server, now, &frame, &mut wire), 0);
+        assert_eq!(wire, raw_frame(0x82, &[7; 1000], None));
+    }
+    let last = Duration::from_millis(400);
+    assert_eq!(server.poll_timeout(), Some(last + SEC));
+    server.handle_timeout(last + SEC - Duration::from_millis(1));
+    assert_eq!(server.poll_timeout(), Some(last + SEC), "kept until then");
+    server.handle_timeout(last + SEC);
+    // Released a second after the last frame (so the next echo allocates again): the
+    // connection is idle again.
+    assert!(!server.warm);
+    assert_eq!(server.rx.capacity(), 0);
+    assert_eq!(server.tx.capacity(), 0);
+    assert_eq!(server.poll_timeout(), None);
+    assert!(server.is_open());
+    assert!(server_echo(&mut server, 2 * SEC, &frame, &mut wire) > 0);
+    // A large message's buffers are not kept.
+    let big = client_frame(0x82, &[9; 100_000]);
+    let mut wire = Vec::with_capacity(200_000);
+    server_echo(&mut server, 3 * SEC, &big, &mut wire);
+    assert!(server_echo(&mut server, 3 * SEC, &big, &mut wire) > 0);
+    assert_eq!(server.tx.capacity(), 0);
 }
 
 // ---------------------------------------------------------------- properties

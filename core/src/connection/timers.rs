@@ -3,6 +3,8 @@
 
 use core::time::Duration;
 
+use bytes::BytesMut;
+
 use super::{Connection, State};
 use crate::close::CloseCode;
 use crate::error::Error;
@@ -31,13 +33,33 @@ pub(super) enum Timer {
     Heartbeat,
     /// Open: nothing received for `idle_timeout` (follows the last read).
     Idle,
+    /// Open, frames arriving: the emptied receive and send buffers are kept for the next
+    /// message until `buffer_keep` after the last read, then released (follows the last read).
+    BufferKeep,
+}
+
+impl Connection {
+    /// Whether an emptied buffer of `capacity` bytes stays for the next message: while frames
+    /// arrive on an open connection ([`Timer::BufferKeep`]).
+    pub(super) fn keeps_buffer(&self, capacity: usize) -> bool {
+        self.warm && matches!(self.state, State::Open) && capacity <= super::KEEP_MAX
+    }
+
+    /// Traffic stopped: the emptied buffers go (an idle connection holds none).
+    fn release_buffers(&mut self) {
+        self.warm = false;
+        if self.rx_filled == 0 {
+            self.rx = BytesMut::new();
+        }
+        self.tx.release();
+    }
 }
 
 /// The armed timers whose deadline is stored: [`Timer::Handshake`], [`Timer::KeepAlive`],
 /// [`Timer::HeldRequest`], [`Timer::CloseReply`] and [`Timer::Linger`]. Each belongs to a state
 /// the others never share, and a transition stops the timer of the state it leaves, so one
 /// slot holds them all: the table costs one deadline per connection (memory per idle
-/// connection is a goal). [`Timer::Heartbeat`] and [`Timer::Idle`] are derived from the
+/// connection is a goal). [`Timer::Heartbeat`], [`Timer::Idle`] and [`Timer::BufferKeep`] are derived from the
 /// heartbeat and the last read instead of stored, so a read costs no timer update.
 ///
 /// The deadline is kept as its seconds and nanoseconds beside the timer's name rather than as
@@ -53,7 +75,10 @@ pub(super) struct TimerTable {
 impl TimerTable {
     /// Arms `timer` for `at`, replacing the timer of the previous state.
     pub(super) fn set(&mut self, timer: Timer, at: Duration) {
-        debug_assert!(!matches!(timer, Timer::Heartbeat | Timer::Idle));
+        debug_assert!(!matches!(
+            timer,
+            Timer::Heartbeat | Timer::Idle | Timer::BufferKeep
+        ));
         self.armed = Some(timer);
         self.secs = at.as_secs();
         self.nanos = at.subsec_nanos();
@@ -94,7 +119,10 @@ impl Connection {
             Timer::Idle if matches!(self.state, State::Open) => {
                 self.config.idle_timeout.map(|t| self.last_received + t)
             }
-            Timer::Heartbeat | Timer::Idle => None,
+            Timer::BufferKeep if self.warm && matches!(self.state, State::Open) => {
+                self.config.buffer_keep.map(|t| self.last_received + t)
+            }
+            Timer::Heartbeat | Timer::Idle | Timer::BufferKeep => None,
             stored => self
                 .timers
                 .next()
@@ -104,16 +132,22 @@ impl Connection {
     }
 
     /// The next instant [`Connection::handle_timeout`] must be called at, if any.
+    ///
+    /// Drivers ask after every event, so this is a few comparisons: an open connection has
+    /// only derived deadlines, every other state its one stored timer at most.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let stored = self.timers.next().map(|(_, at)| at);
-        [
-            stored,
-            self.deadline(Timer::Heartbeat),
-            self.deadline(Timer::Idle),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        if !matches!(self.state, State::Open) {
+            return self.timers.next().map(|(_, at)| at);
+        }
+        let earlier = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let derived = earlier(
+            earlier(self.deadline(Timer::Heartbeat), self.deadline(Timer::Idle)),
+            self.deadline(Timer::BufferKeep),
+        );
+        earlier(derived, self.timers.next().map(|(_, at)| at))
     }
 
     /// Fires every deadline that `now` has reached.
@@ -127,6 +161,9 @@ impl Connection {
         } else if matches!(self.state, State::Open) {
             if self.deadline(Timer::Idle).is_some_and(|at| now >= at) {
                 return self.expire(Timer::Idle);
+            }
+            if self.deadline(Timer::BufferKeep).is_some_and(|at| now >= at) {
+                self.expire(Timer::BufferKeep);
             }
             // The heartbeat judges its own deadline.
             self.expire(Timer::Heartbeat);
@@ -153,6 +190,7 @@ impl Connection {
                 self.finish(CloseCode::Abnormal, "close timeout".into(), false, false);
             }
             Timer::Linger => self.state = State::Closed,
+            Timer::BufferKeep => self.release_buffers(),
             Timer::Idle => {
                 // Failed like a dead heartbeat: a 1001 close frame, then Closed at once; a
                 // peer silent this long is not waited for.
