@@ -24,7 +24,7 @@
 //! room's last member change, which orders the member counts nodes receive). Channel:
 //! `dx:{R}:c`, payload `epoch seq client data`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -55,6 +55,14 @@ const MAX_BATCH: usize = 256;
 const META_TTL_SECS: u64 = 86_400;
 /// A publish id is recognised this long after it was sequenced, from any node.
 const DEDUP_TTL_SECS: u64 = 300;
+/// A join attempt the node gave up keeps its tombstone this long (see [`COMPENSATE_SCRIPT`]):
+/// far longer than Redis can hold a closed connection's script unread and still answer others.
+const TOMBSTONE_TTL_SECS: u64 = 300;
+/// A compensation Redis could not be reached for is retried (every [`RETRY_AFTER`] at most)
+/// for this long, then given up with a warning.
+const COMPENSATE_FOR: Duration = Duration::from_secs(TOMBSTONE_TTL_SECS);
+/// At most this many compensations wait for Redis; beyond it the oldest is given up.
+const MAX_COMPENSATIONS: usize = 65_536;
 /// The subscriber pings Redis this often, and reconnects when no answer came in twice that.
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// The default of `--broker-queue`: bytes of room messages (payload plus 160 bytes each) the
@@ -110,8 +118,10 @@ end
 
 /// A join's one round trip (also a position read, without ARGV[7]): the room's epoch and seq
 /// (created if new), the member recorded when ARGV[7] (node) is given, as [`MEMBER_SCRIPT`]
-/// does for `J`, then the room's member count and the number of its last member change, its
-/// members (while at most ARGV[6], `--presence-limit`), and the history after `since`.
+/// does for `J`, with the join's attempt number (ARGV[12]) in `dx:{R}:pa`, unless the node
+/// gave this attempt up already (its tombstone KEYS[5] exists: see [`COMPENSATE_SCRIPT`]),
+/// then the room's member count and the number of its last member change, its members (while
+/// at most ARGV[6], `--presence-limit`), and the history after `since`.
 const READ_SCRIPT: &str = concat!(
     bump_lua!(),
     r#"
@@ -122,9 +132,12 @@ if not e then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[7] .. '/' .. ARGV[8], ARGV[8] .. ' ' .. ARGV[9])
+if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[5]) == 0 then
+  local field = ARGV[7] .. '/' .. ARGV[8]
+  redis.call('HSET', KEYS[3], field, ARGV[8] .. ' ' .. ARGV[9])
   redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('HSET', KEYS[6], field, ARGV[12])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
   redis.call('SADD', 'dx:node:' .. ARGV[7] .. ':rooms', ARGV[11])
   local v = bump(KEYS[4], ARGV[5])
   local n = redis.call('HLEN', KEYS[3])
@@ -163,12 +176,15 @@ return out
 /// room's presence hash (field `node/client`, value `client presence`), numbered (`dx:{R}:pv`)
 /// and sent to every node on the room's channel as `! node kind number members client
 /// [presence]` (`members`: the room's members on all nodes after the change). A leave of a
-/// member the hash does not hold (reaped already) is not sent again.
+/// member the hash does not hold (reaped already) is not sent again. Either way the member's
+/// join attempt (`dx:{R}:pa`, KEYS[3]) is forgotten: what the hash holds for it now is no
+/// longer only that join's doing, and no [`COMPENSATE_SCRIPT`] removes it.
 const MEMBER_SCRIPT: &str = concat!(
     bump_lua!(),
     r#"
 local field = ARGV[1] .. '/' .. ARGV[2]
 local head = '! ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' '
+redis.call('HDEL', KEYS[3], field)
 if ARGV[3] == 'L' then
   if redis.call('HDEL', KEYS[1], field) == 0 then return 0 end
   local v = bump(KEYS[2], ARGV[7])
@@ -181,6 +197,30 @@ else
   local n = redis.call('HLEN', KEYS[1])
   redis.call('PUBLISH', ARGV[5], head .. v .. ' ' .. n .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
 end
+return 1
+"#
+);
+
+/// A join that carried a member failed on the node's side (no answer within [`TIMEOUT`], or
+/// the connection cut) after its script call was sent: Redis may have run it, or may still run
+/// it later (it was paused, and reads the closed connection's script when it wakes up), after
+/// anything the node sends on its next connection. Run by the node once Redis answers again,
+/// before any later join of the same client in the room: writes the attempt's tombstone
+/// (KEYS[3], `dx:{R}:x:NODE/CLIENT:ATTEMPT`, for ARGV[4] s), so that the join's script, if
+/// it runs later, records nothing; and if the join's script ran already and what the hash
+/// holds for `node/client` is still that attempt's doing (`dx:{R}:pa`, KEYS[4], holds its
+/// number: no later join, presence change or leave since), removes the member and sends `L`
+/// as [`MEMBER_SCRIPT`] does. Whatever the order Redis runs the two in, no member is left.
+const COMPENSATE_SCRIPT: &str = concat!(
+    bump_lua!(),
+    r#"
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+local field = ARGV[1] .. '/' .. ARGV[2]
+if redis.call('HGET', KEYS[4], field) ~= ARGV[3] then return 0 end
+redis.call('HDEL', KEYS[4], field)
+if redis.call('HDEL', KEYS[1], field) == 0 then return 0 end
+local v = bump(KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' L ' .. v .. ' ' .. redis.call('HLEN', KEYS[1]) .. ' ' .. ARGV[2])
 return 1
 "#
 );
@@ -207,6 +247,7 @@ for _, node in ipairs(dead) do
     for _, f in ipairs(fields) do
       if string.sub(f, 1, #node + 1) == node .. '/' then
         redis.call('HDEL', p, f)
+        redis.call('HDEL', 'dx:{' .. room .. '}:pa', f)
         local client = string.sub(f, #node + 2)
         local elsewhere = false
         for _, g in ipairs(redis.call('HKEYS', p)) do
@@ -292,6 +333,16 @@ fn client_key(client: &str) -> String {
 
 fn presence_key(room: &str) -> String {
     format!("dx:{{{room}}}:p")
+}
+
+/// The join attempt that recorded each member (field `node/client`) and nothing since.
+fn attempt_key(room: &str) -> String {
+    format!("dx:{{{room}}}:pa")
+}
+
+/// The tombstone of join attempt `attempt` of `client` on `node` (see [`COMPENSATE_SCRIPT`]).
+fn tombstone_key(room: &str, node: &str, client: &str, attempt: u64) -> String {
+    format!("dx:{{{room}}}:x:{node}/{client}:{attempt}")
 }
 
 /// The number of the room's last member change.
@@ -450,6 +501,9 @@ impl RedisBroker {
         let commands = CommandThread {
             node: node.clone(),
             member: redis::Script::new(MEMBER_SCRIPT),
+            compensate: redis::Script::new(COMPENSATE_SCRIPT),
+            compensations: VecDeque::new(),
+            attempts: 0,
             claim: redis::Script::new(CLAIM_SCRIPT),
             direct: redis::Script::new(DIRECT_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
@@ -750,10 +804,26 @@ impl Subscriber {
 /// A publish request's fields: token, room, client, publish id, data.
 type Publish = (u64, String, String, duplex_core::channel::Id, String);
 
+/// A join attempt that carried a member and failed after its script may have been sent: its
+/// [`COMPENSATE_SCRIPT`] is still to run.
+#[derive(Debug)]
+struct Compensation {
+    room: String,
+    client: String,
+    attempt: u64,
+    since: Instant,
+}
+
 struct CommandThread {
     /// This node's id in presence fields and heartbeats.
     node: String,
     member: redis::Script,
+    /// See [`COMPENSATE_SCRIPT`].
+    compensate: redis::Script,
+    /// Failed join attempts whose compensation has not run yet, oldest first.
+    compensations: VecDeque<Compensation>,
+    /// The number of the last join attempt that carried a member.
+    attempts: u64,
     claim: redis::Script,
     direct: redis::Script,
     release: redis::Script,
@@ -818,7 +888,10 @@ impl CommandThread {
                     }
                 }
             }
-            let wait = if positions.is_empty() {
+            if !self.compensations.is_empty() {
+                self.run_compensations();
+            }
+            let wait = if positions.is_empty() && self.compensations.is_empty() {
                 PING_EVERY
             } else {
                 RETRY_AFTER
@@ -881,6 +954,9 @@ impl CommandThread {
                 } => {
                     // Subscribed first, read (and the member recorded) after, in one call.
                     let result = self.subscriber.subscribe(&room).and_then(|()| {
+                        if let Some((client, _)) = &member {
+                            self.settle(&room, client)?;
+                        }
                         let since = since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
                         self.run_read(&room, since, member.as_ref())
                     });
@@ -1108,6 +1184,67 @@ impl CommandThread {
             .collect()
     }
 
+    /// Runs the compensations of failed join attempts, oldest first, until one fails (Redis is
+    /// still unreachable: they are retried on the next turn of the command loop).
+    fn run_compensations(&mut self) {
+        while let Some(next) = self.compensations.front() {
+            if next.since.elapsed() >= COMPENSATE_FOR {
+                warn!(
+                    room = next.room,
+                    client = next.client,
+                    "a failed join's compensation given up: Redis unreachable too long"
+                );
+                self.compensations.pop_front();
+                continue;
+            }
+            let (room, client, attempt) = (next.room.clone(), next.client.clone(), next.attempt);
+            let (node, script) = (self.node.clone(), self.compensate.clone());
+            let result = self.call(|c| {
+                script
+                    .key(presence_key(&room))
+                    .key(member_version_key(&room))
+                    .key(tombstone_key(&room, &node, &client, attempt))
+                    .key(attempt_key(&room))
+                    .arg(&node)
+                    .arg(&client)
+                    .arg(attempt)
+                    .arg(TOMBSTONE_TTL_SECS)
+                    .arg(channel(&room))
+                    .arg(META_TTL_SECS)
+                    .invoke::<i64>(c)
+            });
+            match result {
+                Ok(removed) => {
+                    if removed == 1 {
+                        info!(room, client, "member of a failed join removed");
+                    }
+                    self.compensations.pop_front();
+                }
+                Err(BrokerError(e)) => {
+                    debug!(room, client, "failed join not compensated yet: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A join of `client` in `room` may run only after the compensations of its failed
+    /// attempts did: one of those could otherwise still record the member after this join,
+    /// and its compensation then remove a member this join recorded.
+    fn settle(&mut self, room: &str, client: &str) -> Result<(), BrokerError> {
+        let unsettled =
+            |c: &VecDeque<Compensation>| c.iter().any(|c| c.room == room && c.client == client);
+        if unsettled(&self.compensations) {
+            self.run_compensations();
+            if unsettled(&self.compensations) {
+                return Err(BrokerError(
+                    "an earlier join of this client is not settled in Redis yet".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Records a presence change and sends it to the other nodes. A failure loses the event
     /// (presence is not acked); the next resubscribe announces every member again.
     fn run_member(&mut self, room: &str, client: &str, kind: &str, presence: &str) {
@@ -1116,6 +1253,7 @@ impl CommandThread {
             script
                 .key(presence_key(room))
                 .key(member_version_key(room))
+                .key(attempt_key(room))
                 .arg(&node)
                 .arg(client)
                 .arg(kind)
@@ -1144,15 +1282,24 @@ impl CommandThread {
         };
         let (client, presence) = member.map_or(("", ""), |(c, p)| (c.as_str(), p.as_str()));
         let node = node.to_string();
+        // Each join that records a member is an attempt of its own (see COMPENSATE_SCRIPT).
+        let attempt = if member.is_some() {
+            self.attempts += 1;
+            self.attempts
+        } else {
+            0
+        };
         let ttl = self.history_ttl_ms.max(1);
         let presence_limit = self.presence_limit;
         let script = self.read.clone();
-        let values: Vec<Value> = self.call(|c| {
+        let values: Result<Vec<Value>, BrokerError> = self.call(|c| {
             script
                 .key(meta_key(room))
                 .key(history_key(room))
                 .key(presence_key(room))
                 .key(member_version_key(room))
+                .key(tombstone_key(room, &node, client, attempt))
+                .key(attempt_key(room))
                 .arg(new_epoch())
                 .arg(since_epoch)
                 .arg(since_seq)
@@ -1164,8 +1311,33 @@ impl CommandThread {
                 .arg(presence)
                 .arg(channel(room))
                 .arg(room)
+                .arg(attempt)
                 .invoke(c)
-        })?;
+        });
+        let values = match values {
+            Ok(values) => values,
+            Err(e) => {
+                if member.is_some() {
+                    // Sent, or maybe not: Redis may still run it, after anything sent next.
+                    self.compensations.push_back(Compensation {
+                        room: room.to_string(),
+                        client: client.to_string(),
+                        attempt,
+                        since: Instant::now(),
+                    });
+                    if self.compensations.len() > MAX_COMPENSATIONS {
+                        if let Some(dropped) = self.compensations.pop_front() {
+                            warn!(
+                                room = dropped.room,
+                                client = dropped.client,
+                                "a failed join's compensation given up: too many waiting"
+                            );
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         parse_read(values).ok_or_else(|| BrokerError("unexpected answer from Redis".into()))
     }
 }
