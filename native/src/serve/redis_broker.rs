@@ -1200,18 +1200,7 @@ impl CommandThread {
             let (room, client, attempt) = (next.room.clone(), next.client.clone(), next.attempt);
             let (node, script) = (self.node.clone(), self.compensate.clone());
             let result = self.call(|c| {
-                script
-                    .key(presence_key(&room))
-                    .key(member_version_key(&room))
-                    .key(tombstone_key(&room, &node, &client, attempt))
-                    .key(attempt_key(&room))
-                    .arg(&node)
-                    .arg(&client)
-                    .arg(attempt)
-                    .arg(TOMBSTONE_TTL_SECS)
-                    .arg(channel(&room))
-                    .arg(META_TTL_SECS)
-                    .invoke::<i64>(c)
+                compensate_call(&script, &node, &room, &client, attempt).invoke::<i64>(c)
             });
             match result {
                 Ok(removed) => {
@@ -1249,20 +1238,8 @@ impl CommandThread {
     /// (presence is not acked); the next resubscribe announces every member again.
     fn run_member(&mut self, room: &str, client: &str, kind: &str, presence: &str) {
         let (node, script) = (self.node.clone(), self.member.clone());
-        let result = self.call(|c| {
-            script
-                .key(presence_key(room))
-                .key(member_version_key(room))
-                .key(attempt_key(room))
-                .arg(&node)
-                .arg(client)
-                .arg(kind)
-                .arg(presence)
-                .arg(channel(room))
-                .arg(room)
-                .arg(META_TTL_SECS)
-                .invoke::<i64>(c)
-        });
+        let result = self
+            .call(|c| member_call(&script, &node, room, client, kind, presence).invoke::<i64>(c));
         if let Err(BrokerError(e)) = result {
             debug!(room, client, "presence change not recorded: {e}");
         }
@@ -1292,28 +1269,19 @@ impl CommandThread {
         let ttl = self.history_ttl_ms.max(1);
         let presence_limit = self.presence_limit;
         let script = self.read.clone();
-        let values: Result<Vec<Value>, BrokerError> = self.call(|c| {
-            script
-                .key(meta_key(room))
-                .key(history_key(room))
-                .key(presence_key(room))
-                .key(member_version_key(room))
-                .key(tombstone_key(room, &node, client, attempt))
-                .key(attempt_key(room))
-                .arg(new_epoch())
-                .arg(since_epoch)
-                .arg(since_seq)
-                .arg(ttl)
-                .arg(META_TTL_SECS)
-                .arg(presence_limit)
-                .arg(&node)
-                .arg(client)
-                .arg(presence)
-                .arg(channel(room))
-                .arg(room)
-                .arg(attempt)
-                .invoke(c)
-        });
+        let join = JoinCall {
+            room,
+            since_epoch,
+            since_seq,
+            node: &node,
+            client,
+            presence,
+            attempt,
+            history_ttl_ms: ttl,
+            presence_limit,
+        };
+        let values: Result<Vec<Value>, BrokerError> =
+            self.call(|c| join.prepare(&script).invoke(c));
         let values = match values {
             Ok(values) => values,
             Err(e) => {
@@ -1340,6 +1308,91 @@ impl CommandThread {
         };
         parse_read(values).ok_or_else(|| BrokerError("unexpected answer from Redis".into()))
     }
+}
+
+/// The arguments of a [`READ_SCRIPT`] call: a join (`node`, `client` and `presence` given,
+/// the member recorded as join `attempt`), or a position read (they are empty).
+struct JoinCall<'a> {
+    room: &'a str,
+    since_epoch: &'a str,
+    since_seq: u64,
+    node: &'a str,
+    client: &'a str,
+    presence: &'a str,
+    attempt: u64,
+    history_ttl_ms: u64,
+    presence_limit: usize,
+}
+
+impl JoinCall<'_> {
+    fn prepare<'s>(&self, script: &'s redis::Script) -> redis::ScriptInvocation<'s> {
+        let room = self.room;
+        let mut call = script.prepare_invoke();
+        call.key(meta_key(room))
+            .key(history_key(room))
+            .key(presence_key(room))
+            .key(member_version_key(room))
+            .key(tombstone_key(room, self.node, self.client, self.attempt))
+            .key(attempt_key(room))
+            .arg(new_epoch())
+            .arg(self.since_epoch)
+            .arg(self.since_seq)
+            .arg(self.history_ttl_ms)
+            .arg(META_TTL_SECS)
+            .arg(self.presence_limit)
+            .arg(self.node)
+            .arg(self.client)
+            .arg(self.presence)
+            .arg(channel(room))
+            .arg(room)
+            .arg(self.attempt);
+        call
+    }
+}
+
+/// A [`MEMBER_SCRIPT`] call: `kind` (`J`, `P` or `L`) of `client` on `node` in `room`.
+fn member_call<'s>(
+    script: &'s redis::Script,
+    node: &str,
+    room: &str,
+    client: &str,
+    kind: &str,
+    presence: &str,
+) -> redis::ScriptInvocation<'s> {
+    let mut call = script.prepare_invoke();
+    call.key(presence_key(room))
+        .key(member_version_key(room))
+        .key(attempt_key(room))
+        .arg(node)
+        .arg(client)
+        .arg(kind)
+        .arg(presence)
+        .arg(channel(room))
+        .arg(room)
+        .arg(META_TTL_SECS);
+    call
+}
+
+/// A [`COMPENSATE_SCRIPT`] call: `node` gave up join `attempt` of `client` in `room`.
+fn compensate_call<'s>(
+    script: &'s redis::Script,
+    node: &str,
+    room: &str,
+    client: &str,
+    attempt: u64,
+) -> redis::ScriptInvocation<'s> {
+    let mut call = script.prepare_invoke();
+    call.key(presence_key(room))
+        .key(member_version_key(room))
+        .key(tombstone_key(room, node, client, attempt))
+        .key(attempt_key(room))
+        .arg(node)
+        .arg(client)
+        .arg(attempt)
+        .arg(TOMBSTONE_TTL_SECS)
+        .arg(channel(room))
+        .arg(META_TTL_SECS);
+    call
 }
 
 fn parse_read(values: Vec<Value>) -> Option<RoomState> {
@@ -2012,6 +2065,143 @@ mod tests {
             })
         );
         assert_eq!(parse_direct("ada 7"), None);
+    }
+
+    /// A `redis-server` of the test's own on a free port (Debian's package; tests/setup.sh
+    /// installs it), killed on drop.
+    struct TestRedis {
+        child: std::process::Child,
+        client: redis::Client,
+    }
+
+    impl TestRedis {
+        fn start() -> TestRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (tests/setup.sh installs it)");
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+            let redis = TestRedis { child, client };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while redis.client.get_connection().is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            redis
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs redis-server: run by tests/run.sh cluster"]
+    fn a_given_up_join_leaves_no_member_whatever_the_order_redis_runs_it_and_its_compensation() {
+        let redis = TestRedis::start();
+        let mut c = redis.client.get_connection().unwrap();
+        let (read, member, compensate) = (
+            redis::Script::new(READ_SCRIPT),
+            redis::Script::new(MEMBER_SCRIPT),
+            redis::Script::new(COMPENSATE_SCRIPT),
+        );
+        let join = |c: &mut redis::Connection, node: &str, room: &str, client: &str, attempt| {
+            let call = JoinCall {
+                room,
+                since_epoch: "",
+                since_seq: 0,
+                node,
+                client,
+                presence: "null",
+                attempt,
+                history_ttl_ms: 60_000,
+                presence_limit: 100,
+            };
+            let values: Vec<Value> = call.prepare(&read).invoke(c).unwrap();
+            parse_read(values).unwrap()
+        };
+        let compensated = |c: &mut redis::Connection, node: &str, room: &str, client, attempt| {
+            compensate_call(&compensate, node, room, client, attempt)
+                .invoke::<i64>(c)
+                .unwrap()
+        };
+        let changed = |c: &mut redis::Connection, node: &str, room: &str, client, kind| {
+            member_call(&member, node, room, client, kind, "null")
+                .invoke::<i64>(c)
+                .unwrap()
+        };
+        let fields = |c: &mut redis::Connection, room: &str| {
+            let mut fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(presence_key(room))
+                .query(c)
+                .unwrap();
+            fields.sort();
+            fields
+        };
+        let version = |c: &mut redis::Connection, room: &str| -> u64 {
+            let v: Option<u64> = redis::cmd("GET")
+                .arg(member_version_key(room))
+                .query(c)
+                .unwrap();
+            v.unwrap_or(0)
+        };
+
+        // The compensation first: the join's late run records nothing, announces nothing.
+        assert_eq!(compensated(&mut c, "n1", "app/a", "ada", 1), 0);
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(tombstone_key("app/a", "n1", "ada", 1))
+            .query(&mut c)
+            .unwrap();
+        assert!(ttl > 0 && ttl <= TOMBSTONE_TTL_SECS as i64, "{ttl}");
+        let before = version(&mut c, "app/a");
+        let state = join(&mut c, "n1", "app/a", "ada", 1);
+        assert!(state.members.is_empty(), "{:?}", state.members);
+        assert_eq!(fields(&mut c, "app/a"), Vec::<String>::new());
+        assert_eq!(version(&mut c, "app/a"), before, "no member change");
+
+        // The join first: its compensation removes the member, as a member change (`L`).
+        join(&mut c, "n1", "app/b", "ada", 2);
+        assert_eq!(fields(&mut c, "app/b"), vec!["n1/ada"]);
+        let before = version(&mut c, "app/b");
+        assert_eq!(compensated(&mut c, "n1", "app/b", "ada", 2), 1);
+        assert_eq!(fields(&mut c, "app/b"), Vec::<String>::new());
+        assert!(version(&mut c, "app/b") > before);
+
+        // A later join of the same client on the same node succeeded meanwhile: its member
+        // stays, and so does the same client's membership through another node.
+        join(&mut c, "n1", "app/c", "ada", 3);
+        join(&mut c, "n1", "app/c", "ada", 4);
+        join(&mut c, "n2", "app/c", "ada", 1);
+        assert_eq!(compensated(&mut c, "n1", "app/c", "ada", 3), 0);
+        assert_eq!(compensated(&mut c, "n2", "app/c", "ada", 3), 0);
+        assert_eq!(fields(&mut c, "app/c"), vec!["n1/ada", "n2/ada"]);
+
+        // Announced again (a resubscribe's `J`) or changed (`P`) since: the member is no
+        // longer that join's doing alone, and stays.
+        join(&mut c, "n1", "app/d", "ada", 5);
+        join(&mut c, "n1", "app/d", "bob", 6);
+        assert_eq!(changed(&mut c, "n1", "app/d", "ada", "J"), 1);
+        assert_eq!(changed(&mut c, "n1", "app/d", "bob", "P"), 1);
+        assert_eq!(compensated(&mut c, "n1", "app/d", "ada", 5), 0);
+        assert_eq!(compensated(&mut c, "n1", "app/d", "bob", 6), 0);
+        assert_eq!(fields(&mut c, "app/d"), vec!["n1/ada", "n1/bob"]);
+
+        // Left since: nothing to remove, and no second `L`.
+        join(&mut c, "n1", "app/e", "ada", 7);
+        assert_eq!(changed(&mut c, "n1", "app/e", "ada", "L"), 1);
+        let before = version(&mut c, "app/e");
+        assert_eq!(compensated(&mut c, "n1", "app/e", "ada", 7), 0);
+        assert_eq!(version(&mut c, "app/e"), before);
+        assert_eq!(fields(&mut c, "app/e"), Vec::<String>::new());
     }
 
     #[test]
