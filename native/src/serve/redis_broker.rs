@@ -21,8 +21,26 @@
 //! `--history-ttl` after the last publish, older entries skipped on read),
 //! `dx:{R}:dd:{client}:{id}` (the seq and epoch a publish id got, for 5 minutes), `dx:{R}:p`
 //! (hash of the members on every node, field `node/client`), `dx:{R}:pv` (the number of the
-//! room's last member change, which orders the member counts nodes receive). Channel:
-//! `dx:{R}:c`, payload `epoch seq client data`.
+//! room's last member change, which orders the member counts nodes receive), `dx:{R}:pa`
+//! (hash, field `node/client`: the number of the join attempt that recorded the member, while
+//! nothing else changed it since), `dx:{R}:x:NODE/CLIENT:ATTEMPT` (a given-up join attempt's
+//! tombstone, for 5 minutes). Channel: `dx:{R}:c`, payload `epoch seq client data`.
+//!
+//! A join's answer can be lost (no answer within 2 s: Redis paused, or the connection cut)
+//! while Redis still runs its script later, after whatever the node sends next on its new
+//! connection, the hub's `MemberLeft` for the refused member included. Left alone, that late
+//! run would record and announce a member no node holds: a ghost every node lists until this
+//! node dies and is reaped. So each join that records a member is a numbered attempt (per node
+//! process), and when one fails the command thread keeps its compensation
+//! (`COMPENSATE_SCRIPT`) and runs it as soon as Redis answers again (retried every
+//! 250 ms at most, for 5 minutes, at most 65,536 waiting), and always
+//! before a later join of the same client in the room on this node (that join is refused
+//! `unavailable` until then). The compensation writes the attempt's tombstone, which the join
+//! script checks before recording anything, and removes the member (with an `L`, numbered like
+//! any member change) only if `dx:{R}:pa` shows that attempt recorded it and nothing changed it
+//! since: a later join, a presence change or a re-announcement of the same client on this
+//! node, or its leave, clears that mark. Either order of the late join and its compensation
+//! in Redis thus ends with no member; a join that is answered costs one round trip as before.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufReader, Write};
