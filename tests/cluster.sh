@@ -4,7 +4,7 @@
 # node and after a node restart, publish-id dedup across nodes, Redis killed and restarted.
 # Then tests/cluster_lb.sh: three nodes behind a real HAProxy (round-robin, no stickiness), the
 # demo page in Chromium on two pages through it, one node SIGKILLed mid-session.
-# The tests are in native/tests/cluster.rs (and the HTTP transports' in native/tests/fallback.rs), ignored by a plain `cargo test` because they need
+# The tests are in native/tests/cluster.rs (the broker scripts' own in native/src/serve/redis_broker.rs, and the HTTP transports' in native/tests/fallback.rs), ignored by a plain `cargo test` because they need
 # redis-server; here a missing redis-server fails the step.
 set -euo pipefail
 # shellcheck source=tests/lib.sh
@@ -15,6 +15,8 @@ command -v redis-server >/dev/null || die "redis-server not found (tests/setup.s
 log "$(redis-server --version)"
 cd "$REPO_ROOT"
 timeout 300 cargo test -p duplex --test cluster -- --ignored --test-threads 2
+# The Redis broker's scripts on their own: a given-up join and its compensation, in either order.
+timeout 120 cargo test -p duplex --lib -- --ignored serve::redis_broker
 # The HTTP transports' sessions across nodes (requests relayed to the session's node).
 timeout 120 cargo test -p duplex --test fallback -- --ignored --test-threads 2
 bash "$REPO_ROOT/tests/cluster_lb.sh"

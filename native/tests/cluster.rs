@@ -1412,3 +1412,95 @@ fn the_presence_limit_is_judged_on_the_room_s_members_on_every_node() {
     assert_eq!(leave["client"], "cy", "dan's leave was told: {leave}");
     assert_eq!(ben.until("leave")["client"], "cy");
 }
+
+/// The clients of `room`'s members as Redis's presence hash (`dx:{R}:p`, values
+/// `client presence`) lists them, sorted.
+fn redis_members(redis: &Redis, room: &str) -> Vec<String> {
+    let answer = redis
+        .command(&format!("HVALS dx:{{{room}}}:p\r\n"))
+        .expect("an answer from Redis");
+    assert!(answer.starts_with('*'), "{answer:?}");
+    let mut members: Vec<String> = answer
+        .split("\r\n")
+        .filter(|line| !line.is_empty() && !line.starts_with(['*', '$']))
+        .map(|value| value.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    members.sort();
+    members
+}
+
+#[test]
+#[ignore = "needs redis-server: run by tests/run.sh cluster"]
+fn a_join_whose_answer_is_lost_while_redis_is_paused_leaves_no_ghost_member() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    let (a, b) = (node(&redis), node(&redis));
+    let room = "app/ghost";
+    // A member on each node; node A is subscribed to the room already, so that gus's join goes
+    // straight to its script call.
+    let mut anchor = Peer::hello(a.addr, "anchor");
+    anchor.join(room, 1, None);
+    let mut watcher = Peer::hello(b.addr, "watcher");
+    watcher.join(room, 1, None);
+    let mut gus = Peer::hello(a.addr, "gus");
+    let port = redis.port;
+    let pause = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"DEBUG SLEEP 3\r\n").unwrap();
+        let mut buf = [0u8; 16];
+        let _ = stream.read(&mut buf);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // Sent to Redis while it sleeps: node A gives up after 2 s, and Redis runs the script when
+    // it wakes up, after the node answered `unavailable`.
+    gus.send(json!({"type": "join", "id": 1, "room": room, "presence": {"ghost": true}}));
+    let answer = loop {
+        let message = gus.recv();
+        if message["type"] == "error" || message["type"] == "joined" {
+            break message;
+        }
+    };
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+    // The client gives up on node A, and once Redis answers again retries on node B, then
+    // leaves the room there.
+    drop(gus);
+    pause.join().unwrap();
+    let resumed = Instant::now();
+    let mut gus = Peer::hello(b.addr, "gus");
+    let (_, joined) = gus.join(room, 1, None);
+    assert_eq!(clients(&joined), vec!["anchor", "gus", "watcher"]);
+    gus.send(json!({"type": "leave", "id": 2, "room": room}));
+    gus.until("left");
+    // Within a bound, Redis and a join on another node list no member gus left behind.
+    let bound = Duration::from_secs(5);
+    let expected = vec!["anchor".to_string(), "watcher".to_string()];
+    let mut members = redis_members(&redis, room);
+    while members != expected && resumed.elapsed() < bound {
+        std::thread::sleep(Duration::from_millis(50));
+        members = redis_members(&redis, room);
+    }
+    assert_eq!(
+        members,
+        expected,
+        "a ghost member after {:?}",
+        resumed.elapsed()
+    );
+    eprintln!(
+        "no ghost member {:?} after Redis resumed",
+        resumed.elapsed()
+    );
+    let mut late = Peer::hello(b.addr, "late");
+    let (_, joined) = late.join(room, 1, None);
+    assert_eq!(clients(&joined), vec!["anchor", "late", "watcher"]);
+    // The other nodes' members heard gus leave after each join they heard of (the join's
+    // late run in Redis announces it, its removal a leave).
+    let mut heard = Vec::new();
+    while let Some(m) = watcher.recv_within(Duration::from_millis(300)) {
+        if (m["type"] == "join" || m["type"] == "leave") && m["client"] == "gus" {
+            heard.push(m["type"].as_str().unwrap().to_string());
+        }
+    }
+    let joins = heard.iter().filter(|h| *h == "join").count();
+    assert!(joins >= 1, "{heard:?}");
+    assert_eq!(heard.len(), joins * 2, "{heard:?}");
+    assert_eq!(heard.last().map(String::as_str), Some("leave"), "{heard:?}");
+}

@@ -18,7 +18,10 @@
 //!   seq and history after that, so every message is either in the answer or arrives later as a
 //!   [`BrokerEvent::Message`] (the hub drops the ones it sees twice). When it carries a new
 //!   member, the same round trip records it as [`BrokerRequest::MemberJoined`] would, before
-//!   the read (so the answer's members and count include it).
+//!   the read (so the answer's members and count include it). A join answered with an error
+//!   may still take effect in the broker later (its answer was lost, not its request), after
+//!   the hub's [`BrokerRequest::MemberLeft`] for it: the broker must then not leave that
+//!   member recorded (the Redis broker compensates the given-up attempt).
 //! - Every change of a room's members (on any node, this one included) is numbered by the
 //!   broker, per room, and reported to every node subscribed to the room as a
 //!   [`BrokerEvent::MemberCount`]: the room's members on all nodes after it. The hub judges

@@ -21,10 +21,28 @@
 //! `--history-ttl` after the last publish, older entries skipped on read),
 //! `dx:{R}:dd:{client}:{id}` (the seq and epoch a publish id got, for 5 minutes), `dx:{R}:p`
 //! (hash of the members on every node, field `node/client`), `dx:{R}:pv` (the number of the
-//! room's last member change, which orders the member counts nodes receive). Channel:
-//! `dx:{R}:c`, payload `epoch seq client data`.
+//! room's last member change, which orders the member counts nodes receive), `dx:{R}:pa`
+//! (hash, field `node/client`: the number of the join attempt that recorded the member, while
+//! nothing else changed it since), `dx:{R}:x:NODE/CLIENT:ATTEMPT` (a given-up join attempt's
+//! tombstone, for 5 minutes). Channel: `dx:{R}:c`, payload `epoch seq client data`.
+//!
+//! A join's answer can be lost (no answer within 2 s: Redis paused, or the connection cut)
+//! while Redis still runs its script later, after whatever the node sends next on its new
+//! connection, the hub's `MemberLeft` for the refused member included. Left alone, that late
+//! run would record and announce a member no node holds: a ghost every node lists until this
+//! node dies and is reaped. So each join that records a member is a numbered attempt (per node
+//! process), and when one fails the command thread keeps its compensation
+//! (`COMPENSATE_SCRIPT`) and runs it as soon as Redis answers again (retried every
+//! 250 ms at most, for 5 minutes, at most 65,536 waiting), and always
+//! before a later join of the same client in the room on this node (that join is refused
+//! `unavailable` until then). The compensation writes the attempt's tombstone, which the join
+//! script checks before recording anything, and removes the member (with an `L`, numbered like
+//! any member change) only if `dx:{R}:pa` shows that attempt recorded it and nothing changed it
+//! since: a later join, a presence change or a re-announcement of the same client on this
+//! node, or its leave, clears that mark. Either order of the late join and its compensation
+//! in Redis thus ends with no member; a join that is answered costs one round trip as before.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -55,6 +73,14 @@ const MAX_BATCH: usize = 256;
 const META_TTL_SECS: u64 = 86_400;
 /// A publish id is recognised this long after it was sequenced, from any node.
 const DEDUP_TTL_SECS: u64 = 300;
+/// A join attempt the node gave up keeps its tombstone this long (see [`COMPENSATE_SCRIPT`]):
+/// far longer than Redis can hold a closed connection's script unread and still answer others.
+const TOMBSTONE_TTL_SECS: u64 = 300;
+/// A compensation Redis could not be reached for is retried (every [`RETRY_AFTER`] at most)
+/// for this long, then given up with a warning.
+const COMPENSATE_FOR: Duration = Duration::from_secs(TOMBSTONE_TTL_SECS);
+/// At most this many compensations wait for Redis; beyond it the oldest is given up.
+const MAX_COMPENSATIONS: usize = 65_536;
 /// The subscriber pings Redis this often, and reconnects when no answer came in twice that.
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// The default of `--broker-queue`: bytes of room messages (payload plus 160 bytes each) the
@@ -110,8 +136,10 @@ end
 
 /// A join's one round trip (also a position read, without ARGV[7]): the room's epoch and seq
 /// (created if new), the member recorded when ARGV[7] (node) is given, as [`MEMBER_SCRIPT`]
-/// does for `J`, then the room's member count and the number of its last member change, its
-/// members (while at most ARGV[6], `--presence-limit`), and the history after `since`.
+/// does for `J`, with the join's attempt number (ARGV[12]) in `dx:{R}:pa`, unless the node
+/// gave this attempt up already (its tombstone KEYS[5] exists: see [`COMPENSATE_SCRIPT`]),
+/// then the room's member count and the number of its last member change, its members (while
+/// at most ARGV[6], `--presence-limit`), and the history after `since`.
 const READ_SCRIPT: &str = concat!(
     bump_lua!(),
     r#"
@@ -122,9 +150,12 @@ if not e then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0')
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[7] .. '/' .. ARGV[8], ARGV[8] .. ' ' .. ARGV[9])
+if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[5]) == 0 then
+  local field = ARGV[7] .. '/' .. ARGV[8]
+  redis.call('HSET', KEYS[3], field, ARGV[8] .. ' ' .. ARGV[9])
   redis.call('EXPIRE', KEYS[3], ARGV[5])
+  redis.call('HSET', KEYS[6], field, ARGV[12])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
   redis.call('SADD', 'dx:node:' .. ARGV[7] .. ':rooms', ARGV[11])
   local v = bump(KEYS[4], ARGV[5])
   local n = redis.call('HLEN', KEYS[3])
@@ -163,12 +194,15 @@ return out
 /// room's presence hash (field `node/client`, value `client presence`), numbered (`dx:{R}:pv`)
 /// and sent to every node on the room's channel as `! node kind number members client
 /// [presence]` (`members`: the room's members on all nodes after the change). A leave of a
-/// member the hash does not hold (reaped already) is not sent again.
+/// member the hash does not hold (reaped already) is not sent again. Either way the member's
+/// join attempt (`dx:{R}:pa`, KEYS[3]) is forgotten: what the hash holds for it now is no
+/// longer only that join's doing, and no [`COMPENSATE_SCRIPT`] removes it.
 const MEMBER_SCRIPT: &str = concat!(
     bump_lua!(),
     r#"
 local field = ARGV[1] .. '/' .. ARGV[2]
 local head = '! ' .. ARGV[1] .. ' ' .. ARGV[3] .. ' '
+redis.call('HDEL', KEYS[3], field)
 if ARGV[3] == 'L' then
   if redis.call('HDEL', KEYS[1], field) == 0 then return 0 end
   local v = bump(KEYS[2], ARGV[7])
@@ -181,6 +215,30 @@ else
   local n = redis.call('HLEN', KEYS[1])
   redis.call('PUBLISH', ARGV[5], head .. v .. ' ' .. n .. ' ' .. ARGV[2] .. ' ' .. ARGV[4])
 end
+return 1
+"#
+);
+
+/// A join that carried a member failed on the node's side (no answer within [`TIMEOUT`], or
+/// the connection cut) after its script call was sent: Redis may have run it, or may still run
+/// it later (it was paused, and reads the closed connection's script when it wakes up), after
+/// anything the node sends on its next connection. Run by the node once Redis answers again,
+/// before any later join of the same client in the room: writes the attempt's tombstone
+/// (KEYS[3], `dx:{R}:x:NODE/CLIENT:ATTEMPT`, for ARGV[4] s), so that the join's script, if
+/// it runs later, records nothing; and if the join's script ran already and what the hash
+/// holds for `node/client` is still that attempt's doing (`dx:{R}:pa`, KEYS[4], holds its
+/// number: no later join, presence change or leave since), removes the member and sends `L`
+/// as [`MEMBER_SCRIPT`] does. Whatever the order Redis runs the two in, no member is left.
+const COMPENSATE_SCRIPT: &str = concat!(
+    bump_lua!(),
+    r#"
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+local field = ARGV[1] .. '/' .. ARGV[2]
+if redis.call('HGET', KEYS[4], field) ~= ARGV[3] then return 0 end
+redis.call('HDEL', KEYS[4], field)
+if redis.call('HDEL', KEYS[1], field) == 0 then return 0 end
+local v = bump(KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[5], '! ' .. ARGV[1] .. ' L ' .. v .. ' ' .. redis.call('HLEN', KEYS[1]) .. ' ' .. ARGV[2])
 return 1
 "#
 );
@@ -207,6 +265,7 @@ for _, node in ipairs(dead) do
     for _, f in ipairs(fields) do
       if string.sub(f, 1, #node + 1) == node .. '/' then
         redis.call('HDEL', p, f)
+        redis.call('HDEL', 'dx:{' .. room .. '}:pa', f)
         local client = string.sub(f, #node + 2)
         local elsewhere = false
         for _, g in ipairs(redis.call('HKEYS', p)) do
@@ -292,6 +351,16 @@ fn client_key(client: &str) -> String {
 
 fn presence_key(room: &str) -> String {
     format!("dx:{{{room}}}:p")
+}
+
+/// The join attempt that recorded each member (field `node/client`) and nothing since.
+fn attempt_key(room: &str) -> String {
+    format!("dx:{{{room}}}:pa")
+}
+
+/// The tombstone of join attempt `attempt` of `client` on `node` (see [`COMPENSATE_SCRIPT`]).
+fn tombstone_key(room: &str, node: &str, client: &str, attempt: u64) -> String {
+    format!("dx:{{{room}}}:x:{node}/{client}:{attempt}")
 }
 
 /// The number of the room's last member change.
@@ -450,6 +519,9 @@ impl RedisBroker {
         let commands = CommandThread {
             node: node.clone(),
             member: redis::Script::new(MEMBER_SCRIPT),
+            compensate: redis::Script::new(COMPENSATE_SCRIPT),
+            compensations: VecDeque::new(),
+            attempts: 0,
             claim: redis::Script::new(CLAIM_SCRIPT),
             direct: redis::Script::new(DIRECT_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
@@ -750,10 +822,26 @@ impl Subscriber {
 /// A publish request's fields: token, room, client, publish id, data.
 type Publish = (u64, String, String, duplex_core::channel::Id, String);
 
+/// A join attempt that carried a member and failed after its script may have been sent: its
+/// [`COMPENSATE_SCRIPT`] is still to run.
+#[derive(Debug)]
+struct Compensation {
+    room: String,
+    client: String,
+    attempt: u64,
+    since: Instant,
+}
+
 struct CommandThread {
     /// This node's id in presence fields and heartbeats.
     node: String,
     member: redis::Script,
+    /// See [`COMPENSATE_SCRIPT`].
+    compensate: redis::Script,
+    /// Failed join attempts whose compensation has not run yet, oldest first.
+    compensations: VecDeque<Compensation>,
+    /// The number of the last join attempt that carried a member.
+    attempts: u64,
     claim: redis::Script,
     direct: redis::Script,
     release: redis::Script,
@@ -818,7 +906,10 @@ impl CommandThread {
                     }
                 }
             }
-            let wait = if positions.is_empty() {
+            if !self.compensations.is_empty() {
+                self.run_compensations();
+            }
+            let wait = if positions.is_empty() && self.compensations.is_empty() {
                 PING_EVERY
             } else {
                 RETRY_AFTER
@@ -881,6 +972,9 @@ impl CommandThread {
                 } => {
                     // Subscribed first, read (and the member recorded) after, in one call.
                     let result = self.subscriber.subscribe(&room).and_then(|()| {
+                        if let Some((client, _)) = &member {
+                            self.settle(&room, client)?;
+                        }
                         let since = since.as_ref().map(|s| (s.epoch.as_str(), s.seq));
                         self.run_read(&room, since, member.as_ref())
                     });
@@ -1108,23 +1202,62 @@ impl CommandThread {
             .collect()
     }
 
+    /// Runs the compensations of failed join attempts, oldest first, until one fails (Redis is
+    /// still unreachable: they are retried on the next turn of the command loop).
+    fn run_compensations(&mut self) {
+        while let Some(next) = self.compensations.front() {
+            if next.since.elapsed() >= COMPENSATE_FOR {
+                warn!(
+                    room = next.room,
+                    client = next.client,
+                    "a failed join's compensation given up: Redis unreachable too long"
+                );
+                self.compensations.pop_front();
+                continue;
+            }
+            let (room, client, attempt) = (next.room.clone(), next.client.clone(), next.attempt);
+            let (node, script) = (self.node.clone(), self.compensate.clone());
+            let result = self.call(|c| {
+                compensate_call(&script, &node, &room, &client, attempt).invoke::<i64>(c)
+            });
+            match result {
+                Ok(removed) => {
+                    if removed == 1 {
+                        info!(room, client, "member of a failed join removed");
+                    }
+                    self.compensations.pop_front();
+                }
+                Err(BrokerError(e)) => {
+                    debug!(room, client, "failed join not compensated yet: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A join of `client` in `room` may run only after the compensations of its failed
+    /// attempts did: one of those could otherwise still record the member after this join,
+    /// and its compensation then remove a member this join recorded.
+    fn settle(&mut self, room: &str, client: &str) -> Result<(), BrokerError> {
+        let unsettled =
+            |c: &VecDeque<Compensation>| c.iter().any(|c| c.room == room && c.client == client);
+        if unsettled(&self.compensations) {
+            self.run_compensations();
+            if unsettled(&self.compensations) {
+                return Err(BrokerError(
+                    "an earlier join of this client is not settled in Redis yet".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Records a presence change and sends it to the other nodes. A failure loses the event
     /// (presence is not acked); the next resubscribe announces every member again.
     fn run_member(&mut self, room: &str, client: &str, kind: &str, presence: &str) {
         let (node, script) = (self.node.clone(), self.member.clone());
-        let result = self.call(|c| {
-            script
-                .key(presence_key(room))
-                .key(member_version_key(room))
-                .arg(&node)
-                .arg(client)
-                .arg(kind)
-                .arg(presence)
-                .arg(channel(room))
-                .arg(room)
-                .arg(META_TTL_SECS)
-                .invoke::<i64>(c)
-        });
+        let result = self
+            .call(|c| member_call(&script, &node, room, client, kind, presence).invoke::<i64>(c));
         if let Err(BrokerError(e)) = result {
             debug!(room, client, "presence change not recorded: {e}");
         }
@@ -1144,30 +1277,140 @@ impl CommandThread {
         };
         let (client, presence) = member.map_or(("", ""), |(c, p)| (c.as_str(), p.as_str()));
         let node = node.to_string();
+        // Each join that records a member is an attempt of its own (see COMPENSATE_SCRIPT).
+        let attempt = if member.is_some() {
+            self.attempts += 1;
+            self.attempts
+        } else {
+            0
+        };
         let ttl = self.history_ttl_ms.max(1);
         let presence_limit = self.presence_limit;
         let script = self.read.clone();
-        let values: Vec<Value> = self.call(|c| {
-            script
-                .key(meta_key(room))
-                .key(history_key(room))
-                .key(presence_key(room))
-                .key(member_version_key(room))
-                .arg(new_epoch())
-                .arg(since_epoch)
-                .arg(since_seq)
-                .arg(ttl)
-                .arg(META_TTL_SECS)
-                .arg(presence_limit)
-                .arg(&node)
-                .arg(client)
-                .arg(presence)
-                .arg(channel(room))
-                .arg(room)
-                .invoke(c)
-        })?;
+        let join = JoinCall {
+            room,
+            since_epoch,
+            since_seq,
+            node: &node,
+            client,
+            presence,
+            attempt,
+            history_ttl_ms: ttl,
+            presence_limit,
+        };
+        let values: Result<Vec<Value>, BrokerError> =
+            self.call(|c| join.prepare(&script).invoke(c));
+        let values = match values {
+            Ok(values) => values,
+            Err(e) => {
+                if member.is_some() {
+                    // Sent, or maybe not: Redis may still run it, after anything sent next.
+                    self.compensations.push_back(Compensation {
+                        room: room.to_string(),
+                        client: client.to_string(),
+                        attempt,
+                        since: Instant::now(),
+                    });
+                    if self.compensations.len() > MAX_COMPENSATIONS {
+                        if let Some(dropped) = self.compensations.pop_front() {
+                            warn!(
+                                room = dropped.room,
+                                client = dropped.client,
+                                "a failed join's compensation given up: too many waiting"
+                            );
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         parse_read(values).ok_or_else(|| BrokerError("unexpected answer from Redis".into()))
     }
+}
+
+/// The arguments of a [`READ_SCRIPT`] call: a join (`node`, `client` and `presence` given,
+/// the member recorded as join `attempt`), or a position read (they are empty).
+struct JoinCall<'a> {
+    room: &'a str,
+    since_epoch: &'a str,
+    since_seq: u64,
+    node: &'a str,
+    client: &'a str,
+    presence: &'a str,
+    attempt: u64,
+    history_ttl_ms: u64,
+    presence_limit: usize,
+}
+
+impl JoinCall<'_> {
+    fn prepare<'s>(&self, script: &'s redis::Script) -> redis::ScriptInvocation<'s> {
+        let room = self.room;
+        let mut call = script.prepare_invoke();
+        call.key(meta_key(room))
+            .key(history_key(room))
+            .key(presence_key(room))
+            .key(member_version_key(room))
+            .key(tombstone_key(room, self.node, self.client, self.attempt))
+            .key(attempt_key(room))
+            .arg(new_epoch())
+            .arg(self.since_epoch)
+            .arg(self.since_seq)
+            .arg(self.history_ttl_ms)
+            .arg(META_TTL_SECS)
+            .arg(self.presence_limit)
+            .arg(self.node)
+            .arg(self.client)
+            .arg(self.presence)
+            .arg(channel(room))
+            .arg(room)
+            .arg(self.attempt);
+        call
+    }
+}
+
+/// A [`MEMBER_SCRIPT`] call: `kind` (`J`, `P` or `L`) of `client` on `node` in `room`.
+fn member_call<'s>(
+    script: &'s redis::Script,
+    node: &str,
+    room: &str,
+    client: &str,
+    kind: &str,
+    presence: &str,
+) -> redis::ScriptInvocation<'s> {
+    let mut call = script.prepare_invoke();
+    call.key(presence_key(room))
+        .key(member_version_key(room))
+        .key(attempt_key(room))
+        .arg(node)
+        .arg(client)
+        .arg(kind)
+        .arg(presence)
+        .arg(channel(room))
+        .arg(room)
+        .arg(META_TTL_SECS);
+    call
+}
+
+/// A [`COMPENSATE_SCRIPT`] call: `node` gave up join `attempt` of `client` in `room`.
+fn compensate_call<'s>(
+    script: &'s redis::Script,
+    node: &str,
+    room: &str,
+    client: &str,
+    attempt: u64,
+) -> redis::ScriptInvocation<'s> {
+    let mut call = script.prepare_invoke();
+    call.key(presence_key(room))
+        .key(member_version_key(room))
+        .key(tombstone_key(room, node, client, attempt))
+        .key(attempt_key(room))
+        .arg(node)
+        .arg(client)
+        .arg(attempt)
+        .arg(TOMBSTONE_TTL_SECS)
+        .arg(channel(room))
+        .arg(META_TTL_SECS);
+    call
 }
 
 fn parse_read(values: Vec<Value>) -> Option<RoomState> {
@@ -1840,6 +2083,143 @@ mod tests {
             })
         );
         assert_eq!(parse_direct("ada 7"), None);
+    }
+
+    /// A `redis-server` of the test's own on a free port (Debian's package; tests/setup.sh
+    /// installs it), killed on drop.
+    struct TestRedis {
+        child: std::process::Child,
+        client: redis::Client,
+    }
+
+    impl TestRedis {
+        fn start() -> TestRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (tests/setup.sh installs it)");
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+            let redis = TestRedis { child, client };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while redis.client.get_connection().is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            redis
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs redis-server: run by tests/run.sh cluster"]
+    fn a_given_up_join_leaves_no_member_whatever_the_order_redis_runs_it_and_its_compensation() {
+        let redis = TestRedis::start();
+        let mut c = redis.client.get_connection().unwrap();
+        let (read, member, compensate) = (
+            redis::Script::new(READ_SCRIPT),
+            redis::Script::new(MEMBER_SCRIPT),
+            redis::Script::new(COMPENSATE_SCRIPT),
+        );
+        let join = |c: &mut redis::Connection, node: &str, room: &str, client: &str, attempt| {
+            let call = JoinCall {
+                room,
+                since_epoch: "",
+                since_seq: 0,
+                node,
+                client,
+                presence: "null",
+                attempt,
+                history_ttl_ms: 60_000,
+                presence_limit: 100,
+            };
+            let values: Vec<Value> = call.prepare(&read).invoke(c).unwrap();
+            parse_read(values).unwrap()
+        };
+        let compensated = |c: &mut redis::Connection, node: &str, room: &str, client, attempt| {
+            compensate_call(&compensate, node, room, client, attempt)
+                .invoke::<i64>(c)
+                .unwrap()
+        };
+        let changed = |c: &mut redis::Connection, node: &str, room: &str, client, kind| {
+            member_call(&member, node, room, client, kind, "null")
+                .invoke::<i64>(c)
+                .unwrap()
+        };
+        let fields = |c: &mut redis::Connection, room: &str| {
+            let mut fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(presence_key(room))
+                .query(c)
+                .unwrap();
+            fields.sort();
+            fields
+        };
+        let version = |c: &mut redis::Connection, room: &str| -> u64 {
+            let v: Option<u64> = redis::cmd("GET")
+                .arg(member_version_key(room))
+                .query(c)
+                .unwrap();
+            v.unwrap_or(0)
+        };
+
+        // The compensation first: the join's late run records nothing, announces nothing.
+        assert_eq!(compensated(&mut c, "n1", "app/a", "ada", 1), 0);
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(tombstone_key("app/a", "n1", "ada", 1))
+            .query(&mut c)
+            .unwrap();
+        assert!(ttl > 0 && ttl <= TOMBSTONE_TTL_SECS as i64, "{ttl}");
+        let before = version(&mut c, "app/a");
+        let state = join(&mut c, "n1", "app/a", "ada", 1);
+        assert!(state.members.is_empty(), "{:?}", state.members);
+        assert_eq!(fields(&mut c, "app/a"), Vec::<String>::new());
+        assert_eq!(version(&mut c, "app/a"), before, "no member change");
+
+        // The join first: its compensation removes the member, as a member change (`L`).
+        join(&mut c, "n1", "app/b", "ada", 2);
+        assert_eq!(fields(&mut c, "app/b"), vec!["n1/ada"]);
+        let before = version(&mut c, "app/b");
+        assert_eq!(compensated(&mut c, "n1", "app/b", "ada", 2), 1);
+        assert_eq!(fields(&mut c, "app/b"), Vec::<String>::new());
+        assert!(version(&mut c, "app/b") > before);
+
+        // A later join of the same client on the same node succeeded meanwhile: its member
+        // stays, and so does the same client's membership through another node.
+        join(&mut c, "n1", "app/c", "ada", 3);
+        join(&mut c, "n1", "app/c", "ada", 4);
+        join(&mut c, "n2", "app/c", "ada", 1);
+        assert_eq!(compensated(&mut c, "n1", "app/c", "ada", 3), 0);
+        assert_eq!(compensated(&mut c, "n2", "app/c", "ada", 3), 0);
+        assert_eq!(fields(&mut c, "app/c"), vec!["n1/ada", "n2/ada"]);
+
+        // Announced again (a resubscribe's `J`) or changed (`P`) since: the member is no
+        // longer that join's doing alone, and stays.
+        join(&mut c, "n1", "app/d", "ada", 5);
+        join(&mut c, "n1", "app/d", "bob", 6);
+        assert_eq!(changed(&mut c, "n1", "app/d", "ada", "J"), 1);
+        assert_eq!(changed(&mut c, "n1", "app/d", "bob", "P"), 1);
+        assert_eq!(compensated(&mut c, "n1", "app/d", "ada", 5), 0);
+        assert_eq!(compensated(&mut c, "n1", "app/d", "bob", 6), 0);
+        assert_eq!(fields(&mut c, "app/d"), vec!["n1/ada", "n1/bob"]);
+
+        // Left since: nothing to remove, and no second `L`.
+        join(&mut c, "n1", "app/e", "ada", 7);
+        assert_eq!(changed(&mut c, "n1", "app/e", "ada", "L"), 1);
+        let before = version(&mut c, "app/e");
+        assert_eq!(compensated(&mut c, "n1", "app/e", "ada", 7), 0);
+        assert_eq!(version(&mut c, "app/e"), before);
+        assert_eq!(fields(&mut c, "app/e"), Vec::<String>::new());
     }
 
     #[test]
