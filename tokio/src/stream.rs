@@ -470,7 +470,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     async fn feed(&self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        let below_bound = {
+            let inner = self.state();
+            inner.conn.buffered_amount() < inner.max_buffered
+        };
+        if !below_bound {
+            // Waits (and writes) until the output is below its bound again.
+            poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        }
         let reader_waiting = {
             let mut inner = self.state();
             inner
