@@ -405,10 +405,15 @@ export class DuplexSocket extends EventTarget {
     }
   }
 
-  /** Arms one timer at the engine's next deadline. */
+  /**
+   * Arms one timer at the engine's next deadline. A deadline that moved later (the engine's
+   * buffers are kept until a second after the last frame, so each frame moves it) leaves the
+   * armed timer as it is: it fires early, does nothing, and arms the next one.
+   */
   #schedule() {
     const at = this.#core?.poll_timeout();
     if (at === this.#timerAt) return;
+    if (at !== undefined && this.#timer !== null && this.#timerAt <= at) return;
     clearTimeout(this.#timer);
     this.#timer = null;
     this.#timerAt = at;
