@@ -5,8 +5,7 @@
 //! `tests/run.sh cluster` (`cargo test -p duplex --test cluster -- --ignored`), where a missing
 //! `redis-server` fails them.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -492,13 +491,7 @@ fn a_paused_redis_gets_unavailable_in_bounded_time_then_serves_again() {
     let mut bob = Peer::hello(b.addr, "bob");
     ada.join("app/pause", 1, None);
     bob.join("app/pause", 1, None);
-    let port = redis.port;
-    let pause = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(b"DEBUG SLEEP 4\r\n").unwrap();
-        let mut buf = [0u8; 16];
-        let _ = stream.read(&mut buf);
-    });
+    let pause = redis.pause(4);
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let (answer, _) = ada.publish("app/pause", 1, json!("paused"));
@@ -1442,13 +1435,7 @@ fn a_join_whose_answer_is_lost_while_redis_is_paused_leaves_no_ghost_member() {
     let mut watcher = Peer::hello(b.addr, "watcher");
     watcher.join(room, 1, None);
     let mut gus = Peer::hello(a.addr, "gus");
-    let port = redis.port;
-    let pause = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(b"DEBUG SLEEP 3\r\n").unwrap();
-        let mut buf = [0u8; 16];
-        let _ = stream.read(&mut buf);
-    });
+    let pause = redis.pause(3);
     std::thread::sleep(Duration::from_millis(100));
     // Sent to Redis while it sleeps: node A gives up after 2 s, and Redis runs the script when
     // it wakes up, after the node answered `unavailable`.

@@ -304,6 +304,20 @@ impl Redis {
         }
     }
 
+    /// `DEBUG SLEEP secs` sent from a thread of its own: Redis answers nobody until then.
+    /// Join the handle to wait for it to wake up.
+    pub fn pause(&self, secs: u32) -> std::thread::JoinHandle<()> {
+        let port = self.port;
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(format!("DEBUG SLEEP {secs}\r\n").as_bytes())
+                .unwrap();
+            let mut buf = [0u8; 16];
+            let _ = stream.read(&mut buf);
+        })
+    }
+
     /// One inline command; its raw answer.
     pub fn command(&self, line: &str) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
