@@ -527,11 +527,28 @@ pub struct Server {
     shutdown: ShutdownHandle,
 }
 
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// `send` flags for the last bytes before the FIN: `MSG_MORE` holds a short segment back until
+/// `close` appends the FIN to it (Linux); `MSG_NOSIGNAL` as for every write.
+#[cfg(target_os = "linux")]
+const SEND_LAST_FLAGS: libc::c_int = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+#[cfg(not(target_os = "linux"))]
+const SEND_LAST_FLAGS: libc::c_int = 0;
+
+/// Linux copies a listening socket's `TCP_NODELAY` and `SO_SNDBUF` to every socket it
+/// accepts, so they are set once here instead of with two `setsockopt` calls per connection.
+const OPTIONS_INHERITED: bool = cfg!(target_os = "linux");
+
+fn bind_listener(addr: SocketAddr, send_buffer_size: Option<usize>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    if OPTIONS_INHERITED {
+        socket.set_tcp_nodelay(true)?;
+        if let Some(bytes) = send_buffer_size {
+            socket.set_send_buffer_size(bytes)?;
+        }
+    }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(TcpListener::from_std(socket.into()))
@@ -545,7 +562,7 @@ impl Server {
         let mut wakers = Vec::with_capacity(threads);
         let mut addr = config.listen;
         for _ in 0..threads {
-            let listener = bind_listener(addr)?;
+            let listener = bind_listener(addr, config.send_buffer_size)?;
             // With port 0 the first bind picks the port; the others join it.
             addr = listener.local_addr()?;
             let poll = Poll::new()?;
@@ -817,13 +834,15 @@ impl<H: Handler> Worker<H> {
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(%peer, "TCP_NODELAY: {e}");
-        }
-        if let Some(bytes) = self.config.send_buffer_size
-            && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes)
-        {
-            debug!(%peer, "SO_SNDBUF: {e}");
+        if !OPTIONS_INHERITED {
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(%peer, "TCP_NODELAY: {e}");
+            }
+            if let Some(bytes) = self.config.send_buffer_size
+                && let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(bytes)
+            {
+                debug!(%peer, "SO_SNDBUF: {e}");
+            }
         }
         let mut stream = match &self.config.tls {
             None => Transport::Plain(stream),
@@ -998,6 +1017,10 @@ impl<H: Handler> Worker<H> {
         if conn.write_failed {
             return;
         }
+        // The last bytes of a plain connection that ends (the close frame, a refusal), with
+        // nothing left unread: they wait in the kernel for the FIN that `remove` sends right
+        // after, so both leave in one segment instead of two.
+        let last = cfg!(target_os = "linux") && conn.core.is_terminated() && !conn.readable;
         loop {
             let out = conn.core.output();
             if out.is_empty() {
@@ -1009,7 +1032,15 @@ impl<H: Handler> Worker<H> {
                     let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
                     let n = conn.core.output_vectored(&mut pieces);
                     let slices: [io::IoSlice<'_>; MAX_PIECES] = pieces.map(io::IoSlice::new);
-                    socket.write_vectored(&slices[..n])
+                    if last {
+                        socket2::SockRef::from(&*socket)
+                            .send_vectored_with_flags(&slices[..n], SEND_LAST_FLAGS)
+                    } else {
+                        socket.write_vectored(&slices[..n])
+                    }
+                }
+                Transport::Plain(socket) if last => {
+                    socket2::SockRef::from(&*socket).send_with_flags(out, SEND_LAST_FLAGS)
                 }
                 stream => stream.write(out),
             };
@@ -1527,5 +1558,41 @@ impl std::fmt::Display for Peer<'_> {
 fn deregister(registry: &Registry, stream: &mut TcpStream) {
     if let Err(e) = registry.deregister(stream) {
         debug!("deregister: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    /// What `add` relies on when it leaves `TCP_NODELAY` and `SO_SNDBUF` alone.
+    #[test]
+    fn accepted_sockets_inherit_the_listener_options() {
+        let bytes = 96 * 1024;
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), Some(bytes)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "nothing to accept");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let reference = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let default_size = reference.send_buffer_size().unwrap();
+        reference.set_send_buffer_size(bytes).unwrap();
+        let accepted = socket2::SockRef::from(&accepted);
+        assert!(accepted.tcp_nodelay().unwrap());
+        assert_ne!(default_size, reference.send_buffer_size().unwrap());
+        assert_eq!(
+            accepted.send_buffer_size().unwrap(),
+            reference.send_buffer_size().unwrap()
+        );
     }
 }

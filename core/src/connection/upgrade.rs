@@ -4,6 +4,8 @@ use alloc::boxed::Box;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
+use bytes::Buf;
+
 use super::{Connection, Role, State};
 use crate::close::CloseCode;
 use crate::error::Error;
@@ -30,17 +32,34 @@ impl Connection {
             }
             None => return false,
         };
-        let head = self.rx.split_to(end);
-        self.rx_filled -= end;
-        self.head_scanned = 0;
+        // The head is parsed where it lies and then dropped from the buffer: splitting it off
+        // would turn the buffer into a shared one (an allocation, and another when it grows).
         match self.role {
-            Role::Server => self.on_request_head(&head),
-            Role::Client => self.on_response_head(&head),
+            Role::Server => {
+                let request = Request::parse(&self.rx[..end]);
+                self.drop_head(end);
+                self.on_request_head(request)
+            }
+            Role::Client => {
+                let Some(client) = self.client.take() else {
+                    self.drop_head(end);
+                    return false;
+                };
+                let response = Response::parse(&self.rx[..end], &client.key, &client.request);
+                self.drop_head(end);
+                self.on_response_head(response)
+            }
         }
     }
 
-    pub(super) fn on_request_head(&mut self, head: &[u8]) -> bool {
-        let request = match Request::parse(head) {
+    fn drop_head(&mut self, end: usize) {
+        self.rx.advance(end);
+        self.rx_filled -= end;
+        self.head_scanned = 0;
+    }
+
+    fn on_request_head(&mut self, request: Result<Request, HandshakeError>) -> bool {
+        let request = match request {
             Ok(r) => r,
             Err(e) => {
                 self.fail_handshake(e);
@@ -66,11 +85,8 @@ impl Connection {
         false
     }
 
-    pub(super) fn on_response_head(&mut self, head: &[u8]) -> bool {
-        let Some(client) = self.client.take() else {
-            return false;
-        };
-        match Response::parse(head, &client.key, &client.request) {
+    fn on_response_head(&mut self, response: Result<Response, HandshakeError>) -> bool {
+        match response {
             Ok(response) => {
                 if let Err(e) = self.extensions.on_response(&self.config, &response) {
                     self.fail_handshake(e);

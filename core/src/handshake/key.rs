@@ -13,10 +13,22 @@ pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 ///
 /// `key` is used exactly as sent (already trimmed of surrounding whitespace).
 pub fn accept_key(key: &[u8]) -> String {
+    let value = accept_key_bytes(key);
+    value.iter().map(|&b| char::from(b)).collect()
+}
+
+/// [`accept_key`] without an allocation: the 28 base64 characters.
+pub(crate) fn accept_key_bytes(key: &[u8]) -> [u8; 28] {
     let mut sha1 = Sha1::new();
     sha1.update(key);
     sha1.update(WEBSOCKET_GUID.as_bytes());
-    STANDARD.encode(sha1.finalize())
+    let mut value = [0u8; 28];
+    // 20 bytes of SHA-1 always encode to exactly 28 characters.
+    let written = STANDARD
+        .encode_slice(sha1.finalize(), &mut value)
+        .unwrap_or_default();
+    debug_assert_eq!(written, value.len());
+    value
 }
 
 /// Sec-WebSocket-Key from 16 random bytes supplied by the caller.

@@ -3,7 +3,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use super::key::{accept_key, is_valid_key};
+use super::key::{accept_key_bytes, is_valid_key};
 use super::{
     ExtensionOffer, HandshakeError, Header, MAX_HEADERS, header_has_token, header_values,
     httparse_error, is_token, list_elements, own_headers, push_decimal, push_header, single_header,
@@ -240,10 +240,14 @@ impl Accept {
 /// left out: an application passing through client-controlled text must not be able to split
 /// the response.
 pub fn write_accept_response(key: &str, accept: &Accept, out: &mut Vec<u8>) {
+    // Room for the usual response (129 bytes) in one allocation.
+    out.reserve(160);
     out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: ",
     );
-    push_header(out, "Sec-WebSocket-Accept", &accept_key(key.as_bytes()));
+    out.extend_from_slice(&accept_key_bytes(key.as_bytes()));
+    out.extend_from_slice(b"\r\n");
     if let Some(protocol) = accept.protocol.as_deref().filter(|p| is_token(p)) {
         push_header(out, "Sec-WebSocket-Protocol", protocol);
     }
