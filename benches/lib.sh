@@ -50,16 +50,8 @@ stop_started() {
 }
 
 # stop_process PID TENTHS: SIGTERM, up to TENTHS tenths of a second for PID to end, then SIGKILL.
-stop_process() {
-    local pid="$1" tenths="$2"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 "$tenths"); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=tests/process.sh
+source "$ROOT/tests/process.sh"
 
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

@@ -59,20 +59,12 @@ start_bg() {
     BG_PIDS+=("$BG_PID")
 }
 
+# shellcheck source=tests/process.sh
+source "$REPO_ROOT/tests/process.sh"
+
 # stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL. Never fails.
 stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || {
-        wait "$pid" 2>/dev/null || true
-        return 0
-    }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_process "$1" 50
 }
 
 cleanup_bg() {
