@@ -115,9 +115,24 @@ fn new_deflater(bits: u8, level: u8, fresh: bool) -> Deflate {
     if fresh && let Some(deflater) = pool::take_deflater(bits, level) {
         return deflater;
     }
-    let _ = fresh;
+    if fresh {
+        // A message compressed on its own resets its compressor after every message, and a
+        // reset clears the symbol buffer, whose size follows the memory level: 12 KiB at
+        // `FRESH_MEM_LEVEL` instead of 48 KiB at zlib's default of 8. Only a message of more
+        // than 4,096 symbols (literals and matches) pays for it, with one more block header.
+        return Deflate::new_with_config(zlib_rs::DeflateConfig {
+            level: i32::from(level),
+            window_bits: -i32::from(bits),
+            mem_level: FRESH_MEM_LEVEL,
+            ..zlib_rs::DeflateConfig::default()
+        });
+    }
     Deflate::new(i32::from(level), false, bits)
 }
+
+/// zlib's memory level for compressors of messages compressed on their own (`new_deflater`):
+/// blocks of up to 4,096 symbols.
+const FRESH_MEM_LEVEL: i32 = 6;
 
 /// Done with a compressor whose message ended (no context takeover).
 fn recycle_deflater(bits: u8, level: u8, deflater: Deflate) {
