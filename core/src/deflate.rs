@@ -941,6 +941,39 @@ mod tests {
     }
 
     #[test]
+    fn messages_compressed_alone_round_trip_at_levels_and_windows() {
+        // Many blocks of `FRESH_MEM_LEVEL`'s 4,096 symbols, text and less compressible bytes.
+        let text: Vec<u8> = (0..6_000u32)
+            .flat_map(|i| {
+                alloc::format!("{{\"seq\":{i},\"text\":\"hello {}\"}}", i % 97).into_bytes()
+            })
+            .collect();
+        let noisy: Vec<u8> = (0..30_000u32).map(|i| ((i * i) % 251) as u8).collect();
+        for level in [0, 1, 2, 4, 6, 9] {
+            for bits in [9, 15] {
+                let params = DeflateParams {
+                    server_max_window_bits: bits,
+                    client_max_window_bits: bits,
+                    ..no_takeover()
+                };
+                let cfg = DeflateConfig {
+                    threshold: 0,
+                    level,
+                    ..DeflateConfig::default()
+                };
+                let mut client = Codec::new(params, false, &cfg);
+                let mut server = Codec::new(params, true, &cfg);
+                for msg in [&text[..], &noisy, b"short", &text] {
+                    let size = round_trip(&mut server, &mut client, msg);
+                    if level > 0 && msg.len() == text.len() {
+                        assert!(size < msg.len() / 3, "level {level}, {bits} bits: {size}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_bomb_is_refused_at_the_limit() {
         let params = DeflateParams {
             server_no_context_takeover: true,
