@@ -49,7 +49,7 @@ stop_started() {
     done
 }
 
-# stop_process PID TENTHS: SIGTERM, up to TENTHS tenths of a second for PID to end, then SIGKILL.
+# stop_process PID TENTHS (SIGTERM, a bounded wait, SIGKILL), shared with tests/lib.sh:
 # shellcheck source=tests/process.sh
 source "$ROOT/tests/process.sh"
 

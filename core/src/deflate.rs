@@ -864,8 +864,14 @@ mod tests {
     }
 
     fn pair(params: DeflateParams) -> (Codec, Codec) {
+        pair_at(params, DeflateConfig::default().level)
+    }
+
+    /// A client and a server codec compressing at zlib `level`, with no threshold.
+    fn pair_at(params: DeflateParams, level: u8) -> (Codec, Codec) {
         let cfg = DeflateConfig {
             threshold: 0,
+            level,
             ..DeflateConfig::default()
         };
         (
@@ -956,13 +962,7 @@ mod tests {
                     client_max_window_bits: bits,
                     ..no_takeover()
                 };
-                let cfg = DeflateConfig {
-                    threshold: 0,
-                    level,
-                    ..DeflateConfig::default()
-                };
-                let mut client = Codec::new(params, false, &cfg);
-                let mut server = Codec::new(params, true, &cfg);
+                let (mut client, mut server) = pair_at(params, level);
                 for msg in [&text[..], &noisy, b"short", &text] {
                     let size = round_trip(&mut server, &mut client, msg);
                     if level > 0 && msg.len() == text.len() {
