@@ -5,10 +5,10 @@
 //! halves, so a readiness registered by one task (the socket and `Sleep` keep only the last
 //! waker) never strands the other.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
@@ -17,7 +17,7 @@ use std::time::Duration;
 use duplex_core::{CloseCode, Closed, Connection, ConnectionState, Event, Message, SendError};
 use futures_core::Stream;
 use futures_sink::Sink;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::Error;
@@ -244,12 +244,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             if let Some(event) = self.next_event() {
                 return Poll::Ready(Some(event));
             }
-            // Nothing queued: the timers run before this task writes and waits (a ping they
-            // queue is written below), and may have queued an event (a timeout).
-            if self.poll_timer() {
-                if let Some(event) = self.next_event() {
-                    return Poll::Ready(Some(event));
-                }
+            // Timers run before this task waits (below), and here when one fired or the
+            // connection is not open (a close or handshake deadline may have just been set),
+            // so a peer whose bytes keep coming cannot hold them off. While an open
+            // connection reads data, the deadlines it derives only move later.
+            if (self.wakers.timer_fired.load(Ordering::Acquire) || !self.conn.is_open())
+                && self.poll_timer()
+            {
+                // It may have queued an event (a timeout) or output (a ping).
+                continue;
             }
             // Nothing left to report: write what the events so far queued (echoes, pongs,
             // pings) in one go before waiting for more data. While a burst of messages is
@@ -264,27 +267,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 self.shutdown = true;
                 return Poll::Ready(None);
             }
-            if self.read_closed {
-                // Only a timer (armed above) can end the connection now.
-                return Poll::Pending;
-            }
-            let read = if self.conn.frame_remaining() > 0 {
-                // The rest of a frame already begun lands in the connection's buffer (which
-                // holds its start anyway) in as few reads as it takes, without a copy.
-                let mut buf = ReadBuf::new(self.conn.recv_buf());
-                let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-                let n = buf.filled().len();
-                if let Poll::Ready(Ok(())) = read {
+            let read = if self.read_closed {
+                // Only a timer can end the connection now.
+                Poll::Pending
+            } else if self.conn.reads_in_place() {
+                // A frame in progress, or frames arriving: the read lands in the connection's
+                // own buffer (which it keeps meanwhile), without a copy and without zeroing.
+                let buf = self.conn.append_buf();
+                let read = pin!(self.io.read_buf(buf)).poll(cx);
+                if let Poll::Ready(Ok(n)) = read {
                     if n > 0 {
                         let now = self.now();
-                        self.conn.commit(now, n);
+                        self.conn.commit_appended(now);
                     }
                 }
-                read.map_ok(|()| n)
+                read
             } else {
-                // Reads between frames go through the stack, so a connection waiting for data
-                // holds no receive buffer (the core drops its own once everything is
-                // processed). Left uninitialised: zeroing it would cost more than the read.
+                // Reads of an idle connection go through the stack, so a connection waiting
+                // for data holds no receive buffer (the core drops its own once its traffic
+                // stops). Left uninitialised: zeroing it would cost more than the read.
                 let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
                 let mut buf = ReadBuf::uninit(&mut scratch);
                 let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
@@ -305,7 +306,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => self.fail_io(e),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // About to wait: fire what is due and arm the timer for the next deadline.
+                    if self.poll_timer() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -470,27 +477,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     async fn feed(&self, message: Message) -> Result<(), Error> {
-        let below_bound = {
-            let inner = self.state();
-            inner.conn.buffered_amount() < inner.max_buffered
-        };
-        if !below_bound {
-            // Waits (and writes) until the output is below its bound again.
-            poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        let mut message = Some(message);
+        let mut waited = false;
+        loop {
+            let reader_waiting = {
+                // One lock on the usual path: below the bound, queue at once.
+                let mut inner = self.state();
+                if waited || inner.conn.buffered_amount() < inner.max_buffered {
+                    if let Some(message) = message.take() {
+                        inner
+                            .conn
+                            .send_owned(message)
+                            .map_err(|e| inner.send_error(e))?;
+                    }
+                    Some(inner.reader_waiting)
+                } else {
+                    None
+                }
+            };
+            match reader_waiting {
+                Some(reader_waiting) => {
+                    if reader_waiting {
+                        // A receiving half parked in another task writes the message out
+                        // when woken.
+                        self.wakers.reader.wake();
+                    }
+                    return Ok(());
+                }
+                None => {
+                    // Waits (and writes) until the output is below its bound again.
+                    poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+                    waited = true;
+                }
+            }
         }
-        let reader_waiting = {
-            let mut inner = self.state();
-            inner
-                .conn
-                .send_owned(message)
-                .map_err(|e| inner.send_error(e))?;
-            inner.reader_waiting
-        };
-        if reader_waiting {
-            // A receiving half parked in another task writes the message out when woken.
-            self.wakers.reader.wake();
-        }
-        Ok(())
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -135,3 +135,107 @@ async fn heartbeats_keep_a_responsive_pair_open() {
     let got = server.recv().await.unwrap().unwrap();
     assert_eq!(got, duplex_tokio::Message::text("still here"));
 }
+
+/// A peer whose data never stops: every read returns more of the same masked frames at once
+/// (never `Pending`), writes are taken and dropped. It gives up (EOF) after `limit`.
+struct Flood {
+    frames: Vec<u8>,
+    at: usize,
+    until: std::time::Instant,
+}
+
+impl tokio::io::AsyncRead for Flood {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if std::time::Instant::now() >= self.until {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        while buf.remaining() > 0 {
+            let at = self.at;
+            let n = buf.remaining().min(self.frames.len() - at);
+            buf.put_slice(&self.frames[at..at + n]);
+            self.at = (at + n) % self.frames.len();
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Flood {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_stops_sending_cannot_hold_off_the_close_timeout() {
+    // An open server core (handshake done in memory), and a client core for masked frames.
+    let config = Config::default().with_close_timeout(Duration::from_millis(300));
+    let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
+    let random = Box::new(|buf: &mut [u8]| buf.fill(0x5a));
+    let mut client = Connection::client(request, config.clone(), random, Duration::ZERO);
+    let mut server = Connection::server(config, Duration::ZERO);
+    for _ in 0..10 {
+        let out = client.output().to_vec();
+        client.consume(out.len());
+        server.receive(Duration::ZERO, &out);
+        while let Some(event) = server.poll_event() {
+            if let Event::Request(_) = event {
+                server.accept(duplex_core::Accept::default()).unwrap();
+            }
+        }
+        let out = server.output().to_vec();
+        server.consume(out.len());
+        client.receive(Duration::ZERO, &out);
+        while client.poll_event().is_some() {}
+    }
+    assert!(server.is_open() && client.is_open());
+    while server.poll_event().is_some() {}
+    client.send_binary(&[1; 100]).unwrap();
+    let frames = client.output().to_vec();
+    let io = Flood {
+        frames,
+        at: 0,
+        until: std::time::Instant::now() + Duration::from_secs(10),
+    };
+    let ws = WebSocketStream::from_connection(io, server, Instant::now());
+    let reader = tokio::spawn(async move {
+        ws.close(CloseCode::Normal, "bye").await.unwrap();
+        let started = std::time::Instant::now();
+        // The reads never wait: only the timer check between them can end this loop.
+        loop {
+            match ws.recv().await {
+                Some(Ok(_)) => {}
+                end => return (end, started.elapsed()),
+            }
+        }
+    });
+    let (end, took) = reader.await.unwrap();
+    assert!(
+        matches!(
+            end,
+            Some(Err(Error::Protocol(duplex_core::Error::CloseTimeout)))
+        ),
+        "{end:?} after {took:?}"
+    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -71,6 +71,37 @@ impl Connection {
         self.after_receive(now, n);
     }
 
+    /// Whether a read should go straight into the connection's own buffer
+    /// ([`Connection::append_buf`]) rather than through the driver's: a frame is in progress,
+    /// or frames arrive and the emptied buffer is kept for the next one
+    /// ([`crate::Config::with_buffer_keep`]). Otherwise (an idle connection) the connection
+    /// holds no receive buffer, and a read through a buffer of the driver's keeps it so.
+    pub fn reads_in_place(&self) -> bool {
+        self.rx_filled > 0 || self.frame.is_some() || self.keeps_buffer(self.rx.capacity())
+    }
+
+    /// The receive buffer, with room reserved for one read (sized like [`Connection::recv_buf`]'s
+    /// window), for a driver whose reads append to a `BytesMut` without zeroing its spare
+    /// capacity first (tokio's `AsyncReadExt::read_buf`, `tokio_util::io::poll_read_buf`).
+    /// Only append to it; follow with [`Connection::commit_appended`].
+    pub fn append_buf(&mut self) -> &mut BytesMut {
+        let window = self.frame_remaining().clamp(
+            self.config.read_chunk,
+            MAX_READ_WINDOW.max(self.config.read_chunk),
+        );
+        self.rx.truncate(self.rx_filled);
+        self.rx.reserve(window);
+        &mut self.rx
+    }
+
+    /// Processes the bytes appended to [`Connection::append_buf`] since it was lent.
+    pub fn commit_appended(&mut self, now: Duration) {
+        // Bytes removed instead of appended are taken as never received.
+        let n = self.rx.len().saturating_sub(self.rx_filled);
+        self.rx_filled = self.rx.len();
+        self.after_receive(now, n);
+    }
+
     /// Copies received bytes in and processes them.
     pub fn receive(&mut self, now: Duration, data: &[u8]) {
         self.rx.truncate(self.rx_filled);
@@ -321,10 +352,16 @@ impl Connection {
     /// each message before a later frame can fail or close the connection, and a driver must
     /// take events until `None` after each receive.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.events.is_empty() && self.rx_filled > 0 {
-            self.process();
+        if self.events.is_empty() {
+            if self.rx_filled > 0 {
+                self.process();
+            }
+            self.apply_eof();
+            if self.events.is_empty() {
+                // Nothing to move out: the usual answer between messages, kept cheap.
+                return None;
+            }
         }
-        self.apply_eof();
         self.events.pop_front()
     }
 }

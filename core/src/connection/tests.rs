@@ -897,6 +897,74 @@ fn lending_receive_matches_copying_receive() {
 }
 
 #[test]
+fn appending_receive_matches_copying_receive() {
+    let mut a = open_server(Config::default());
+    let mut b = open_server(Config::default());
+    let mut bytes = Vec::new();
+    for i in 0..50u32 {
+        bytes.extend(client_frame(0x82, &vec![i as u8; (i as usize) * 97]));
+    }
+    // An idle connection holds no buffer: its first read goes through the driver's.
+    assert!(!b.reads_in_place());
+    a.receive(T0, &bytes);
+    let mut rest = &bytes[..];
+    let mut first = true;
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        // Reads of 1 to 1,000 bytes, each taken to the end before the next.
+        let n = rest.len().min(1 + (rest.len() * 7919) % 1000);
+        if first {
+            b.receive(T0, &rest[..n]);
+            first = false;
+        } else {
+            // Frames arrive: the connection keeps its buffer and lends it.
+            assert!(b.reads_in_place());
+            let buf = b.append_buf();
+            let before = buf.len();
+            assert!(
+                buf.capacity() - before >= 4096,
+                "room for a read is reserved"
+            );
+            buf.extend_from_slice(&rest[..n]);
+            b.commit_appended(T0);
+        }
+        rest = &rest[n..];
+        events.extend(drain(&mut b));
+    }
+    let ea = drain(&mut a);
+    assert_eq!(ea.len(), 50);
+    assert_eq!(ea, events);
+    // A second after the last frame the buffer goes, and reads go through the driver's again.
+    b.handle_timeout(T0 + SEC);
+    assert!(!b.reads_in_place());
+    assert_eq!(b.rx.capacity(), 0);
+}
+
+#[test]
+fn appending_a_frame_in_pieces_keeps_the_partial_frame() {
+    let keep_none = Config::default().with_buffer_keep(None);
+    let mut server = open_server(keep_none);
+    let frame = client_frame(0x81, "héllo wörld".repeat(400).as_bytes());
+    server.receive(T0, &frame[..100]);
+    // A frame in progress is read in place even without buffer keeping.
+    assert!(server.reads_in_place());
+    assert!(server.frame_remaining() > 0);
+    for piece in frame[100..].chunks(333) {
+        server.append_buf().extend_from_slice(piece);
+        server.commit_appended(T0);
+    }
+    assert_eq!(
+        drain(&mut server),
+        vec![Event::Message(Message::Text(
+            "héllo wörld".repeat(400).into()
+        ))]
+    );
+    // Without buffer keeping the emptied buffer goes at once.
+    assert!(!server.reads_in_place());
+    assert_eq!(server.rx.capacity(), 0);
+}
+
+#[test]
 fn eof_before_close_is_abnormal() {
     let mut server = open_server(Config::default());
     server.receive_eof(T0);
