@@ -39,32 +39,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One half's waker and whether that half waits on the stream.
 #[derive(Debug, Default)]
 struct Slot {
+    /// Replaced only under the state's lock, when the half polls with another waker (the
+    /// state keeps a copy to compare with, so an unchanged waker costs no lock here).
     waker: Mutex<Option<Waker>>,
     /// Set while the half is being polled or waits (its last poll was `Pending`); a wake
-    /// clears it, so a half is woken once per wait and a half that is not waiting (a writer
-    /// parked on something else) is not woken at all.
+    /// clears it, so a half that is not waiting (a writer parked on something else) is not
+    /// woken at all. Two wakes racing may both wake the half: a spare wake is harmless, and
+    /// a wake that clears the flag always wakes, so none is lost.
     parked: AtomicBool,
 }
 
 impl Slot {
-    /// Records the caller's waker (cloned only when it changed) and marks the half parked
-    /// before it polls, so a wake during the poll is not lost.
-    fn park(&self, waker: &Waker) {
-        {
-            let mut slot = lock(&self.waker);
-            if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                *slot = Some(waker.clone());
-            }
-        }
-        self.parked.store(true, Ordering::Release);
-    }
-
-    fn unpark(&self) {
-        self.parked.store(false, Ordering::Relaxed);
-    }
-
     fn wake(&self) {
-        if self.parked.swap(false, Ordering::AcqRel) {
+        // A load, not a swap: the common case (the writer, not waiting) costs no atomic write.
+        if self.parked.load(Ordering::Acquire) {
+            self.parked.store(false, Ordering::Relaxed);
             if let Some(waker) = lock(&self.waker).as_ref() {
                 waker.wake_by_ref();
             }
@@ -129,6 +118,9 @@ struct Inner<S> {
     max_buffered: usize,
     /// The receiving side is parked waiting for data (it writes pending output when woken).
     reader_waiting: bool,
+    /// Copies of the wakers in the reader's and the writer's slots.
+    reader_waker: Option<Waker>,
+    writer_waker: Option<Waker>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
@@ -422,6 +414,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 closed: None,
                 max_buffered: DEFAULT_MAX_BUFFERED,
                 reader_waiting: false,
+                reader_waker: None,
+                writer_waker: None,
             }),
             wakers,
             waker,
@@ -436,15 +430,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         side: Side,
         f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        let slot = match side {
-            Side::Reader => &self.wakers.reader,
-            Side::Writer => &self.wakers.writer,
+        let mut inner = lock(&self.inner);
+        let (slot, seen) = match side {
+            Side::Reader => (&self.wakers.reader, &mut inner.reader_waker),
+            Side::Writer => (&self.wakers.writer, &mut inner.writer_waker),
         };
-        slot.park(cx.waker());
+        if !seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *seen = Some(cx.waker().clone());
+            *lock(&slot.waker) = Some(cx.waker().clone());
+        }
+        // Marked before polling, so a wake during the poll is not lost.
+        slot.parked.store(true, Ordering::Release);
         let mut shared_cx = Context::from_waker(&self.waker);
-        let result = f(&mut lock(&self.inner), &mut shared_cx);
+        let result = f(&mut inner, &mut shared_cx);
         if result.is_ready() {
-            slot.unpark();
+            slot.parked.store(false, Ordering::Relaxed);
         }
         result
     }
