@@ -49,15 +49,19 @@ impl Connection {
             .map_or(0, |f| f.len.saturating_sub(self.rx_filled))
     }
 
+    /// Room for one read: what the frame in progress misses, at least `read_chunk` and at most
+    /// [`MAX_READ_WINDOW`] (or `read_chunk` if larger).
+    fn read_window(&self) -> usize {
+        self.frame_remaining().clamp(
+            self.config.read_chunk,
+            MAX_READ_WINDOW.max(self.config.read_chunk),
+        )
+    }
+
     /// Lends the spare room of the receive buffer for one read. Its size adapts to the frame
     /// in progress so a large frame arrives in few reads. Follow with [`Connection::commit`].
     pub fn recv_buf(&mut self) -> &mut [u8] {
-        let missing = self.frame_remaining();
-        let window = missing.clamp(
-            self.config.read_chunk,
-            MAX_READ_WINDOW.max(self.config.read_chunk),
-        );
-        let needed = self.rx_filled + window;
+        let needed = self.rx_filled + self.read_window();
         if self.rx.len() < needed {
             self.rx.resize(needed, 0);
         }
@@ -85,10 +89,7 @@ impl Connection {
     /// capacity first (tokio's `AsyncReadExt::read_buf`, `tokio_util::io::poll_read_buf`).
     /// Only append to it; follow with [`Connection::commit_appended`].
     pub fn append_buf(&mut self) -> &mut BytesMut {
-        let window = self.frame_remaining().clamp(
-            self.config.read_chunk,
-            MAX_READ_WINDOW.max(self.config.read_chunk),
-        );
+        let window = self.read_window();
         self.rx.truncate(self.rx_filled);
         self.rx.reserve(window);
         &mut self.rx
