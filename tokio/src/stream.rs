@@ -345,6 +345,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
+    /// Queues a message in the connection's output. Owned: a large payload goes out as it is,
+    /// without a copy.
+    fn queue(&mut self, message: Message) -> Result<(), Error> {
+        self.conn
+            .send_owned(message)
+            .map_err(|e| self.send_error(e))
+    }
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let _ = self.poll_timer();
         // Below the bound nothing is written here, so messages queued in a row (`feed`,
@@ -461,11 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 if message.is_some() {
                     ready!(inner.poll_ready(cx))?;
                     if let Some(message) = message.take() {
-                        // Owned: a large payload goes out as it is, without a copy.
-                        inner
-                            .conn
-                            .send_owned(message)
-                            .map_err(|e| inner.send_error(e))?;
+                        inner.queue(message)?;
                     }
                     // From here the message is in the connection's output: dropping this
                     // future loses nothing, the next poll of either half writes it.
@@ -477,39 +481,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     async fn feed(&self, message: Message) -> Result<(), Error> {
-        let mut message = Some(message);
-        let mut waited = false;
-        loop {
-            let reader_waiting = {
-                // One lock on the usual path: below the bound, queue at once.
-                let mut inner = self.state();
-                if waited || inner.conn.buffered_amount() < inner.max_buffered {
-                    if let Some(message) = message.take() {
-                        inner
-                            .conn
-                            .send_owned(message)
-                            .map_err(|e| inner.send_error(e))?;
-                    }
-                    Some(inner.reader_waiting)
-                } else {
-                    None
-                }
-            };
-            match reader_waiting {
-                Some(reader_waiting) => {
-                    if reader_waiting {
-                        // A receiving half parked in another task writes the message out
-                        // when woken.
-                        self.wakers.reader.wake();
-                    }
-                    return Ok(());
-                }
-                None => {
-                    // Waits (and writes) until the output is below its bound again.
-                    poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
-                    waited = true;
-                }
+        // One lock on the usual path: below the bound, queue at once.
+        let message = {
+            let mut inner = self.state();
+            if inner.conn.buffered_amount() < inner.max_buffered {
+                inner.queue(message)?;
+                let reader_waiting = inner.reader_waiting;
+                drop(inner);
+                self.wake_waiting_reader(reader_waiting);
+                return Ok(());
             }
+            message
+        };
+        // Waits (and writes) until the output is below its bound again.
+        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
+        let reader_waiting = {
+            let mut inner = self.state();
+            inner.queue(message)?;
+            inner.reader_waiting
+        };
+        self.wake_waiting_reader(reader_waiting);
+        Ok(())
+    }
+
+    /// After `feed`: a receiving half parked in another task writes the message out when
+    /// woken.
+    fn wake_waiting_reader(&self, reader_waiting: bool) {
+        if reader_waiting {
+            self.wakers.reader.wake();
         }
     }
 
@@ -538,11 +537,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     fn start_send(&self, message: Message) -> Result<(), Error> {
-        let mut inner = self.state();
-        inner
-            .conn
-            .send_owned(message)
-            .map_err(|e| inner.send_error(e))
+        self.state().queue(message)
     }
 
     fn poll_close(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

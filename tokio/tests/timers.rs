@@ -137,7 +137,7 @@ async fn heartbeats_keep_a_responsive_pair_open() {
 }
 
 /// A peer whose data never stops: every read returns more of the same masked frames at once
-/// (never `Pending`), writes are taken and dropped. It gives up (EOF) after `limit`.
+/// (never `Pending`), writes are taken and dropped. It gives up (EOF) at `until`.
 struct Flood {
     frames: Vec<u8>,
     at: usize,
