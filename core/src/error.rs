@@ -69,6 +69,29 @@ impl Error {
             Error::CloseTimeout => CloseCode::Abnormal,
         }
     }
+
+    /// Whether the failure was caused by what the peer sent (not by a timeout or by the peer
+    /// going away), so the peer may still be sending. A transport then sends its FIN and
+    /// discards input until the peer's FIN (bounded by the close timeout) before it closes:
+    /// closing a socket with unread bytes makes the kernel send a RST, which can destroy the
+    /// close frame or the error response before the peer reads it.
+    pub fn caused_by_input(&self) -> bool {
+        match self {
+            Error::Handshake(_)
+            | Error::Frame(_)
+            | Error::Protocol(_)
+            | Error::Close(_)
+            | Error::InvalidUtf8(_)
+            | Error::FrameTooLarge { .. }
+            | Error::MessageTooLarge { .. }
+            | Error::InvalidCompressedData => true,
+            Error::HandshakeTimeout
+            | Error::HeartbeatTimeout { .. }
+            | Error::IdleTimeout
+            | Error::CloseTimeout
+            | Error::ConnectionReset => false,
+        }
+    }
 }
 
 /// Why a send was refused. Nothing was queued.

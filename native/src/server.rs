@@ -288,6 +288,11 @@ struct Conn {
     eof: bool,
     write_failed: bool,
     opened: bool,
+    /// Ended on a failure (a protocol error, a refused request): the peer may still be
+    /// sending, so the socket lingers (see [`Worker::settle`]) instead of closing at once.
+    linger: bool,
+    /// Lingering: the FIN is sent and input is read and discarded until the peer's FIN.
+    lingering: bool,
     over_limit: bool,
     /// Report [`Handler::on_drained`] once the output falls to half of `max_backlog`.
     drain_watch: bool,
@@ -880,6 +885,8 @@ impl<H: Handler> Worker<H> {
             eof: false,
             write_failed: false,
             opened: false,
+            linger: false,
+            lingering: false,
             streaming: false,
             over_limit: held >= max,
             drain_watch: false,
@@ -921,14 +928,28 @@ impl<H: Handler> Worker<H> {
             if !conn.readable || conn.paused || conn.eof {
                 return;
             }
+            if self.budget == 0 {
+                self.later(key);
+                return;
+            }
+            if conn.lingering {
+                match conn.stream.read(&mut self.scratch) {
+                    Ok(0) => conn.eof = true,
+                    Ok(n) => {
+                        self.budget = self.budget.saturating_sub(n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // `WouldBlock` waits for the next edge; any other error ends it like EOF.
+                    Err(e) => conn.eof = e.kind() != io::ErrorKind::WouldBlock,
+                }
+                conn.readable = false;
+                return;
+            }
             if let Some(wait) = &conn.http
                 && conn.core.received_len() >= wait.length + self.core_config.max_head_size()
             {
                 // Its body and the next head are in: nothing more until the answer.
-                return;
-            }
-            if self.budget == 0 {
-                self.later(key);
                 return;
             }
             // Reads land in the worker's scratch buffer and the core copies what arrived, so an
@@ -1127,8 +1148,27 @@ impl<H: Handler> Worker<H> {
         if conn.write_failed
             || (terminated && conn.core.buffered_amount() == 0 && !conn.stream.wants_write())
         {
-            self.remove(key);
-            return;
+            if conn.write_failed
+                || !conn.linger
+                || conn.eof
+                || !matches!(conn.stream, Transport::Plain(_))
+            {
+                self.remove(key);
+                return;
+            }
+            // A close with unread bytes makes the kernel answer with a RST, which can destroy
+            // the close frame or the error response before the peer reads it. So after a
+            // failure the FIN goes first, and input is discarded until the peer's FIN or the
+            // close timeout.
+            if !conn.lingering {
+                conn.lingering = true;
+                conn.paused = false;
+                conn.readable = true;
+                conn.stream.shutdown_write();
+                conn.kill_at = Some(self.now + self.core_config.close_timeout());
+                self.read(key);
+                return self.settle(key);
+            }
         }
         if terminated && conn.kill_at.is_none() {
             conn.kill_at = Some(self.now + self.core_config.close_timeout());
@@ -1152,7 +1192,7 @@ impl<H: Handler> Worker<H> {
             }
             conn.scheduled = None;
             if conn.kill_at.is_some_and(|k| self.now >= k) {
-                debug!(peer = %Peer(&conn.stream), "peer did not take its last bytes in time");
+                debug!(peer = %Peer(&conn.stream), "peer did not take its last bytes or send its FIN in time");
                 self.remove(key);
                 continue;
             }
@@ -1234,6 +1274,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Event::Ping(_) | Event::Pong(_) => {}
                 Event::Error(e) => {
+                    conn.linger = e.caused_by_input();
                     let peer = Peer(&conn.stream);
                     match &e {
                         CoreError::Handshake(h) => {
@@ -1321,6 +1362,8 @@ impl<H: Handler> Worker<H> {
             keep_alive: !close && error.is_none(),
         }));
         if let Some(error) = error {
+            // Its body, if any, is not read.
+            conn.linger = true;
             let id = ConnId {
                 key,
                 serial: conn.serial,

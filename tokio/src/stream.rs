@@ -252,11 +252,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             let _ = self.poll_write_out(cx);
             if self.conn.is_terminated() || self.broken {
                 ready!(self.poll_write_out(cx));
-                if !self.shutdown && !self.broken {
-                    // The peer may already be gone; the connection is over either way.
-                    let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                if !self.shutdown {
+                    if !self.broken {
+                        // The peer may already be gone; the connection is over either way.
+                        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                    }
+                    self.shutdown = true;
+                    if self.lingers() {
+                        let until = self.now() + self.conn.config().close_timeout();
+                        self.sleep.as_mut().reset(self.start + until);
+                        self.armed = None;
+                    }
                 }
-                self.shutdown = true;
+                ready!(self.poll_linger(cx));
                 return Poll::Ready(None);
             }
             let read = if self.read_closed {
@@ -307,6 +315,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
             }
         }
+    }
+
+    /// The connection failed on what the peer sent, which may still be arriving.
+    fn lingers(&self) -> bool {
+        !self.read_closed
+            && !self.broken
+            && self.failure.as_ref().is_some_and(|e| e.caused_by_input())
+    }
+
+    /// After a failure caused by the peer's input (see [`Self::lingers`]), with the FIN sent:
+    /// input is read and discarded until the peer's FIN, a read error or the close timeout
+    /// (`sleep`, set when the FIN went out). Dropping a socket with unread bytes makes the
+    /// kernel send a RST, which can destroy the close frame before the peer reads it.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.lingers() {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+            if matches!(read, Poll::Ready(Err(_))) || read.is_ready() && buf.filled().is_empty() {
+                self.read_closed = true;
+                break;
+            }
+            let mut timer = Context::from_waker(&self.timer_waker);
+            if self.sleep.as_mut().poll(&mut timer).is_ready() {
+                self.read_closed = true;
+                break;
+            }
+            if read.is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(())
     }
 
     /// The next message; the error the connection failed with, then `None` at the end.
