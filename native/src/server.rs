@@ -1325,7 +1325,7 @@ impl<H: Handler> Worker<H> {
     /// Takes a plain HTTP request the handler reads with its body.
     fn start_http(&mut self, key: usize, request: &Request, limit: usize) {
         let conn = &mut self.conns[key];
-        let close = request.minor_version == 0
+        let close = request.minor_version() == 0
             || request.header_values("Connection").any(|v| {
                 v.split(|&b| b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))

@@ -1,26 +1,85 @@
 //! Server side: parse a request head, decide whether it is an upgrade, answer it.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use bytes::BufMut;
+
 use super::key::{accept_key_bytes, is_valid_key};
 use super::{
-    ExtensionOffer, HandshakeError, Header, MAX_HEADERS, header_has_token, header_values,
-    httparse_error, is_token, list_elements, own_headers, push_decimal, push_header, single_header,
-    trim_ows,
+    ExtensionOffer, HandshakeError, MAX_HEADERS, header_has_token, httparse_error, is_token,
+    list_elements, push_decimal, push_header, trim_ows,
 };
 
 /// A parsed HTTP/1.x request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It holds one copy of the head and where its parts are in it (two allocations, whatever
+/// the number of headers), and hands out borrowed views of them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
-    /// Request method, e.g. `GET`.
-    pub method: String,
-    /// Request target as sent: path plus query.
-    pub target: String,
-    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
-    pub minor_version: u8,
-    /// Header lines in order.
-    pub headers: Vec<Header>,
+    /// The head as received, up to and including its blank line.
+    head: Box<[u8]>,
+    method: Span,
+    target: Span,
+    minor_version: u8,
+    /// Each header line's name and value.
+    headers: Vec<(Span, Span)>,
+    /// [`Request::is_websocket_upgrade`], found once (servers ask it several times).
+    upgrade_attempt: bool,
+}
+
+/// A part of [`Request::head`]: `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Where `part`, a slice of `head`, lies in it.
+    fn of(head: &[u8], part: &[u8]) -> Span {
+        // Both are in one allocation: the difference of the addresses is the offset.
+        let start = (part.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+        debug_assert!(start + part.len() <= head.len());
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    fn get(self, head: &[u8]) -> &[u8] {
+        head.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// A part httparse returned as text (the method, the target, a header name).
+    fn text(self, head: &[u8]) -> &str {
+        core::str::from_utf8(self.get(head)).unwrap_or_default()
+    }
+}
+
+impl core::fmt::Debug for Request {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        struct Headers<'a>(&'a Request);
+        impl core::fmt::Debug for Headers<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_list()
+                    .entries(
+                        self.0
+                            .headers()
+                            .map(|(name, value)| (name, String::from_utf8_lossy(value))),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("Request")
+            .field("method", &self.method())
+            .field("target", &self.target())
+            .field("minor_version", &self.minor_version)
+            .field("headers", &Headers(self))
+            .finish()
+    }
 }
 
 impl Request {
@@ -29,41 +88,80 @@ impl Request {
     /// More than [`MAX_HEADERS`] header lines is [`HandshakeError::TooManyHeaders`] (431).
     /// Bytes after the head are ignored; they belong to whatever follows it.
     pub fn parse(head: &[u8]) -> Result<Request, HandshakeError> {
+        if u32::try_from(head.len()).is_err() {
+            return Err(HandshakeError::Malformed("head larger than 4 GiB"));
+        }
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut slots);
-        match parsed.parse(head).map_err(httparse_error)? {
-            httparse::Status::Complete(_) => {}
+        let length = match parsed.parse(head).map_err(httparse_error)? {
+            httparse::Status::Complete(length) => length,
             httparse::Status::Partial => return Err(HandshakeError::Malformed("incomplete head")),
-        }
+        };
         // httparse leaves these unset only on a partial parse, handled above.
         let (Some(method), Some(target), Some(minor_version)) =
             (parsed.method, parsed.path, parsed.version)
         else {
             return Err(HandshakeError::Malformed("incomplete request line"));
         };
-        Ok(Request {
-            method: method.to_string(),
-            target: target.to_string(),
+        let headers = parsed
+            .headers
+            .iter()
+            .map(|h| (Span::of(head, h.name.as_bytes()), Span::of(head, h.value)))
+            .collect();
+        let mut request = Request {
+            method: Span::of(head, method.as_bytes()),
+            target: Span::of(head, target.as_bytes()),
             minor_version,
-            headers: own_headers(parsed.headers),
-        })
+            headers,
+            head: head[..length].into(),
+            upgrade_attempt: false,
+        };
+        request.upgrade_attempt = request.upgrades_to_websocket()
+            || request.header_values("Sec-WebSocket-Key").next().is_some()
+            || request
+                .header_values("Sec-WebSocket-Version")
+                .next()
+                .is_some();
+        Ok(request)
+    }
+
+    /// Request method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        self.method.text(&self.head)
+    }
+
+    /// Request target as sent: path plus query.
+    pub fn target(&self) -> &str {
+        self.target.text(&self.head)
+    }
+
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub fn minor_version(&self) -> u8 {
+        self.minor_version
+    }
+
+    /// Header lines in order: the name as sent (compare it case-insensitively) and the value
+    /// with surrounding whitespace removed by the parser (bytes: HTTP allows obs-text).
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> {
+        self.headers
+            .iter()
+            .map(|(name, value)| (name.text(&self.head), value.get(&self.head)))
     }
 
     /// The target up to the `?`.
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        let target = self.target();
+        target.split_once('?').map_or(target, |(path, _)| path)
     }
 
     /// The target after the `?`, if there is one.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, query)| query)
+        self.target().split_once('?').map(|(_, query)| query)
     }
 
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        header_values(&self.headers, name).next()
+        self.header_values(name).next()
     }
 
     /// Like [`Request::header`], but `None` when the value is not UTF-8.
@@ -73,8 +171,25 @@ impl Request {
     }
 
     /// Every header called `name` (case-insensitive), in order.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
-        header_values(&self.headers, name)
+    pub fn header_values<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        let head = &self.head[..];
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.get(head).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |(_, value)| value.get(head))
+    }
+
+    /// The single value of a header that must not repeat; `Err(())` when it repeats.
+    fn single_header(&self, name: &str) -> Result<Option<&[u8]>, ()> {
+        let mut values = self.header_values(name);
+        let first = values.next();
+        match values.next() {
+            Some(_) => Err(()),
+            None => Ok(first),
+        }
     }
 
     /// True when the request attempts a WebSocket upgrade: an Upgrade header contains the token
@@ -86,9 +201,7 @@ impl Request {
     /// client gets a 400 or 426 with the reason instead of being served a page (or a 404).
     /// A request that is not an attempt is plain HTTP: a server answers /healthz, /metrics, pages.
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.upgrades_to_websocket()
-            || self.header_values("Sec-WebSocket-Key").next().is_some()
-            || self.header_values("Sec-WebSocket-Version").next().is_some()
+        self.upgrade_attempt
     }
 
     /// An Upgrade header contains the token `websocket`.
@@ -146,13 +259,13 @@ impl Request {
     /// Upgrade` is fine), Sec-WebSocket-Version: 13, one key that is base64 of 16 bytes, and
     /// well-formed subprotocol and extension offers. Returns the key on success.
     pub fn validate_upgrade(&self) -> Result<&str, HandshakeError> {
-        if self.method != "GET" {
-            return Err(HandshakeError::MethodNotGet(self.method.clone()));
+        if self.method() != "GET" {
+            return Err(HandshakeError::MethodNotGet(self.method().into()));
         }
         if self.minor_version < 1 {
             return Err(HandshakeError::HttpVersion);
         }
-        match single_header(&self.headers, "Host") {
+        match self.single_header("Host") {
             Ok(Some(_)) => {}
             Ok(None) => return Err(HandshakeError::MissingHost),
             Err(()) => return Err(HandshakeError::DuplicateHost),
@@ -169,11 +282,11 @@ impl Request {
         // The version is checked before the key: clients of older drafts (hixie-76 sends
         // Sec-WebSocket-Key1/Key2) learn from the 426 which version to speak instead of being
         // told their key is bad.
-        match single_header(&self.headers, "Sec-WebSocket-Version") {
+        match self.single_header("Sec-WebSocket-Version") {
             Ok(Some(version)) if trim_ows(version) == b"13" => {}
             _ => return Err(HandshakeError::UnsupportedVersion),
         }
-        let key = match single_header(&self.headers, "Sec-WebSocket-Key") {
+        let key = match self.single_header("Sec-WebSocket-Key") {
             Ok(Some(key)) => trim_ows(key),
             _ => return Err(HandshakeError::InvalidKey),
         };
@@ -239,15 +352,13 @@ impl Accept {
 /// token, and extra headers whose name is not a token or whose value holds CR, LF or NUL, are
 /// left out: an application passing through client-controlled text must not be able to split
 /// the response.
-pub fn write_accept_response(key: &str, accept: &Accept, out: &mut Vec<u8>) {
-    // Room for the usual response (129 bytes) in one allocation.
-    out.reserve(160);
-    out.extend_from_slice(
+pub fn write_accept_response(key: &str, accept: &Accept, out: &mut impl BufMut) {
+    out.put_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Accept: ",
     );
-    out.extend_from_slice(&accept_key_bytes(key.as_bytes()));
-    out.extend_from_slice(b"\r\n");
+    out.put_slice(&accept_key_bytes(key.as_bytes()));
+    out.put_slice(b"\r\n");
     if let Some(protocol) = accept.protocol.as_deref().filter(|p| is_token(p)) {
         push_header(out, "Sec-WebSocket-Protocol", protocol);
     }
@@ -261,7 +372,7 @@ pub fn write_accept_response(key: &str, accept: &Accept, out: &mut Vec<u8>) {
     for (name, value) in &accept.headers {
         push_header(out, name, value);
     }
-    out.extend_from_slice(b"\r\n");
+    out.put_slice(b"\r\n");
 }
 
 /// Appends a complete plain HTTP/1.1 response with Content-Length and `Connection: close`.
@@ -449,8 +560,8 @@ mod tests {
     #[test]
     fn chrome_request_parses_and_validates() {
         let req = Request::parse(CHROME).unwrap();
-        assert_eq!(req.method, "GET");
-        assert_eq!(req.target, "/chat?room=lobby&x=1");
+        assert_eq!(req.method(), "GET");
+        assert_eq!(req.target(), "/chat?room=lobby&x=1");
         assert_eq!(req.path(), "/chat");
         assert_eq!(req.query(), Some("room=lobby&x=1"));
         assert_eq!(req.minor_version, 1);

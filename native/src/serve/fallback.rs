@@ -819,7 +819,7 @@ pub fn is_fallback_path(path: &str) -> bool {
 }
 
 fn parse(request: &Request) -> Result<Call, Refusal> {
-    let method = request.method.as_str();
+    let method = request.method();
     if method == "OPTIONS" {
         return Ok(Call::Preflight);
     }

@@ -571,8 +571,8 @@ impl ServeHandler {
             ),
         })?;
         duplex_core::channel::api::parse_request(
-            &request.method,
-            &request.target,
+            request.method(),
+            request.target(),
             body,
             &self.shared.api_limits,
         )
@@ -601,7 +601,7 @@ impl ServeHandler {
             );
             return refuse(ctx, 403, "origin", &message);
         }
-        if request.method == "OPTIONS" {
+        if request.method() == "OPTIONS" {
             let mut headers = vec![
                 ("Access-Control-Allow-Methods", "GET, OPTIONS"),
                 ("Access-Control-Allow-Headers", "Authorization"),
@@ -618,8 +618,8 @@ impl ServeHandler {
             return;
         }
         let call = match duplex_core::channel::api::parse_request(
-            &request.method,
-            &request.target,
+            request.method(),
+            request.target(),
             b"",
             &self.shared.api_limits,
         ) {
