@@ -178,13 +178,19 @@ pub fn find_head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
     const TERMINATOR: &[u8; 4] = b"\r\n\r\n";
     let start = (*scanned).min(buf.len());
     let unjudged = buf.get(start..).unwrap_or_default();
-    if let Some(pos) = unjudged
-        .windows(TERMINATOR.len())
-        .position(|w| w == TERMINATOR)
+    // Each LF is a candidate end, checked against the three bytes before it; memchr finds
+    // them a vector at a time instead of a four-byte window at every offset.
+    let mut from = TERMINATOR.len() - 1;
+    while let Some(lf) = unjudged
+        .get(from..)
+        .and_then(|rest| memchr::memchr(b'\n', rest))
     {
-        let end = start + pos + TERMINATOR.len();
-        *scanned = end;
-        return Some(end);
+        let end = from + lf + 1;
+        if unjudged.get(end - TERMINATOR.len()..end) == Some(TERMINATOR) {
+            *scanned = start + end;
+            return Some(start + end);
+        }
+        from = end;
     }
     // The last three bytes may be the first part of a terminator completed by the next read.
     *scanned = buf.len().saturating_sub(TERMINATOR.len() - 1).max(start);
@@ -678,6 +684,23 @@ mod tests {
         #[test]
         fn parse_list_never_panics(s in any::<String>()) {
             let _ = ExtensionOffer::parse_list(&s);
+        }
+
+        /// The LF search finds the first terminator a four-byte window finds, fed whole or
+        /// in two reads.
+        #[test]
+        fn head_end_search_agrees_with_a_window_scan(
+            buf in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..40),
+            split in 0usize..40,
+        ) {
+            let oracle = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+            prop_assert_eq!(find_head_end(&buf, &mut 0), oracle);
+            let split = split.min(buf.len());
+            let mut scanned = 0;
+            let found = find_head_end(&buf[..split], &mut scanned)
+                .or_else(|| find_head_end(&buf, &mut scanned));
+            prop_assert_eq!(found, oracle);
         }
 
         #[test]

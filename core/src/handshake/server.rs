@@ -25,6 +25,8 @@ pub struct Request {
     minor_version: u8,
     /// Each header line's name and value.
     headers: Vec<(Span, Span)>,
+    /// An Upgrade header contains the token `websocket`; found once, like `upgrade_attempt`.
+    upgrade_token: bool,
     /// [`Request::is_websocket_upgrade`], found once (servers ask it several times).
     upgrade_attempt: bool,
 }
@@ -114,14 +116,20 @@ impl Request {
             minor_version,
             headers,
             head: head[..length].into(),
+            upgrade_token: false,
             upgrade_attempt: false,
         };
-        request.upgrade_attempt = request.upgrades_to_websocket()
+        let upgrade_token = request
+            .header_values("Upgrade")
+            .any(|value| header_has_token(value, "websocket"));
+        let upgrade_attempt = upgrade_token
             || request.header_values("Sec-WebSocket-Key").next().is_some()
             || request
                 .header_values("Sec-WebSocket-Version")
                 .next()
                 .is_some();
+        request.upgrade_token = upgrade_token;
+        request.upgrade_attempt = upgrade_attempt;
         Ok(request)
     }
 
@@ -204,12 +212,6 @@ impl Request {
         self.upgrade_attempt
     }
 
-    /// An Upgrade header contains the token `websocket`.
-    fn upgrades_to_websocket(&self) -> bool {
-        self.header_values("Upgrade")
-            .any(|value| header_has_token(value, "websocket"))
-    }
-
     /// The Origin header, which browsers always send; servers use it against cross-site
     /// WebSocket hijacking.
     pub fn origin(&self) -> Option<&str> {
@@ -270,7 +272,7 @@ impl Request {
             Ok(None) => return Err(HandshakeError::MissingHost),
             Err(()) => return Err(HandshakeError::DuplicateHost),
         }
-        if !self.upgrades_to_websocket() {
+        if !self.upgrade_token {
             return Err(HandshakeError::NotUpgrade);
         }
         if !self
