@@ -37,7 +37,7 @@ use socket2::{Domain, Socket, Type};
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::timer::TimerHeap;
+use crate::timer::{Deadline, TimerHeap};
 use crate::tls::{TlsAcceptor, Transport};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -274,37 +274,61 @@ struct Conn {
     core: Connection,
     serial: u64,
     /// The earliest entry this connection has in the timer heap.
-    scheduled: Option<Duration>,
-    /// After the core terminated with output still pending: drop the socket by then anyway.
-    kill_at: Option<Duration>,
+    scheduled: Option<Deadline>,
+    /// After the core terminated with output still pending, or while it lingers: drop the
+    /// socket by then anyway.
+    kill_at: Option<Deadline>,
     /// The socket may have bytes to read (edge-triggered: cleared on `WouldBlock`/EOF, or on
     /// a plain socket's short read, see [`Worker::read`]).
     readable: bool,
-    /// The peer's FIN or an error was reported: read until `WouldBlock` or EOF, since no
-    /// further edge will announce them.
-    read_to_block: bool,
-    writable_interest: bool,
     paused: bool,
     eof: bool,
     write_failed: bool,
     opened: bool,
-    /// Ended on a failure (a protocol error, a refused request): the peer may still be
-    /// sending, so the socket lingers (see [`Worker::settle`]) instead of closing at once.
-    linger: bool,
-    /// Lingering: the FIN is sent and input is read and discarded until the peer's FIN.
-    lingering: bool,
-    over_limit: bool,
-    /// Report [`Handler::on_drained`] once the output falls to half of `max_backlog`.
-    drain_watch: bool,
-    /// Output counted in the worker's `output_buffered` gauge.
-    counted_output: usize,
     in_dirty: bool,
     /// In the worker's `unfinished` list: its read budget ran out with bytes still to read.
     unfinished: bool,
+    /// The flags read less often, in one byte (memory per idle connection is a goal).
+    flags: Flags,
+    /// Output counted in the worker's `output_buffered` gauge.
+    counted_output: usize,
     /// A plain HTTP request taken by [`Handler::http_body_limit`], not answered yet.
     http: Option<Box<HttpWait>>,
+}
+
+/// A connection's flags that are read less often than once per read, one bit each.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags(u8);
+
+impl Flags {
+    /// The peer's FIN or an error was reported: read until `WouldBlock` or EOF, since no
+    /// further edge will announce them.
+    const READ_TO_BLOCK: u8 = 1;
+    /// Registered for WRITABLE as well as READABLE.
+    const WRITABLE_INTEREST: u8 = 1 << 1;
+    /// Ended on a failure (a protocol error, a refused request): the peer may still be
+    /// sending, so the socket lingers (see [`Worker::settle`]) instead of closing at once.
+    const LINGER: u8 = 1 << 2;
+    /// Lingering: the FIN is sent and input is read and discarded until the peer's FIN.
+    const LINGERING: u8 = 1 << 3;
+    /// Accepted above `--max-connections`: an upgrade is refused with 503.
+    const OVER_LIMIT: u8 = 1 << 4;
+    /// Report [`Handler::on_drained`] once the output falls to half of `max_backlog`.
+    const DRAIN_WATCH: u8 = 1 << 5;
     /// Answered with [`Ctx::respond_stream`]: the handler hears of its end.
-    streaming: bool,
+    const STREAMING: u8 = 1 << 6;
+
+    fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.0 |= flag;
+        } else {
+            self.0 &= !flag;
+        }
+    }
 }
 
 /// A request whose body is awaited, or whose answer is.
@@ -390,7 +414,7 @@ impl Ctx<'_> {
     /// `max_backlog` or less.
     pub fn watch_drain(&mut self, id: ConnId) {
         if let Ok(conn) = self.conn(id) {
-            conn.drain_watch = true;
+            conn.flags.set(Flags::DRAIN_WATCH, true);
             self.mark(id);
         }
     }
@@ -433,7 +457,7 @@ impl Ctx<'_> {
         }
         conn.core.respond_streaming(status, headers)?;
         conn.http = None;
-        conn.streaming = true;
+        conn.flags.set(Flags::STREAMING, true);
         self.mark(id);
         Ok(())
     }
@@ -754,7 +778,7 @@ impl<H: Handler> Worker<H> {
                             conn.readable = true;
                         }
                         if event.is_read_closed() || event.is_error() {
-                            conn.read_to_block = true;
+                            conn.flags.set(Flags::READ_TO_BLOCK, true);
                         }
                         self.service(key);
                     }
@@ -879,17 +903,11 @@ impl<H: Handler> Worker<H> {
             scheduled: None,
             kill_at: None,
             readable: true,
-            read_to_block: false,
-            writable_interest: false,
             paused: false,
             eof: false,
             write_failed: false,
             opened: false,
-            linger: false,
-            lingering: false,
-            streaming: false,
-            over_limit: held >= max,
-            drain_watch: false,
+            flags: Flags(if held >= max { Flags::OVER_LIMIT } else { 0 }),
             counted_output: 0,
             in_dirty: false,
             unfinished: false,
@@ -932,7 +950,7 @@ impl<H: Handler> Worker<H> {
                 self.later(key);
                 return;
             }
-            if conn.lingering {
+            if conn.flags.has(Flags::LINGERING) {
                 match conn.stream.read(&mut self.scratch) {
                     Ok(0) => conn.eof = true,
                     Ok(n) => {
@@ -969,7 +987,7 @@ impl<H: Handler> Worker<H> {
             // return plaintext, nor once the peer's FIN or an error was reported: their edge
             // has passed, so those are read until `WouldBlock` or EOF.
             let drained = matches!(result, Ok(n) if n > 0 && n < asked)
-                && !conn.read_to_block
+                && !conn.flags.has(Flags::READ_TO_BLOCK)
                 && matches!(conn.stream, Transport::Plain(_));
             match result {
                 Ok(0) => {
@@ -1096,7 +1114,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let want_writable = conn.core.buffered_amount() > 0 || conn.stream.wants_write();
-        if want_writable != conn.writable_interest {
+        if want_writable != conn.flags.has(Flags::WRITABLE_INTEREST) {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -1110,7 +1128,7 @@ impl<H: Handler> Worker<H> {
                 warn!(peer = %Peer(&conn.stream), "cannot update interest: {e}");
                 conn.write_failed = true;
             } else {
-                conn.writable_interest = want_writable;
+                conn.flags.set(Flags::WRITABLE_INTEREST, want_writable);
             }
         }
     }
@@ -1128,8 +1146,11 @@ impl<H: Handler> Worker<H> {
             conn.counted_output = buffered;
         }
         let terminated = conn.core.is_terminated();
-        if conn.drain_watch && !terminated && buffered <= self.config.max_backlog / 2 {
-            conn.drain_watch = false;
+        if conn.flags.has(Flags::DRAIN_WATCH)
+            && !terminated
+            && buffered <= self.config.max_backlog / 2
+        {
+            conn.flags.set(Flags::DRAIN_WATCH, false);
             let id = ConnId {
                 key,
                 serial: conn.serial,
@@ -1149,7 +1170,7 @@ impl<H: Handler> Worker<H> {
             || (terminated && conn.core.buffered_amount() == 0 && !conn.stream.wants_write())
         {
             if conn.write_failed
-                || !conn.linger
+                || !conn.flags.has(Flags::LINGER)
                 || conn.eof
                 || !matches!(conn.stream, Transport::Plain(_))
             {
@@ -1160,20 +1181,20 @@ impl<H: Handler> Worker<H> {
             // the close frame or the error response before the peer reads it. So after a
             // failure the FIN goes first, and input is discarded until the peer's FIN or the
             // close timeout.
-            if !conn.lingering {
-                conn.lingering = true;
+            if !conn.flags.has(Flags::LINGERING) {
+                conn.flags.set(Flags::LINGERING, true);
                 conn.paused = false;
                 conn.readable = true;
                 conn.stream.shutdown_write();
-                conn.kill_at = Some(self.now + self.core_config.close_timeout());
+                conn.kill_at = Some(Deadline::new(self.now + self.core_config.close_timeout()));
                 self.read(key);
                 return self.settle(key);
             }
         }
         if terminated && conn.kill_at.is_none() {
-            conn.kill_at = Some(self.now + self.core_config.close_timeout());
+            conn.kill_at = Some(Deadline::new(self.now + self.core_config.close_timeout()));
         }
-        let deadline = match (conn.core.poll_timeout(), conn.kill_at) {
+        let deadline = match (conn.core.poll_timeout(), conn.kill_at.map(Deadline::get)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -1191,7 +1212,7 @@ impl<H: Handler> Worker<H> {
                 continue; // stale: an earlier entry for this connection already fired
             }
             conn.scheduled = None;
-            if conn.kill_at.is_some_and(|k| self.now >= k) {
+            if conn.kill_at.is_some_and(|k| self.now >= k.get()) {
                 debug!(peer = %Peer(&conn.stream), "peer did not take its last bytes or send its FIN in time");
                 self.remove(key);
                 continue;
@@ -1274,7 +1295,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Event::Ping(_) | Event::Pong(_) => {}
                 Event::Error(e) => {
-                    conn.linger = e.caused_by_input();
+                    conn.flags.set(Flags::LINGER, e.caused_by_input());
                     let peer = Peer(&conn.stream);
                     match &e {
                         CoreError::Handshake(h) => {
@@ -1293,9 +1314,9 @@ impl<H: Handler> Worker<H> {
                 }
                 Event::Closed(closed) => {
                     if !conn.opened {
-                        let held =
-                            conn.streaming || conn.http.as_ref().is_some_and(|w| w.delivered);
-                        conn.streaming = false;
+                        let held = conn.flags.has(Flags::STREAMING)
+                            || conn.http.as_ref().is_some_and(|w| w.delivered);
+                        conn.flags.set(Flags::STREAMING, false);
                         conn.http = None;
                         if held {
                             let mut ctx = Ctx {
@@ -1363,7 +1384,7 @@ impl<H: Handler> Worker<H> {
         }));
         if let Some(error) = error {
             // Its body, if any, is not read.
-            conn.linger = true;
+            conn.flags.set(Flags::LINGER, true);
             let id = ConnId {
                 key,
                 serial: conn.serial,
@@ -1471,7 +1492,7 @@ impl<H: Handler> Worker<H> {
                     ),
                 },
             }
-        } else if conn.over_limit {
+        } else if conn.flags.has(Flags::OVER_LIMIT) {
             self.metrics
                 .rejected_full_total
                 .fetch_add(1, Ordering::Relaxed);
@@ -1539,7 +1560,7 @@ impl<H: Handler> Worker<H> {
             &self.metrics.worker(self.index).output_buffered,
             conn.counted_output as u64,
         );
-        if conn.streaming || conn.http.as_ref().is_some_and(|w| w.delivered) {
+        if conn.flags.has(Flags::STREAMING) || conn.http.as_ref().is_some_and(|w| w.delivered) {
             // Dropped without a Closed event (drain timeout, failed write).
             let id = ConnId {
                 key,
@@ -1607,6 +1628,17 @@ fn deregister(registry: &Registry, stream: &mut TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory per idle connection is a goal (README): a worker's slab holds one `Conn` per
+    /// connection, so fields added to it are paid by every idle connection.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_connection_entry_stays_small() {
+        // mio's sockets carry a selector id in debug builds.
+        let limit = if cfg!(debug_assertions) { 472 } else { 464 };
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= limit, "Conn grew to {size} bytes");
+    }
 
     #[cfg(target_os = "linux")]
     /// What `add` relies on when it leaves `TCP_NODELAY` and `SO_SNDBUF` alone.

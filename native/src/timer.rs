@@ -8,11 +8,30 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 use std::time::Duration;
+
+/// A deadline as nanoseconds since the worker's epoch (at least 1), in 8 bytes: an
+/// `Option<Deadline>` takes half the room of an `Option<Duration>`, and a heap entry 16 bytes
+/// instead of 24 (memory per idle connection is a goal; each holds one of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(NonZeroU64);
+
+impl Deadline {
+    /// `at`, to the nanosecond (584 years fit; later saturates).
+    pub fn new(at: Duration) -> Deadline {
+        let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
+        Deadline(NonZeroU64::MIN.saturating_add(nanos.saturating_sub(1)))
+    }
+
+    pub fn get(self) -> Duration {
+        Duration::from_nanos(self.0.get())
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct TimerHeap {
-    heap: BinaryHeap<Reverse<(Duration, usize)>>,
+    heap: BinaryHeap<Reverse<(Deadline, usize)>>,
 }
 
 impl TimerHeap {
@@ -22,7 +41,8 @@ impl TimerHeap {
 
     /// Makes sure `key` fires no later than `deadline`. `scheduled` is the connection's record
     /// of its earliest heap entry; it is updated.
-    pub fn schedule(&mut self, key: usize, scheduled: &mut Option<Duration>, deadline: Duration) {
+    pub fn schedule(&mut self, key: usize, scheduled: &mut Option<Deadline>, deadline: Duration) {
+        let deadline = Deadline::new(deadline);
         if scheduled.is_some_and(|s| s <= deadline) {
             return;
         }
@@ -32,13 +52,15 @@ impl TimerHeap {
 
     /// The earliest entry, stale or not.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.heap.peek().map(|Reverse((d, _))| *d)
+        self.heap.peek().map(|Reverse((d, _))| d.get())
     }
 
     /// Pops an entry that is due at `now`.
-    pub fn pop_due(&mut self, now: Duration) -> Option<(Duration, usize)> {
+    pub fn pop_due(&mut self, now: Duration) -> Option<(Deadline, usize)> {
         match self.heap.peek() {
-            Some(Reverse((d, _))) if *d <= now => self.heap.pop().map(|Reverse(e)| e),
+            Some(Reverse((d, _))) if *d <= Deadline::new(now) => {
+                self.heap.pop().map(|Reverse(e)| e)
+            }
             _ => None,
         }
     }
@@ -52,7 +74,7 @@ impl TimerHeap {
     }
 
     /// Rebuilds the heap from the live schedule when it holds more than twice `live` entries.
-    pub fn compact(&mut self, live: usize, entries: impl Iterator<Item = (usize, Duration)>) {
+    pub fn compact(&mut self, live: usize, entries: impl Iterator<Item = (usize, Deadline)>) {
         if self.heap.len() <= 2 * live + 64 {
             return;
         }
@@ -75,7 +97,7 @@ mod tests {
         t.schedule(1, &mut s, ms(100));
         t.schedule(1, &mut s, ms(200));
         assert_eq!(t.len(), 1);
-        assert_eq!(s, Some(ms(100)));
+        assert_eq!(s.map(Deadline::get), Some(ms(100)));
         t.schedule(1, &mut s, ms(50));
         assert_eq!(t.len(), 2);
         assert_eq!(t.next_deadline(), Some(ms(50)));
@@ -88,11 +110,12 @@ mod tests {
         t.schedule(3, &mut c, ms(30));
         t.schedule(1, &mut a, ms(10));
         t.schedule(2, &mut b, ms(20));
-        assert_eq!(t.pop_due(ms(5)), None);
-        assert_eq!(t.pop_due(ms(25)), Some((ms(10), 1)));
-        assert_eq!(t.pop_due(ms(25)), Some((ms(20), 2)));
-        assert_eq!(t.pop_due(ms(25)), None);
-        assert_eq!(t.pop_due(ms(30)), Some((ms(30), 3)));
+        let mut pop = |now| t.pop_due(now).map(|(d, k)| (d.get(), k));
+        assert_eq!(pop(ms(5)), None);
+        assert_eq!(pop(ms(25)), Some((ms(10), 1)));
+        assert_eq!(pop(ms(25)), Some((ms(20), 2)));
+        assert_eq!(pop(ms(25)), None);
+        assert_eq!(pop(ms(30)), Some((ms(30), 3)));
         assert!(t.is_empty());
     }
 
@@ -106,6 +129,24 @@ mod tests {
         assert_eq!(t.len(), 200);
         t.compact(1, std::iter::once((7, s.unwrap())));
         assert_eq!(t.len(), 1);
-        assert_eq!(t.pop_due(ms(5000)), Some((ms(1000), 7)));
+        assert_eq!(t.pop_due(ms(5000)), Some((Deadline::new(ms(1000)), 7)));
+    }
+
+    #[test]
+    fn deadlines_keep_their_nanoseconds_and_order() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            ms(7),
+            Duration::new(86_400, 999_999_999),
+        ] {
+            assert_eq!(Deadline::new(d).get(), d.max(Duration::from_nanos(1)));
+        }
+        assert!(Deadline::new(ms(1)) < Deadline::new(ms(2)));
+        assert_eq!(
+            Deadline::new(Duration::MAX).get(),
+            Duration::from_nanos(u64::MAX)
+        );
+        assert_eq!(std::mem::size_of::<Option<Deadline>>(), 8);
     }
 }
