@@ -20,7 +20,8 @@ pub struct Utf8Validator {
     /// Start of a code point cut off by the end of the last chunk; only the first
     /// `pending_len` bytes are meaningful, and they are always a valid prefix.
     pending: [u8; 4],
-    pending_len: usize,
+    /// At most 3 (a byte, not a `usize`: the validator lives in every connection).
+    pending_len: u8,
     /// Bytes fed since the last reset, so errors can point into the whole message.
     seen: usize,
 }
@@ -49,13 +50,13 @@ impl Utf8Validator {
         let chunk_start = self.seen;
         let mut rest = chunk;
 
-        if self.pending_len > 0 {
-            let sequence_start = chunk_start.saturating_sub(self.pending_len);
-            let missing = sequence_len(self.pending[0]).saturating_sub(self.pending_len);
+        if self.pending_len() > 0 {
+            let sequence_start = chunk_start.saturating_sub(self.pending_len());
+            let missing = sequence_len(self.pending[0]).saturating_sub(self.pending_len());
             let (completion, after) = rest.split_at(missing.min(rest.len()));
             let mut sequence = self.pending;
-            let sequence_len = self.pending_len + completion.len();
-            let Some(slot) = sequence.get_mut(self.pending_len..sequence_len) else {
+            let sequence_len = self.pending_len() + completion.len();
+            let Some(slot) = sequence.get_mut(self.pending_len()..sequence_len) else {
                 return self.fail(sequence_start);
             };
             slot.copy_from_slice(completion);
@@ -68,7 +69,7 @@ impl Utf8Validator {
                 Err(_) => {
                     // Still a valid prefix, and the chunk is used up, or it would be complete.
                     self.pending = sequence;
-                    self.pending_len = sequence_len;
+                    self.set_pending_len(sequence_len);
                     self.seen = self.seen.saturating_add(chunk.len());
                     return Ok(());
                 }
@@ -107,7 +108,7 @@ impl Utf8Validator {
                     return self.fail(start.saturating_add(valid_up_to));
                 };
                 slot.copy_from_slice(tail);
-                self.pending_len = tail.len();
+                self.set_pending_len(tail.len());
                 Ok(())
             }
         }
@@ -116,8 +117,8 @@ impl Utf8Validator {
     /// End of message: fails if a multi-byte sequence is incomplete. Resets the validator either
     /// way.
     pub fn finish(&mut self) -> Result<(), Utf8Error> {
-        if self.pending_len > 0 {
-            return self.fail(self.seen.saturating_sub(self.pending_len));
+        if self.pending_len() > 0 {
+            return self.fail(self.seen.saturating_sub(self.pending_len()));
         }
         self.reset();
         Ok(())
@@ -131,6 +132,15 @@ impl Utf8Validator {
     /// True when no partial sequence is pending.
     pub fn is_at_boundary(&self) -> bool {
         self.pending_len == 0
+    }
+
+    fn pending_len(&self) -> usize {
+        usize::from(self.pending_len)
+    }
+
+    /// `len` is at most 4 (the length of `pending`).
+    fn set_pending_len(&mut self, len: usize) {
+        self.pending_len = u8::try_from(len).unwrap_or(u8::MAX);
     }
 
     fn fail(&mut self, valid_up_to: usize) -> Result<(), Utf8Error> {
