@@ -2,6 +2,8 @@
 
 use core::time::Duration;
 
+use crate::nanos;
+
 /// What the connection must do when the heartbeat deadline fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeartbeatAction {
@@ -73,11 +75,6 @@ impl Heartbeat {
         self.next_ping = now.saturating_add(self.interval);
         Some(HeartbeatAction::Ping(self.sequence))
     }
-}
-
-/// `d` in nanoseconds; 584 years fit, later saturates.
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

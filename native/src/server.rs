@@ -1635,7 +1635,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn a_connection_entry_stays_small() {
         // mio's sockets carry a selector id in debug builds.
-        let limit = if cfg!(debug_assertions) { 448 } else { 440 };
+        let limit = if cfg!(debug_assertions) { 432 } else { 424 };
         let size = std::mem::size_of::<Conn>();
         assert!(size <= limit, "Conn grew to {size} bytes");
     }

@@ -31,14 +31,14 @@ impl Connection {
         self.stream = None;
         self.heartbeat = None;
         self.timers
-            .set(Timer::CloseReply, self.now + self.config.close_timeout);
+            .set(Timer::CloseReply, self.clock() + self.config.close_timeout);
         Ok(())
     }
 
     /// The peer closed its side of TCP (a read returned 0). Frames received before it are
     /// still reported first.
     pub fn receive_eof(&mut self, now: Duration) {
-        self.now = now;
+        self.now = crate::nanos(now);
         self.peer_eof = true;
         if self.events.is_empty() {
             self.process();
@@ -92,7 +92,7 @@ impl Connection {
             // The server closes TCP first; wait for it, but not forever.
             self.state = State::ClosedAwaitingFin;
             self.timers
-                .set(Timer::Linger, self.now + self.config.close_timeout);
+                .set(Timer::Linger, self.clock() + self.config.close_timeout);
         }
     }
 

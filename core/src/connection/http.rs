@@ -112,7 +112,7 @@ impl Connection {
         if !matches!(self.state, State::AwaitingDecision { key: None }) {
             return Err(SendError::NotOpen);
         }
-        self.timers.set(Timer::HeldRequest, self.now + timeout);
+        self.timers.set(Timer::HeldRequest, self.clock() + timeout);
         Ok(())
     }
 
@@ -159,8 +159,11 @@ impl Connection {
         self.rx_filled -= consumed;
         self.head_scanned = 0;
         self.state = State::Handshake;
-        self.timers
-            .set_after(Timer::KeepAlive, self.now, self.config.handshake_timeout);
+        self.timers.set_after(
+            Timer::KeepAlive,
+            self.clock(),
+            self.config.handshake_timeout,
+        );
         self.process();
         if self.peer_eof {
             self.apply_eof();

@@ -130,7 +130,8 @@ pub struct Connection {
     role: Role,
     config: Arc<Config>,
     state: State,
-    now: Duration,
+    /// The time of the last call that passed one, as nanoseconds (see [`crate::nanos`]).
+    now: u64,
     random: Option<RandomSource>,
     client: Option<Box<ClientHandshake>>,
     response: Option<Box<Response>>,
@@ -157,7 +158,8 @@ pub struct Connection {
     /// reply or linger); the heartbeat and idle deadlines follow from the fields below.
     timers: TimerTable,
     heartbeat: Option<Heartbeat>,
-    last_received: Duration,
+    /// When bytes last arrived, as nanoseconds.
+    last_received: u64,
     /// The peer closed its side of TCP; acted on once the frames before it are reported.
     peer_eof: bool,
     /// Frames arrive: emptied buffers are kept for the next message until the buffer-keep
@@ -179,6 +181,16 @@ impl core::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// The time of the last call that passed one.
+    fn clock(&self) -> Duration {
+        Duration::from_nanos(self.now)
+    }
+
+    /// When bytes last arrived.
+    fn last_read(&self) -> Duration {
+        Duration::from_nanos(self.last_received)
+    }
+
     /// A server connection waiting for the client's upgrade request.
     pub fn server(config: impl Into<Arc<Config>>, now: Duration) -> Connection {
         Connection::new(Role::Server, config.into(), None, State::Handshake, now)
@@ -235,7 +247,7 @@ impl Connection {
             timers,
             config,
             state,
-            now,
+            now: crate::nanos(now),
             random,
             client: None,
             response: None,
@@ -250,7 +262,7 @@ impl Connection {
             stream: None,
             events: EventQueue::new(),
             heartbeat: None,
-            last_received: now,
+            last_received: crate::nanos(now),
             peer_eof: false,
             warm: false,
             extensions: Extensions::default(),

@@ -112,9 +112,9 @@ impl Connection {
     }
 
     pub(super) fn after_receive(&mut self, now: Duration, n: usize) {
-        self.now = now;
+        self.now = crate::nanos(now);
         if n > 0 {
-            self.last_received = now;
+            self.last_received = crate::nanos(now);
         }
         self.process();
     }

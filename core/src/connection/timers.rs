@@ -117,10 +117,10 @@ impl Connection {
                 self.heartbeat.as_ref().map(Heartbeat::deadline)
             }
             Timer::Idle if matches!(self.state, State::Open) => {
-                self.config.idle_timeout.map(|t| self.last_received + t)
+                self.config.idle_timeout.map(|t| self.last_read() + t)
             }
             Timer::BufferKeep if self.warm && matches!(self.state, State::Open) => {
-                self.config.buffer_keep.map(|t| self.last_received + t)
+                self.config.buffer_keep.map(|t| self.last_read() + t)
             }
             Timer::Heartbeat | Timer::Idle | Timer::BufferKeep => None,
             stored => self
@@ -152,7 +152,7 @@ impl Connection {
 
     /// Fires every deadline that `now` has reached.
     pub fn handle_timeout(&mut self, now: Duration) {
-        self.now = now;
+        self.now = crate::nanos(now);
         if let Some((timer, at)) = self.timers.next() {
             if now >= at {
                 self.timers.stop(timer);
@@ -197,8 +197,9 @@ impl Connection {
                 self.fail(Error::IdleTimeout);
             }
             Timer::Heartbeat => {
+                let now = self.clock();
                 let action = match &mut self.heartbeat {
-                    Some(hb) => hb.on_timeout(self.now),
+                    Some(hb) => hb.on_timeout(now),
                     None => None,
                 };
                 match action {

@@ -127,6 +127,6 @@ impl Connection {
         self.heartbeat = self
             .config
             .ping_interval
-            .map(|i| Heartbeat::new(i, self.config.max_missed_pongs, self.now));
+            .map(|i| Heartbeat::new(i, self.config.max_missed_pongs, self.clock()));
     }
 }
