@@ -19,7 +19,7 @@ use duplex_core::message::{Event, Message};
 use duplex_core::{CloseCode, Connection};
 
 mod common;
-use common::{get, http, metric_value};
+use common::{get, http, metric_value, oversized_peer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -241,13 +241,7 @@ fn a_thousand_concurrent_clients_echo_correctly() {
 
 #[test]
 fn an_oversized_message_closes_that_connection_only_with_1009() {
-    let server = TestServer::echo(ServerConfig {
-        connection: Config::default()
-            .with_ping_interval(None)
-            .with_max_message_size(64 * 1024)
-            .with_max_frame_size(64 * 1024),
-        ..config()
-    });
+    let server = small_limits_server();
     let mut other = connect(&server.url("/"));
     let mut big = connect(&server.url("/"));
     big.send_binary(&vec![1u8; 64 * 1024]).unwrap();
@@ -270,74 +264,27 @@ fn an_oversized_message_closes_that_connection_only_with_1009() {
     );
 }
 
-/// A peer that keeps sending after the frame the server refuses still reads the 1009 close:
-/// the server lingers instead of closing with unread bytes, which makes the kernel send a RST
-/// that destroys the close frame.
-#[test]
-fn a_peer_still_sending_after_an_oversized_frame_reads_the_1009_close() {
-    let server = TestServer::echo(ServerConfig {
+/// A server with 64 KiB frame and message limits and no heartbeat.
+fn small_limits_server() -> TestServer {
+    TestServer::echo(ServerConfig {
         connection: Config::default()
             .with_ping_interval(None)
             .with_max_message_size(64 * 1024)
             .with_max_frame_size(64 * 1024),
         ..config()
-    });
-    let addr = server.addr;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream
-        .write_all(
-            format!(
-                "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101 "),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    // A masked binary frame announcing 16 MiB, then its payload for as long as the server
-    // takes it; the server refuses the frame at its header.
-    let mut writer = stream.try_clone().unwrap();
-    let sender = std::thread::spawn(move || {
-        let mut header = vec![0x82, 0x80 | 127];
-        header.extend_from_slice(&(16u64 << 20).to_be_bytes());
-        header.extend_from_slice(&[1, 2, 3, 4]);
-        if writer.write_all(&header).is_ok() {
-            let chunk = vec![0x55u8; 64 * 1024];
-            for _ in 0..256 {
-                if writer.write_all(&chunk).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    // Long enough for the server to refuse the frame and end the connection meanwhile.
-    std::thread::sleep(Duration::from_millis(300));
-    let mut close = [0u8; 4];
-    stream
-        .read_exact(&mut close)
-        .expect("the close frame, not a reset");
-    assert_eq!(close[0], 0x88, "a close frame: {close:?}");
-    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1009, "{close:?}");
-    let mut reason = vec![0u8; usize::from(close[1]) - 2];
-    stream.read_exact(&mut reason).unwrap();
+    })
+}
+
+/// A peer that keeps sending after the frame the server refuses still reads the 1009 close:
+/// the server lingers instead of closing with unread bytes, which makes the kernel send a RST
+/// that destroys the close frame.
+#[test]
+fn a_peer_still_sending_after_an_oversized_frame_reads_the_1009_close() {
+    let server = small_limits_server();
     assert_eq!(
-        stream.read(&mut close).unwrap(),
-        0,
-        "the server's FIN after the close"
+        oversized_peer::close_code_while_still_sending(server.addr, WAIT),
+        1009
     );
-    stream.shutdown(Shutdown::Both).unwrap();
-    sender.join().unwrap();
     // The server is still serving everyone else.
     let mut other = connect(&server.url("/"));
     other.send_text("unaffected").unwrap();

@@ -12,6 +12,9 @@ use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+#[path = "../../native/tests/common/oversized_peer.rs"]
+mod oversized_peer;
+
 /// An echo server on 127.0.0.1 that serves `connections` connections; returns its URL and the
 /// task, which yields what each connection ended with.
 async fn echo_server(connections: usize) -> (String, tokio::task::JoinHandle<Vec<String>>) {
@@ -312,56 +315,18 @@ async fn a_peer_still_sending_after_an_oversized_frame_reads_the_1009_close() {
             }
             ends
         });
-        let client = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(addr).unwrap();
-            stream.set_read_timeout(Some(LIMIT)).unwrap();
-            stream
-                .write_all(
-                    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                )
-                .unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                stream.read_exact(&mut byte).unwrap();
-                head.push(byte[0]);
-            }
-            assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
-            // A masked binary frame announcing 16 MiB, then its payload while it is taken.
-            let mut writer = stream.try_clone().unwrap();
-            let sender = std::thread::spawn(move || {
-                let mut header = vec![0x82, 0x80 | 127];
-                header.extend_from_slice(&(16u64 << 20).to_be_bytes());
-                header.extend_from_slice(&[1, 2, 3, 4]);
-                let chunk = vec![0x55u8; 64 * 1024];
-                if writer.write_all(&header).is_ok() {
-                    for _ in 0..256 {
-                        if writer.write_all(&chunk).is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            std::thread::sleep(Duration::from_millis(300));
-            let mut close = [0u8; 4];
-            stream
-                .read_exact(&mut close)
-                .expect("the close frame, not a reset");
-            assert_eq!(close[0], 0x88, "a close frame: {close:?}");
-            assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1009, "{close:?}");
-            let mut reason = vec![0u8; usize::from(close[1]) - 2];
-            stream.read_exact(&mut reason).unwrap();
-            assert_eq!(stream.read(&mut close).unwrap(), 0, "the FIN after the close");
-            stream.shutdown(std::net::Shutdown::Both).unwrap();
-            sender.join().unwrap();
-        });
-        client.await.unwrap();
+        let code = tokio::task::spawn_blocking(move || {
+            oversized_peer::close_code_while_still_sending(addr, LIMIT)
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1009);
         let ends = server.await.unwrap();
         assert_eq!(ends.len(), 1, "{ends:?}");
         assert!(
-            ends[0].as_ref().is_err_and(|e| e.contains("exceeds the limit")),
+            ends[0]
+                .as_ref()
+                .is_err_and(|e| e.contains("exceeds the limit")),
             "{ends:?}"
         );
     })

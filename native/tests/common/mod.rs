@@ -3,6 +3,8 @@
 //! Each test file is its own crate and uses only some of them.
 #![allow(dead_code)]
 
+pub mod oversized_peer;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
