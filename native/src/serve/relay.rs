@@ -150,15 +150,23 @@ impl Relay {
         let (jobs, receiver) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(Mutex::new(HashMap::new()));
+        let (subscribed, on_subscribed) = mpsc::channel();
         let subscriber = SubscriberThread {
             client: client.clone(),
             channel: channel(&node),
             jobs: jobs.clone(),
             stop: Arc::clone(&stop),
+            subscribed,
         };
         std::thread::Builder::new()
             .name("duplex-relay-sub".into())
             .spawn(move || subscriber.run())?;
+        // The node serves once it hears its channel: an answer to a request it relays right
+        // away would otherwise be published before it listens, and lost (a 503 after
+        // ANSWER_WITHIN). With Redis down the node starts anyway and subscribes when it can.
+        if on_subscribed.recv_timeout(TIMEOUT * 2).is_err() {
+            warn!("relay: not subscribed to Redis yet; relayed requests wait until it is");
+        }
         let thread = RelayThread {
             node: node.clone(),
             client,
@@ -263,6 +271,8 @@ struct SubscriberThread {
     channel: String,
     jobs: Sender<Job>,
     stop: Arc<AtomicBool>,
+    /// Told each time the subscription is in place (`Relay::start` waits for the first).
+    subscribed: Sender<()>,
 }
 
 impl SubscriberThread {
@@ -293,6 +303,7 @@ impl SubscriberThread {
         let mut pubsub = connection.as_pubsub();
         pubsub.subscribe(&self.channel)?;
         *was_up = true;
+        let _ = self.subscribed.send(());
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
