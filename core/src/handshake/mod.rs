@@ -460,7 +460,11 @@ fn header_values<'a, 'n>(
 
 /// The single value of a header that must not repeat; `Err(())` when it repeats.
 fn single_header<'a>(headers: &'a [Header], name: &'a str) -> Result<Option<&'a [u8]>, ()> {
-    let mut values = header_values(headers, name);
+    single_value(header_values(headers, name))
+}
+
+/// The only one of a header's `values`, if any; `Err(())` when there are several.
+fn single_value<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Result<Option<&'a [u8]>, ()> {
     let first = values.next();
     match values.next() {
         Some(_) => Err(()),

@@ -9,7 +9,7 @@ use bytes::BufMut;
 use super::key::{accept_key_bytes, is_valid_key};
 use super::{
     ExtensionOffer, HandshakeError, MAX_HEADERS, header_has_token, httparse_error, is_token,
-    list_elements, push_decimal, push_header, trim_ows,
+    list_elements, push_decimal, push_header, single_value, trim_ows,
 };
 
 /// A parsed HTTP/1.x request head.
@@ -192,12 +192,7 @@ impl Request {
 
     /// The single value of a header that must not repeat; `Err(())` when it repeats.
     fn single_header(&self, name: &str) -> Result<Option<&[u8]>, ()> {
-        let mut values = self.header_values(name);
-        let first = values.next();
-        match values.next() {
-            Some(_) => Err(()),
-            None => Ok(first),
-        }
+        single_value(self.header_values(name))
     }
 
     /// True when the request attempts a WebSocket upgrade: an Upgrade header contains the token
