@@ -232,15 +232,8 @@ impl FrameHeader {
         2 + extended_len + mask_len
     }
 
-    /// Encodes the header on the stack.
-    ///
-    /// Fields are written as they are, even ones [`FrameHeader::decode`] would reject (a control
-    /// frame over 125 bytes, a length of 2^63 or more); checking is up to the sender.
-    pub fn encode(&self) -> EncodedHeader {
-        let mut encoded = EncodedHeader {
-            bytes: [0; MAX_HEADER_LEN],
-            len: 0,
-        };
+    /// The first byte of the encoded header: FIN, the RSV bits and the opcode.
+    pub(crate) fn first_byte(&self) -> u8 {
         let mut first = self.opcode.as_u8();
         for (set, bit) in [
             (self.fin, FIN),
@@ -252,6 +245,19 @@ impl FrameHeader {
                 first |= bit;
             }
         }
+        first
+    }
+
+    /// Encodes the header on the stack.
+    ///
+    /// Fields are written as they are, even ones [`FrameHeader::decode`] would reject (a control
+    /// frame over 125 bytes, a length of 2^63 or more); checking is up to the sender.
+    pub fn encode(&self) -> EncodedHeader {
+        let mut encoded = EncodedHeader {
+            bytes: [0; MAX_HEADER_LEN],
+            len: 0,
+        };
+        let first = self.first_byte();
         let mask_bit = if self.mask.is_some() { MASKED } else { 0 };
 
         match self.payload_len {

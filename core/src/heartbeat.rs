@@ -40,7 +40,12 @@ impl Heartbeat {
     }
 
     pub fn deadline(&self) -> Duration {
-        Duration::from_nanos(self.next_ping)
+        Duration::from_nanos(self.deadline_nanos())
+    }
+
+    /// [`Heartbeat::deadline`] as nanoseconds.
+    pub(crate) fn deadline_nanos(&self) -> u64 {
+        self.next_ping
     }
 
     /// Pings sent in a row that got no pong so far.

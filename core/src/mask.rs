@@ -15,6 +15,9 @@ const WORD: usize = 16;
 /// Masking and unmasking are the same operation.
 pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
+    if buf.len() < SHORT {
+        return xor_short(buf, key);
+    }
 
     // Aligning first gives aligned loads on targets where unaligned ones are slow; `align_offset`
     // may answer "impossible" with a huge number, which just sends everything down the slow path.
@@ -33,6 +36,32 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
         }
     }
     xor_cycle(words.into_remainder(), key);
+}
+
+/// Below this length a payload skips the aligned word loop: aligning alone could cost up to 15
+/// bytewise steps, more than the payload's 8-byte words do.
+const SHORT: usize = 64;
+
+/// XOR a short payload 8 bytes at a time (unaligned `u64` loads), then 4, then bytewise.
+fn xor_short(buf: &mut [u8], key: [u8; 4]) {
+    let key4 = u32::from_ne_bytes(key);
+    // The key twice in a row, in either byte order.
+    let key8 = u64::from(key4) | (u64::from(key4) << 32);
+    let mut words = buf.chunks_exact_mut(8);
+    for word in &mut words {
+        let masked = u64::from_ne_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]) ^ key8;
+        word.copy_from_slice(&masked.to_ne_bytes());
+    }
+    // Every word is 8 bytes, so the rest starts on the key's first byte again.
+    let rest = words.into_remainder();
+    let (four, tail) = rest.split_at_mut(rest.len() & 4);
+    if let [a, b, c, d] = four {
+        let masked = u32::from_ne_bytes([*a, *b, *c, *d]) ^ key4;
+        four.copy_from_slice(&masked.to_ne_bytes());
+    }
+    xor_cycle(tail, key);
 }
 
 /// XOR with the key from its first byte, for the short head and tail.

@@ -241,6 +241,13 @@ impl Connection {
 
     /// One message as one frame, or fragments of `fragment_size`; RSV1 on the first only.
     pub(super) fn write_frames(&mut self, opcode: OpCode, payload: &[u8], rsv1: bool) {
+        if self
+            .config
+            .fragment_size
+            .is_none_or(|size| payload.len() <= size)
+        {
+            return self.write_frame_rsv(true, rsv1, opcode, payload);
+        }
         for (range, fin) in fragments(payload.len(), self.config.fragment_size) {
             let first = range.start == 0;
             let op = if first { opcode } else { OpCode::Continuation };
@@ -294,8 +301,16 @@ impl Connection {
             mask,
             payload_len: payload.len() as u64,
         };
-        let encoded = header.encode();
         let tx = self.tx.tail();
+        if mask.is_none() && payload.len() <= MAX_CONTROL_PAYLOAD {
+            // A server's short frame: the header is two bytes, written without the general
+            // encoder (most frames of a chat or a game are this one).
+            tx.reserve(2 + payload.len());
+            tx.extend_from_slice(&[header.first_byte(), payload.len() as u8]);
+            tx.extend_from_slice(payload);
+            return;
+        }
+        let encoded = header.encode();
         tx.reserve(encoded.len() + payload.len());
         tx.extend_from_slice(encoded.as_slice());
         let start = tx.len();

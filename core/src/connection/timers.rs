@@ -139,15 +139,25 @@ impl Connection {
         if !matches!(self.state, State::Open) {
             return self.timers.next().map(|(_, at)| at);
         }
-        let earlier = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // The derived deadlines of `deadline`, added up in nanoseconds (u64::MAX: none).
+        let after_read = |timeout: Option<Duration>| {
+            timeout.map_or(u64::MAX, |t| {
+                self.last_received.saturating_add(crate::nanos(t))
+            })
         };
-        let derived = earlier(
-            earlier(self.deadline(Timer::Heartbeat), self.deadline(Timer::Idle)),
-            self.deadline(Timer::BufferKeep),
-        );
-        earlier(derived, self.timers.next().map(|(_, at)| at))
+        let mut next = self
+            .heartbeat
+            .as_ref()
+            .map_or(u64::MAX, Heartbeat::deadline_nanos);
+        next = next.min(after_read(self.config.idle_timeout));
+        if self.warm {
+            next = next.min(after_read(self.config.buffer_keep));
+        }
+        let derived = (next != u64::MAX).then(|| Duration::from_nanos(next));
+        match (derived, self.timers.next()) {
+            (Some(a), Some((_, b))) => Some(a.min(b)),
+            (a, b) => a.or(b.map(|(_, at)| at)),
+        }
     }
 
     /// Fires every deadline that `now` has reached.
