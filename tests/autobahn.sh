@@ -7,7 +7,7 @@
 #                                   duplex-ws package (wasm/js/examples/autobahn-client.mjs,
 #                                   built first by wasm/build.sh or tests/wasm.sh)
 #   tests/autobahn.sh tokio-server  kosoku drives the duplex-tokio echo server
-#                                   (tokio/examples/tokio_autobahn_server.rs)
+#                                   (tokio/examples/autobahn_server.rs)
 #   tests/autobahn.sh tokio-client  the duplex-tokio client (tokio/examples/tokio_autobahn_client.rs)
 #                                   drives kosoku -m fuzzingserver
 #   (wasm-client and the tokio roles leave out the large compression cases; see below)
@@ -26,7 +26,7 @@
 #   AUTOBAHN_AGENT       agent name the client reports (default: duplex; wasm-client: duplex-wasm)
 # The native binaries default to ${CARGO_TARGET_DIR:-target}/release/ (duplex and
 # examples/autobahn_client); DUPLEX_BIN and AUTOBAHN_CLIENT_BIN override them. The tokio
-# modes run examples/tokio_autobahn_server and examples/tokio_autobahn_client of the same directory
+# modes run examples/autobahn_server and examples/tokio_autobahn_client of the same directory
 # (tests/run.sh tokio-build); TOKIO_SERVER_BIN and TOKIO_CLIENT_BIN override them.
 # e.g. the Node `ws` references:
 #   AUTOBAHN_SERVER_CMD='node tests/interop/ws_echo_server.mjs $PORT' tests/autobahn.sh server
@@ -58,7 +58,7 @@ DEFAULT_CLIENT_CMD='"$AUTOBAHN_CLIENT_BIN" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
 WASM_CLIENT_CMD='node "$REPO_ROOT/wasm/js/examples/autobahn-client.mjs" "$AUTOBAHN_URL" "$AUTOBAHN_AGENT"'
 AUTOBAHN_CLIENT_BIN="${AUTOBAHN_CLIENT_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/autobahn_client}"
 # duplex-tokio's examples (tests/run.sh tokio-build).
-TOKIO_SERVER_BIN="${TOKIO_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/tokio_autobahn_server}"
+TOKIO_SERVER_BIN="${TOKIO_SERVER_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/autobahn_server}"
 TOKIO_CLIENT_BIN="${TOKIO_CLIENT_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/tokio_autobahn_client}"
 # shellcheck disable=SC2016
 TOKIO_SERVER_CMD='"$TOKIO_SERVER_BIN" "127.0.0.1:$PORT"'
@@ -120,7 +120,7 @@ run_server_mode() {
         if [[ $mode == tokio-server ]]; then
             cmd=$TOKIO_SERVER_CMD
             [[ -x $TOKIO_SERVER_BIN ]] ||
-                die "$TOKIO_SERVER_BIN not built (cargo build --release -p duplex-tokio --example tokio_autobahn_server)"
+                die "$TOKIO_SERVER_BIN not built (cargo build --release -p duplex-tokio --example autobahn_server)"
         elif [[ ! -x $DUPLEX_BIN ]]; then
             die "$DUPLEX_BIN not built (cargo build --release -p duplex)"
         fi

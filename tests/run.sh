@@ -96,7 +96,7 @@ step_autobahn_client() {
 step_tokio_build() {
     # Example names are unique across the workspace (tokio_ prefix): cargo puts every package's
     # examples in one target/release/examples/.
-    cargo build --release -p duplex-tokio --example tokio_autobahn_server --example tokio_autobahn_client
+    cargo build --release -p duplex-tokio --example autobahn_server --example tokio_autobahn_client
 }
 
 step_autobahn_tokio_server() {
@@ -253,7 +253,7 @@ plan_steps() {
             add_step autobahn-client step_autobahn_client "tests/autobahn.sh client (autobahn_client vs kosoku fuzzingserver)"
         fi
         if [[ -f tokio/Cargo.toml ]]; then
-            add_step tokio-build step_tokio_build "cargo build --release -p duplex-tokio --example tokio_autobahn_server --example tokio_autobahn_client"
+            add_step tokio-build step_tokio_build "cargo build --release -p duplex-tokio --example autobahn_server --example tokio_autobahn_client"
             add_step autobahn-tokio-server step_autobahn_tokio_server "tests/autobahn.sh tokio-server (duplex-tokio echo vs kosoku, 397 cases)"
             add_step autobahn-tokio-client step_autobahn_tokio_client "tests/autobahn.sh tokio-client (duplex-tokio client vs kosoku fuzzingserver, 397 cases)"
         fi

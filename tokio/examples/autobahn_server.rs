@@ -2,7 +2,7 @@
 //! tokio-server`.
 //!
 //! ```text
-//! cargo run --release -p duplex-tokio --example tokio_autobahn_server -- 127.0.0.1:9001
+//! cargo run --release -p duplex-tokio --example autobahn_server -- 127.0.0.1:9001
 //! ```
 
 use std::process::ExitCode;
