@@ -162,6 +162,51 @@ fn sent_close(out: &[u8]) -> (u16, String) {
 }
 
 #[test]
+fn server_frames_around_the_two_byte_header_limit_are_encoded_exactly() {
+    // Short frames take a path of their own (`write_frame_rsv`); `raw_frame` is the reference.
+    let plain = Config::default();
+    let mut server = open_server(plain.clone());
+    for len in 0..=130usize {
+        let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        server.send_binary(&payload).unwrap();
+        assert_eq!(
+            take_output(&mut server),
+            raw_frame(0x82, &payload, None),
+            "binary {len}"
+        );
+        server
+            .send_text(core::str::from_utf8(&payload).unwrap())
+            .unwrap();
+        assert_eq!(
+            take_output(&mut server),
+            raw_frame(0x81, &payload, None),
+            "text {len}"
+        );
+        if len <= 125 {
+            server.send_ping(&payload).unwrap();
+            assert_eq!(
+                take_output(&mut server),
+                raw_frame(0x89, &payload, None),
+                "ping {len}"
+            );
+        }
+    }
+    // Fragments: a first frame without FIN, continuations, FIN on the last only.
+    let mut server = open_server(plain.with_fragment_size(Some(100)));
+    let payload = vec![7u8; 250];
+    server.send_binary(&payload).unwrap();
+    let mut expected = raw_frame(0x02, &payload[..100], None);
+    expected.extend(raw_frame(0x00, &payload[100..200], None));
+    expected.extend(raw_frame(0x80, &payload[200..], None));
+    assert_eq!(take_output(&mut server), expected);
+    server.send_binary(&payload[..100]).unwrap();
+    assert_eq!(
+        take_output(&mut server),
+        raw_frame(0x82, &payload[..100], None)
+    );
+}
+
+#[test]
 fn echo_both_ways_ping_pong_and_close_handshake() {
     let (mut client, mut server) = open_pair(Config::default(), Config::default());
     client.send_text("hello").unwrap();
