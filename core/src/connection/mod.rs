@@ -186,11 +186,6 @@ impl Connection {
         Duration::from_nanos(self.now)
     }
 
-    /// When bytes last arrived.
-    fn last_read(&self) -> Duration {
-        Duration::from_nanos(self.last_received)
-    }
-
     /// A server connection waiting for the client's upgrade request.
     pub fn server(config: impl Into<Arc<Config>>, now: Duration) -> Connection {
         Connection::new(Role::Server, config.into(), None, State::Handshake, now)

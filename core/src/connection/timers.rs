@@ -110,19 +110,27 @@ impl TimerTable {
 }
 
 impl Connection {
+    /// When a timer derived from the heartbeat or the last read fires, as nanoseconds, for an
+    /// open connection ([`Timer::BufferKeep`] only while frames arrive).
+    fn derived_deadline(&self, timer: Timer) -> Option<u64> {
+        let after_read = |t: Duration| self.last_received.saturating_add(crate::nanos(t));
+        match timer {
+            Timer::Heartbeat => self.heartbeat.as_ref().map(Heartbeat::deadline_nanos),
+            Timer::Idle => self.config.idle_timeout.map(after_read),
+            Timer::BufferKeep if self.warm => self.config.buffer_keep.map(after_read),
+            _ => None,
+        }
+    }
+
     /// When `timer` fires, if it is armed.
     fn deadline(&self, timer: Timer) -> Option<Duration> {
         match timer {
-            Timer::Heartbeat if matches!(self.state, State::Open) => {
-                self.heartbeat.as_ref().map(Heartbeat::deadline)
+            Timer::Heartbeat | Timer::Idle | Timer::BufferKeep => {
+                if !matches!(self.state, State::Open) {
+                    return None;
+                }
+                self.derived_deadline(timer).map(Duration::from_nanos)
             }
-            Timer::Idle if matches!(self.state, State::Open) => {
-                self.config.idle_timeout.map(|t| self.last_read() + t)
-            }
-            Timer::BufferKeep if self.warm && matches!(self.state, State::Open) => {
-                self.config.buffer_keep.map(|t| self.last_read() + t)
-            }
-            Timer::Heartbeat | Timer::Idle | Timer::BufferKeep => None,
             stored => self
                 .timers
                 .next()
@@ -136,27 +144,18 @@ impl Connection {
     /// Drivers ask after every event, so this is a few comparisons: an open connection has
     /// only derived deadlines, every other state its one stored timer at most.
     pub fn poll_timeout(&self) -> Option<Duration> {
+        let stored = self.timers.next().map(|(_, at)| at);
         if !matches!(self.state, State::Open) {
-            return self.timers.next().map(|(_, at)| at);
+            return stored;
         }
-        // The derived deadlines of `deadline`, added up in nanoseconds (u64::MAX: none).
-        let after_read = |timeout: Option<Duration>| {
-            timeout.map_or(u64::MAX, |t| {
-                self.last_received.saturating_add(crate::nanos(t))
-            })
-        };
-        let mut next = self
-            .heartbeat
-            .as_ref()
-            .map_or(u64::MAX, Heartbeat::deadline_nanos);
-        next = next.min(after_read(self.config.idle_timeout));
-        if self.warm {
-            next = next.min(after_read(self.config.buffer_keep));
-        }
+        // The derived deadlines compared as nanoseconds (u64::MAX: none), one conversion.
+        let next = [Timer::Heartbeat, Timer::Idle, Timer::BufferKeep]
+            .map(|timer| self.derived_deadline(timer).unwrap_or(u64::MAX));
+        let next = next[0].min(next[1]).min(next[2]);
         let derived = (next != u64::MAX).then(|| Duration::from_nanos(next));
-        match (derived, self.timers.next()) {
-            (Some(a), Some((_, b))) => Some(a.min(b)),
-            (a, b) => a.or(b.map(|(_, at)| at)),
+        match (derived, stored) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
