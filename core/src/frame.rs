@@ -232,8 +232,15 @@ impl FrameHeader {
         2 + extended_len + mask_len
     }
 
+    /// The whole encoded header when it is two bytes (unmasked, a payload of at most 125
+    /// bytes: a server's usual frame), without [`FrameHeader::encode`]'s general buffer.
+    pub(crate) fn encode_short(&self) -> Option<[u8; 2]> {
+        (self.mask.is_none() && self.payload_len < u64::from(LEN16_MARKER))
+            .then(|| [self.first_byte(), self.payload_len as u8])
+    }
+
     /// The first byte of the encoded header: FIN, the RSV bits and the opcode.
-    pub(crate) fn first_byte(&self) -> u8 {
+    fn first_byte(&self) -> u8 {
         let mut first = self.opcode.as_u8();
         for (set, bit) in [
             (self.fin, FIN),

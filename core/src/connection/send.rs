@@ -302,11 +302,10 @@ impl Connection {
             payload_len: payload.len() as u64,
         };
         let tx = self.tx.tail();
-        if mask.is_none() && payload.len() <= MAX_CONTROL_PAYLOAD {
-            // A server's short frame: the header is two bytes, written without the general
-            // encoder (most frames of a chat or a game are this one).
-            tx.reserve(2 + payload.len());
-            tx.extend_from_slice(&[header.first_byte(), payload.len() as u8]);
+        if let Some(short) = header.encode_short() {
+            // Most frames of a chat or a game.
+            tx.reserve(short.len() + payload.len());
+            tx.extend_from_slice(&short);
             tx.extend_from_slice(payload);
             return;
         }
