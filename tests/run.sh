@@ -94,8 +94,8 @@ step_autobahn_client() {
 }
 
 step_tokio_build() {
-    # Example names are unique across the workspace (tokio_ prefix): cargo puts every package's
-    # examples in one target/release/examples/.
+    # Example names are unique across the workspace (the client's tokio_ prefix: native has an
+    # autobahn_client too): cargo puts every package's examples in one target/release/examples/.
     cargo build --release -p duplex-tokio --example autobahn_server --example tokio_autobahn_client
 }
 

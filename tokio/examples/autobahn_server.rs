@@ -7,22 +7,12 @@
 
 use std::process::ExitCode;
 
-use duplex_tokio::{Accept, Config, DeflateConfig, accept_with};
+use duplex_tokio::{Accept, accept_with};
 use tokio::net::TcpListener;
 
-fn config() -> Config {
-    // Autobahn sends messages up to 16 MiB (cases 9.*). Every message is compressed
-    // (threshold 0): the fuzzing client mishandles uncompressed text messages on a compressed
-    // connection (cases 12.*.1 and 13.*.1), although RFC 7692 allows them.
-    let deflate = DeflateConfig {
-        threshold: 0,
-        ..DeflateConfig::default()
-    };
-    Config::default()
-        .with_deflate(Some(deflate))
-        .with_max_message_size(64 << 20)
-        .with_max_frame_size(64 << 20)
-}
+#[path = "common/autobahn.rs"]
+mod autobahn;
+use autobahn::config;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -7,21 +7,11 @@
 
 use std::process::ExitCode;
 
-use duplex_tokio::{CloseCode, Config, DeflateConfig, Error, connect_with};
+use duplex_tokio::{CloseCode, Error, connect_with};
 
-fn config() -> Config {
-    // Autobahn sends messages up to 16 MiB (cases 9.*). Every message is compressed
-    // (threshold 0): the fuzzing server mishandles uncompressed text messages on a compressed
-    // connection (cases 12.*.1 and 13.*.1), although RFC 7692 allows them.
-    let deflate = DeflateConfig {
-        threshold: 0,
-        ..DeflateConfig::default()
-    };
-    Config::default()
-        .with_deflate(Some(deflate))
-        .with_max_message_size(64 << 20)
-        .with_max_frame_size(64 << 20)
-}
+#[path = "common/autobahn.rs"]
+mod autobahn;
+use autobahn::config;
 
 async fn case_count(base: &str) -> Result<u32, String> {
     let url = format!("{base}/getCaseCount");
