@@ -118,9 +118,13 @@ impl Output {
                 self.pieces = None;
             }
         }
-        let n = n.min(self.tail.len());
-        self.tail.advance(n);
-        if self.tail.is_empty() && !keep {
+        if n < self.tail.len() {
+            self.tail.advance(n);
+        } else if keep {
+            // Emptied, not advanced: the next frames are written from the buffer's start
+            // again, without the buffer first moving its (empty) contents back.
+            self.tail.clear();
+        } else {
             // An idle connection keeps no send buffer.
             self.tail = BytesMut::new();
         }
@@ -208,5 +212,31 @@ mod tests {
         let mut o = build();
         o.consume(usize::MAX, false);
         assert!(o.is_empty() && o.pieces.is_none());
+    }
+
+    #[test]
+    fn an_emptied_tail_that_is_kept_starts_over_with_all_its_room() {
+        let mut o = Output::new();
+        o.extend_from_slice(&[1; 100]);
+        let room = o.tail_capacity();
+        let start = o.front().as_ptr();
+        // Written at once (the usual case): the next frame goes to the buffer's start again,
+        // with no room lost to the bytes written before and nothing to move back first.
+        o.consume(100, true);
+        assert!(o.is_empty());
+        assert_eq!(o.tail_capacity(), room);
+        o.extend_from_slice(b"next");
+        assert_eq!(o.front(), b"next");
+        assert_eq!(o.front().as_ptr(), start);
+        // Written in two parts: the rest follows the part already written.
+        o.consume(2, true);
+        assert_eq!(o.front(), b"xt");
+        o.consume(2, true);
+        assert!(o.is_empty());
+        o.extend_from_slice(b"more");
+        assert_eq!(o.front(), b"more");
+        // Not kept: released.
+        o.consume(4, false);
+        assert_eq!(o.tail_capacity(), 0);
     }
 }
