@@ -6,7 +6,10 @@
 One table per metric (msg/s, p99 latency, server CPU per round trip, idle memory per
 connection, handshakes/s), a column per server in the order they first appear, then one ratio
 column per peer, oriented so that above 1 means the baseline (duplex) is better. Lines with an
-"error" field (a cell that failed) show as "failed". Standard library only.
+"error" field (a cell that failed) show as "failed". A run with several rounds
+(`compare.sh --rounds R`: every cell once per round) shows each figure's median over the rounds
+that succeeded, and a table of paired ratios: per round, the peer's CPU per round trip over the
+baseline's, as median (lowest–highest). Standard library only.
 
 A run of `benches/compare.sh tls` (its meta line has "tls") also gets the TLS goals: duplex's
 server CPU per round trip over TLS against uWebSockets.js's (goal: at most 1×) and against
@@ -126,8 +129,9 @@ def echo_label(r):
     )
 
 
-def collect(rows, mode, key, label_of):
-    """OrderedDict label -> {server: value}; failed cells map to 'failed'."""
+def collect_runs(rows, mode, key, label_of):
+    """OrderedDict label -> {server: [value per run, in the order run]}: the k-th run of a cell
+    on a server is its round k. A failed run is 'failed'."""
     table_rows = OrderedDict()
     for r in rows:
         if r.get("mode") != mode:
@@ -135,8 +139,51 @@ def collect(rows, mode, key, label_of):
         label = label_of(r)
         server = r.get("label", "?")
         value = "failed" if "error" in r else key(r)
-        table_rows.setdefault(label, {})[server] = value
+        table_rows.setdefault(label, {}).setdefault(server, []).append(value)
     return table_rows
+
+
+def summarize(values):
+    """The median of the runs that gave a value; 'failed' when none did and one failed."""
+    measured = [v for v in values if v not in (None, "failed")]
+    if measured:
+        return statistics.median(measured)
+    return "failed" if "failed" in values else None
+
+
+def collect(rows, mode, key, label_of):
+    """OrderedDict label -> {server: median over the rounds}; failed cells map to 'failed'."""
+    return OrderedDict(
+        (label, {server: summarize(values) for server, values in per_server.items()})
+        for label, per_server in collect_runs(rows, mode, key, label_of).items()
+    )
+
+
+def paired_table(title, runs, servers, baseline):
+    """Per cell and peer, the rounds' ratios peer/baseline (lower is better for both values),
+    as median (lowest–highest) over the rounds where both runs gave a value."""
+    peers = [s for s in servers if s != baseline and s not in NO_RATIO]
+    if baseline not in servers or not peers or not runs:
+        return ""
+    out = [f"### {title}", "",
+           f"Round by round: peer / {baseline}; above 1 = {baseline} better. Median "
+           "(lowest–highest) over the rounds.", ""]
+    out.append("| cell | rounds | " + " | ".join(f"vs {p}" for p in peers) + " |")
+    out.append("|---|---:|" + "|".join(["---:"] * len(peers)) + "|")
+    for label, per_server in runs.items():
+        base = per_server.get(baseline, [])
+        cells = [label, str(len(base))]
+        for p in peers:
+            ratios = [ratio(b, v, False) for b, v in zip(base, per_server.get(p, []))
+                      if b not in (None, "failed") and v not in (None, "failed")]
+            ratios = [r for r in ratios if r is not None]
+            if not ratios:
+                cells.append("–")
+            else:
+                cells.append(f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return "\n".join(out)
 
 
 def tls_goals(rows, baseline):
@@ -212,6 +259,8 @@ def main():
             f"{meta.get('warmup_s')} s of warm-up, {meta.get('kind')} messages. Server on CPU 0, "
             "load generator on CPU 1."
             + (f" wss:// ({meta['tls']}) except {PLAIN}." if meta.get("tls") else "")
+            + (f" {meta['rounds']} rounds, servers in turn per cell each round; every figure is"
+               " the median over the rounds." if meta.get("rounds", 1) > 1 else "")
         )
         out.append("")
     echo_note = (
@@ -275,6 +324,11 @@ def main():
             servers, base, False, "",
         )
     )
+    if meta and meta.get("rounds", 1) > 1:
+        runs = collect_runs(rows, "echo", lambda r: r.get("server_cpu_us_per_op"), echo_label)
+        runs.update(collect_runs(rows, "connect", lambda r: r.get("server_cpu_us_per_op"),
+                                 lambda r: "server CPU per handshake"))
+        out.append(paired_table("Server CPU, paired ratios over the rounds", runs, servers, base))
     if meta and meta.get("tls"):
         out.append(tls_goals(rows, base))
     others = [r.get("other_cpu_pct") for r in rows if r.get("other_cpu_pct") is not None]

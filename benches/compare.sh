@@ -7,13 +7,17 @@
 #   benches/compare.sh                 the full matrix (about 10 minutes with 5 servers)
 #   benches/compare.sh --quick         a reduced matrix (1 and 100 connections × 20 B and 1 KiB, 2 s each)
 #   benches/compare.sh --duration 10 --warmup 2 --servers duplex,uws --text
+#   benches/compare.sh --rounds 5 --servers duplex-tokio,fastwebsockets --cells 100:20:1
 #   benches/compare.sh tls             wss:// (see below; about 2 minutes)
 #
 # Matrix: connections 1, 10, 100, 500 × sizes 20 B, 1 KiB, 16 KiB with one message in flight,
 # plus 100 connections × 20 B with 16 in flight; then 10,000 idle connections (server memory
 # per connection) and the handshake rate, for every server. Each server is pinned to CPU 0 and
 # the load generator to CPU 1 (taskset). All servers run side by side and every cell is run
-# against each of them in turn, so slow drifts of the machine's load touch them alike.
+# against each of them in turn, so slow drifts of the machine's load touch them alike. With
+# --rounds R the echo matrix and the handshake runs are repeated R times (the servers stay up);
+# the tables give each figure's median over the rounds, and a table of paired ratios (round by
+# round, the baseline against each peer) shows how far a difference stands above the noise.
 #
 # `tls` mode: the same machinery over wss://. duplex (`duplex echo --tls-cert --tls-key`),
 # uWebSockets.js `SSLApp` (uws) and Node `ws` on an `https` server (ws) share one certificate,
@@ -47,6 +51,7 @@ Options:
                         (tls mode: duplex,uws,ws,duplex-plain)
   --text                send text messages instead of binary
   --cells LIST          only these echo cells, CONNECTIONS:SIZE:IN_FLIGHT comma-separated
+  --rounds R            repeat the echo cells and the handshake runs R times; medians shown (default 1)
                         (e.g. 100:20:1,100:1024:1,100:16384:1,100:20:16)
   --idle-connections N  idle connections for the memory test (default 10000)
   --connect-slots N     concurrent connect cycles for the handshake rate (default 10)
@@ -74,6 +79,7 @@ CONNECT_SLOTS=10
 BUILD=1
 PORT_BASE=19100
 CELLS_ONLY=""
+ROUNDS=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -82,6 +88,7 @@ while [[ $# -gt 0 ]]; do
         --servers) SERVERS="$2"; shift ;;
         --text) KIND="--text" ;;
         --cells) CELLS_ONLY="$2"; shift ;;
+        --rounds) ROUNDS="$2"; shift ;;
         --idle-connections) IDLE_CONNECTIONS="$2"; shift ;;
         --connect-slots) CONNECT_SLOTS="$2"; shift ;;
         --no-build) BUILD=0 ;;
@@ -91,6 +98,11 @@ while [[ $# -gt 0 ]]; do
     esac
     shift
 done
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || {
+    echo "compare.sh: --rounds wants a whole number of at least 1, got $ROUNDS" >&2
+    exit 2
+}
 
 if [[ $QUICK -eq 1 ]]; then
     DURATION="${DURATION:-2}"
@@ -257,13 +269,13 @@ fi
 OUT="$ROOT/reports/bench/$PREFIX-$STAMP.jsonl"
 : >"$OUT"
 FAILED=0
-python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$TLS" <<'EOF'
+python3 - "$OUT" "$DURATION" "$WARMUP" "$KIND" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$TLS" "$ROUNDS" <<'EOF'
 import json, sys
 sys.path.insert(0, "benches")
 from compare import machine
-out, duration, warmup, kind, commit, tls = sys.argv[1:]
+out, duration, warmup, kind, commit, tls, rounds = sys.argv[1:]
 meta = {"mode": "meta", "commit": commit, **machine(), "duration_s": float(duration),
-        "warmup_s": float(warmup), "kind": kind.lstrip("-")}
+        "warmup_s": float(warmup), "kind": kind.lstrip("-"), "rounds": int(rounds)}
 if tls == "1":
     meta["tls"] = "self-signed ECDSA P-256 certificate, full handshakes (no session resumption)"
 with open(out, "a") as f:
@@ -330,19 +342,26 @@ for c in "${CONNECTIONS[@]}"; do
     done
 done
 CELLS+=("${EXTRA_CELLS[@]}")
-for cell in "${CELLS[@]}"; do
-    IFS=: read -r c s k <<<"$cell"
-    for name in "${SERVER_LIST[@]}"; do
-        echo "  $name: $c connections × $s B × $k in flight" >&2
-        run "$name" echo --connections "$c" --size "$s" --in-flight "$k" $KIND \
-            --duration "$DURATION" --warmup "$WARMUP"
+for round in $(seq "$ROUNDS"); do
+    if [[ $ROUNDS -gt 1 ]]; then
+        echo "== round $round of $ROUNDS" >&2
+    fi
+    for cell in "${CELLS[@]}"; do
+        IFS=: read -r c s k <<<"$cell"
+        for name in "${SERVER_LIST[@]}"; do
+            echo "  $name: $c connections × $s B × $k in flight" >&2
+            run "$name" echo --connections "$c" --size "$s" --in-flight "$k" $KIND \
+                --duration "$DURATION" --warmup "$WARMUP"
+        done
     done
 done
 
 echo "== handshake rate: $CONNECT_SLOTS concurrent connect cycles" >&2
-for name in "${SERVER_LIST[@]}"; do
-    echo "  $name" >&2
-    run "$name" connect --connections "$CONNECT_SLOTS" --duration "$DURATION" --warmup "$WARMUP"
+for round in $(seq "$ROUNDS"); do
+    for name in "${SERVER_LIST[@]}"; do
+        echo "  $name" >&2
+        run "$name" connect --connections "$CONNECT_SLOTS" --duration "$DURATION" --warmup "$WARMUP"
+    done
 done
 
 TABLES="${OUT%.jsonl}.md"
