@@ -51,8 +51,8 @@ Options:
                         (tls mode: duplex,uws,ws,duplex-plain)
   --text                send text messages instead of binary
   --cells LIST          only these echo cells, CONNECTIONS:SIZE:IN_FLIGHT comma-separated
-  --rounds R            repeat the echo cells and the handshake runs R times; medians shown (default 1)
                         (e.g. 100:20:1,100:1024:1,100:16384:1,100:20:16)
+  --rounds R            repeat the echo cells and the handshake runs R times; medians shown (default 1)
   --idle-connections N  idle connections for the memory test (default 10000)
   --connect-slots N     concurrent connect cycles for the handshake rate (default 10)
   --no-build            use the binaries and node_modules already built
