@@ -75,6 +75,11 @@ def load(path):
     return rows
 
 
+def measured(v):
+    """A cell's value, or None when it was not measured or its run failed."""
+    return None if v == "failed" else v
+
+
 def ratio(base, peer, higher_is_better):
     if base is None or peer is None or base <= 0 or peer <= 0:
         return None
@@ -111,12 +116,9 @@ def table(title, note, rows, servers, baseline, higher_is_better, unit):
             v = values.get(s)
             cells.append("failed" if v == "failed" else fmt_number(v))
         if baseline in servers:
-            base = values.get(baseline)
-            base = None if base == "failed" else base
+            base = measured(values.get(baseline))
             for p in peers:
-                v = values.get(p)
-                v = None if v == "failed" else v
-                cells.append(fmt_ratio(ratio(base, v, higher_is_better)))
+                cells.append(fmt_ratio(ratio(base, measured(values.get(p)), higher_is_better)))
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     return "\n".join(out)
@@ -145,9 +147,9 @@ def collect_runs(rows, mode, key, label_of):
 
 def summarize(values):
     """The median of the runs that gave a value; 'failed' when none did and one failed."""
-    measured = [v for v in values if v not in (None, "failed")]
-    if measured:
-        return statistics.median(measured)
+    values_measured = [v for v in values if measured(v) is not None]
+    if values_measured:
+        return statistics.median(values_measured)
     return "failed" if "failed" in values else None
 
 
@@ -174,8 +176,8 @@ def paired_table(title, runs, servers, baseline):
         base = per_server.get(baseline, [])
         cells = [label, str(len(base))]
         for p in peers:
-            ratios = [ratio(b, v, False) for b, v in zip(base, per_server.get(p, []))
-                      if b not in (None, "failed") and v not in (None, "failed")]
+            ratios = [ratio(measured(b), measured(v), False)
+                      for b, v in zip(base, per_server.get(p, []))]
             ratios = [r for r in ratios if r is not None]
             if not ratios:
                 cells.append("–")
@@ -202,9 +204,6 @@ def tls_goals(rows, baseline):
         "|---|---:|---:|---:|---|---:|---:|---|",
     ]
 
-    def num(v):
-        return None if v in (None, "failed") else v
-
     def verdict(r, limit):
         if r is None:
             return "–"
@@ -213,7 +212,7 @@ def tls_goals(rows, baseline):
         return f"missed by {(r / limit - 1) * 100:.0f}%"
 
     for label, values in cpu.items():
-        base, uws, plain = (num(values.get(k)) for k in (baseline, "uws", PLAIN))
+        base, uws, plain = (measured(values.get(k)) for k in (baseline, "uws", PLAIN))
         vs_uws = base / uws if base and uws else None
         vs_plain = base / plain if base and plain else None
         plain_goal = verdict(vs_plain, GOAL_VS_PLAIN) if sizes.get(label) == 1024 else "(none)"
