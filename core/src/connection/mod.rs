@@ -281,6 +281,7 @@ impl Connection {
         }
     }
 
+    #[inline]
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open)
     }
@@ -298,6 +299,7 @@ impl Connection {
     /// True once the driver should close the socket (after writing the pending output).
     /// A server closes TCP right after the close handshake; a client waits for the server to
     /// do so, up to the close timeout.
+    #[inline]
     pub fn is_terminated(&self) -> bool {
         matches!(self.state, State::Closed)
     }

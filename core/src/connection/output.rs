@@ -57,6 +57,7 @@ impl Output {
         pieces.queue.push_back(bytes);
     }
 
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.pieces.as_ref().map_or(0, |p| p.len) + self.tail.len()
     }
@@ -73,6 +74,7 @@ impl Output {
     }
 
     /// The first contiguous piece of the output (empty when there is none).
+    #[inline]
     pub(super) fn front(&self) -> &[u8] {
         match self.pieces.as_ref().and_then(|p| p.queue.front()) {
             Some(piece) => piece,
@@ -131,6 +133,7 @@ impl Output {
     }
 
     /// The tail's room (what an emptied tail would keep).
+    #[inline]
     pub(super) fn tail_capacity(&self) -> usize {
         self.tail.capacity()
     }

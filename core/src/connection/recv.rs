@@ -80,6 +80,7 @@ impl Connection {
     /// or frames arrive and the emptied buffer is kept for the next one
     /// ([`crate::Config::with_buffer_keep`]). Otherwise (an idle connection) the connection
     /// holds no receive buffer, and a read through a buffer of the driver's keeps it so.
+    #[inline]
     pub fn reads_in_place(&self) -> bool {
         self.rx_filled > 0 || self.frame.is_some() || self.keeps_buffer(self.rx.capacity())
     }
@@ -96,6 +97,7 @@ impl Connection {
     }
 
     /// Processes the bytes appended to [`Connection::append_buf`] since it was lent.
+    #[inline]
     pub fn commit_appended(&mut self, now: Duration) {
         // Bytes removed instead of appended are taken as never received.
         let n = self.rx.len().saturating_sub(self.rx_filled);
@@ -352,14 +354,23 @@ impl Connection {
     /// decoded, and the next only once the queue is empty again. The application thus answers
     /// each message before a later frame can fail or close the connection, and a driver must
     /// take events until `None` after each receive.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() && self.rx_filled == 0 && !self.peer_eof {
+            // Nothing queued, buffered or ended: the usual answer between messages, inlined
+            // into the driver's loop.
+            return None;
+        }
+        self.next_event()
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
         if self.events.is_empty() {
             if self.rx_filled > 0 {
                 self.process();
             }
             self.apply_eof();
             if self.events.is_empty() {
-                // Nothing to move out: the usual answer between messages, kept cheap.
                 return None;
             }
         }

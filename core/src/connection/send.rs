@@ -27,6 +27,7 @@ impl Connection {
     /// [`Connection::send_owned`] or [`Connection::send_prepared`] of a large payload, the
     /// output may come in several pieces (see [`Connection::output_vectored`]); otherwise it
     /// is one piece.
+    #[inline]
     pub fn output(&self) -> &[u8] {
         self.tx.front()
     }
@@ -39,6 +40,7 @@ impl Connection {
 
     /// Records that the socket took the first `n` bytes of the pending output (across pieces
     /// after a vectored write). `consume(buffered_amount())` discards all of it.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         let keep = self.keeps_buffer(self.tx.tail_capacity());
         self.tx.consume(n, keep);
@@ -51,6 +53,7 @@ impl Connection {
     }
 
     /// Bytes queued but not yet taken by the driver (the WHATWG `bufferedAmount`).
+    #[inline]
     pub fn buffered_amount(&self) -> usize {
         self.tx.len()
     }

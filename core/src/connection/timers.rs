@@ -41,6 +41,7 @@ pub(super) enum Timer {
 impl Connection {
     /// Whether an emptied buffer of `capacity` bytes stays for the next message: while frames
     /// arrive on an open connection ([`Timer::BufferKeep`]).
+    #[inline]
     pub(super) fn keeps_buffer(&self, capacity: usize) -> bool {
         self.warm && matches!(self.state, State::Open) && capacity <= super::KEEP_MAX
     }
