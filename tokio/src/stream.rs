@@ -103,6 +103,10 @@ struct Inner<S> {
     sleep: Pin<Box<Sleep>>,
     /// The deadline `sleep` is set to and registered for (with `timer_waker`), until it fires.
     armed: Option<Duration>,
+    /// The core's `timers_version` when `sleep` was last found set early enough for the next
+    /// deadline (or there was none): until it changes or the sleep fires, the deadlines have
+    /// only moved later and need not be read again.
+    timers_seen: Option<u32>,
     wakers: Arc<Wakers>,
     timer_waker: Waker,
     /// The socket returned EOF or a read error: never read again.
@@ -192,14 +196,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     ///
     /// The sleep is polled only when it is (re)armed or has fired: a deadline that moved later
     /// (the idle timeout after each message) leaves it armed at the earlier time, and it is
-    /// re-armed when it fires early. Messages in between cost a comparison. Returns whether
-    /// a deadline was handled (it may have queued an event).
+    /// re-armed when it fires early. The deadlines are not even read while the core's
+    /// `timers_version` stays the same (none moved earlier): messages in between cost a
+    /// comparison. Returns whether a deadline was handled (it may have queued an event).
+    #[inline]
     fn poll_timer(&mut self) -> bool {
+        if !self.wakers.timer_fired.load(Ordering::Acquire)
+            && self.timers_seen == Some(self.conn.timers_version())
+        {
+            // No deadline moved earlier since the sleep was last found early enough.
+            return false;
+        }
+        self.run_timers()
+    }
+
+    /// [`Self::poll_timer`] once the deadlines must be read.
+    #[inline(never)]
+    fn run_timers(&mut self) -> bool {
         let mut handled = false;
         while let Some(deadline) = self.conn.poll_timeout() {
             if self.armed.is_some_and(|armed| armed <= deadline)
                 && !self.wakers.timer_fired.load(Ordering::Acquire)
             {
+                self.timers_seen = Some(self.conn.timers_version());
                 return handled;
             }
             self.wakers.timer_fired.store(false, Ordering::Relaxed);
@@ -209,6 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             }
             let mut cx = Context::from_waker(&self.timer_waker);
             if self.sleep.as_mut().poll(&mut cx).is_pending() {
+                self.timers_seen = Some(self.conn.timers_version());
                 return handled;
             }
             self.armed = None;
@@ -216,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
             self.conn.handle_timeout(now);
             handled = true;
         }
+        self.timers_seen = Some(self.conn.timers_version());
         handled
     }
 
@@ -262,6 +283,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                         let until = self.now() + self.conn.config().close_timeout();
                         self.sleep.as_mut().reset(self.start + until);
                         self.armed = None;
+                        self.timers_seen = None;
                     }
                 }
                 ready!(self.poll_linger(cx));
@@ -451,6 +473,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 start,
                 sleep: Box::pin(tokio::time::sleep_until(start)),
                 armed: None,
+                timers_seen: None,
                 wakers: wakers.clone(),
                 timer_waker,
                 read_closed: false,

@@ -32,6 +32,7 @@ impl Connection {
         self.heartbeat = None;
         self.timers
             .set(Timer::CloseReply, self.clock() + self.config.close_timeout);
+        self.timers_changed();
         Ok(())
     }
 
@@ -93,6 +94,7 @@ impl Connection {
             self.state = State::ClosedAwaitingFin;
             self.timers
                 .set(Timer::Linger, self.clock() + self.config.close_timeout);
+            self.timers_changed();
         }
     }
 

@@ -113,6 +113,7 @@ impl Connection {
             return Err(SendError::NotOpen);
         }
         self.timers.set(Timer::HeldRequest, self.clock() + timeout);
+        self.timers_changed();
         Ok(())
     }
 
@@ -164,6 +165,7 @@ impl Connection {
             self.clock(),
             self.config.handshake_timeout,
         );
+        self.timers_changed();
         self.process();
         if self.peer_eof {
             self.apply_eof();

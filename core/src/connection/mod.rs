@@ -165,6 +165,8 @@ pub struct Connection {
     /// Frames arrive: emptied buffers are kept for the next message until the buffer-keep
     /// deadline after the last read (`Timer::BufferKeep`) releases them.
     warm: bool,
+    /// Changes whenever the next deadline may have moved earlier ([`Connection::timers_version`]).
+    timers_version: u32,
     /// The per-message extension (permessage-deflate), offered or agreed.
     extensions: Extensions,
 }
@@ -260,6 +262,7 @@ impl Connection {
             last_received: crate::nanos(now),
             peer_eof: false,
             warm: false,
+            timers_version: 0,
             extensions: Extensions::default(),
         }
     }

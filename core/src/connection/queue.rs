@@ -23,10 +23,12 @@ impl EventQueue {
         EventQueue::default()
     }
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.head.is_none()
     }
 
+    #[inline]
     pub(super) fn push_back(&mut self, event: Event) {
         if self.head.is_none() {
             self.head = Some(event);
@@ -35,6 +37,7 @@ impl EventQueue {
         }
     }
 
+    #[inline]
     pub(super) fn pop_front(&mut self) -> Option<Event> {
         let event = self.head.take()?;
         if let Some(rest) = &mut self.rest {

@@ -189,7 +189,11 @@ impl Connection {
                 return;
             }
             self.frame = None;
-            self.warm = self.config.buffer_keep.is_some();
+            if !self.warm && self.config.buffer_keep.is_some() {
+                // The buffer-keep deadline starts.
+                self.warm = true;
+                self.timers_changed();
+            }
             let payload = self.rx.split_to(frame.len);
             self.rx_filled -= frame.len;
             self.on_frame(frame.header, payload);

@@ -1113,6 +1113,28 @@ fn feed_split(conn: &mut Connection, bytes: &[u8], cuts: &[usize]) {
     }
 }
 
+#[test]
+fn the_first_frames_arm_the_buffer_keep_deadline_with_a_new_timers_version() {
+    let cfg = Config::default()
+        .with_ping_interval(Some(30 * SEC))
+        .with_buffer_keep(Some(SEC));
+    let (mut client, mut server) = open_pair(Config::default(), cfg);
+    let before = server.timers_version();
+    assert_eq!(server.poll_timeout(), Some(30 * SEC));
+    client.send_text("hi").unwrap();
+    pump(&mut client, &mut server, SEC / 2);
+    assert!(matches!(drain(&mut server).as_slice(), [Event::Message(_)]));
+    assert_eq!(server.poll_timeout(), Some(SEC + SEC / 2));
+    assert_ne!(server.timers_version(), before);
+    // More frames only move it later: same version.
+    let warm = server.timers_version();
+    client.send_text("again").unwrap();
+    pump(&mut client, &mut server, SEC);
+    drain(&mut server);
+    assert_eq!(server.poll_timeout(), Some(2 * SEC));
+    assert_eq!(server.timers_version(), warm);
+}
+
 proptest! {
     #[test]
     fn messages_round_trip_in_both_roles(
@@ -1177,6 +1199,85 @@ proptest! {
         let (o1, o2, o3) = (take_output(&mut one), take_output(&mut split), take_output(&mut bytewise));
         prop_assert_eq!(&o1, &o2);
         prop_assert_eq!(&o1, &o3);
+    }
+
+    /// A driver that keeps its timer armed while `timers_version` stays the same must never
+    /// miss a deadline: with the version unchanged, `poll_timeout` may only move later (or
+    /// vanish), across handshakes, keep-alive requests, traffic, pings, closes, EOFs and
+    /// timeouts in any order.
+    #[test]
+    fn the_next_deadline_moves_earlier_only_with_a_new_timers_version(
+        ops in proptest::collection::vec((0u8..40, 0u64..400), 1..80),
+        keep in proptest::option::of(1u64..3000),
+        idle in proptest::option::of(1u64..8000),
+        ping in proptest::option::of(1u64..5000),
+    ) {
+        let ms = Duration::from_millis;
+        let cfg = Config::default()
+            .with_handshake_timeout(Some(ms(2000)))
+            .with_close_timeout(ms(1200))
+            .with_buffer_keep(keep.map(ms))
+            .with_idle_timeout(idle.map(ms))
+            .with_ping_interval(ping.map(ms));
+        let mut now = T0;
+        let mut client = Connection::client(request(), cfg.clone(), counter_random(), now);
+        let mut server = Connection::server(cfg, now);
+        let mut seen = [(client.timers_version(), client.poll_timeout()); 2];
+        seen[1] = (server.timers_version(), server.poll_timeout());
+        for (op, step) in ops {
+            now += ms(step);
+            // Traffic is likelier than the events that end a connection.
+            match op {
+                0..=9 => pump(&mut client, &mut server, now),
+                10..=16 => pump(&mut server, &mut client, now),
+                17..=22 => { let _ = client.send_text("hello"); }
+                23..=26 => { let _ = server.send_binary(&[7; 40]); }
+                27 | 28 => { let _ = client.send_ping(b"p"); }
+                29 => { let _ = client.close(CloseCode::Normal, "bye"); }
+                30 => { let _ = server.close(CloseCode::GoingAway, "later"); }
+                31 => server.receive_eof(now),
+                32 => server.receive(now, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"),
+                _ => {
+                    for conn in [&mut client, &mut server] {
+                        if conn.poll_timeout().is_some_and(|at| at <= now) {
+                            conn.handle_timeout(now);
+                        }
+                    }
+                }
+            }
+            // The driver takes every event (a request is accepted, a plain one answered).
+            while let Some(event) = server.poll_event() {
+                if let Event::Request(req) = event {
+                    if req.is_websocket_upgrade() {
+                        let _ = server.accept(Accept::default());
+                    } else if step % 2 == 0 {
+                        let _ = server.respond_and_continue(200, &[], b"ok", 0);
+                    } else {
+                        let _ = server.hold_request(ms(step));
+                    }
+                }
+            }
+            drain(&mut client);
+            for (i, conn) in [&client, &server].into_iter().enumerate() {
+                let now_seen = (conn.timers_version(), conn.poll_timeout());
+                if now_seen.0 == seen[i].0 {
+                    match (seen[i].1, now_seen.1) {
+                        (_, None) => {}
+                        (Some(before), Some(after)) => prop_assert!(
+                            after >= before,
+                            "side {}: deadline moved from {:?} to {:?} with the same version",
+                            i, before, after
+                        ),
+                        (None, Some(after)) => prop_assert!(
+                            false,
+                            "side {}: deadline {:?} appeared with the same version",
+                            i, after
+                        ),
+                    }
+                }
+                seen[i] = now_seen;
+            }
+        }
     }
 
     #[test]

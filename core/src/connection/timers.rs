@@ -46,6 +46,27 @@ impl Connection {
         self.warm && matches!(self.state, State::Open) && capacity <= super::KEEP_MAX
     }
 
+    /// The next deadline may have moved earlier ([`Connection::timers_version`]).
+    pub(super) fn timers_changed(&mut self) {
+        self.timers_version = self.timers_version.wrapping_add(1);
+    }
+
+    /// A number that changes whenever [`Connection::poll_timeout`] may have moved earlier: a
+    /// timer was armed (a handshake, close or linger deadline), the connection opened, frames
+    /// started to arrive (the buffer-keep deadline), or a timeout was handled. Deadlines that
+    /// only move later, as the idle and buffer-keep deadlines do with every read, leave it
+    /// as it is, and so does the passing of time.
+    ///
+    /// A driver whose own timer is set at or before the deadline it last read from
+    /// `poll_timeout`, and which finds the same number here, need not ask `poll_timeout`
+    /// again: its timer fires no later than the connection needs it (if early, it calls
+    /// [`Connection::handle_timeout`], which changes the number, and reads the deadline anew).
+    /// Compare for equality only.
+    #[inline]
+    pub fn timers_version(&self) -> u32 {
+        self.timers_version
+    }
+
     /// Traffic stopped: the emptied buffers go (an idle connection holds none).
     fn release_buffers(&mut self) {
         self.warm = false;
@@ -163,6 +184,7 @@ impl Connection {
     /// Fires every deadline that `now` has reached.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.now = crate::nanos(now);
+        self.timers_changed();
         if let Some((timer, at)) = self.timers.next() {
             if now >= at {
                 self.timers.stop(timer);

@@ -120,6 +120,7 @@ impl Connection {
         self.timers.stop_all();
         self.last_received = self.now;
         self.start_heartbeat();
+        self.timers_changed();
         self.events.push_back(Event::Open);
     }
 
