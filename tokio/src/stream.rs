@@ -31,6 +31,9 @@ const SCRATCH: usize = 32 << 10;
 /// Pieces of output written by one vectored write at most.
 const MAX_PIECES: usize = 16;
 
+/// How often the time reads are dated with is brought up to date (see `Inner::read_time`).
+const READ_CLOCK_STEP: Duration = Duration::from_millis(1);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another holder leaves the state consistent enough to report errors from.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -100,6 +103,9 @@ struct Inner<S> {
     conn: Connection,
     /// Connection time zero; the core's `now` is the time elapsed since.
     start: Instant,
+    /// The time reads are dated with, and until when it holds (`Self::read_time`).
+    read_clock: Duration,
+    read_clock_until: Instant,
     sleep: Pin<Box<Sleep>>,
     /// The deadline `sleep` is set to and registered for (with `timer_waker`), until it fires.
     armed: Option<Duration>,
@@ -130,6 +136,19 @@ struct Inner<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// The time a read is dated with, to within [`READ_CLOCK_STEP`]: converting an `Instant`
+    /// into time since `start` costs more than reading the clock, so it is done once per step
+    /// and the reads of that step share it. The core's deadlines that follow reads (idle,
+    /// buffer keep) thus come at most a step early.
+    fn read_time(&mut self) -> Duration {
+        let now = Instant::now();
+        if now >= self.read_clock_until {
+            self.read_clock = now.saturating_duration_since(self.start);
+            self.read_clock_until = now + READ_CLOCK_STEP;
+        }
+        self.read_clock
     }
 
     fn io_error_copy(&self) -> Error {
@@ -299,7 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 let read = pin!(self.io.read_buf(buf)).poll(cx);
                 if let Poll::Ready(Ok(n)) = read {
                     if n > 0 {
-                        let now = self.now();
+                        let now = self.read_time();
                         self.conn.commit_appended(now);
                     }
                 }
@@ -314,7 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 let n = buf.filled().len();
                 if let Poll::Ready(Ok(())) = read {
                     if n > 0 {
-                        let now = self.now();
+                        let now = self.read_time();
                         self.conn.receive(now, buf.filled());
                     }
                 }
@@ -471,6 +490,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 io,
                 conn,
                 start,
+                read_clock: Duration::ZERO,
+                read_clock_until: start,
                 sleep: Box::pin(tokio::time::sleep_until(start)),
                 armed: None,
                 timers_seen: None,
