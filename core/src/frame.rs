@@ -239,6 +239,13 @@ impl FrameHeader {
             .then(|| [self.first_byte(), self.payload_len as u8])
     }
 
+    /// The two-byte header of an unmasked, final, uncompressed frame whose payload is at most
+    /// 125 bytes (a server's usual message), or `None` when the length needs more.
+    #[inline]
+    pub(crate) fn short_final(opcode: OpCode, len: usize) -> Option<[u8; 2]> {
+        (len < usize::from(LEN16_MARKER)).then(|| [FIN | opcode.as_u8(), len as u8])
+    }
+
     /// The first byte of the encoded header: FIN, the RSV bits and the opcode.
     fn first_byte(&self) -> u8 {
         let mut first = self.opcode.as_u8();

@@ -116,8 +116,33 @@ impl Connection {
             self.write_frames_owned(opcode, Bytes::from(out), true);
             return Ok(());
         }
-        self.write_frames_owned(opcode, payload, false);
+        if !self.write_short_frame(opcode, &payload) {
+            self.write_frames_owned(opcode, payload, false);
+        }
         Ok(())
+    }
+
+    /// Writes an uncompressed message as one frame with a two-byte header when it is a
+    /// server's and short enough (at most 125 bytes, not fragmented): the usual message, kept
+    /// to a few instructions. Returns false, having written nothing, for any other.
+    #[inline]
+    fn write_short_frame(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
+        if self.role != Role::Server
+            || self
+                .config
+                .fragment_size
+                .is_some_and(|size| payload.len() > size)
+        {
+            return false;
+        }
+        let Some(header) = FrameHeader::short_final(opcode, payload.len()) else {
+            return false;
+        };
+        let tail = self.tx.tail();
+        tail.reserve(header.len() + payload.len());
+        tail.extend_from_slice(&header);
+        tail.extend_from_slice(payload);
+        true
     }
 
     /// Sends a message prepared once for many connections (a broadcast). Connections that
@@ -239,7 +264,9 @@ impl Connection {
             extension.encode(payload, true, &mut out);
             return self.write_frames(opcode, &out, true);
         }
-        self.write_frames(opcode, payload, false);
+        if !self.write_short_frame(opcode, payload) {
+            self.write_frames(opcode, payload, false);
+        }
     }
 
     /// One message as one frame, or fragments of `fragment_size`; RSV1 on the first only.

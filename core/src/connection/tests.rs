@@ -182,6 +182,14 @@ fn server_frames_around_the_two_byte_header_limit_are_encoded_exactly() {
             raw_frame(0x81, &payload, None),
             "text {len}"
         );
+        server
+            .send_owned(Message::Binary(payload.clone().into()))
+            .unwrap();
+        assert_eq!(
+            take_output(&mut server),
+            raw_frame(0x82, &payload, None),
+            "owned binary {len}"
+        );
         if len <= 125 {
             server.send_ping(&payload).unwrap();
             assert_eq!(
@@ -204,6 +212,16 @@ fn server_frames_around_the_two_byte_header_limit_are_encoded_exactly() {
         take_output(&mut server),
         raw_frame(0x82, &payload[..100], None)
     );
+    // Short messages are fragmented too when the fragment size says so.
+    let mut server = open_server(Config::default().with_fragment_size(Some(8)));
+    let mut expected = raw_frame(0x01, b"abcdefgh", None);
+    expected.extend(raw_frame(0x80, b"ij", None));
+    server.send_text("abcdefghij").unwrap();
+    assert_eq!(take_output(&mut server), expected);
+    server
+        .send_owned(Message::Text("abcdefghij".into()))
+        .unwrap();
+    assert_eq!(take_output(&mut server), expected);
 }
 
 #[test]
