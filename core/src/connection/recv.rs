@@ -156,6 +156,9 @@ impl Connection {
                 // `poll_event` resumes the parsing once the queue is empty.
                 return;
             }
+            if self.frame.is_none() && self.short_data_frame() {
+                continue;
+            }
             let mut frame = match self.frame.take() {
                 Some(frame) => *frame,
                 None => match FrameHeader::decode(&self.rx[..self.rx_filled]) {
@@ -189,14 +192,75 @@ impl Connection {
                 return;
             }
             self.frame = None;
-            if !self.warm && self.config.buffer_keep.is_some() {
-                // The buffer-keep deadline starts.
-                self.warm = true;
-                self.timers_changed();
-            }
+            self.frame_arrived();
             let payload = self.rx.split_to(frame.len);
             self.rx_filled -= frame.len;
             self.on_frame(frame.header, payload);
+        }
+    }
+
+    /// The usual frame, whole in the buffer: an open connection's final, uncompressed text or
+    /// binary frame of at most 125 bytes, masked as the role requires, within the size
+    /// limits, with no fragmented message in progress. It is reported without the general
+    /// path's header decoding and frame bookkeeping. Returns false, having changed nothing,
+    /// for any other frame, which the general path then judges.
+    #[inline]
+    fn short_data_frame(&mut self) -> bool {
+        let &[first, second, ..] = &self.rx[..self.rx_filled] else {
+            return false;
+        };
+        // FIN, no RSV bit, text or binary.
+        let text = match first {
+            0x81 => true,
+            0x82 => false,
+            _ => return false,
+        };
+        let masked = second & 0x80 != 0;
+        let len = usize::from(second & 0x7F);
+        let header_len = if masked { 6 } else { 2 };
+        if masked != (self.role == Role::Server)
+            || len >= 126
+            || self.rx_filled < header_len + len
+            || len > self.config.max_frame_size
+            || len > self.config.max_message_size
+            || self.message.is_some()
+            || !matches!(self.state, State::Open)
+        {
+            return false;
+        }
+        if masked {
+            let key = [self.rx[2], self.rx[3], self.rx[4], self.rx[5]];
+            apply_mask_at(&mut self.rx[6..6 + len], key, 0);
+        }
+        if text {
+            // What the general path reports: the payload is fed whole, then finished.
+            self.utf8.reset();
+            let valid = self.utf8.feed(&self.rx[header_len..header_len + len]);
+            if let Err(e) = valid.and_then(|()| self.utf8.finish()) {
+                self.fail(e.into());
+                return true;
+            }
+        }
+        self.frame_arrived();
+        self.rx.advance(header_len);
+        let payload = self.rx.split_to(len).freeze();
+        self.rx_filled -= header_len + len;
+        let message = if text {
+            Message::Text(Utf8Bytes::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        };
+        self.events.push_back(Event::Message(message));
+        true
+    }
+
+    /// A whole frame arrived: emptied buffers are kept for the next one, until the
+    /// buffer-keep deadline (which starts now if traffic was idle).
+    #[inline]
+    fn frame_arrived(&mut self) {
+        if !self.warm && self.config.buffer_keep.is_some() {
+            self.warm = true;
+            self.timers_changed();
         }
     }
 

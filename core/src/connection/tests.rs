@@ -1219,6 +1219,42 @@ proptest! {
         prop_assert_eq!(&o1, &o3);
     }
 
+    /// Short frames that arrive whole take a path of their own; fed byte by byte they take
+    /// the general one. Both must report the same events and write the same output, for
+    /// valid and invalid frames alike (opcodes, RSV bits, masking, UTF-8, size limits), in
+    /// both roles, and for a frame after a fragment.
+    #[test]
+    fn a_short_frame_whole_or_byte_by_byte_gives_the_same_events_and_output(
+        first in prop_oneof![Just(0x81u8), Just(0x82), Just(0xC1), Just(0x01), any::<u8>()],
+        payload in prop_oneof![
+            ".{0,40}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..130),
+        ],
+        masked in any::<bool>(),
+        client in any::<bool>(),
+        after_fragment in any::<bool>(),
+        frame_limit in 1usize..140,
+        message_limit in 1usize..140,
+    ) {
+        let cfg = Config::default()
+            .with_max_frame_size(frame_limit)
+            .with_max_message_size(message_limit);
+        let mut stream = Vec::new();
+        if after_fragment {
+            stream.extend(raw_frame(0x02, b"12345", masked.then_some(KEY)));
+        }
+        stream.extend(raw_frame(first, &payload, masked.then_some(KEY)));
+        let open = |cfg: Config| if client { open_client(cfg) } else { open_server(cfg) };
+        let (mut whole, mut bytewise) = (open(cfg.clone()), open(cfg));
+        whole.receive(T0, &stream);
+        for b in &stream {
+            bytewise.receive(T0, core::slice::from_ref(b));
+        }
+        prop_assert_eq!(drain(&mut whole), drain(&mut bytewise));
+        prop_assert_eq!(take_output(&mut whole), take_output(&mut bytewise));
+        prop_assert_eq!(whole.state(), bytewise.state());
+    }
+
     /// A driver that keeps its timer armed while `timers_version` stays the same must never
     /// miss a deadline: with the version unchanged, `poll_timeout` may only move later (or
     /// vanish), across handshakes, keep-alive requests, traffic, pings, closes, EOFs and
