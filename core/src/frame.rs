@@ -246,6 +246,13 @@ impl FrameHeader {
         (len < usize::from(LEN16_MARKER)).then(|| [FIN | opcode.as_u8(), len as u8])
     }
 
+    /// The four-byte header of such a frame whose payload is 126 bytes to 64 KiB - 1.
+    #[inline]
+    pub(crate) fn medium_final(opcode: OpCode, len: usize) -> Option<[u8; 4]> {
+        let [high, low] = u16::try_from(len).ok()?.to_be_bytes();
+        (len >= usize::from(LEN16_MARKER)).then(|| [FIN | opcode.as_u8(), LEN16_MARKER, high, low])
+    }
+
     /// The first byte of the encoded header: FIN, the RSV bits and the opcode.
     fn first_byte(&self) -> u8 {
         let mut first = self.opcode.as_u8();

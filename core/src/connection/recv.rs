@@ -200,8 +200,8 @@ impl Connection {
     }
 
     /// The usual frame, whole in the buffer: an open connection's final, uncompressed text or
-    /// binary frame of at most 125 bytes, masked as the role requires, within the size
-    /// limits, with no fragmented message in progress. It is reported without the general
+    /// binary frame under 64 KiB, masked as the role requires, within the size limits, with
+    /// no fragmented message in progress. It is reported without the general
     /// path's header decoding and frame bookkeeping. Returns false, having changed nothing,
     /// for any other frame, which the general path then judges.
     #[inline]
@@ -216,10 +216,16 @@ impl Connection {
             _ => return false,
         };
         let masked = second & 0x80 != 0;
-        let len = usize::from(second & 0x7F);
-        let header_len = if masked { 6 } else { 2 };
+        let (len, len_end) = match second & 0x7F {
+            126 => match self.rx[..self.rx_filled].get(2..4) {
+                Some(&[high, low]) => (usize::from(u16::from_be_bytes([high, low])), 4),
+                _ => return false,
+            },
+            127 => return false,
+            len7 => (usize::from(len7), 2),
+        };
+        let header_len = if masked { len_end + 4 } else { len_end };
         if masked != (self.role == Role::Server)
-            || len >= 126
             || self.rx_filled < header_len + len
             || len > self.config.max_frame_size
             || len > self.config.max_message_size
@@ -229,8 +235,9 @@ impl Connection {
             return false;
         }
         if masked {
-            let key = [self.rx[2], self.rx[3], self.rx[4], self.rx[5]];
-            apply_mask_at(&mut self.rx[6..6 + len], key, 0);
+            let k = &self.rx[len_end..header_len];
+            let key = [k[0], k[1], k[2], k[3]];
+            apply_mask_at(&mut self.rx[header_len..header_len + len], key, 0);
         }
         if text {
             // What the general path reports: the payload is fed whole, then finished.

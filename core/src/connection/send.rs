@@ -116,15 +116,16 @@ impl Connection {
             self.write_frames_owned(opcode, Bytes::from(out), true);
             return Ok(());
         }
-        if !self.write_short_frame(opcode, &payload) {
+        // A payload the output would take without a copy goes that way instead.
+        if payload.len() >= super::OWNED_MIN || !self.write_short_frame(opcode, &payload) {
             self.write_frames_owned(opcode, payload, false);
         }
         Ok(())
     }
 
-    /// Writes an uncompressed message as one frame with a two-byte header when it is a
-    /// server's and short enough (at most 125 bytes, not fragmented): the usual message, kept
-    /// to a few instructions. Returns false, having written nothing, for any other.
+    /// Writes an uncompressed message as one frame with a short header when it is a server's
+    /// and under 64 KiB, not fragmented: the usual message, kept to a few instructions.
+    /// Returns false, having written nothing, for any other.
     #[inline]
     fn write_short_frame(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
         if self.role != Role::Server
@@ -135,12 +136,17 @@ impl Connection {
         {
             return false;
         }
-        let Some(header) = FrameHeader::short_final(opcode, payload.len()) else {
-            return false;
-        };
         let tail = self.tx.tail();
-        tail.reserve(header.len() + payload.len());
-        tail.extend_from_slice(&header);
+        // Each header of a constant size: a store or two, not a copy.
+        if let Some(header) = FrameHeader::short_final(opcode, payload.len()) {
+            tail.reserve(header.len() + payload.len());
+            tail.extend_from_slice(&header);
+        } else if let Some(header) = FrameHeader::medium_final(opcode, payload.len()) {
+            tail.reserve(header.len() + payload.len());
+            tail.extend_from_slice(&header);
+        } else {
+            return false;
+        }
         tail.extend_from_slice(payload);
         true
     }

@@ -38,6 +38,15 @@ fn take_output(conn: &mut Connection) -> Vec<u8> {
     out
 }
 
+/// Every piece of the output, in order.
+fn take_all_output(conn: &mut Connection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while conn.buffered_amount() > 0 {
+        out.extend(take_output(conn));
+    }
+    out
+}
+
 fn pump(from: &mut Connection, to: &mut Connection, now: Duration) {
     let out = take_output(from);
     if !out.is_empty() {
@@ -212,6 +221,26 @@ fn server_frames_around_the_two_byte_header_limit_are_encoded_exactly() {
         take_output(&mut server),
         raw_frame(0x82, &payload[..100], None)
     );
+    // Around the 16-bit length's limits and the size from which owned payloads are queued
+    // without a copy (their output then comes in pieces).
+    let mut server = open_server(Config::default());
+    for len in [1024, OWNED_MIN - 1, OWNED_MIN, 65_535, 65_536] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        server.send_binary(&payload).unwrap();
+        assert_eq!(
+            take_all_output(&mut server),
+            raw_frame(0x82, &payload, None),
+            "{len}"
+        );
+        server
+            .send_owned(Message::Binary(payload.clone().into()))
+            .unwrap();
+        assert_eq!(
+            take_all_output(&mut server),
+            raw_frame(0x82, &payload, None),
+            "owned {len}"
+        );
+    }
     // Short messages are fragmented too when the fragment size says so.
     let mut server = open_server(Config::default().with_fragment_size(Some(8)));
     let mut expected = raw_frame(0x01, b"abcdefgh", None);
@@ -1225,16 +1254,25 @@ proptest! {
     /// both roles, and for a frame after a fragment.
     #[test]
     fn a_short_frame_whole_or_byte_by_byte_gives_the_same_events_and_output(
-        first in prop_oneof![Just(0x81u8), Just(0x82), Just(0xC1), Just(0x01), any::<u8>()],
+        first in prop_oneof![
+            3 => Just(0x81u8),
+            3 => Just(0x82),
+            1 => Just(0xC1),
+            1 => Just(0x01),
+            1 => any::<u8>(),
+        ],
         payload in prop_oneof![
             ".{0,40}".prop_map(String::into_bytes),
-            proptest::collection::vec(any::<u8>(), 0..130),
+            ".{120,200}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            // Every 16-bit length, as runs of one byte (valid text too).
+            (126usize..=65_535, any::<u8>()).prop_map(|(n, b)| vec![b & 0x7F; n]),
         ],
         masked in any::<bool>(),
         client in any::<bool>(),
         after_fragment in any::<bool>(),
-        frame_limit in 1usize..140,
-        message_limit in 1usize..140,
+        frame_limit in prop_oneof![1usize..900, Just(1 << 20)],
+        message_limit in prop_oneof![1usize..900, Just(1 << 20)],
     ) {
         let cfg = Config::default()
             .with_max_frame_size(frame_limit)
