@@ -324,20 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
                 }
                 read
             } else {
-                // Reads of an idle connection go through the stack, so a connection waiting
-                // for data holds no receive buffer (the core drops its own once its traffic
-                // stops). Left uninitialised: zeroing it would cost more than the read.
-                let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
-                let mut buf = ReadBuf::uninit(&mut scratch);
-                let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-                let n = buf.filled().len();
-                if let Poll::Ready(Ok(())) = read {
-                    if n > 0 {
-                        let now = self.read_time();
-                        self.conn.receive(now, buf.filled());
-                    }
-                }
-                read.map_ok(|()| n)
+                self.poll_read_idle(cx)
             };
             match read {
                 Poll::Ready(Ok(0)) => {
@@ -358,6 +345,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         }
     }
 
+    /// A read of an idle connection, through the stack, so a connection waiting for data
+    /// holds no receive buffer (the core drops its own once its traffic stops). Left
+    /// uninitialised: zeroing it would cost more than the read. A function of its own, so
+    /// the stack frame of every other poll stays small (a frame this large is probed page
+    /// by page on entry).
+    #[inline(never)]
+    fn poll_read_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+        let mut buf = ReadBuf::uninit(&mut scratch);
+        let read = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+        let n = buf.filled().len();
+        if let Poll::Ready(Ok(())) = read {
+            if n > 0 {
+                let now = self.read_time();
+                self.conn.receive(now, buf.filled());
+            }
+        }
+        read.map_ok(|()| n)
+    }
+
     /// The connection failed on what the peer sent, which may still be arriving.
     fn lingers(&self) -> bool {
         !self.read_closed
@@ -369,6 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
     /// input is read and discarded until the peer's FIN, a read error or the close timeout
     /// (`sleep`, set when the FIN went out). Dropping a socket with unread bytes makes the
     /// kernel send a RST, which can destroy the close frame before the peer reads it.
+    #[inline(never)]
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while self.lingers() {
             let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
