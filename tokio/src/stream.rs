@@ -553,47 +553,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         lock(&self.inner)
     }
 
-    async fn send(&self, message: Message) -> Result<(), Error> {
-        // One lock per poll: wait for room, queue the message, write it out.
-        let mut message = Some(message);
-        poll_fn(|cx| {
-            self.with(cx, Side::Writer, |inner, cx| {
-                if message.is_some() {
-                    ready!(inner.poll_ready(cx))?;
-                    if let Some(message) = message.take() {
-                        inner.queue(message)?;
-                    }
-                    // From here the message is in the connection's output: dropping this
-                    // future loses nothing, the next poll of either half writes it.
+    /// One poll of `send`: wait for room, queue the message, write it out (under one lock).
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        message: &mut Option<Message>,
+    ) -> Poll<Result<(), Error>> {
+        self.with(cx, Side::Writer, |inner, cx| {
+            if message.is_some() {
+                ready!(inner.poll_ready(cx))?;
+                if let Some(message) = message.take() {
+                    inner.queue(message)?;
                 }
-                inner.poll_flush(cx)
-            })
+                // From here the message is in the connection's output: dropping the future
+                // loses nothing, the next poll of either half writes it.
+            }
+            inner.poll_flush(cx)
         })
-        .await
     }
 
-    async fn feed(&self, message: Message) -> Result<(), Error> {
-        // One lock on the usual path: below the bound, queue at once.
-        let message = {
-            let mut inner = self.state();
-            if inner.conn.buffered_amount() < inner.max_buffered {
-                inner.queue(message)?;
-                let reader_waiting = inner.reader_waiting;
-                drop(inner);
-                self.wake_waiting_reader(reader_waiting);
-                return Ok(());
-            }
-            message
-        };
-        // Waits (and writes) until the output is below its bound again.
-        poll_fn(|cx| self.with(cx, Side::Writer, Inner::poll_ready)).await?;
-        let reader_waiting = {
-            let mut inner = self.state();
+    /// One poll of `feed`: below the output bound, queue at once (one lock, no waker
+    /// recorded); above it, wait (and write) until it is below again.
+    fn poll_feed(
+        &self,
+        cx: &mut Context<'_>,
+        message: &mut Option<Message>,
+    ) -> Poll<Result<(), Error>> {
+        let mut inner = self.state();
+        if inner.conn.buffered_amount() >= inner.max_buffered {
+            drop(inner);
+            ready!(self.with(cx, Side::Writer, Inner::poll_ready))?;
+            inner = self.state();
+        }
+        if let Some(message) = message.take() {
             inner.queue(message)?;
-            inner.reader_waiting
-        };
+        }
+        let reader_waiting = inner.reader_waiting;
+        drop(inner);
         self.wake_waiting_reader(reader_waiting);
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     /// After `feed`: a receiving half parked in another task writes the message out when
@@ -648,16 +646,24 @@ macro_rules! common_methods {
         /// Sends a message and writes it out. Waits first while more than the output bound
         /// ([`Self::set_max_buffered`]) is queued. Cancellation-safe: once the message is
         /// accepted it is in the connection's output, and dropping the future loses nothing.
-        pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-            self.shared.send(message.into()).await
+        pub fn send(
+            &self,
+            message: impl Into<Message>,
+        ) -> impl Future<Output = Result<(), Error>> + '_ {
+            let mut message = Some(message.into());
+            poll_fn(move |cx| self.shared.poll_send(cx, &mut message))
         }
 
         /// Queues a message without waiting for it to be written (after waiting, like
         /// [`Self::send`], while the output is above its bound). It goes out with the next
         /// `send` or `flush`, or as soon as the receiving side waits for data: an echo loop
         /// of `recv` and `feed` writes a burst of replies at once instead of one by one.
-        pub async fn feed(&self, message: impl Into<Message>) -> Result<(), Error> {
-            self.shared.feed(message.into()).await
+        pub fn feed(
+            &self,
+            message: impl Into<Message>,
+        ) -> impl Future<Output = Result<(), Error>> + '_ {
+            let mut message = Some(message.into());
+            poll_fn(move |cx| self.shared.poll_feed(cx, &mut message))
         }
 
         /// Starts the close handshake with `code` and `reason` and writes the close frame.
@@ -752,8 +758,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketStream<S> {
     }
 
     /// The next message, `Err` once if the connection failed, then `None`.
-    pub async fn recv(&self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_message)).await
+    pub fn recv(&self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_message))
     }
 
     common_methods!();
@@ -827,8 +833,8 @@ impl<S> std::fmt::Debug for RecvHalf<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RecvHalf<S> {
     /// The next message, `Err` once if the connection failed, then `None`.
-    pub async fn recv(&self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_message)).await
+    pub fn recv(&self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+        poll_fn(|cx| self.shared.with(cx, Side::Reader, Inner::poll_message))
     }
 
     /// How the connection ended, once it has.
