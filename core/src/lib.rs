@@ -15,11 +15,12 @@
 //! false: feed what the socket read ([`Connection::receive`], or [`Connection::recv_buf`] then
 //! [`Connection::commit`]); handle [`Connection::poll_event`]; write [`Connection::output`] and
 //! [`Connection::consume`] what was written; call [`Connection::handle_timeout`] when
-//! [`Connection::poll_timeout`] is reached. A server that gives its messages away
-//! ([`Connection::send_owned`]) has large payloads queued without a copy: its output then
-//! comes in several pieces, written one [`Connection::output`] at a time or together with
-//! [`Connection::output_vectored`] and a vectored write. Here a client and a server talk in
-//! memory:
+//! [`Connection::poll_timeout`] is reached (and need not ask again while
+//! [`Connection::timers_version`] stays the same and its timer is set no later). A server
+//! that gives its messages away ([`Connection::send_owned`]) has large payloads queued
+//! without a copy: its output then comes in several pieces, written one
+//! [`Connection::output`] at a time or together with [`Connection::output_vectored`] and a
+//! vectored write. Here a client and a server talk in memory:
 //!
 //! ```
 //! use core::time::Duration;
