@@ -153,7 +153,55 @@ const LEN7: u8 = 0x7F;
 const LEN16_MARKER: u8 = 126;
 const LEN64_MARKER: u8 = 127;
 
+/// The header of a final, uncompressed text or binary frame with a 7- or 16-bit length, as
+/// [`FrameHeader::decode_short_data`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShortData {
+    pub(crate) text: bool,
+    pub(crate) mask: Option<[u8; 4]>,
+    pub(crate) len: usize,
+    pub(crate) header_len: usize,
+}
+
 impl FrameHeader {
+    /// The header at the start of `buf` when it is that of the usual data frame: final, no
+    /// RSV bit, text or binary, a length under 64 KiB. `None` for any other header and when
+    /// `buf` holds less than the header; [`FrameHeader::decode`] judges those. A few
+    /// comparisons, for the receive path's common case.
+    #[inline]
+    pub(crate) fn decode_short_data(buf: &[u8]) -> Option<ShortData> {
+        let &[first, second, ..] = buf else {
+            return None;
+        };
+        let text = match first {
+            b if b == FIN | OpCode::Text as u8 => true,
+            b if b == FIN | OpCode::Binary as u8 => false,
+            _ => return None,
+        };
+        let (len, len_end) = match second & LEN7 {
+            LEN16_MARKER => (
+                usize::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+                4,
+            ),
+            LEN64_MARKER => return None,
+            len7 => (usize::from(len7), 2),
+        };
+        let (mask, header_len) = if second & MASKED != 0 {
+            (
+                Some(buf.get(len_end..len_end + 4)?.try_into().ok()?),
+                len_end + 4,
+            )
+        } else {
+            (None, len_end)
+        };
+        Some(ShortData {
+            text,
+            mask,
+            len,
+            header_len,
+        })
+    }
+
     /// Decodes the header at the start of `buf`. `Ok(None)`: more bytes needed.
     /// `Ok(Some((header, header_len)))`: the payload starts at `buf[header_len..]`.
     ///
@@ -613,6 +661,43 @@ mod tests {
             }
             written.extend_from_slice(&trailing);
             prop_assert_eq!(FrameHeader::decode(&written), Ok(Some((header, encoded.len()))));
+        }
+
+        /// The receive path's shortcut reads exactly what `decode` reads, for the headers it
+        /// takes, and takes every header it should.
+        #[test]
+        fn decode_short_data_agrees_with_decode(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..=MAX_HEADER_LEN + 2),
+                (valid_header(), proptest::collection::vec(any::<u8>(), 0..4)).prop_map(
+                    |(header, trailing)| {
+                        let mut bytes = header.encode().as_slice().to_vec();
+                        bytes.extend(trailing);
+                        bytes
+                    }
+                ),
+            ],
+        ) {
+            let decoded = FrameHeader::decode(&bytes);
+            let expected = match decoded {
+                Ok(Some((h, header_len)))
+                    if h.fin
+                        && !(h.rsv1 || h.rsv2 || h.rsv3)
+                        && matches!(h.opcode, OpCode::Text | OpCode::Binary)
+                        && h.payload_len <= u64::from(u16::MAX) =>
+                {
+                    Some(ShortData {
+                        text: h.opcode == OpCode::Text,
+                        mask: h.mask,
+                        len: h.payload_len as usize,
+                        header_len,
+                    })
+                }
+                _ => None,
+            };
+            let short = FrameHeader::decode_short_data(&bytes);
+            // A 16-bit length below 126 is not the shortest form; decode accepts it too.
+            prop_assert_eq!(short, expected, "{:?}", decoded);
         }
 
         #[test]

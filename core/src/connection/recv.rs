@@ -8,7 +8,7 @@ use bytes::{Buf, BytesMut};
 use super::extension::Extension;
 use super::{Connection, Role, State};
 use crate::error::{Error, ProtocolError};
-use crate::frame::{FrameHeader, OpCode};
+use crate::frame::{FrameHeader, OpCode, ShortData};
 use crate::mask::apply_mask_at;
 use crate::message::{Event, Message, MessageKind, Utf8Bytes};
 
@@ -201,31 +201,21 @@ impl Connection {
 
     /// The usual frame, whole in the buffer: an open connection's final, uncompressed text or
     /// binary frame under 64 KiB, masked as the role requires, within the size limits, with
-    /// no fragmented message in progress. It is reported without the general
-    /// path's header decoding and frame bookkeeping. Returns false, having changed nothing,
-    /// for any other frame, which the general path then judges.
+    /// no fragmented message in progress. It is reported without the general path's header
+    /// decoding and frame bookkeeping. Returns false, having changed nothing, for any other
+    /// frame, which the general path then judges.
     #[inline]
     fn short_data_frame(&mut self) -> bool {
-        let &[first, second, ..] = &self.rx[..self.rx_filled] else {
+        let Some(ShortData {
+            text,
+            mask,
+            len,
+            header_len,
+        }) = FrameHeader::decode_short_data(&self.rx[..self.rx_filled])
+        else {
             return false;
         };
-        // FIN, no RSV bit, text or binary.
-        let text = match first {
-            0x81 => true,
-            0x82 => false,
-            _ => return false,
-        };
-        let masked = second & 0x80 != 0;
-        let (len, len_end) = match second & 0x7F {
-            126 => match self.rx[..self.rx_filled].get(2..4) {
-                Some(&[high, low]) => (usize::from(u16::from_be_bytes([high, low])), 4),
-                _ => return false,
-            },
-            127 => return false,
-            len7 => (usize::from(len7), 2),
-        };
-        let header_len = if masked { len_end + 4 } else { len_end };
-        if masked != (self.role == Role::Server)
+        if mask.is_some() != (self.role == Role::Server)
             || self.rx_filled < header_len + len
             || len > self.config.max_frame_size
             || len > self.config.max_message_size
@@ -234,9 +224,7 @@ impl Connection {
         {
             return false;
         }
-        if masked {
-            let k = &self.rx[len_end..header_len];
-            let key = [k[0], k[1], k[2], k[3]];
+        if let Some(key) = mask {
             apply_mask_at(&mut self.rx[header_len..header_len + len], key, 0);
         }
         if text {
