@@ -306,8 +306,9 @@ impl Flags {
     const READ_TO_BLOCK: u8 = 1;
     /// Registered for WRITABLE as well as READABLE.
     const WRITABLE_INTEREST: u8 = 1 << 1;
-    /// Ended on a failure (a protocol error, a refused request): the peer may still be
-    /// sending, so the socket lingers (see [`Worker::settle`]) instead of closing at once.
+    /// Ended on a failure (a protocol error, a refused request) or a close handshake: the peer
+    /// may still be sending, so the socket lingers (see [`Worker::settle`]) instead of closing
+    /// at once.
     const LINGER: u8 = 1 << 2;
     /// Lingering: the FIN is sent and input is read and discarded until the peer's FIN.
     const LINGERING: u8 = 1 << 3;
@@ -1179,12 +1180,16 @@ impl<H: Handler> Worker<H> {
             }
             // A close with unread bytes makes the kernel answer with a RST, which can destroy
             // the close frame or the error response before the peer reads it. So after a
-            // failure the FIN goes first, and input is discarded until the peer's FIN or the
-            // close timeout.
+            // failure or a close handshake the FIN goes first, and input is discarded until the
+            // peer's FIN or the close timeout.
             if !conn.flags.has(Flags::LINGERING) {
                 conn.flags.set(Flags::LINGERING, true);
                 conn.paused = false;
-                conn.readable = true;
+                // A socket the last read drained needs no read now: what arrives later, the
+                // peer's FIN included, comes with an edge.
+                if conn.flags.has(Flags::READ_TO_BLOCK) {
+                    conn.readable = true;
+                }
                 conn.stream.shutdown_write();
                 conn.kill_at = Some(Deadline::new(self.now + self.core_config.close_timeout()));
                 self.read(key);
@@ -1329,6 +1334,13 @@ impl<H: Handler> Worker<H> {
                         continue;
                     }
                     conn.opened = false;
+                    // The peer may send after its close frame (a ping, a message it had queued),
+                    // and bytes arriving at a closed socket make the kernel answer with a RST
+                    // that can destroy the close frame before the peer reads it. So after a
+                    // close handshake, too, the socket lingers until the peer's FIN.
+                    if closed.clean {
+                        conn.flags.set(Flags::LINGER, true);
+                    }
                     WorkerMetrics::sub(&wm.connections_open, 1);
                     self.metrics.record_close(closed.code.as_u16());
                     debug!(peer = %Peer(&conn.stream), code = closed.code.as_u16(), clean = closed.clean, "closed");

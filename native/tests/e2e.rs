@@ -19,7 +19,7 @@ use duplex_core::message::{Event, Message};
 use duplex_core::{CloseCode, Connection};
 
 mod common;
-use common::{get, http, metric_value, oversized_peer};
+use common::{get, http, metric_value, raw_peer};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -282,9 +282,22 @@ fn small_limits_server() -> TestServer {
 fn a_peer_still_sending_after_an_oversized_frame_reads_the_1009_close() {
     let server = small_limits_server();
     assert_eq!(
-        oversized_peer::close_code_while_still_sending(server.addr, WAIT),
+        raw_peer::close_code_while_still_sending(server.addr, WAIT),
         1009
     );
+    // The server is still serving everyone else.
+    let mut other = connect(&server.url("/"));
+    other.send_text("unaffected").unwrap();
+    assert_eq!(recv_message(&mut other), Message::text("unaffected"));
+}
+
+/// A peer that still sends after its close frame (Autobahn 7.1.3 sends a ping) is not reset:
+/// after the close handshake the server shuts down its side and discards input until the
+/// peer's FIN (see `raw_peer`).
+#[test]
+fn a_peer_sending_after_its_close_frame_is_not_reset() {
+    let server = small_limits_server();
+    assert_eq!(raw_peer::close_code_then_ping(server.addr, WAIT), 1000);
     // The server is still serving everyone else.
     let mut other = connect(&server.url("/"));
     other.send_text("unaffected").unwrap();

@@ -471,23 +471,15 @@ fn metrics_show_rooms_members_and_publishes() {
     assert!(page.contains("dataset.ready"), "{page}");
 }
 
-/// Publishes in lock step (each publish waits for its own message and ack, so the publisher is
-/// never slow itself) until `stop` says so or `max` messages went out; returns how many.
-fn publish_until(
-    a: &mut Peer,
-    room: &str,
-    payload: &str,
-    max: u64,
-    stop: impl Fn(&Value) -> bool,
-) -> u64 {
-    for i in 0..max {
+/// Publishes in lock step: each publish (ids `ids`, never reused, since the hub answers a
+/// repeated id without publishing again) waits for its own message and ack, so the publisher
+/// is never slow itself.
+fn publish_in_lock_step(a: &mut Peer, room: &str, payload: &str, ids: std::ops::Range<u64>) {
+    for i in ids {
         a.send(json!({"type": "publish", "id": i, "room": room, "data": payload}));
         let (mut acked, mut echoed) = (false, false);
         while !(acked && echoed) {
             let m = a.recv();
-            if stop(&m) {
-                return i + 1;
-            }
             match m["type"].as_str() {
                 Some("ack") => acked = true,
                 Some("message") => echoed = true,
@@ -495,7 +487,6 @@ fn publish_until(
             }
         }
     }
-    max
 }
 
 #[test]
@@ -503,6 +494,10 @@ fn slow_consumer_close_policy_closes_with_1008() {
     let mut cfg = config();
     cfg.slow_consumer = SlowConsumer::Close;
     cfg.server.max_backlog = 64 * 1024;
+    cfg.server.connection = cfg
+        .server
+        .connection
+        .with_close_timeout(Duration::from_secs(1));
     cfg.hub = HubConfig::default().with_max_payload(1 << 20);
     let server = TestServer::start(cfg);
     let mut a = server.client(Some("alice"));
@@ -511,11 +506,21 @@ fn slow_consumer_close_policy_closes_with_1008() {
     slow.join("app/s", 1);
     a.expect("join");
     let payload = "y".repeat(32 * 1024);
-    // Enough to fill the slow member's kernel buffers and then its 64 KiB cap.
-    let sent = publish_until(&mut a, "app/s", &payload, 4000, |m| {
-        m["type"] == "leave" && m["client"] == "slow"
-    });
-    assert!(sent < 4000, "the slow member was never closed");
+    // Enough to fill the slow member's kernel buffers and then its 64 KiB cap, however fast
+    // the publishes go: published in batches until the server counts the cut-off.
+    let mut sent = 0;
+    while metric_value(
+        &get(server.addr, "/metrics"),
+        "duplex_slow_consumer_closes_total",
+    ) == 0
+    {
+        assert!(sent < 4000, "the slow member was never cut off");
+        publish_in_lock_step(&mut a, "app/s", &payload, sent..sent + 50);
+        sent += 50;
+    }
+    // Its close frame waits behind output it does not read, so it leaves at the close timeout.
+    let leave = a.until("leave");
+    assert_eq!(leave["client"], "slow", "{leave}");
     let text = get(server.addr, "/metrics");
     assert!(
         text.contains("duplex_slow_consumer_closes_total 1\n"),

@@ -365,14 +365,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         read.map_ok(|()| n)
     }
 
-    /// The connection failed on what the peer sent, which may still be arriving.
+    /// The connection failed on what the peer sent, or ended with a close handshake; either way
+    /// the peer may still be sending (a peer may send after its close frame: Autobahn 7.1.3
+    /// sends a ping).
     fn lingers(&self) -> bool {
         !self.read_closed
             && !self.broken
-            && self.failure.as_ref().is_some_and(|e| e.caused_by_input())
+            && (self.failure.as_ref().is_some_and(|e| e.caused_by_input())
+                || self.closed.as_ref().is_some_and(|c| c.clean))
     }
 
-    /// After a failure caused by the peer's input (see [`Self::lingers`]), with the FIN sent:
+    /// After a failure caused by the peer's input or a close handshake (see [`Self::lingers`]),
+    /// with the FIN sent:
     /// input is read and discarded until the peer's FIN, a read error or the close timeout
     /// (`sleep`, set when the FIN went out). Dropping a socket with unread bytes makes the
     /// kernel send a RST, which can destroy the close frame before the peer reads it.

@@ -12,8 +12,8 @@ use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-#[path = "../../native/tests/common/oversized_peer.rs"]
-mod oversized_peer;
+#[path = "../../native/tests/common/raw_peer.rs"]
+mod raw_peer;
 
 /// An echo server on 127.0.0.1 that serves `connections` connections; returns its URL and the
 /// task, which yields what each connection ended with.
@@ -280,14 +280,49 @@ async fn a_message_fed_from_the_sending_half_goes_out_while_the_receiving_half_w
         let (url, server) = echo_server(1).await;
         let (ws, _) = connect(url.as_str()).await.unwrap();
         let (tx, mut rx) = ws.split();
-        let reader = tokio::spawn(async move { rx.next().await.map(Result::unwrap) });
+        let reader = tokio::spawn(async move {
+            let first = rx.next().await.map(Result::unwrap);
+            (first, rx)
+        });
         // Let the reader park in its read first.
         tokio::time::sleep(Duration::from_millis(50)).await;
         tx.feed(Message::text("fed")).await.unwrap();
         // No flush: the parked reader writes it.
-        assert_eq!(reader.await.unwrap(), Some(Message::text("fed")));
+        let (first, mut rx) = reader.await.unwrap();
+        assert_eq!(first, Some(Message::text("fed")));
         tx.close(CloseCode::Normal, "").await.unwrap();
+        // Read to the end: the server's close frame, then its FIN, which the client answers
+        // with its own (the server's stream ends at the client's FIN).
+        assert!(rx.next().await.is_none());
         server.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// A peer that still sends after its close frame (Autobahn 7.1.3 sends a ping) is not reset:
+/// after the close handshake the stream lingers like after a failure, and ends only at the
+/// peer's FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_after_its_close_frame_is_not_reset() {
+    timeout(LIMIT, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = accept(tcp).await.unwrap();
+            let mut items = 0;
+            while ws.next().await.is_some() {
+                items += 1;
+            }
+            // Dropped here: the socket closes.
+            (items, ws.closed().map(|c| (c.code, c.clean)))
+        });
+        let code = tokio::task::spawn_blocking(move || raw_peer::close_code_then_ping(addr, LIMIT))
+            .await
+            .unwrap();
+        assert_eq!(code, 1000);
+        assert_eq!(server.await.unwrap(), (0, Some((CloseCode::Normal, true))));
     })
     .await
     .unwrap();
@@ -316,7 +351,7 @@ async fn a_peer_still_sending_after_an_oversized_frame_reads_the_1009_close() {
             ends
         });
         let code = tokio::task::spawn_blocking(move || {
-            oversized_peer::close_code_while_still_sending(addr, LIMIT)
+            raw_peer::close_code_while_still_sending(addr, LIMIT)
         })
         .await
         .unwrap();

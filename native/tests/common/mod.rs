@@ -3,7 +3,7 @@
 //! Each test file is its own crate and uses only some of them.
 #![allow(dead_code)]
 
-pub mod oversized_peer;
+pub mod raw_peer;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
