@@ -30,9 +30,7 @@ impl Connection {
         self.state = State::CloseSent;
         self.stream = None;
         self.heartbeat = None;
-        self.timers
-            .set(Timer::CloseReply, self.clock() + self.config.close_timeout);
-        self.timers_changed();
+        self.arm_timer(Timer::CloseReply, self.clock() + self.config.close_timeout);
         Ok(())
     }
 
@@ -92,9 +90,7 @@ impl Connection {
         if self.role == Role::Client {
             // The server closes TCP first; wait for it, but not forever.
             self.state = State::ClosedAwaitingFin;
-            self.timers
-                .set(Timer::Linger, self.clock() + self.config.close_timeout);
-            self.timers_changed();
+            self.arm_timer(Timer::Linger, self.clock() + self.config.close_timeout);
         }
     }
 

@@ -112,8 +112,7 @@ impl Connection {
         if !matches!(self.state, State::AwaitingDecision { key: None }) {
             return Err(SendError::NotOpen);
         }
-        self.timers.set(Timer::HeldRequest, self.clock() + timeout);
-        self.timers_changed();
+        self.arm_timer(Timer::HeldRequest, self.clock() + timeout);
         Ok(())
     }
 
@@ -160,12 +159,7 @@ impl Connection {
         self.rx_filled -= consumed;
         self.head_scanned = 0;
         self.state = State::Handshake;
-        self.timers.set_after(
-            Timer::KeepAlive,
-            self.clock(),
-            self.config.handshake_timeout,
-        );
-        self.timers_changed();
+        self.arm_timer_after(Timer::KeepAlive, self.config.handshake_timeout);
         self.process();
         if self.peer_eof {
             self.apply_eof();

@@ -235,10 +235,7 @@ impl Connection {
         state: State,
         now: Duration,
     ) -> Connection {
-        let mut timers = TimerTable::default();
-        if let Some(t) = config.handshake_timeout {
-            timers.set(Timer::Handshake, now + t);
-        }
+        let timers = TimerTable::new(config.handshake_timeout.map(|t| now + t));
         Connection {
             role,
             timers,

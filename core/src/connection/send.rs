@@ -4,7 +4,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::extension::Extension;
 use super::{Connection, Role, State};
@@ -137,17 +137,13 @@ impl Connection {
             return false;
         }
         let tail = self.tx.tail();
-        // Each header of a constant size: a store or two, not a copy.
         if let Some(header) = FrameHeader::short_final(opcode, payload.len()) {
-            tail.reserve(header.len() + payload.len());
-            tail.extend_from_slice(&header);
+            put_frame(tail, header, payload);
         } else if let Some(header) = FrameHeader::medium_final(opcode, payload.len()) {
-            tail.reserve(header.len() + payload.len());
-            tail.extend_from_slice(&header);
+            put_frame(tail, header, payload);
         } else {
             return false;
         }
-        tail.extend_from_slice(payload);
         true
     }
 
@@ -379,4 +375,12 @@ fn fragments(
         let start = i * size;
         (start..len.min(start + size), i + 1 == count)
     })
+}
+
+/// Appends a frame: a header of a constant size (a store or two, not a copy), then the payload.
+#[inline]
+fn put_frame<const N: usize>(tail: &mut BytesMut, header: [u8; N], payload: &[u8]) {
+    tail.reserve(N + payload.len());
+    tail.extend_from_slice(&header);
+    tail.extend_from_slice(payload);
 }

@@ -51,6 +51,23 @@ impl Connection {
         self.timers_version = self.timers_version.wrapping_add(1);
     }
 
+    /// Arms a stored timer (handshake, close reply, linger, held request, keep-alive) at `at`,
+    /// replacing the timer of the previous state, and records that the next deadline may have
+    /// moved earlier. The only way to arm one once the connection exists, so no arming can
+    /// forget the version.
+    pub(super) fn arm_timer(&mut self, timer: Timer, at: Duration) {
+        self.timers.set(timer, at);
+        self.timers_changed();
+    }
+
+    /// Arms `timer` `after` from now; an unset timeout stops every stored timer instead.
+    pub(super) fn arm_timer_after(&mut self, timer: Timer, after: Option<Duration>) {
+        match after {
+            Some(after) => self.arm_timer(timer, self.clock() + after),
+            None => self.timers.stop_all(),
+        }
+    }
+
     /// A number that changes whenever [`Connection::poll_timeout`] may have moved earlier: a
     /// timer was armed (a handshake, close or linger deadline), the connection opened, frames
     /// started to arrive (the buffer-keep deadline), or a timeout was handled. Deadlines that
@@ -95,8 +112,18 @@ pub(super) struct TimerTable {
 }
 
 impl TimerTable {
-    /// Arms `timer` for `at`, replacing the timer of the previous state.
-    pub(super) fn set(&mut self, timer: Timer, at: Duration) {
+    /// A table with only the handshake's deadline, if any.
+    pub(super) fn new(handshake: Option<Duration>) -> TimerTable {
+        let mut table = TimerTable::default();
+        if let Some(at) = handshake {
+            table.set(Timer::Handshake, at);
+        }
+        table
+    }
+
+    /// Arms `timer` for `at`, replacing the timer of the previous state (through
+    /// [`Connection::arm_timer`]).
+    fn set(&mut self, timer: Timer, at: Duration) {
         debug_assert!(!matches!(
             timer,
             Timer::Heartbeat | Timer::Idle | Timer::BufferKeep
@@ -104,14 +131,6 @@ impl TimerTable {
         self.armed = Some(timer);
         self.secs = at.as_secs();
         self.nanos = at.subsec_nanos();
-    }
-
-    /// Arms `timer` `after` from `now`; an unset timeout stops every stored timer instead.
-    pub(super) fn set_after(&mut self, timer: Timer, now: Duration, after: Option<Duration>) {
-        match after {
-            Some(after) => self.set(timer, now + after),
-            None => self.stop_all(),
-        }
     }
 
     pub(super) fn stop(&mut self, timer: Timer) {
