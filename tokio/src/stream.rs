@@ -9,14 +9,15 @@ use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
 use duplex_core::{CloseCode, Closed, Connection, ConnectionState, Event, Message, SendError};
 use futures_core::Stream;
 use futures_sink::Sink;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -33,11 +34,6 @@ const MAX_PIECES: usize = 16;
 
 /// How often the time reads are dated with is brought up to date (see `Inner::read_time`).
 const READ_CLOCK_STEP: Duration = Duration::from_millis(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in another holder leaves the state consistent enough to report errors from.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One half's waker and whether that half waits on the stream.
 #[derive(Debug, Default)]
@@ -57,7 +53,7 @@ impl Slot {
         // A load, not a swap: the common case (the writer, not waiting) costs no atomic write.
         if self.parked.load(Ordering::Acquire) {
             self.parked.store(false, Ordering::Relaxed);
-            if let Some(waker) = lock(&self.waker).as_ref() {
+            if let Some(waker) = self.waker.lock().as_ref() {
                 waker.wake_by_ref();
             }
         }
@@ -478,7 +474,7 @@ struct Shared<S> {
 
 impl<S> std::fmt::Debug for Shared<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = lock(&self.inner);
+        let inner = self.inner.lock();
         f.debug_struct("WebSocketStream")
             .field("connection", &inner.conn)
             .field("max_buffered", &inner.max_buffered)
@@ -534,14 +530,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         side: Side,
         f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         let (slot, seen) = match side {
             Side::Reader => (&self.wakers.reader, &mut inner.reader_waker),
             Side::Writer => (&self.wakers.writer, &mut inner.writer_waker),
         };
         if !seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *seen = Some(cx.waker().clone());
-            *lock(&slot.waker) = Some(cx.waker().clone());
+            *slot.waker.lock() = Some(cx.waker().clone());
         }
         // Marked before polling, so a wake during the poll is not lost.
         slot.parked.store(true, Ordering::Release);
@@ -554,7 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     }
 
     fn state(&self) -> MutexGuard<'_, Inner<S>> {
-        lock(&self.inner)
+        self.inner.lock()
     }
 
     /// One poll of `send`: wait for room, queue the message, write it out (under one lock).
