@@ -522,8 +522,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         })
     }
 
-    /// Runs `f` on the state with a context whose waker wakes both halves, after recording
-    /// the caller's waker for its side.
+    /// Runs `f` on the state after recording the caller's waker for its side. While the other
+    /// half waits, `f` gets a context whose waker wakes both halves: whichever half polls the
+    /// socket last holds its registration, and the other may be waiting for the same
+    /// readiness. Otherwise (a stream used from one task, or the other half not waiting) `f`
+    /// gets the caller's own context, and readiness wakes the task without the detour. That
+    /// is safe because a half that waits on the socket has polled, in its own last poll, every
+    /// direction it waits for: once it waits, the other half's polls register the shared
+    /// waker again.
     fn with<T>(
         &self,
         cx: &mut Context<'_>,
@@ -531,9 +537,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         f: impl FnOnce(&mut Inner<S>, &mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
         let mut inner = self.inner.lock();
-        let (slot, seen) = match side {
-            Side::Reader => (&self.wakers.reader, &mut inner.reader_waker),
-            Side::Writer => (&self.wakers.writer, &mut inner.writer_waker),
+        let (slot, other, seen) = match side {
+            Side::Reader => (
+                &self.wakers.reader,
+                &self.wakers.writer,
+                &mut inner.reader_waker,
+            ),
+            Side::Writer => (
+                &self.wakers.writer,
+                &self.wakers.reader,
+                &mut inner.writer_waker,
+            ),
         };
         if !seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *seen = Some(cx.waker().clone());
@@ -541,8 +555,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         }
         // Marked before polling, so a wake during the poll is not lost.
         slot.parked.store(true, Ordering::Release);
-        let mut shared_cx = Context::from_waker(&self.waker);
-        let result = f(&mut inner, &mut shared_cx);
+        let waker = if other.parked.load(Ordering::Acquire) {
+            &self.waker
+        } else {
+            cx.waker()
+        };
+        let result = f(&mut inner, &mut Context::from_waker(waker));
         if result.is_ready() {
             slot.parked.store(false, Ordering::Relaxed);
         }

@@ -55,3 +55,60 @@ async fn a_dropped_send_loses_nothing_and_ready_waits_above_the_bound() {
     assert_eq!(got, first);
     assert_eq!(next, Message::text("third"));
 }
+
+/// Split halves in two tasks that both wait on a small pipe, again and again: the writer for
+/// room (its output above the bound), the reader for the echoes. Whichever half polls the
+/// socket last holds its registration, so a wake meant for the other must still reach it; a
+/// lost one hangs the exchange, which the timeout turns into a failure. Repeated on a
+/// multi-threaded runtime, so the halves' polls interleave in every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_both_waiting_on_the_socket_lose_no_wake() {
+    for round in 0..20u8 {
+        let (a, b) = tokio::io::duplex(512);
+        let config = Config::default();
+        let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
+        let (server, client) = tokio::join!(
+            accept_with(a, config.clone(), |_| Ok(Accept::default())),
+            client_handshake(b, request, config)
+        );
+        let (server, (client, _)) = (server.unwrap(), client.unwrap());
+        let echo = tokio::spawn(async move {
+            while let Some(Ok(message)) = server.recv().await {
+                if server.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        client.set_max_buffered(1024);
+        let (tx, rx) = client.split();
+        let messages: Vec<Message> = (0..200u16)
+            .map(|i| Message::binary(vec![round ^ i as u8; 100 + usize::from(i % 7) * 300]))
+            .collect();
+        let expected = messages.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < expected.len() {
+                match rx.recv().await {
+                    Some(Ok(message)) => got.push(message),
+                    other => panic!("round {round}: {other:?} after {} echoes", got.len()),
+                }
+            }
+            assert!(got == expected, "round {round}: the echoes differ");
+            rx
+        });
+        let writer = tokio::spawn(async move {
+            for message in messages {
+                tx.send(message).await.unwrap();
+            }
+            tx
+        });
+        let (tx, rx) = timeout(Duration::from_secs(20), async {
+            (writer.await.unwrap(), reader.await.unwrap())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: a half was never woken"));
+        tx.close(duplex_tokio::CloseCode::Normal, "").await.unwrap();
+        assert!(rx.recv().await.is_none());
+        echo.await.unwrap();
+    }
+}

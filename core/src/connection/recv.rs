@@ -43,6 +43,7 @@ impl Connection {
     /// Payload bytes the frame being received still misses (0 between frames). A driver that
     /// reads into its own buffer can switch to [`Connection::recv_buf`] when this is large, so
     /// a big frame lands in place without a copy.
+    #[inline]
     pub fn frame_remaining(&self) -> usize {
         self.frame
             .as_ref()
@@ -51,6 +52,7 @@ impl Connection {
 
     /// Room for one read: what the frame in progress misses, at least `read_chunk` and at most
     /// [`MAX_READ_WINDOW`] (or `read_chunk` if larger).
+    #[inline]
     fn read_window(&self) -> usize {
         self.frame_remaining().clamp(
             self.config.read_chunk,
@@ -89,6 +91,7 @@ impl Connection {
     /// window), for a driver whose reads append to a `BytesMut` without zeroing its spare
     /// capacity first (tokio's `AsyncReadExt::read_buf`, `tokio_util::io::poll_read_buf`).
     /// Only append to it; follow with [`Connection::commit_appended`].
+    #[inline]
     pub fn append_buf(&mut self) -> &mut BytesMut {
         let window = self.read_window();
         self.rx.truncate(self.rx_filled);
