@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
-use duplex_core::{CloseCode, Closed, Connection, ConnectionState, Event, Message, SendError};
+use duplex_core::{
+    CloseCode, Closed, Connection, ConnectionState, Event, Message, Role, SendError,
+};
 use futures_core::Stream;
 use futures_sink::Sink;
 use parking_lot::{Mutex, MutexGuard};
@@ -361,14 +363,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inner<S> {
         read.map_ok(|()| n)
     }
 
-    /// The connection failed on what the peer sent, or ended with a close handshake; either way
-    /// the peer may still be sending (a peer may send after its close frame: Autobahn 7.1.3
-    /// sends a ping).
+    /// The connection failed on what the peer sent, or a server's ended with a close handshake;
+    /// either way the peer may still be sending (a peer may send after its close frame:
+    /// Autobahn 7.1.3 sends a ping). A client's core already waits for the server's FIN after
+    /// a close handshake (the server closes TCP first), up to the close timeout.
     fn lingers(&self) -> bool {
         !self.read_closed
             && !self.broken
             && (self.failure.as_ref().is_some_and(|e| e.caused_by_input())
-                || self.closed.as_ref().is_some_and(|c| c.clean))
+                || (self.conn.role() == Role::Server
+                    && self.closed.as_ref().is_some_and(|c| c.clean)))
     }
 
     /// After a failure caused by the peer's input or a close handshake (see [`Self::lingers`]),

@@ -245,3 +245,79 @@ async fn a_peer_that_never_stops_sending_cannot_hold_off_the_close_timeout() {
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// A server on the bare core that completes the handshake and answers the client's close,
+/// then keeps its side of the pipe open (returned to the test) instead of closing it first.
+async fn server_that_never_closes_tcp(mut io: DuplexStream) -> DuplexStream {
+    let mut conn = Connection::server(Config::default(), Duration::ZERO);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the client closed first");
+        conn.receive(Duration::ZERO, &buf[..n]);
+        while let Some(event) = conn.poll_event() {
+            if let Event::Request(_) = event {
+                conn.accept(duplex_core::Accept::default()).unwrap();
+            }
+        }
+        let out = conn.output().to_vec();
+        io.write_all(&out).await.unwrap();
+        conn.consume(out.len());
+        if conn.is_terminated() {
+            return io;
+        }
+    }
+}
+
+/// After a close handshake the server closes TCP first. A client whose server never does ends
+/// at the close timeout, once: its core waits for the FIN, and the stream does not linger again.
+#[tokio::test(start_paused = true)]
+async fn a_client_whose_server_keeps_tcp_open_after_the_close_ends_at_the_close_timeout() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let server = tokio::spawn(server_that_never_closes_tcp(a));
+    let config = Config::default()
+        .with_ping_interval(None)
+        .with_close_timeout(Duration::from_secs(3));
+    let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
+    let (client, _) = client_handshake(b, request, config).await.unwrap();
+    client.close(CloseCode::Normal, "bye").await.unwrap();
+    let started = Instant::now();
+    let end = timeout(Duration::from_secs(600), client.recv())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "{end:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(client.closed().unwrap().clean);
+    // The server's side stays open until here.
+    drop(server.await.unwrap());
+}
+
+/// A server's stream lingers after a close handshake (the client may still send) until the
+/// client's FIN, and no longer than the close timeout when the client keeps TCP open.
+#[tokio::test(start_paused = true)]
+async fn a_server_lingers_after_a_close_handshake_at_most_the_close_timeout() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let config = Config::default()
+        .with_ping_interval(None)
+        .with_close_timeout(Duration::from_secs(3));
+    let (ws, mut peer) = tokio::join!(server(a, config), silent_client(b));
+    // The client's close frame (masked, code 1000), sent by hand: the client then keeps its
+    // side open and reads nothing.
+    peer.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let end = timeout(Duration::from_secs(600), ws.recv()).await.unwrap();
+    assert!(end.is_none(), "{end:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert!(ws.closed().unwrap().clean);
+    drop(peer);
+}
