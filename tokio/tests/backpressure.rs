@@ -3,20 +3,32 @@
 
 use std::time::Duration;
 
-use duplex_tokio::{Accept, ClientRequest, Config, Message, accept_with, client_handshake};
+use duplex_tokio::{
+    Accept, ClientRequest, Config, Message, WebSocketStream, accept_with, client_handshake,
+};
 use tokio::time::timeout;
 
-#[tokio::test]
-async fn a_dropped_send_loses_nothing_and_ready_waits_above_the_bound() {
-    // A small pipe: the peer has to read before more than 1 KiB can be written.
-    let (a, b) = tokio::io::duplex(1024);
+/// A server and a client stream joined by an in-memory pipe of `capacity` bytes.
+async fn pair(
+    capacity: usize,
+) -> (
+    WebSocketStream<tokio::io::DuplexStream>,
+    WebSocketStream<tokio::io::DuplexStream>,
+) {
+    let (a, b) = tokio::io::duplex(capacity);
     let config = Config::default();
     let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
     let (server, client) = tokio::join!(
         accept_with(a, config.clone(), |_| Ok(Accept::default())),
         client_handshake(b, request, config)
     );
-    let (server, (client, _)) = (server.unwrap(), client.unwrap());
+    (server.unwrap(), client.unwrap().0)
+}
+
+#[tokio::test]
+async fn a_dropped_send_loses_nothing_and_ready_waits_above_the_bound() {
+    // A small pipe: the peer has to read before more than 1 KiB can be written.
+    let (server, client) = pair(1024).await;
     client.set_max_buffered(4096);
 
     // Accepted, then stuck writing because nobody reads: the future is dropped mid-flush.
@@ -64,14 +76,7 @@ async fn a_dropped_send_loses_nothing_and_ready_waits_above_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_halves_both_waiting_on_the_socket_lose_no_wake() {
     for round in 0..20u8 {
-        let (a, b) = tokio::io::duplex(512);
-        let config = Config::default();
-        let request = ClientRequest::from_url("ws://127.0.0.1/").unwrap();
-        let (server, client) = tokio::join!(
-            accept_with(a, config.clone(), |_| Ok(Accept::default())),
-            client_handshake(b, request, config)
-        );
-        let (server, (client, _)) = (server.unwrap(), client.unwrap());
+        let (server, client) = pair(512).await;
         let echo = tokio::spawn(async move {
             while let Some(Ok(message)) = server.recv().await {
                 if server.send(message).await.is_err() {
