@@ -148,20 +148,28 @@ impl Client {
         })
     }
 
-    /// Handles a readiness event: completes the TCP connect if needed, reads everything the
-    /// socket holds (handing every event to `on_event` with the time of the read that brought
-    /// it), then writes the pending output.
+    /// Handles a readiness event (`ready`, registered under this client's token): completes
+    /// the TCP connect if needed, reads everything the socket holds (handing every event to
+    /// `on_event` with the time of the read that brought it), then writes the pending output.
+    ///
+    /// A plain socket's read that returns less than the buffer holds has drained it: the poll
+    /// is edge-triggered and reports the next bytes that arrive, so the read that would only
+    /// say `WouldBlock` is skipped, as the server does (one system call per message less, in a
+    /// process that is usually the bottleneck of a run). Not once the event reported the
+    /// server's FIN or an error, whose edge has passed: then the socket is read until EOF or
+    /// `WouldBlock`.
     pub fn service<F>(
         &mut self,
         target: &Target,
         registry: &Registry,
-        token: Token,
+        ready: &mio::event::Event,
         buf: &mut [u8],
         mut on_event: F,
     ) -> Result<(), Failure>
     where
         F: FnMut(&mut Connection, Event, Instant) -> Result<(), Failure>,
     {
+        let token = ready.token();
         if !self.connected && !self.finish_connect()? {
             return Ok(());
         }
@@ -169,6 +177,7 @@ impl Client {
             self.read_tls(target, buf, &mut on_event)?;
             return self.flush(registry, token);
         }
+        let read_to_block = ready.is_read_closed() || ready.is_error();
         while !self.eof {
             match self.stream.read(buf) {
                 Ok(0) => {
@@ -181,6 +190,9 @@ impl Client {
                     let t = Instant::now();
                     self.conn.receive(target.since_epoch(t), &buf[..n]);
                     self.drain(t, &mut on_event)?;
+                    if n < buf.len() && !read_to_block {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -245,7 +245,7 @@ pub fn worker(
                 .service(
                     target,
                     poll.registry(),
-                    Token(i),
+                    event,
                     &mut buf,
                     |conn, event, t| flow.on_event(spec, conn, event, t, &window, tally),
                 )

@@ -535,7 +535,7 @@ fn serve_members(
                 .service(
                     pool::target_of(targets, member.index),
                     poll.registry(),
-                    Token(i),
+                    event,
                     &mut buf,
                     |conn, event, t| match member.on_event(spec, conn, event, t)? {
                         Got::Message(n) => {
@@ -741,7 +741,7 @@ impl Publisher<'_> {
                 continue;
             }
             client
-                .service(target, registry, Token(0), buf, |conn, event, t| {
+                .service(target, registry, event, buf, |conn, event, t| {
                     let got = me.on_event(spec, conn, event, t)?;
                     // A bare pub/sub server acknowledges nothing: the publisher's own copy
                     // tells that the server took the publish.

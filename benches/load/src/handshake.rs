@@ -81,7 +81,7 @@ pub fn worker(target: &Target, indices: &[usize], control: Control) -> Result<Ta
             let result = cycle.client.service(
                 target,
                 poll.registry(),
-                Token(i),
+                event,
                 &mut buf,
                 |conn, event, t| {
                     match event {

@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use duplex_core::Event;
-use mio::Token;
 
 use crate::client::{Failure, Target};
 use crate::pool::{self, Control, Tally, describe};
@@ -43,7 +42,7 @@ pub fn worker(
                 .service(
                     target,
                     poll.registry(),
-                    Token(i),
+                    event,
                     &mut buf,
                     |_, event, _| match event {
                         Event::Error(e) => {

@@ -172,7 +172,7 @@ pub fn open_all(
                 .service(
                     target_of(targets, indices[i]),
                     poll.registry(),
-                    Token(i),
+                    event,
                     buf,
                     |_, event, _| {
                         match event {
@@ -236,7 +236,7 @@ pub fn close_all(
             let Some(Some(client)) = clients.get_mut(i) else {
                 continue;
             };
-            let result = client.service(target, poll.registry(), Token(i), buf, |_, _, _| Ok(()));
+            let result = client.service(target, poll.registry(), event, buf, |_, _, _| Ok(()));
             if result.is_err() || client.eof || client.conn.is_terminated() {
                 client.deregister(poll.registry());
                 clients[i] = None;
